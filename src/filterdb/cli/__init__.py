@@ -1,0 +1,53 @@
+"""The ``filterdb`` command line: one module per group of subcommands.
+
+Each module in this package defines ``register(subparsers)``, adding its subcommands
+with ``parser.set_defaults(func=...)``; ``func(args)`` returns the exit code.
+User errors (:class:`filterdb.FilterDBError`) print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from ..errors import FilterDBError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="filterdb",
+        description="A queryable database of trained convolution filters: drift and degeneration.",
+    )
+    parser.add_argument("--version", action="version", version=f"filterdb {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except FilterDBError as e:
+        print(f"filterdb: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("filterdb: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

