@@ -1,0 +1,11 @@
+"""Layer health: sparsity, variance entropy, orthogonality and degeneration flags
+(shared/spec/method.md, section 5), per model and against random initialisations."""
+from __future__ import annotations
+
+from .baseline import DEFAULT_INITS, random_baseline, simulated_threshold
+from .check import (COLUMNS, FLAGS, HealthThresholds, flags, health_from_moments,
+                    layer_metrics, model_health, randomness_threshold_for, summarise)
+
+__all__ = ["HealthThresholds", "layer_metrics", "model_health", "summarise", "flags",
+           "health_from_moments", "randomness_threshold_for", "random_baseline",
+           "simulated_threshold", "DEFAULT_INITS", "COLUMNS", "FLAGS"]
