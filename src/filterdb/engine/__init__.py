@@ -1,0 +1,258 @@
+"""The execution layer: one map-reduce over row windows of a filter source, run by the
+same kernels on local threads or on Dask workers.
+
+- A *source* holds the ``(N, 9)`` float32 filters. It has ``read(start, count, out)``
+  returning the ``(count, 9)`` rows (normally a view of ``out``, a preallocated,
+  64-byte-aligned buffer), must be safe to call from several threads, and must pickle
+  cheaply (a path, not an open handle) so a Dask worker can rebuild it.
+- A *plan* cuts the selected layer ranges ``(starts, counts, layer_ids)`` into tasks of
+  about ``target_rows`` buffer rows. A task reads a few contiguous windows into the
+  buffer and carries run-length layer ids; the per-row ids are filled per task into a
+  reused buffer (never one global per-filter array). Unselected rows in the buffer
+  (small gaps read through, alignment padding) get layer id -1 and are skipped.
+- A *kernel* is ``kernel(filters, layer_ids, **params) -> {name: ndarray}``; results of
+  all tasks are combined per key by ``sum`` (default), ``min`` or ``max`` (a kernel may
+  declare ``kernel.reduce = {key: op}``), in plan order, so results are reproducible.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import FilterDBError
+from ..kernels import _numba
+
+DEFAULT_TARGET_ROWS = 1 << 20
+ALIGN_ROWS = 16  # 16 rows x 36 bytes = 576 bytes = 9 x 64: keeps each read 64-byte aligned
+GAP_ROWS = 4096  # read through unselected gaps up to this size instead of a new read
+
+
+@runtime_checkable
+class Source(Protocol):
+    n_rows: int
+
+    def read(self, start: int, count: int, out: np.ndarray) -> np.ndarray:
+        """Rows ``start:start + count`` as a ``(count, 9)`` float32 array."""
+
+
+@dataclass
+class ArraySource:
+    """An in-memory ``(N, 9)`` float32 array as a source (tests, small selections)."""
+
+    array: np.ndarray
+
+    def __post_init__(self):
+        a = np.asarray(self.array)
+        if a.ndim != 2 or a.shape[1] != 9:
+            raise FilterDBError(f"filters must be an (n, 9) array, got shape {a.shape}")
+        self.array = np.ascontiguousarray(a, dtype=np.float32)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.array)
+
+    def read(self, start, count, out):
+        return self.array[start:start + count]  # a view: no copy needed
+
+
+@dataclass(frozen=True)
+class RowReaderSource:
+    """A source from a module-level function ``read_rows(path, start, count, out)``
+    (e.g. the store's): pickles as the function's name and the path."""
+
+    read_rows: Callable
+    path: str
+    n_rows: int
+
+    def read(self, start, count, out):
+        return self.read_rows(self.path, start, count, out)
+
+
+def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts on an ``align``-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    off = (-raw.ctypes.data) % align
+    return raw[off:off + nbytes].view(dtype).reshape(shape)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: windows to read into the buffer and the layer of each run."""
+
+    reads: np.ndarray  # (k, 3) int64: source start, count, buffer offset
+    runs: np.ndarray  # (r, 3) int64: buffer offset, count, layer id
+    span: int  # buffer rows used
+    n_rows: int  # selected rows
+
+
+@dataclass(frozen=True)
+class Plan:
+    tasks: tuple[Task, ...]
+    n_rows: int  # selected rows in all
+    max_span: int  # buffer rows a worker thread needs
+
+    def __len__(self):
+        return len(self.tasks)
+
+
+def make_plan(starts, counts, layer_ids, target_rows: int = DEFAULT_TARGET_ROWS,
+              gap_rows: int = GAP_ROWS, align_rows: int = ALIGN_ROWS) -> Plan:
+    """Tasks over the selected ranges (sorted by start, non-overlapping) of a source."""
+    starts = np.asarray(starts, dtype=np.int64).ravel()
+    counts = np.asarray(counts, dtype=np.int64).ravel()
+    layer_ids = np.asarray(layer_ids, dtype=np.int64).ravel()
+    if not (len(starts) == len(counts) == len(layer_ids)):
+        raise FilterDBError("starts, counts and layer_ids must have the same length")
+    if (counts < 0).any() or (starts < 0).any() or (layer_ids < 0).any():
+        raise FilterDBError("negative start, count or layer id in the selection")
+    keep = counts > 0
+    starts, counts, layer_ids = starts[keep], counts[keep], layer_ids[keep]
+    if len(starts) == 0:
+        raise FilterDBError("empty selection: no filters to analyse")
+    if (starts[1:] < starts[:-1] + counts[:-1]).any():
+        raise FilterDBError("selected ranges must be sorted by start and must not overlap")
+    target = max(int(target_rows), align_rows)
+
+    tasks = []
+    reads: list[list[int]] = []
+    runs: list[list[int]] = []
+    pos = sel = 0
+    end = -1  # source row after the last read of the current task
+
+    def close():
+        nonlocal reads, runs, pos, sel, end
+        if runs:
+            tasks.append(Task(np.array(reads, np.int64).reshape(-1, 3),
+                              np.array(runs, np.int64).reshape(-1, 3), pos, sel))
+        reads, runs, pos, sel, end = [], [], 0, 0, -1
+
+    for s, c, lid in zip(starts.tolist(), counts.tolist(), layer_ids.tolist()):
+        while c > 0:
+            if reads and 0 <= s - end <= gap_rows:  # extend the last read through the gap
+                off = pos + (s - end)
+                if off >= target:
+                    close()
+                    continue
+                take = min(c, target - off)
+                reads[-1][1] += (s - end) + take
+            else:
+                off = -(-pos // align_rows) * align_rows
+                if off >= target:
+                    close()
+                    continue
+                take = min(c, target - off)
+                reads.append([s, take, off])
+            runs.append([off, take, lid])
+            pos = off + take
+            sel += take
+            end = s + take
+            s += take
+            c -= take
+            if pos >= target:
+                close()
+    close()
+    return Plan(tuple(tasks), int(counts.sum()), max(t.span for t in tasks))
+
+
+# ---- running one task (the same code on a local thread and on a Dask worker) ----
+
+_buffers = threading.local()
+
+
+def _task_buffers(rows: int):
+    """This thread's filter and layer-id buffers, allocated once (and grown if needed)."""
+    b = getattr(_buffers, "b", None)
+    if b is None or len(b[1]) < rows:
+        b = (aligned_empty((rows, 9), np.float32), aligned_empty((rows,), np.int64))
+        _buffers.b = b
+    return b
+
+
+def run_task(source, task: Task, kernel, params: dict | None = None) -> dict:
+    """Read a task's windows into this thread's buffer and run ``kernel`` on them."""
+    buf, ids = _task_buffers(task.span)
+    if len(task.reads) == 1 and task.reads[0, 2] == 0:
+        start, count, _ = task.reads[0].tolist()
+        x = source.read(start, count, buf[:count])
+        x = _checked(x, count, start)
+        span = count
+    else:
+        for start, count, off in task.reads.tolist():
+            part = _checked(source.read(start, count, buf[off:off + count]), count, start)
+            if part.ctypes.data != buf[off:].ctypes.data:
+                buf[off:off + count] = part
+        x, span = buf[:task.span], task.span
+    _numba.fill_runs(ids, span, task.runs)
+    return kernel(x, ids[:span], **(params or {}))
+
+
+def _checked(x, count, start):
+    if x.shape != (count, 9) or x.dtype != np.float32 or not x.flags.c_contiguous:
+        raise FilterDBError(f"source returned {x.dtype} {x.shape} for rows {start}:"
+                            f"{start + count} (expected C-contiguous float32 ({count}, 9))")
+    return x
+
+
+_OPS = {"sum": np.add, "min": np.minimum, "max": np.maximum}
+
+
+def combine(acc: dict | None, res: dict, reduce: dict) -> dict:
+    """Fold one task's result into the accumulator (key-wise sum / min / max)."""
+    if acc is None:
+        return {k: np.array(v, copy=True) for k, v in res.items()}
+    for k, v in res.items():
+        acc[k] = _OPS[reduce.get(k, "sum")](acc[k], v)
+    return acc
+
+
+# ---- the one entry point ----
+
+def get_engine(engine="local", scheduler=None, workers: int = 2):
+    """An engine object: ``"local"`` (threads) or ``"dask"`` (a Dask cluster), or pass one."""
+    if not isinstance(engine, str):
+        return engine
+    if engine == "local":
+        from .local import LocalEngine
+
+        return LocalEngine(workers=workers)
+    if engine == "dask":
+        from .dask import DaskEngine
+
+        return DaskEngine(scheduler=scheduler, workers=workers)
+    raise FilterDBError(f"unknown engine {engine!r}: use 'local' or 'dask'")
+
+
+def map_reduce(source, plan: Plan, kernel, params: dict | None = None, *, engine="local",
+               scheduler=None, workers: int = 2, reduce: dict | None = None,
+               progress: Callable[[int], None] | None = None) -> dict:
+    """Run ``kernel`` on every task of ``plan`` and combine the results.
+
+    ``engine`` is ``"local"``, ``"dask"`` or an engine object (kept open by the caller);
+    ``progress(n_rows)`` is called after each task with the selected rows it covered.
+    """
+    reduce = dict(getattr(kernel, "reduce", {}), **(reduce or {}))
+    bad = set(reduce.values()) - set(_OPS)
+    if bad:
+        raise FilterDBError(f"unknown reduction(s) {sorted(bad)}: use sum, min or max")
+    if not plan.tasks:
+        raise FilterDBError("empty selection: no filters to analyse")
+    eng = get_engine(engine, scheduler, workers)
+    try:
+        return eng.map_reduce(source, plan, kernel, params or {}, reduce, progress)
+    finally:
+        if eng is not engine:
+            eng.close()
+
+
+from .analysis import (DriftResult, coefficient_range, drift_analysis, fit_pca,  # noqa: E402
+                       group_histograms, histogram2d)
+
+__all__ = ["Source", "ArraySource", "RowReaderSource", "aligned_empty", "Task", "Plan",
+           "make_plan", "run_task", "combine", "get_engine", "map_reduce", "fit_pca",
+           "coefficient_range", "group_histograms", "histogram2d", "drift_analysis",
+           "DriftResult"]

@@ -1,0 +1,161 @@
+"""Scaling, PCA from streamed moments, and coefficients (shared/spec/method.md, section 3).
+
+Pure functions: arrays in, arrays out. Partial moments of chunks combine by summing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FilterDBError
+from . import _numba
+
+_NONE = np.empty(0, np.int64)
+
+
+def as_filters(X) -> np.ndarray:
+    """``X`` as a C-contiguous ``(m, 9)`` float32 array (refuses other shapes)."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != 9:
+        raise FilterDBError(f"filters must be an (n, 9) array, got shape {X.shape}")
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def _ids(ids, m) -> np.ndarray:
+    if ids is None:
+        return _NONE
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids.shape != (m,):
+        raise ValueError(f"need one id per row: {ids.shape} for {m} rows")
+    return ids
+
+
+def scale_filters(X) -> np.ndarray:
+    """Each filter divided by its absolute peak, ``f / max_j |f_j|``; zero filters stay zero."""
+    X = as_filters(X)
+    out = np.empty_like(X)
+    _numba.scale_rows(X, out)
+    return out
+
+
+def moments_chunk(X, layer_ids=None):
+    """Moments of the scaled filters: ``(n, sum (9,), sum of v v^T (9, 9))``, float64.
+
+    Rows whose ``layer_ids`` entry is negative are skipped. Sum the results of
+    several chunks to combine them.
+    """
+    X = as_filters(X)
+    s = np.zeros(9)
+    sxx = np.zeros((9, 9))
+    n = _numba.moments(X, _ids(layer_ids, len(X)), s, sxx)
+    iu = np.triu_indices(9, 1)
+    sxx.T[iu] = sxx[iu]
+    return int(n), s, sxx
+
+
+@dataclass
+class PCA:
+    """PCA of the scaled filters: rows of ``components`` sorted by variance, descending."""
+
+    n: int
+    mean: np.ndarray  # (9,)
+    components: np.ndarray  # (9, 9), one component per row
+    explained_variance: np.ndarray  # (9,), unbiased (n - 1)
+    explained_variance_ratio: np.ndarray  # (9,)
+
+    def to_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "mean": self.mean.tolist(),
+            "components": self.components.tolist(),
+            "explained_variance": self.explained_variance.tolist(),
+            "explained_variance_ratio": self.explained_variance_ratio.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d) -> "PCA":
+        return cls(int(d["n"]), np.asarray(d["mean"], float), np.asarray(d["components"], float),
+                   np.asarray(d["explained_variance"], float),
+                   np.asarray(d["explained_variance_ratio"], float))
+
+
+def fix_signs(components) -> np.ndarray:
+    """Flip each row so that its largest-magnitude entry (the first, on ties) is positive."""
+    c = np.array(components, dtype=np.float64)
+    pick = c[np.arange(len(c)), np.argmax(np.abs(c), axis=1)]
+    c[pick < 0] *= -1
+    return c
+
+
+def pca_from_moments(n, s, sxx) -> PCA:
+    """PCA from ``(n, sum, second moment)``: eigenvectors of the unbiased covariance."""
+    n = int(n)
+    if n == 0:
+        raise FilterDBError("empty selection: no filters to analyse")
+    if n < 2:
+        raise FilterDBError("PCA needs at least 2 filters, the selection has 1")
+    s = np.asarray(s, dtype=np.float64)
+    mean = s / n
+    cov = (np.asarray(sxx, dtype=np.float64) - n * np.outer(mean, mean)) / (n - 1)
+    cov = (cov + cov.T) / 2
+    var, vec = np.linalg.eigh(cov)
+    order = np.argsort(var)[::-1]
+    var = np.clip(var[order], 0.0, None)
+    total = var.sum()
+    if not total > 0:
+        raise FilterDBError(f"the {n} filters of the selection are all identical after "
+                            "scaling (zero variance): nothing to analyse")
+    return PCA(n, mean, fix_signs(vec[:, order].T), var, var / total)
+
+
+def fit_pca(X) -> PCA:
+    """PCA of an in-memory ``(n, 9)`` array of raw filters (scaled here)."""
+    return pca_from_moments(*moments_chunk(X))
+
+
+def _pca_arrays(pca: PCA):
+    return (np.ascontiguousarray(pca.mean, dtype=np.float64),
+            np.ascontiguousarray(pca.components, dtype=np.float64))
+
+
+def coefficients(X, pca: PCA) -> np.ndarray:
+    """Coefficients ``(scaled X - mean) @ components.T`` (float64 ``(m, 9)``)."""
+    X = as_filters(X)
+    out = np.empty((len(X), 9))
+    _numba.coefficients(X, *_pca_arrays(pca), out)
+    return out
+
+
+def coeff_range_chunk(X, pca: PCA, layer_ids=None):
+    """Per-component ``(min (9,), max (9,))`` of the coefficients (+inf / -inf when empty)."""
+    X = as_filters(X)
+    cmin = np.full(9, np.inf)
+    cmax = np.full(9, -np.inf)
+    _numba.coeff_range(X, _ids(layer_ids, len(X)), *_pca_arrays(pca), cmin, cmax)
+    return cmin, cmax
+
+
+def shared_range(cmin, cmax) -> tuple[float, float]:
+    """One range shared by all components and groups: global min and max of the coefficients."""
+    lo, hi = float(np.min(cmin)), float(np.max(cmax))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise FilterDBError("empty selection: no coefficients to take a range from")
+    return lo, hi
+
+
+# ---- task kernels for the engine: kernel(filters, layer_ids, **params) -> dict ----
+
+def moments_task(filters, layer_ids):
+    n, s, sxx = moments_chunk(filters, layer_ids)
+    return {"n": np.array(n, dtype=np.int64), "s": s, "sxx": sxx}
+
+
+def range_task(filters, layer_ids, mean, components):
+    cmin = np.full(9, np.inf)
+    cmax = np.full(9, -np.inf)
+    _numba.coeff_range(filters, layer_ids, mean, components, cmin, cmax)
+    return {"cmin": cmin, "cmax": cmax}
+
+
+range_task.reduce = {"cmin": "min", "cmax": "max"}
