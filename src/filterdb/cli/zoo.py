@@ -22,6 +22,12 @@ def register(sub) -> None:
     fe.add_argument("models", nargs="*", help="model ids (default: all)")
     fe.set_defaults(func=cmd_fetch)
 
+    from .store import register_zoo_ingest  # `filterdb zoo ingest DB` (the store's CLI)
+
+    register_zoo_ingest(zsub)
+
+    _register_train(zsub)
+
 
 def _selected(ids):
     from ..zoo import CATALOG, find
@@ -56,4 +62,41 @@ def cmd_fetch(args) -> int:
         print_json({k: str(v) for k, v in paths.items()})
     else:
         print(format_table([(k, str(v)) for k, v in paths.items()], ["id", "path"]))
+    return 0
+
+
+def _register_train(zsub) -> None:
+    tr = zsub.add_parser("train", help="train a population of small CNNs offline (CPU), "
+                         "each beside its untrained twin; resumable")
+    tr.add_argument("out", metavar="OUT", help="output directory (models/*.pt + manifest.csv)")
+    tr.add_argument("--preset", choices=("small", "full"), default="small",
+                    help="small: the demo population (minutes); full: the study (hours)")
+    tr.add_argument("--seed", type=int, default=0, help="first model seed and data seed")
+    tr.add_argument("--jobs", type=int, default=None,
+                    help="worker processes, one thread each (default: number of CPUs)")
+    tr.add_argument("--json", action="store_true", help="print the trained models as JSON")
+    tr.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    import os
+    import time
+
+    from ..zoo.train import run
+
+    jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    rows = run(args.out, preset=args.preset, seed=args.seed, jobs=jobs,
+               log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"trained {len(rows)} models (+ untrained twins) in "
+          f"{time.perf_counter() - t0:.1f} s into {args.out}", file=sys.stderr)
+    if args.json:
+        print_json(rows)
+    elif rows:
+        print(format_table([(r["model"], r["task"], r["visual_category"], r["architecture"],
+                             r["x_heldout_metric"], f"{float(r['x_heldout_value']):.4g}",
+                             f"{float(r['x_heldout_baseline']):.4g}", r["x_train_seconds"])
+                            for r in rows],
+                           ["model", "task", "visual category", "architecture", "metric",
+                            "held-out", "baseline", "seconds"]))
     return 0
