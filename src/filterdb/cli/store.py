@@ -1,0 +1,339 @@
+"""``filterdb init|add|ls|info|rm|verify``: build and query a filter database.
+
+``add`` metadata: ``--meta key=value`` (for every file) and ``--manifest file.csv`` (a
+``path`` column, relative to the manifest's directory, plus metadata columns; a manifest
+value wins over ``--meta``). Column names follow :mod:`filterdb.store.vocab`: published
+names are accepted, unknown ones refused unless prefixed ``x_`` (free columns).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+from .._table import format_table
+from ..errors import FilterDBError
+from ._common import print_json, progress
+
+
+def register(sub) -> None:
+    p = sub.add_parser("init", help="create an empty filter database (a directory)")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("--segment-rows", type=int, default=None,
+                   help="filters per segment file (default 16,777,216 = 604 MB)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("add", help="add model files to a database (created if missing)")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("files", nargs="*", metavar="FILE", help="model files")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata for every file (e.g. task=Classification); repeatable")
+    p.add_argument("--manifest", metavar="CSV",
+                   help="CSV with a 'path' column plus metadata columns")
+    p.add_argument("--replace", action="store_true",
+                   help="replace a model already present (same file or same model id)")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="read files in N processes")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("ls", help="list the models (or layers) of a database")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("--where", help="SQL expression over the columns, e.g. \"task = 'Segmentation'\"")
+    p.add_argument("--layers", action="store_true", help="list layers (with model columns)")
+    p.add_argument("--json", action="store_true", help="print JSON (all columns)")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("info", help="counts by task, visual category and format; sizes")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("rm", help="remove models (their filter ids become free ranges)")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model id, numeric id or sha256")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("verify", help="check the catalog against the filter files")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("--quick", action="store_true", help="skip the per-layer checksums")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_verify)
+
+
+def register_zoo_ingest(zsub) -> None:
+    """``filterdb zoo ingest DB``: called by cli/zoo.py."""
+    p = zsub.add_parser("ingest", help="fetch the zoo and add every model to a database")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("models", nargs="*", help="zoo model ids (default: all)")
+    p.add_argument("--cache", help="cache directory (default: $FILTERDB_CACHE or ~/.cache/filterdb)")
+    p.add_argument("--replace", action="store_true", help="re-add models already present")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_zoo_ingest)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _records(df) -> list[dict]:
+    return df.astype(object).where(df.notna(), None).to_dict(orient="records")
+
+
+def read_manifest(path) -> list[tuple[str, dict]]:
+    """``[(file path, metadata)]`` from a manifest CSV, every column checked first."""
+    from ..store.vocab import column_name, normalize_meta
+
+    p = Path(path)
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise FilterDBError(f"{p}: cannot read the manifest ({e})") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise FilterDBError(f"{p}: empty manifest (expected a header with a 'path' column)")
+    header = [h.strip() for h in rows[0]]
+    if "path" not in header:
+        raise FilterDBError(f"{p}: the manifest has no 'path' column (columns: {', '.join(header)})")
+    if len(set(header)) != len(header) or "" in header:
+        raise FilterDBError(f"{p}: empty or repeated column names in the manifest header")
+    for h in header:
+        if h != "path":
+            try:
+                column_name(h)
+            except FilterDBError as e:
+                raise FilterDBError(f"{p}: {e}") from None
+    out = []
+    for i, r in enumerate(rows[1:], start=2):
+        if len(r) != len(header):
+            raise FilterDBError(f"{p}: line {i} has {len(r)} fields, the header has {len(header)}")
+        d = dict(zip(header, r))
+        file = d.pop("path").strip()
+        if not file:
+            raise FilterDBError(f"{p}: line {i} has an empty path")
+        try:
+            normalize_meta(d)
+        except FilterDBError as e:
+            raise FilterDBError(f"{p}: line {i}: {e}") from None
+        out.append((str(p.parent / file) if not os.path.isabs(file) else file, d))
+    return out
+
+
+def _read_worker(path: str):
+    """Read one model in a worker process; errors come back as text (picklable)."""
+    from ..readers import read_model
+
+    try:
+        return read_model(path), None
+    except FilterDBError as e:
+        return None, str(e)
+    except Exception as e:  # pragma: no cover - reader bug
+        return None, f"{path}: {type(e).__name__}: {e}"
+
+
+def _jobs_from_args(args) -> list[tuple[str, dict]]:
+    from ..store.vocab import normalize_meta, parse_meta_args
+
+    meta = parse_meta_args(args.meta)
+    normalize_meta(meta)  # refuse bad columns before anything is read or written
+    jobs = [(f, dict(meta)) for f in args.files]
+    if args.manifest:
+        jobs += [(f, {**meta, **m}) for f, m in read_manifest(args.manifest)]
+    if not jobs:
+        raise FilterDBError("nothing to add: give model files and/or --manifest")
+    if "model" in {k.strip().lower() for k in meta} and len(jobs) > 1:
+        raise FilterDBError("--meta model=... names one model; it cannot apply to several files")
+    return jobs
+
+
+def add_files(db, jobs, replace=False, n_jobs=1, show_progress=True):
+    """Add ``[(path, meta)]``; returns ``[(path, AddResult or error text)]``. Files are
+    read in ``n_jobs`` processes and written one after another by this process."""
+    from ..readers import read_model
+    from ..readers.base import file_sha256
+    from ..store.ingest import AddResult
+
+    results: list = [None] * len(jobs)
+    todo = []
+    for i, (path, meta) in enumerate(jobs):
+        try:
+            if not os.path.isfile(path):
+                raise FilterDBError(f"{path}: no such file")
+            sha = file_sha256(path)
+        except (OSError, FilterDBError) as e:
+            results[i] = str(e)
+            continue
+        existing = None if replace else db.has_sha256(sha)
+        if existing:
+            r = db.models(f"sha256 = '{sha}'").iloc[0]
+            results[i] = AddResult("exists", int(r.model_id), int(r.n_layers),
+                                   int(r.filters_3x3), existing)
+        else:
+            todo.append(i)
+
+    bar = progress(total=len(todo), desc="adding", unit="model",
+                   disable=None if show_progress else True)
+
+    def write(i, model):
+        path, meta = jobs[i]
+        try:
+            results[i] = db.add_model(model, meta, replace=replace)
+        except FilterDBError as e:
+            results[i] = f"{path}: {e}"
+        bar.update(1)
+
+    try:
+        if n_jobs <= 1 or len(todo) <= 1:
+            for i in todo:
+                try:
+                    model = read_model(jobs[i][0])
+                except FilterDBError as e:
+                    results[i] = str(e)
+                    bar.update(1)
+                    continue
+                write(i, model)
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+
+            window = 2 * n_jobs  # bound the models held in memory
+            with ProcessPoolExecutor(n_jobs) as ex:
+                futures = {}
+                nxt = 0
+                for k, i in enumerate(todo):
+                    while nxt < len(todo) and nxt < k + window:
+                        futures[todo[nxt]] = ex.submit(_read_worker, jobs[todo[nxt]][0])
+                        nxt += 1
+                    model, err = futures.pop(i).result()
+                    if err:
+                        results[i] = err
+                        bar.update(1)
+                    else:
+                        write(i, model)
+    finally:
+        bar.close()
+    return list(zip([j[0] for j in jobs], results))
+
+
+def _summary(results) -> str:
+    rows = []
+    for path, r in results:
+        if isinstance(r, str):
+            rows.append((path, "FAILED", "", None, None, r))
+        else:
+            rows.append((path, r.status, r.model, r.n_layers, r.n_filters, ""))
+    return format_table(rows, ["file", "status", "model", "layers", "3x3 filters", "reason"])
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_init(args) -> int:
+    from ..store import DEFAULT_SEGMENT_ROWS, init_database
+
+    db = init_database(args.db, segment_rows=args.segment_rows or DEFAULT_SEGMENT_ROWS)
+    db.close()
+    print(f"created {args.db}")
+    return 0
+
+
+def cmd_add(args) -> int:
+    from ..store import open_database
+
+    jobs = _jobs_from_args(args)
+    with open_database(args.db, mode="w", create=True) as db:
+        results = add_files(db, jobs, replace=args.replace, n_jobs=max(1, args.jobs))
+    failed = [r for _, r in results if isinstance(r, str)]
+    if args.json:
+        print_json([{"file": p, **(r.to_dict() if not isinstance(r, str) else
+                                   {"status": "failed", "reason": r})} for p, r in results])
+    else:
+        print(_summary(results))
+        added = sum(1 for _, r in results if not isinstance(r, str) and r.status != "exists")
+        print(f"\n{added} added or replaced, "
+              f"{sum(1 for _, r in results if not isinstance(r, str) and r.status == 'exists')} "
+              f"already present, {len(failed)} failed")
+    for r in failed:
+        print(f"filterdb: {r}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_ls(args) -> int:
+    from ..store import open_database
+
+    with open_database(args.db) as db:
+        df = db.layers(args.where) if args.layers else db.models(args.where)
+    if args.json:
+        print_json(_records(df))
+        return 0
+    if args.layers:
+        cols = ["layer_id", "model", "name", "op", "c_out", "c_in", "kh", "kw", "groups",
+                "conv_depth", "conv_depth_norm", "filter_start", "filter_count"]
+    else:
+        cols = ["model_id", "model", "format", "task", "visual_category", "architecture",
+                "n_layers", "filters_3x3", "total_filters"]
+    rows = [[r[c] for c in cols] for r in _records(df[cols])]
+    print(format_table(rows, cols))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from ..store import open_database
+
+    with open_database(args.db) as db:
+        info = db.info()
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{info['path']}: {info['models']:,} models, {info['layers']:,} layers, "
+          f"{info['filters']:,} 3x3 filters")
+    print(f"  {info['size_bytes'] / 1e6:,.1f} MB on disk ({info['segments']} segment files of "
+          f"up to {info['segment_rows']:,} filters); data version {info['data_version']}")
+    if info["free_filters"]:
+        print(f"  {info['free_filters']:,} filter ids freed by removed models")
+    for key, title in (("by_task", "task"), ("by_visual_category", "visual category"),
+                       ("by_format", "format")):
+        if info[key]:
+            print()
+            print(format_table(list(info[key].items()), [title, "models"]))
+    return 0
+
+
+def cmd_rm(args) -> int:
+    from ..store import open_database
+
+    with open_database(args.db, mode="w") as db:
+        for m in args.models:
+            freed = db.remove_model(m)
+            print(f"removed {m} ({freed:,} filters freed)")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from ..store import open_database
+
+    with open_database(args.db) as db:
+        problems = db.verify(checksums=not args.quick)
+        n = db.n_filters
+    if args.json:
+        print_json({"ok": not problems, "problems": problems})
+    elif problems:
+        print(f"{args.db}: {len(problems)} problem(s)")
+        for p in problems:
+            print(f"  {p}")
+    else:
+        print(f"OK ({n:,} committed filters{', checksums not checked' if args.quick else ''})")
+    return 1 if problems else 0
+
+
+def cmd_zoo_ingest(args) -> int:
+    from ..store import open_database
+    from ..store.zoo_ingest import ingest_zoo
+    from ..zoo import find
+
+    models = [find(i) for i in args.models] if args.models else None
+    with open_database(args.db, mode="w", create=True) as db:
+        results = ingest_zoo(db, models, cache=args.cache, replace=args.replace,
+                             log=lambda m: print(m, file=sys.stderr))
+    failed = [r for _, r in results if isinstance(r, str)]
+    if args.json:
+        print_json([{"id": i, **(r.to_dict() if not isinstance(r, str) else
+                                 {"status": "failed", "reason": r})} for i, r in results])
+    else:
+        print(_summary(results))
+    return 1 if failed else 0

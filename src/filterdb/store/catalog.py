@@ -1,0 +1,148 @@
+"""The SQLite catalog (``catalog.sqlite``, WAL mode): models, layers, meta, cache."""
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from ..errors import FilterDBError
+
+FORMAT_VERSION = 1
+CATALOG = "catalog.sqlite"
+
+MODEL_COLUMNS = (
+    # (name, SQL type)
+    ("model_id", "INTEGER PRIMARY KEY"),
+    ("model", "TEXT NOT NULL UNIQUE"),
+    ("sha256", "TEXT NOT NULL UNIQUE"),
+    ("format", "TEXT"),
+    ("path", "TEXT"),
+    ("name", "TEXT"),
+    ("task", "TEXT"),
+    ("visual_category", "TEXT"),
+    ("training_dataset", "TEXT"),
+    ("pretraining_dataset", "TEXT"),
+    ("architecture", "TEXT"),
+    ("paper", "TEXT"),
+    ("url", "TEXT"),
+    ("dataset_url", "TEXT"),
+    ("accessible", "TEXT"),
+    ("source", "TEXT"),
+    ("producer", "TEXT"),
+    ("producer_version", "TEXT"),
+    ("op_set", "INTEGER"),
+    ("depth", "INTEGER"),
+    ("depth_source", "TEXT"),
+    ("n_layers", "INTEGER"),
+    ("total_filters", "INTEGER"),
+    ("filters_3x3", "INTEGER"),
+    ("filter_share_3x3", "REAL"),
+    ("kernel_counts", "TEXT"),
+    ("op_counts", "TEXT"),
+    ("extra", "TEXT"),
+    ("warnings", "TEXT"),
+    ("added_at", "TEXT"),
+)
+
+LAYER_COLUMNS = (
+    ("layer_id", "INTEGER PRIMARY KEY"),
+    ("model_id", "INTEGER NOT NULL REFERENCES models(model_id)"),
+    ("layer_index", "INTEGER NOT NULL"),
+    ("name", "TEXT"),
+    ("op", "TEXT"),
+    ("c_out", "INTEGER"),
+    ("c_in", "INTEGER"),
+    ("kh", "INTEGER"),
+    ("kw", "INTEGER"),
+    ("groups", "INTEGER"),
+    ("n_filters", "INTEGER"),
+    ("graph_depth", "INTEGER"),
+    ("conv_depth", "INTEGER"),
+    ("conv_depth_norm", "REAL"),
+    ("filter_start", "INTEGER"),
+    ("filter_count", "INTEGER NOT NULL"),
+    ("checksum", "INTEGER"),
+)
+
+# layer_view: every layer column, then every model column except model_id; the model's
+# display name is renamed model_name (name is the layer's name).
+_VIEW_MODEL_COLS = [c for c, _ in MODEL_COLUMNS if c != "model_id"]
+
+
+def _view_sql() -> str:
+    mcols = ", ".join(f"m.{c} AS model_name" if c == "name" else f"m.{c}" for c in _VIEW_MODEL_COLS)
+    lcols = ", ".join(f"l.{c}" for c, _ in LAYER_COLUMNS)
+    return (f"CREATE VIEW IF NOT EXISTS layer_view AS SELECT {lcols}, {mcols} "
+            "FROM layers l JOIN models m ON l.model_id = m.model_id")
+
+
+def _table_sql(name, cols) -> str:
+    return f"CREATE TABLE IF NOT EXISTS {name} (" + ", ".join(f"{c} {t}" for c, t in cols) + ")"
+
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+    _table_sql("models", MODEL_COLUMNS),
+    _table_sql("layers", LAYER_COLUMNS),
+    "CREATE INDEX IF NOT EXISTS layers_model ON layers(model_id)",
+    "CREATE INDEX IF NOT EXISTS layers_start ON layers(filter_start)",
+    _view_sql(),
+    # filter-id ranges no longer referenced (a removed or replaced model's filters)
+    "CREATE TABLE IF NOT EXISTS free_ranges (start INTEGER NOT NULL, count INTEGER NOT NULL, "
+    "model TEXT, removed_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS ingest_log (id INTEGER PRIMARY KEY, at TEXT, action TEXT, "
+    "model TEXT, sha256 TEXT, path TEXT, n_layers INTEGER, n_filters INTEGER, "
+    "filter_start INTEGER, data_version INTEGER, filterdb_version TEXT)",
+    "CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, data_version INTEGER NOT NULL, "
+    "value BLOB, created_at TEXT)",
+    # per-layer metrics (filled by filterdb.health): one row per layer and parameter set
+    "CREATE TABLE IF NOT EXISTS layer_metrics (layer_id INTEGER NOT NULL, params TEXT NOT NULL "
+    "DEFAULT '', metrics TEXT, data_version INTEGER, PRIMARY KEY (layer_id, params))",
+]
+
+
+def connect(path, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit BEGIN / COMMIT).
+
+    ``readonly`` only says the caller will not write (the file is opened read-write so
+    that WAL readers work on any file system state)."""
+    p = os.fspath(path)
+    try:
+        con = sqlite3.connect(p, isolation_level=None, check_same_thread=False, timeout=30)
+        con.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            con.execute("PRAGMA synchronous = FULL")
+        con.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as e:
+        raise FilterDBError(f"{p}: cannot open the catalog ({e})") from None
+    return con
+
+
+def create(con: sqlite3.Connection, segment_rows: int, version: str) -> None:
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("BEGIN IMMEDIATE")
+    for stmt in SCHEMA:
+        con.execute(stmt)
+    con.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [
+        ("format_version", str(FORMAT_VERSION)),
+        ("segment_rows", str(int(segment_rows))),
+        ("committed_filters", "0"),
+        ("data_version", "0"),
+        ("created_by", f"filterdb {version}"),
+    ])
+    con.execute("COMMIT")
+
+
+def read_meta(con: sqlite3.Connection) -> dict:
+    return dict(con.execute("SELECT key, value FROM meta").fetchall())
+
+
+def read_meta_readonly(db_path) -> dict:
+    """The ``meta`` table of a database, read through a short-lived read-only connection."""
+    cat = os.path.join(os.fspath(db_path), CATALOG)
+    if not os.path.isfile(cat):
+        raise FilterDBError(f"{db_path}: not a filterdb database (no {CATALOG})")
+    con = connect(cat, readonly=True)
+    try:
+        return read_meta(con)
+    finally:
+        con.close()

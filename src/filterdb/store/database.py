@@ -1,0 +1,310 @@
+"""The :class:`Database`: a directory with ``catalog.sqlite`` and ``filters/seg-*.f32``."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FilterDBError
+from . import catalog, query
+from .segments import SegmentReader, aligned_empty
+
+DEFAULT_SEGMENT_ROWS = 1 << 24  # 604 MB per segment file
+LOCK = "lock"
+
+
+def is_database(path) -> bool:
+    return os.path.isfile(os.path.join(os.fspath(path), catalog.CATALOG))
+
+
+def init_database(path, segment_rows: int = DEFAULT_SEGMENT_ROWS) -> "Database":
+    """Create an empty database directory (the directory may exist but must be empty)."""
+    from .. import __version__
+
+    p = Path(path)
+    if is_database(p):
+        raise FilterDBError(f"{p}: already a filterdb database")
+    if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        raise FilterDBError(f"{p}: exists and is not an empty directory")
+    if int(segment_rows) < 1:
+        raise FilterDBError(f"segment_rows must be >= 1, got {segment_rows}")
+    (p / "filters").mkdir(parents=True, exist_ok=True)
+    con = catalog.connect(p / catalog.CATALOG)
+    try:
+        catalog.create(con, int(segment_rows), __version__)
+    finally:
+        con.close()
+    return Database(p, mode="w")
+
+
+def open_database(path, mode: str = "r", create: bool = False) -> "Database":
+    """Open a database: ``mode='r'`` reads a consistent snapshot, ``'w'`` is the one writer.
+
+    With ``create`` (and ``mode='w'``) a missing database is initialised."""
+    if mode not in ("r", "w"):
+        raise FilterDBError(f"mode must be 'r' or 'w', got {mode!r}")
+    if not is_database(path):
+        if create and mode == "w" and not (Path(path).exists() and any(Path(path).iterdir())):
+            return init_database(path)
+        raise FilterDBError(f"{path}: not a filterdb database (create one with 'filterdb init')")
+    return Database(path, mode=mode)
+
+
+class Database:
+    """A filter database.
+
+    ``mode='r'`` holds one SQLite read transaction: everything it returns (catalog and
+    filters) is the snapshot taken at open; :meth:`refresh` moves to the newest state. A
+    writer never changes committed rows, so readers run during writes. ``mode='w'`` takes
+    the writer lock (``fcntl.flock`` on ``DB/lock``) until :meth:`close`.
+    """
+
+    def __init__(self, path, mode: str = "r"):
+        self.path = Path(path)
+        self.mode = mode
+        self._filters_dir = str(self.path / "filters")
+        self._lock_fd = None
+        if mode == "w":
+            self._take_lock()
+        try:
+            self._con = catalog.connect(self.path / catalog.CATALOG, readonly=(mode == "r"))
+            if mode == "r":
+                self._begin_snapshot()
+            else:
+                self._meta = catalog.read_meta(self._con)
+        except Exception:
+            self._release_lock()
+            raise
+        fv = int(self._meta.get("format_version", 0))
+        if fv != catalog.FORMAT_VERSION:
+            self.close()
+            raise FilterDBError(f"{self.path}: database format {fv}, this filterdb reads "
+                                f"format {catalog.FORMAT_VERSION}")
+        self.segment_rows = int(self._meta["segment_rows"])
+        self._reader = SegmentReader(self._filters_dir, self.segment_rows)
+
+    # -- lock and snapshot ------------------------------------------------------------
+    def _take_lock(self) -> None:
+        lock_path = self.path / LOCK
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid = os.pread(fd, 32, 0).decode().strip() or "?"
+            finally:
+                os.close(fd)
+            raise FilterDBError(f"{self.path}: database is locked by another writer (pid {pid})")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            try:
+                os.ftruncate(self._lock_fd, 0)
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _begin_snapshot(self) -> None:
+        self._con.execute("BEGIN")
+        self._meta = catalog.read_meta(self._con)  # the first read fixes the snapshot
+
+    def refresh(self) -> None:
+        """A reader moves to the newest committed state."""
+        if self.mode == "r":
+            self._con.execute("COMMIT")
+            self._begin_snapshot()
+
+    def _read_meta(self) -> dict:
+        if self.mode == "w":
+            self._meta = catalog.read_meta(self._con)
+        return self._meta
+
+    def _require_writer(self) -> None:
+        if self.mode != "w":
+            raise FilterDBError(f"{self.path}: opened read-only; open with mode='w' to write")
+        if self._con is None:
+            raise FilterDBError(f"{self.path}: the database is closed")
+
+    # -- facts ----------------------------------------------------------------------------
+    @property
+    def n_filters(self) -> int:
+        """Committed filter rows (including the free ranges of removed models)."""
+        return int(self._read_meta()["committed_filters"])
+
+    @property
+    def data_version(self) -> int:
+        return int(self._read_meta()["data_version"])
+
+    @property
+    def n_models(self) -> int:
+        return int(self._con.execute("SELECT COUNT(*) FROM models").fetchone()[0])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self._con.execute("SELECT COUNT(*) FROM layers").fetchone()[0])
+
+    def info(self) -> dict:
+        """Counts, sizes and the breakdowns by task, visual category and format."""
+        con = self._con
+
+        def by(col):
+            return dict(con.execute(
+                f"SELECT COALESCE({col}, ''), COUNT(*) FROM models GROUP BY 1 "
+                "ORDER BY 2 DESC, 1").fetchall())
+
+        referenced = con.execute("SELECT COALESCE(SUM(filter_count), 0) FROM layers").fetchone()[0]
+        free = con.execute("SELECT COALESCE(SUM(count), 0) FROM free_ranges").fetchone()[0]
+        seg_bytes = n_seg = 0
+        for name in os.listdir(self._filters_dir):
+            if name.startswith("seg-"):
+                n_seg += 1
+                seg_bytes += os.path.getsize(os.path.join(self._filters_dir, name))
+        cat_bytes = sum(os.path.getsize(p) for p in self.path.glob(catalog.CATALOG + "*"))
+        return {
+            "path": str(self.path),
+            "format_version": int(self._meta["format_version"]),
+            "segment_rows": self.segment_rows,
+            "data_version": self.data_version,
+            "models": self.n_models,
+            "layers": self.n_layers,
+            "filters": int(referenced),
+            "committed_filters": self.n_filters,
+            "free_filters": int(free),
+            "segments": n_seg,
+            "size_bytes": int(seg_bytes + cat_bytes),
+            "catalog_bytes": int(cat_bytes),
+            "filters_bytes": int(seg_bytes),
+            "by_task": by("task"),
+            "by_visual_category": by("visual_category"),
+            "by_format": by("format"),
+        }
+
+    # -- queries ----------------------------------------------------------------------------
+    def models(self, where: str | None = None):
+        """The ``models`` table (optionally filtered by a SQL expression) as a DataFrame."""
+        return query.select_frame(self._con, "models", where, "model_id")
+
+    def layers(self, where: str | None = None):
+        """``layer_view`` (every layer with its model's columns; the model's display name is
+        ``model_name``), optionally filtered by a SQL expression, as a DataFrame."""
+        return query.select_frame(self._con, "layer_view", where, "layer_id")
+
+    def selection_ranges(self, where: str | None = None):
+        """``(starts, counts, layer_ids)`` of the selected layers owning filters."""
+        return query.selection_ranges(self._con, where)
+
+    def filters(self, where: str | None = None, chunk_rows: int = 1 << 20,
+                only_3x3: bool = True, copy: bool = False, prefetch: bool = True):
+        """Stream the selected layers' filters as :class:`~.query.FilterChunk` in filter-id
+        order, never materialising the selection. A chunk's ``filters`` is a view of a
+        reused buffer, valid until the next iteration, unless ``copy=True``."""
+        if not only_3x3:
+            raise FilterDBError("only 3x3 filters are stored; other kernel shapes are counted "
+                                "in the catalog (kernel_counts), not kept")
+        starts, counts, lids = self.selection_ranges(where)
+        return query.stream(self._reader, starts, counts, lids, chunk_rows=chunk_rows,
+                            copy=copy, prefetch=prefetch)
+
+    def read_filters(self, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Filters ``start .. start+count-1`` (committed rows only) as ``(count, 9)`` float32."""
+        start, count = int(start), int(count)
+        if start < 0 or count < 0 or start + count > self.n_filters:
+            raise FilterDBError(f"filters {start}..{start + count - 1} are outside the "
+                                f"{self.n_filters} committed filters")
+        if out is None:
+            out = aligned_empty(count)
+        return self._reader.read_into(start, count, out)
+
+    def layer_filters(self, layer_id: int) -> np.ndarray:
+        """One layer's 3x3 filters (a fresh array)."""
+        r = self._con.execute("SELECT filter_start, filter_count FROM layers WHERE layer_id = ?",
+                              (int(layer_id),)).fetchone()
+        if r is None:
+            raise FilterDBError(f"no layer {layer_id}")
+        return self.read_filters(r[0] or 0, r[1])
+
+    # -- writes ---------------------------------------------------------------------------
+    def add_model(self, model, meta: dict | None = None, replace: bool = False):
+        """Add a :class:`~filterdb.readers.Model`; see :mod:`filterdb.store.ingest`."""
+        from .ingest import add_model
+
+        return add_model(self, model, meta, replace=replace)
+
+    def remove_model(self, model) -> int:
+        from .ingest import remove_model
+
+        return remove_model(self, model)
+
+    def has_sha256(self, sha256: str) -> str | None:
+        r = self._con.execute("SELECT model FROM models WHERE sha256 = ?", (sha256,)).fetchone()
+        return r[0] if r else None
+
+    def verify(self, checksums: bool = True) -> list[str]:
+        """Catalog vs segment files: counts, ranges, overlaps, checksums. [] when consistent."""
+        from .verify import verify
+
+        return verify(self, checksums=checksums)
+
+    # -- analysis cache ---------------------------------------------------------------------
+    def _cache_con(self) -> sqlite3.Connection:
+        return catalog.connect(self.path / catalog.CATALOG)
+
+    def cache_get(self, key: str):
+        """The value cached under ``key`` for this ``data_version``, or None (missing/stale)."""
+        con = self._cache_con()
+        try:
+            r = con.execute("SELECT data_version, value FROM cache WHERE key = ?",
+                            (key,)).fetchone()
+        finally:
+            con.close()
+        if r is None or int(r[0]) != self.data_version:
+            return None
+        v = r[1]
+        return bytes(v) if isinstance(v, (bytes, memoryview)) else json.loads(v)
+
+    def cache_put(self, key: str, value) -> None:
+        """Cache ``value`` (bytes, or anything JSON-able) for this ``data_version``.
+
+        Works on readers too (a short separate write transaction)."""
+        from .ingest import now
+
+        v = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else json.dumps(value)
+        con = self._cache_con()
+        try:
+            con.execute("INSERT OR REPLACE INTO cache(key, data_version, value, created_at) "
+                        "VALUES (?, ?, ?, ?)", (key, self.data_version, v, now()))
+        finally:
+            con.close()
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if getattr(self, "_reader", None) is not None:
+            self._reader.close()
+            self._reader = None
+        if getattr(self, "_con", None) is not None:
+            try:
+                if self._con.in_transaction:
+                    self._con.execute("COMMIT")
+            finally:
+                self._con.close()
+                self._con = None
+        self._release_lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if getattr(self, "_con", None) is None else \
+            f"{self.n_models} models, {self.n_filters:,} filters"
+        return f"<filterdb.Database {self.path} mode={self.mode!r}: {state}>"
