@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # Use the machine's local CPU torch wheel when it exists (an unpinned torch would pull a GPU build).
 PIPFLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: all venv demo test bench clean
+.PHONY: all venv demo test browser bench clean
 
 all: test
 
@@ -21,8 +21,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m filterdb.demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Headless chromium for tests/test_browser.py: installed where missing and possible, else skipped.
+browser:
+	@command -v chromium >/dev/null || (command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	  </dev/null || echo "chromium unavailable: browser tests will be skipped")
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
