@@ -126,9 +126,9 @@ def test_bad_file_one_line_error(tmp_path):
     assert r.returncode == 2 and "no such file" in r.stderr
 
 
-def test_db_option_not_available_yet(npz_model, capsys):
+def test_db_option_needs_a_database(npz_model, capsys):
     assert main(["check", "--db", "x.filterdb", str(npz_model)]) == 2
-    assert "--db is not available yet" in capsys.readouterr().err
+    assert "x.filterdb: not a filterdb database" in capsys.readouterr().err
 
 
 def test_bad_threshold_option(npz_model, capsys):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from .baseline import DEFAULT_INITS, random_baseline, simulated_threshold
 from .check import (COLUMNS, FLAGS, HealthThresholds, flags, health_from_moments,
                     layer_metrics, model_health, randomness_threshold_for, summarise)
+from .database import (compare_to_population, database_health, health_summary,
+                       population_bands)
 
 __all__ = ["HealthThresholds", "layer_metrics", "model_health", "summarise", "flags",
            "health_from_moments", "randomness_threshold_for", "random_baseline",
-           "simulated_threshold", "DEFAULT_INITS", "COLUMNS", "FLAGS"]
+           "simulated_threshold", "DEFAULT_INITS", "COLUMNS", "FLAGS", "database_health",
+           "health_summary", "compare_to_population", "population_bands"]

@@ -173,10 +173,13 @@ def summarise(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> d
             verdict = f"poor start: {detail}"
     by_depth = {}
     if n_assessed:
-        bins = np.minimum((a["conv_depth_norm"].to_numpy() * 10).astype(int), 9)
+        from ..kernels.drift import depth_bin, depth_bin_labels
+
+        bins = depth_bin(a["conv_depth_norm"].to_numpy())
+        labels = depth_bin_labels()
         for b in sorted(set(bins.tolist())):
             sel = a[bins == b]
-            by_depth[f"{b / 10:.1f}-{(b + 1) / 10:.1f}"] = {
+            by_depth[labels[b]] = {
                 "n_layers": int(len(sel)),
                 "sparsity": float(sel["sparsity"].mean()),
                 "variance_entropy_norm": float(sel["variance_entropy_norm"].mean()),

@@ -26,6 +26,8 @@ from . import health as K
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
 # columns of the per-layer value table a task returns
+# layers with at most this many output channels: orthogonality in numba loops (BLAS above)
+SMALL_C_OUT = 128
 VALUES = ("n", "n_sparse", "sparsity", "variance_entropy", "variance_entropy_clean",
           "orthogonality")
 
@@ -53,6 +55,20 @@ def layer_runs(ids):
     return starts[:k], ends[:k], lids[:k]
 
 
+BLOCK = 256  # rows per block of the second-moment loop
+
+
+@njit(fastmath={"reassoc", "nsz"}, **_OPTS)
+def _block_gram(t, k, acc):
+    """``acc[i, j] += sum_r t[i, r] t[j, r]`` over the first ``k`` columns (upper triangle)."""
+    for i in range(9):
+        for j in range(i, 9):
+            s = 0.0
+            for r in range(k):
+                s += t[i, r] * t[j, r]
+            acc[i, j] += s
+
+
 @njit(**_OPTS)
 def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, sy_sp,
                   gyy, gyy_sp):
@@ -65,25 +81,23 @@ def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, s
     Non-finite layers are only marked (their other outputs are left at 0).
     """
     mu = np.empty(9, np.float64)
-    y = np.empty(9, np.float64)
+    t = np.empty((9, BLOCK), np.float64)
     acc = np.empty((9, 9), np.float64)
     acc_sp = np.empty((9, 9), np.float64)
     for q in range(starts.shape[0]):
         a = starts[q]
         b = ends[q]
         pk = np.float32(0.0)
-        ok = True
         for j in range(9):
             mu[j] = 0.0
         for r in range(a, b):
             for j in range(9):
                 v = x[r, j]
-                if not np.isfinite(v):
-                    ok = False
-                av = abs(v)
-                if av > pk:
-                    pk = av
                 mu[j] += v
+                pk = max(pk, abs(v))
+        ok = True
+        for j in range(9):  # a NaN or Inf anywhere makes the float64 sum non-finite
+            ok = ok and np.isfinite(mu[j])
         finite[q] = ok
         peak[q] = pk
         if not ok:
@@ -91,35 +105,36 @@ def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, s
         n = b - a
         for j in range(9):
             mu[j] /= n
-        t = eps * np.float64(pk)
+        thr = eps * np.float64(pk)
         all_sparse = pk == 0.0
         acc[:, :] = 0.0
         acc_sp[:, :] = 0.0
         ns = 0
         s_all = 0.0
         s_sp = 0.0
-        for r in range(a, b):
-            sparse = True
-            rsq = 0.0
-            for j in range(9):
-                v = np.float64(x[r, j])
-                rsq += v * v
-                if not abs(v) < t:
-                    sparse = False
-                y[j] = v - mu[j]
-            sparse = sparse or all_sparse
-            s_all += rsq
-            for i in range(9):
-                sy[q, i] += y[i]
-                for j in range(i, 9):
-                    acc[i, j] += y[i] * y[j]
-            if sparse:
-                ns += 1
-                s_sp += rsq
-                for i in range(9):
-                    sy_sp[q, i] += y[i]
-                    for j in range(i, 9):
-                        acc_sp[i, j] += y[i] * y[j]
+        for r0 in range(a, b, BLOCK):
+            k = min(BLOCK, b - r0)
+            for i in range(k):
+                r = r0 + i
+                sparse = True
+                rsq = 0.0
+                for j in range(9):
+                    v = np.float64(x[r, j])
+                    rsq += v * v
+                    if not abs(v) < thr:
+                        sparse = False
+                    y = v - mu[j]
+                    t[j, i] = y
+                    sy[q, j] += y
+                s_all += rsq
+                if sparse or all_sparse:
+                    ns += 1
+                    s_sp += rsq
+                    for j in range(9):
+                        sy_sp[q, j] += t[j, i]
+                        for jj in range(j, 9):
+                            acc_sp[j, jj] += t[j, i] * t[jj, i]
+            _block_gram(t, k, acc)
         n_sparse[q] = ns
         sq[q] = s_all
         sq_sp[q] = s_sp
@@ -129,6 +144,40 @@ def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, s
                 gyy[q, j, i] = acc[i, j]
                 gyy_sp[q, i, j] = acc_sp[i, j]
                 gyy_sp[q, j, i] = acc_sp[i, j]
+
+
+@njit(fastmath={"reassoc", "nsz"}, **_OPTS)
+def orthogonality_runs(x, starts, ends, c_out, out):
+    """Orthogonality of the layers (runs) with ``out[q]`` NaN-free selection done by the
+    caller: rows of run ``q`` reshaped to ``(c_out[q], -1)``, float64, as
+    :func:`filterdb.kernels.health.orthogonality` (direct loops: for small layers)."""
+    for q in range(starts.shape[0]):
+        c = c_out[q]
+        a = starts[q]
+        k = (ends[q] - a) * 9 // c
+        flat = x[a:ends[q]].reshape(-1)
+        R = np.empty((c, k), np.float64)
+        for i in range(c):
+            nrm = 0.0
+            for j in range(k):
+                v = np.float64(flat[i * k + j])
+                R[i, j] = v
+                nrm += v * v
+            nrm = np.sqrt(nrm)
+            if nrm > 0:
+                for j in range(k):
+                    R[i, j] /= nrm
+        tot = 0.0
+        for i in range(c):
+            for i2 in range(i, c):
+                g = 0.0
+                for j in range(k):
+                    g += R[i, j] * R[i2, j]
+                if i2 == i:
+                    tot += abs(g - 1.0)
+                else:
+                    tot += 2.0 * abs(g)
+        out[q] = 1.0 - tot / (c * (c - 1))
 
 
 def metrics_from_centred(n, n_sparse, finite, sq, sq_sp, sy, sy_sp, gyy, gyy_sp) -> dict:
@@ -187,7 +236,13 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
     orth = np.full(k, np.nan)
     if orthogonality:
         co = c_out[rows]
-        for q in np.flatnonzero((co >= 2) & finite & (n % np.maximum(co, 1) == 0)).tolist():
+        ok = (co >= 2) & finite & (n % np.maximum(co, 1) == 0)
+        small = ok & (co <= SMALL_C_OUT)
+        if small.any():
+            o = np.empty(int(small.sum()))
+            orthogonality_runs(x, starts[small], ends[small], co[small], o)
+            orth[small] = o
+        for q in np.flatnonzero(ok & ~small).tolist():
             orth[q] = K.orthogonality(x[starts[q]:ends[q]].reshape(int(co[q]), -1))
     values[rows] = np.column_stack([n, n_sparse, met["sparsity"], met["variance_entropy"],
                                     met["variance_entropy_clean"], orth])
@@ -195,4 +250,4 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
     return {"values": values, "count": count}
 
 
-__all__ = ["VALUES", "layer_runs", "layer_moments", "metrics_from_centred", "health_task"]
+__all__ = ["VALUES", "layer_runs", "layer_moments", "orthogonality_runs", "metrics_from_centred", "health_task"]

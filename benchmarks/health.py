@@ -1,0 +1,181 @@
+"""Benchmark: the metrics of every layer of a database against one plain read of its filters.
+
+    python benchmarks/health.py [--db DB] [--filters 30e6] [--models 641] [--layers 21436]
+
+Without ``--db`` it builds a synthetic database of the published shape (641 models,
+21,436 conv layers) at a smaller number of filters, in a temporary directory (or at
+``--out``). Layer shapes: ``c_out`` and ``c_in`` log-uniform in [16, 512] (15 % depthwise),
+then scaled by one factor so the filters add up to ``--filters``; fewer ``--layers`` at the
+same ``--filters`` give bigger, more realistic layers (the orthogonality costs
+``9 c_out`` multiply-adds per filter, so wide layers are the expensive ones).
+
+Each measurement runs in a fresh process (peak RSS per measurement). Cold runs evict the
+segment files from the page cache with ``posix_fadvise(DONTNEED)`` first
+(``/proc/sys/vm/drop_caches`` needs root on the host).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def synth_shapes(n_filters, n_models, n_layers, rng):
+    """Per layer: (model index, c_out, c_in_per_group, groups)."""
+    model_of = np.sort(np.concatenate([np.arange(n_models),
+                                       rng.integers(0, n_models, n_layers - n_models)]))
+    c_out = np.exp(rng.uniform(np.log(16), np.log(512), n_layers))
+    c_in = np.exp(rng.uniform(np.log(16), np.log(512), n_layers))
+    dw = rng.random(n_layers) < 0.15
+    raw = np.where(dw, c_out, c_out * c_in)
+    f = np.sqrt(n_filters / raw.sum())
+    if f > 1:
+        f = 1.0
+    c_out = np.maximum(1, np.round(c_out * (f if not dw.all() else f * f))).astype(int)
+    c_in = np.maximum(1, np.round(c_in * f)).astype(int)
+    # depthwise layers: scale c_out by f^2 instead (n = c_out)
+    c_out = np.where(dw, np.maximum(1, np.round(np.exp(rng.uniform(np.log(16), np.log(512),
+                                                                      n_layers)) * f * f)), c_out)
+    return model_of, c_out.astype(int), np.where(dw, 1, c_in), np.where(dw, c_out, 1)
+
+
+def build(path, n_filters, n_models, n_layers, seed=0):
+    from filterdb.readers.base import ConvLayer, Model, assign_order_depths
+    from filterdb.store import init_database
+
+    rng = np.random.default_rng(seed)
+    model_of, c_out, c_in, groups = synth_shapes(n_filters, n_models, n_layers, rng)
+    db = init_database(path)
+    t0 = time.perf_counter()
+    try:
+        for m in range(n_models):
+            idx = np.flatnonzero(model_of == m)
+            layers = []
+            for j, i in enumerate(idx.tolist()):
+                w = rng.standard_normal((c_out[i], c_in[i], 3, 3), dtype=np.float32)
+                w *= np.float32(rng.uniform(0.01, 1.0))
+                k = int(rng.integers(0, max(1, c_in[i] // 5)))  # some sparse filters
+                if k:
+                    w[:, :k] *= np.float32(1e-4)
+                layers.append(ConvLayer(f"conv{j}", "Conv", w, groups=int(groups[i])))
+            assign_order_depths(layers)
+            db.add_model(Model(path=f"/synthetic/m{m}.onnx", format="onnx",
+                               sha256=f"{m:064x}", layers=layers),
+                         {"model": f"m{m}", "task": ["Classification", "Segmentation"][m % 2],
+                          "visual_category": ["natural", "medical ct", "faces"][m % 3]})
+    finally:
+        db.close()
+    return time.perf_counter() - t0
+
+
+def evict(db_path):
+    d = os.path.join(db_path, "filters")
+    for name in os.listdir(d):
+        fd = os.open(os.path.join(d, name), os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def measure(db_path, what, chunk_rows):
+    """One measurement in this process; prints a JSON line."""
+    from filterdb.store import open_database
+
+    if what.startswith("metrics"):
+        from filterdb.health.database import compute_layer_metrics
+        from filterdb.kernels.layer_stats import health_task
+
+        x = np.random.default_rng(0).standard_normal((64, 9)).astype(np.float32)
+        health_task(x, np.zeros(64, np.int64), np.zeros(1, np.int64), np.array([8]))  # load jit
+    with open_database(db_path) as db:
+        n = int(sum(db.selection_ranges()[1]))
+        t0 = time.perf_counter()
+        if what == "read":
+            s = 0.0
+            for ch in db.filters(chunk_rows=chunk_rows):
+                s += float(ch.filters[-1, 0])  # touch: the data is really there
+        elif what == "metrics":
+            from filterdb.health import database_health
+
+            database_health(db, recompute=True, store=False, chunk_rows=chunk_rows)
+        elif what == "metrics-no-orth":
+            compute_layer_metrics(db, db.layers(), chunk_rows=chunk_rows, orthogonality=False)
+        else:
+            raise SystemExit(f"unknown measurement {what}")
+        dt = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"what": what, "seconds": dt, "filters": n, "peak_rss_mb": rss}))
+
+
+def run(db_path, what, cold, chunk_rows):
+    if cold:
+        evict(db_path)
+    out = subprocess.run([sys.executable, __file__, "--db", db_path, "--measure", what,
+                          "--chunk-rows", str(chunk_rows)],
+                         check=True, capture_output=True, text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    r["cache"] = "cold (evicted)" if cold else "warm"
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", help="an existing database (default: build a synthetic one)")
+    ap.add_argument("--out", help="where to build the synthetic database (kept)")
+    ap.add_argument("--filters", type=float, default=30e6)
+    ap.add_argument("--models", type=int, default=641)
+    ap.add_argument("--layers", type=int, default=21436)
+    ap.add_argument("--chunk-rows", type=int, default=1 << 20)
+    ap.add_argument("--measure", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.measure:
+        return measure(a.db, a.measure, a.chunk_rows)
+    tmp = None
+    path = a.db
+    if path is None:
+        if a.out:
+            path = a.out
+        else:
+            tmp = tempfile.mkdtemp(prefix="filterdb-bench-health-", dir="/tmp")
+            path = os.path.join(tmp, "db")
+        dt = build(path, int(a.filters), a.models, a.layers)
+        print(f"built {path} in {dt:.1f} s", file=sys.stderr)
+    try:
+        from filterdb.store import open_database
+
+        with open_database(path) as db:
+            info = db.info()
+        lay = None
+        print(f"database: {info['models']} models, {info['layers']} layers, "
+              f"{info['filters']:,} filters ({info['filters_bytes'] / 1e9:.2f} GB)")
+        res = []
+        for cold in (True, False):
+            for what in ("read", "metrics", "metrics-no-orth"):
+                if not cold:
+                    run(path, what, False, a.chunk_rows)  # make sure the cache is warm
+                r = run(path, what, cold, a.chunk_rows)
+                res.append(r)
+                gbs = r["filters"] * 36 / r["seconds"] / 1e9
+                print(f"  {r['cache']:15s} {what:16s} {r['seconds']:7.2f} s  {gbs:5.2f} GB/s  "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MB")
+        for cache in ("cold (evicted)", "warm"):
+            t = {r["what"]: r["seconds"] for r in res if r["cache"] == cache}
+            print(f"  ratio metrics / plain read, {cache}: {t['metrics'] / t['read']:.2f} "
+                  f"(without orthogonality {t['metrics-no-orth'] / t['read']:.2f})")
+        del lay
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
