@@ -1,0 +1,141 @@
+"""``filterdb pca`` and ``filterdb drift``: the drift analysis of a database."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._table import format_table
+from ..errors import FilterDBError
+from ._common import print_json
+
+MAX_MATRIX_GROUPS = 30  # larger matrices: group sizes and mean drift only (full in --json)
+
+
+def _engine_args(p) -> None:
+    p.add_argument("--where", help="SQL expression over the layer columns, e.g. "
+                   "\"task = 'Classification'\"")
+    p.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="local threads (default) or a Dask cluster")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="Dask scheduler address (default with --engine dask: a local cluster)")
+    p.add_argument("--no-cache", action="store_true", help="recompute every pass")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pca", help="PCA of the scaled 3x3 filters of a database selection")
+    p.add_argument("db", metavar="DB")
+    _engine_args(p)
+    p.set_defaults(func=cmd_pca)
+
+    p = sub.add_parser("drift", help="drift matrix between groups (task, visual_category, "
+                       "depth, model, ...), or of a model file against the database")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("--by", metavar="COLUMN|depth",
+                   help="grouping column of the layer view, or 'depth' (10 depth bins)")
+    p.add_argument("--bins", type=int, default=70, help="histogram bins (default 70)")
+    p.add_argument("--range", dest="range_", metavar="LO,HI",
+                   help="fixed coefficient range, e.g. --range=-3,3 (default: the global "
+                   "min and max of the selection)")
+    p.add_argument("--weights", choices=("evr", "equal"), default="evr",
+                   help="component weights: the explained variance ratio (default) or 1/9")
+    p.add_argument("--model", metavar="FILE",
+                   help="drift of this model file against the selection (and each --by group)")
+    from ._noise import noise_args
+    noise_args(p)
+    _engine_args(p)
+    p.set_defaults(func=cmd_drift)
+
+
+def _opts(args) -> dict:
+    if args.scheduler and args.engine != "dask":
+        raise FilterDBError("--scheduler needs --engine dask")
+    return dict(where=args.where, engine=args.engine, scheduler=args.scheduler,
+                progress=None if args.json else True, cache=not args.no_cache)
+
+
+def parse_range(text):
+    if text is None:
+        return None
+    parts = str(text).split(",")
+    try:
+        lo, hi = (float(v) for v in parts)
+    except ValueError:
+        raise FilterDBError(f"--range {text!r}: expected LO,HI, e.g. --range=-3,3") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise FilterDBError(f"--range {text!r}: need finite LO < HI")
+    return lo, hi
+
+
+def _row(v) -> str:
+    return "  ".join(f"{x:+.4f}" for x in v)
+
+
+def cmd_pca(args) -> int:
+    from .. import analysis
+
+    p = analysis.pca(args.db, **_opts(args))
+    if args.json:
+        print_json(p.to_dict())
+        return 0
+    rows = []
+    cum = np.cumsum(p.explained_variance_ratio)
+    for k, (c, r, cu) in enumerate(zip(p.components, p.explained_variance_ratio, cum)):
+        img = np.asarray(c).reshape(3, 3)
+        rows.append([k, float(r), float(cu), _row(img[0])])
+        rows += [[None, None, None, _row(img[1])], [None, None, None, _row(img[2])]]
+    print(f"{p.n:,} filters; mean (3x3): " + " | ".join(
+        _row(m) for m in np.asarray(p.mean).reshape(3, 3)))
+    print(format_table(rows, ["component", "EVR", "cumulative", "eigen-image (3x3)"]))
+    return 0
+
+
+def cmd_drift(args) -> int:
+    from .. import analysis
+
+    opts = _opts(args)
+    rng = parse_range(args.range_)
+    if getattr(args, "noise_floor", False):
+        from ._noise import cmd_noise_floor
+        return cmd_noise_floor(args, opts, rng)
+    if args.model:
+        r = analysis.drift_to_model(args.db, args.model, by=args.by, bins=args.bins, range=rng,
+                                    weights=args.weights, **opts)
+        if args.json:
+            print_json(r.to_dict())
+            return 0
+        print(f"{r.model}: {r.n_filters:,} 3x3 filters; drift against the selection "
+              f"{r.drift:.4f} (weights {r.weights_name}, {r.bins} bins over "
+              f"[{r.range[0]:.4g}, {r.range[1]:.4g}])")
+        if r.n_outside:
+            print(f"note: {r.n_outside:,} filters have coefficients outside the range "
+                  "(not binned)")
+        if r.by:
+            rows = [[g, int(r.sizes[g]), float(d)] for g, d in r.groups.items()]
+            print(format_table(rows, [r.by, "filters", "drift"]))
+        return 0
+    if not args.by:
+        raise FilterDBError("drift needs --by COLUMN (or 'depth'), or --model FILE")
+    r = analysis.drift(args.db, args.by, bins=args.bins, range=rng, weights=args.weights,
+                       **opts)
+    if args.json:
+        print_json(r.to_dict())
+        return 0
+    M = r.matrix.to_numpy()
+    mean = r.mean_drift.to_numpy()
+    G = len(M)
+    print(f"drift by {r.by}: {G} groups, {int(r.sizes.sum()):,} filters; weights "
+          f"{r.weights_name}, {r.bins} bins over [{r.range[0]:.4g}, {r.range[1]:.4g}]")
+    head = ["#", r.by, "filters", "mean"]
+    if G <= MAX_MATRIX_GROUPS:
+        rows = [[i, g, int(r.sizes.iloc[i]), float(mean[i]), *map(float, M[i])]
+                for i, g in enumerate(r.groups)]
+        print(format_table(rows, head + [str(i) for i in range(G)]))
+    else:
+        rows = [[i, g, int(r.sizes.iloc[i]), float(mean[i])] for i, g in enumerate(r.groups)]
+        print(format_table(rows, head))
+        print(f"({G} groups: the full matrix with --json)")
+    if G > 1:
+        up = r.upper_triangle()
+        print(f"pairwise drift: median {np.median(up):.4f}, min {up.min():.4f}, "
+              f"max {up.max():.4f}")
+    return 0

