@@ -1,0 +1,33 @@
+"""``filterdb report DB -o report.html [--where SQL]``: one self-contained HTML report."""
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report of a database: "
+                                      "PCA, distributions, drift, health of every model")
+    p.add_argument("db", metavar="DB", help="filter database")
+    p.add_argument("-o", "--output", metavar="HTML", default="report.html",
+                   help="output file (default report.html)")
+    p.add_argument("--where", help="SQL expression over the layer and model columns")
+    p.add_argument("--title", help="page title")
+    p.add_argument("--no-models", action="store_true", help="leave out the per-model sections")
+    p.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="run the passes on local threads (default) or on Dask")
+    p.add_argument("--scheduler", metavar="ADDR", default=None,
+                   help="Dask scheduler address (default: a local cluster)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from ..report.database_report import build_report
+
+    res = build_report(args.db, args.output, where=args.where, title=args.title,
+                       models=not args.no_models, engine=args.engine, scheduler=args.scheduler,
+                       quiet=args.quiet)
+    print(f"wrote {res.path} in {res.seconds:.1f} s"
+          + (f" ({len(res.skipped)} item(s) skipped, see the page)" if res.skipped else ""),
+          file=sys.stderr)
+    return 0
