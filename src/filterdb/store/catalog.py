@@ -61,6 +61,7 @@ LAYER_COLUMNS = (
     ("filter_start", "INTEGER"),
     ("filter_count", "INTEGER NOT NULL"),
     ("checksum", "INTEGER"),
+    ("extra", "TEXT"),  # per-layer free columns (JSON), e.g. carried through from dataset.h5
 )
 
 # layer_view: every layer column, then every model column except model_id; the model's
@@ -70,7 +71,9 @@ _VIEW_MODEL_COLS = [c for c, _ in MODEL_COLUMNS if c != "model_id"]
 
 def _view_sql() -> str:
     mcols = ", ".join(f"m.{c} AS model_name" if c == "name" else f"m.{c}" for c in _VIEW_MODEL_COLS)
-    lcols = ", ".join(f"l.{c}" for c, _ in LAYER_COLUMNS)
+    # the layer's extra is layer_extra (extra is the model's)
+    lcols = ", ".join(f"l.{c} AS layer_extra" if c == "extra" else f"l.{c}"
+                      for c, _ in LAYER_COLUMNS)
     return (f"CREATE VIEW IF NOT EXISTS layer_view AS SELECT {lcols}, {mcols} "
             "FROM layers l JOIN models m ON l.model_id = m.model_id")
 
@@ -130,6 +133,22 @@ def create(con: sqlite3.Connection, segment_rows: int, version: str) -> None:
         ("created_by", f"filterdb {version}"),
     ])
     con.execute("COMMIT")
+
+
+def upgrade(con: sqlite3.Connection) -> None:
+    """Add columns introduced after a database was created (writer only): ``layers.extra``."""
+    have = {r[1] for r in con.execute("PRAGMA table_info(layers)")}
+    if "extra" in have:
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.execute("ALTER TABLE layers ADD COLUMN extra TEXT")
+        con.execute("DROP VIEW IF EXISTS layer_view")
+        con.execute(_view_sql())
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def read_meta(con: sqlite3.Connection) -> dict:

@@ -75,6 +75,7 @@ class Database:
             if mode == "r":
                 self._begin_snapshot()
             else:
+                catalog.upgrade(self._con)
                 self._meta = catalog.read_meta(self._con)
         except Exception:
             self._release_lock()

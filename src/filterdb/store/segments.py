@@ -171,6 +171,12 @@ class SegmentWriter:
                 time.sleep(self._delay)
         return first
 
+    def rewind(self, position: int) -> None:
+        """Drop every row from ``position`` on (an aborted, uncommitted write)."""
+        self.close()
+        self._truncate_tail(int(position))
+        self.position = int(position)
+
     def sync(self) -> None:
         for fd in self._fds.values():
             os.fsync(fd)

@@ -1,0 +1,489 @@
+"""The published CNN Filter DB file (``dataset.h5``, shared/spec/published-format.md).
+
+Import (:func:`import_h5`): the ``meta`` table (pandas/PyTables, one row per conv layer) is
+read whole (it is small); its index levels become columns; rows are grouped by
+``model_id`` (else by ``model``); ``filter_ids`` ``"start:end"`` (inclusive end) gives each
+layer's rows of ``filters`` (``N x 9`` or ``N x 3 x 3``, float32 or float64; converted to
+float32). Everything is checked before anything is written: ranges well formed, inside
+``filters``, not overlapping. Then each model is streamed through
+:class:`~filterdb.store.bulk.BulkWriter` in chunks (``h5py`` ``read_direct`` into reused,
+aligned buffers) and committed on its own: a killed import keeps the models committed so
+far and a re-run skips them (same ``sha256``) and completes.
+
+Columns: the published names map to the catalog through :mod:`filterdb.store.vocab`
+(values normalised: any Task containing "Segmentation" is "Segmentation", ``Datatype``
+"formula" is "fractals", ...); ``(kh, kw) filters`` columns become ``kernel_counts``,
+CamelCase integer columns (``Conv``, ``Relu``, ...) ``op_counts``. Any other column is
+carried through as is: into the model's ``extra`` JSON when it is constant within every
+model, else into the layer's ``extra`` JSON. Missing values (NaN) are not stored.
+
+Identity: the file carries no hash per model. A model's ``sha256`` is
+``sha256("published:" + file identity + ":" + model_id)`` where the file identity is the
+sha256 of the ``filters`` shape and dtype and every ``(model, filter_ids)`` pair in file
+order: stable for one file (re-runs skip what is present), different for another release.
+
+Export (:func:`export_h5`) writes the same layout: ``filters`` streamed in chunks (default
+``N x 9`` float32; ``shape='3x3', dtype='float64'`` is the v1.0.0 layout) and ``meta``
+(pandas HDFStore, fixed format) with the published column names, the MultiIndex
+``(model_id, conv_depth, conv_depth_norm)``, ``filter_ids`` renumbered from 0 and the
+carried-through columns; only layers owning 3x3 filters are rows; ``model_id`` is
+renumbered 0..K-1 in filter order. It writes ``out.h5.tmp-PID`` and renames it at the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import FilterDBError, ReadError
+from .bulk import BulkWriter, LayerSpec, ModelSpec
+from .segments import ALIGN
+from .vocab import COLUMNS, column_name, normalize_meta
+
+# catalog column -> published column, in the published order
+PUBLISHED_COLUMNS = {
+    "model": "model", "name": "Name", "paper": "Paper",
+    "pretraining_dataset": "Pretraining-Dataset", "training_dataset": "Training-Dataset",
+    "visual_category": "Visual Category", "task": "Task", "accessible": "Accessible",
+    "dataset_url": "Dataset URL", "producer": "producer", "op_set": "op_set", "depth": "depth",
+    "total_filters": "total_filters", "filter_share_3x3": "3x3_filter_share",
+}
+# catalog text columns outside the published layout, exported under their own names
+OTHER_TEXT = ("architecture", "url", "source", "producer_version")
+INDEX = ("model_id", "conv_depth", "conv_depth_norm")
+LAYER_COLUMNS = ("filter_ids", "conv_depth", "conv_depth_norm")
+FORMAT = "published-h5"
+_KERNEL_RE = re.compile(r"^\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*filters$")
+_OP_RE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+_RANGE_RE = r"\s*(\d+)\s*:\s*(\d+)\s*"
+
+
+def kernel_column(key: str) -> str:
+    """``"3x3"`` -> ``"(3, 3) filters"``."""
+    kh, kw = key.split("x")
+    return f"({int(kh)}, {int(kw)}) filters"
+
+
+def _py(v):
+    """A plain Python value (None for missing)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    try:
+        import pandas as pd
+
+        if v is pd.NA or v is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    return v
+
+
+def _aligned(shape, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(n + ALIGN, np.uint8)
+    off = (-raw.ctypes.data) % ALIGN
+    return raw[off:off + n].view(dtype).reshape(shape)
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {s[0] if s else ''}".rstrip(": ")
+
+
+# -- reading the file -------------------------------------------------------------------------
+def open_filters(path):
+    """``(h5py.File, dataset)`` of ``filters``, checked: ``(N, 9)`` or ``(N, 3, 3)``, float."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as e:
+        raise ReadError(path, f"not a readable HDF5 file ({_first_line(e)})") from None
+    try:
+        ds = f.get("filters")
+        if not isinstance(ds, h5py.Dataset):
+            raise ReadError(path, "no 'filters' dataset (expected N x 9 or N x 3 x 3 floats)")
+        if ds.ndim not in (2, 3) or tuple(ds.shape[1:]) not in ((9,), (3, 3)):
+            raise ReadError(path, f"'filters' has shape {ds.shape}, expected N x 9 or N x 3 x 3")
+        if ds.dtype.kind != "f":
+            raise ReadError(path, f"'filters' has dtype {ds.dtype}, expected float32 or float64")
+    except BaseException:
+        f.close()
+        raise
+    return f, ds
+
+
+def read_meta_table(path):
+    """The ``meta`` DataFrame with its index levels as columns."""
+    import pandas as pd
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = pd.read_hdf(path, "meta")
+    except KeyError:
+        raise ReadError(path, "no 'meta' table (a pandas DataFrame written with HDFStore)") \
+            from None
+    except Exception as e:
+        raise ReadError(path, f"cannot read the 'meta' table ({_first_line(e)})") from None
+    if not isinstance(df, pd.DataFrame):
+        raise ReadError(path, f"'meta' is a {type(df).__name__}, not a DataFrame")
+    names = list(df.index.names)
+    if not (len(names) == 1 and names[0] is None):  # a plain unnamed index carries nothing
+        drop = [n for n in names if n is not None and n in df.columns]
+        if drop:
+            df = df.reset_index(level=drop, drop=True)
+        if df.index.nlevels > 1 or df.index.names[0] is not None:
+            df = df.reset_index()
+    return df.reset_index(drop=True)
+
+
+@dataclass
+class PublishedModel:
+    model_id: object
+    meta: dict
+    starts: np.ndarray
+    counts: np.ndarray
+    conv_depth: list
+    conv_depth_norm: list
+    layer_extra: list = field(default_factory=list)
+    sha256: str = ""
+
+    @property
+    def n_filters(self) -> int:
+        return int(self.counts.sum())
+
+
+def _role(col: str, df) -> str:
+    """``layer`` | ``group`` | ``model`` | ``kernel`` | ``op`` | ``extra``."""
+    if col in LAYER_COLUMNS:
+        return "layer"
+    if col == "model_id":
+        return "group"
+    if _KERNEL_RE.match(str(col)):
+        return "kernel"
+    try:
+        name = column_name(col)
+        if name in COLUMNS:
+            return "model"
+    except FilterDBError:
+        pass
+    if _OP_RE.match(str(col)) and df[col].dtype.kind in "iuf":
+        v = df[col].dropna().to_numpy()
+        if np.all(v == np.round(v)) and np.all(v >= 0):
+            return "op"
+    return "extra"
+
+
+def plan_import(df, n_rows: int, path, identity_prefix: str = "") -> list[PublishedModel]:
+    """Group the meta rows into models, checking every range; raises ReadError."""
+    if "filter_ids" not in df.columns:
+        raise ReadError(path, "the 'meta' table has no 'filter_ids' column")
+    key = "model_id" if "model_id" in df.columns else "model" if "model" in df.columns else None
+    if key is None:
+        raise ReadError(path, "the 'meta' table has neither a 'model_id' level nor a 'model' "
+                              "column")
+    ids = df["filter_ids"]
+    parsed = ids.astype("string").str.extract(f"^{_RANGE_RE}$")
+    bad = parsed[0].isna() | ids.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ReadError(path, f"meta row {i}: filter_ids {ids.iloc[i]!r} is not one "
+                              f"contiguous range 'start:end' ({int(bad.sum())} such rows)")
+    start = parsed[0].astype(np.int64).to_numpy()
+    end = parsed[1].astype(np.int64).to_numpy()
+    rows = np.arange(len(df))
+    for cond, why in ((end < start, "ends before it starts"),
+                      (end >= n_rows, f"is past the {n_rows} rows of 'filters'")):
+        if cond.any():
+            i = int(np.flatnonzero(cond)[0])
+            raise ReadError(path, f"meta row {i}: filter_ids {ids.iloc[i]!r} {why}")
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], end[order]
+    ov = np.flatnonzero(s[1:] <= e[:-1])
+    if len(ov):
+        a, b = order[ov[0]], order[ov[0] + 1]
+        raise ReadError(path, f"filter_ids overlap: meta row {a} ({ids.iloc[a]}, model "
+                              f"{df[key].iloc[a]}) and row {b} ({ids.iloc[b]}, model "
+                              f"{df[key].iloc[b]}); {len(ov)} overlapping pair(s)")
+
+    roles = {c: _role(c, df) for c in df.columns}
+    groups = df.groupby(key, sort=False, dropna=False).indices
+    extra_cols = [c for c, r in roles.items() if r == "extra"]
+    layer_level = set()
+    for c in extra_cols:
+        n = df.groupby(key, sort=False, dropna=False)[c].nunique(dropna=False)
+        if (n > 1).any():
+            layer_level.add(c)
+
+    h = hashlib.sha256(identity_prefix.encode())
+    mcol = df["model"].astype(str) if "model" in df.columns else df[key].astype(str)
+    for i in order:
+        h.update(f"{mcol.iloc[i]}\t{ids.iloc[i]}\n".encode())
+    identity = h.hexdigest()
+
+    cd = df["conv_depth"].to_numpy() if "conv_depth" in df.columns else np.zeros(len(df))
+    cdn = df["conv_depth_norm"].to_numpy() if "conv_depth_norm" in df.columns \
+        else np.zeros(len(df))
+    values = {c: df[c].to_numpy() for c in df.columns}
+    models = []
+    for gid, idx in groups.items():
+        idx = idx[np.argsort(start[idx], kind="stable")]
+        meta, kernels, ops = {}, {}, {}
+        for c, r in roles.items():
+            v = _py(values[c][idx[0]])
+            if r == "model" and v is not None:
+                meta[c] = v
+            elif r == "kernel" and v is not None:
+                m = _KERNEL_RE.match(str(c))
+                kernels[f"{m.group(1)}x{m.group(2)}"] = int(v)
+            elif r == "op" and v is not None:
+                ops[str(c)] = int(v)
+            elif r == "extra" and c not in layer_level and v is not None:
+                meta[f"x_{c}"] = v
+        if kernels:
+            meta["kernel_counts"] = kernels
+        if ops:
+            meta["op_counts"] = ops
+        if not _py(meta.get("model")):
+            meta["model"] = f"published-{_py(gid)}"
+        lx = []
+        for i in idx:
+            d = {c: _py(values[c][i]) for c in layer_level}
+            lx.append({k: v for k, v in d.items() if v is not None} or None)
+        sha = hashlib.sha256(f"published:{identity}:{_py(gid)}".encode()).hexdigest()
+        models.append(PublishedModel(
+            model_id=_py(gid), meta=meta, starts=start[idx], counts=end[idx] - start[idx] + 1,
+            conv_depth=[int(x) for x in cd[idx]], conv_depth_norm=[float(x) for x in cdn[idx]],
+            layer_extra=lx, sha256=sha))
+    models.sort(key=lambda m: int(m.starts[0]))
+    for m in models:  # every value must pass the vocabulary before anything is written
+        try:
+            m.meta = normalize_meta(m.meta)
+        except FilterDBError as e:
+            raise ReadError(path, f"model {m.model_id}: {e}") from None
+    return models
+
+
+def _range_chunks(ds, start: int, count: int, raw: np.ndarray, out: np.ndarray):
+    """Rows ``start .. start+count-1`` of ``ds`` as float32 ``(m, 9)`` views of ``out``."""
+    rows = out.shape[0]
+    same = raw is None
+    pos, end = int(start), int(start) + int(count)
+    while pos < end:
+        m = min(rows, end - pos)
+        if same:
+            ds.read_direct(out.reshape((rows,) + ds.shape[1:]), np.s_[pos:pos + m], np.s_[0:m])
+        else:
+            ds.read_direct(raw, np.s_[pos:pos + m], np.s_[0:m])
+            np.copyto(out[:m], raw[:m].reshape(m, 9), casting="same_kind")
+        yield out[:m]
+        pos += m
+
+
+def import_h5(db, path, chunk_rows: int = 1 << 20, replace: bool = False,
+              show_progress: bool | None = None):
+    """Import a published-layout file into a database opened with ``mode='w'``.
+
+    Returns ``[AddResult]`` (one per model, in file order)."""
+    from ..cli._common import progress
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ReadError(path, "no such file")
+    chunk_rows = max(1, int(chunk_rows))
+    f, ds = open_filters(path)
+    try:
+        n_rows = int(ds.shape[0])
+        df = read_meta_table(path)
+        models = plan_import(df, n_rows, path, f"{tuple(ds.shape)}|{ds.dtype.str}|")
+        if not replace:  # model ids already taken by other files: refuse before writing
+            con = db._con
+            for m in models:
+                r = con.execute("SELECT sha256 FROM models WHERE model = ?",
+                                (m.meta["model"],)).fetchone()
+                if r and r[0] != m.sha256:
+                    raise FilterDBError(f"{path}: model id {m.meta['model']!r} is already in "
+                                        f"{db.path} (another source); use --replace")
+        rows = min(chunk_rows, max((int(c.max()) for m in models for c in [m.counts]),
+                                   default=1))
+        out = _aligned((rows, 9), np.float32)
+        raw = None if ds.dtype == np.dtype("<f4") else _aligned((rows,) + ds.shape[1:],
+                                                                  ds.dtype)
+        total = sum(m.n_filters for m in models)
+        bar = progress(total=total, desc="importing", unit="filter", disable=show_progress
+                       if show_progress is None else not show_progress)
+        results = []
+        try:
+            with BulkWriter(db) as bw:
+                for m in models:
+                    spec = ModelSpec(sha256=m.sha256, format=FORMAT, path=path,
+                                     name=m.meta["model"], depth_source="graph")
+
+                    def layers(m=m):
+                        for i, (s, c) in enumerate(zip(m.starts.tolist(), m.counts.tolist())):
+                            yield LayerSpec(
+                                n_filters=c, kh=3, kw=3, op="Conv",
+                                conv_depth=m.conv_depth[i], conv_depth_norm=m.conv_depth_norm[i],
+                                chunks=_range_chunks(ds, s, c, raw, out), extra=m.layer_extra[i])
+                            bar.update(c)
+
+                    try:
+                        results.append(bw.add(spec, layers(), m.meta, replace=replace))
+                    except OSError as e:
+                        raise ReadError(path, f"reading 'filters' failed ({_first_line(e)})") \
+                            from None
+                    if results[-1].status == "exists":
+                        bar.update(m.n_filters)
+        finally:
+            bar.close()
+    finally:
+        f.close()
+    return results
+
+
+# -- export -----------------------------------------------------------------------------------
+def _json(v) -> dict:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return {}
+    return json.loads(v) if isinstance(v, str) else dict(v)
+
+
+def _column(values, integral: bool = False):
+    """A column from Python values, None = missing: int64 when integral and complete."""
+    import pandas as pd
+
+    if integral:
+        if all(v is not None for v in values):
+            return pd.array(values, dtype="int64").to_numpy()
+        return np.array([np.nan if v is None else float(v) for v in values])
+    s = pd.Series(values, dtype=object)
+    vals = [v for v in values if v is not None]
+    if vals and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        return pd.to_numeric(s).to_numpy()
+    if vals and all(isinstance(v, bool) for v in vals) and len(vals) == len(values):
+        return np.array(values, dtype=bool)
+    return s.where(s.notna(), np.nan).to_numpy(dtype=object)
+
+
+def build_meta(layers, models):
+    """The published ``meta`` DataFrame of the selected layers (owning filters, in filter
+    order) and their models (a ``models`` frame indexed by catalog ``model_id``)."""
+    import pandas as pd
+
+    mids = list(dict.fromkeys(layers["model_id"].tolist()))
+    new_id = {m: i for i, m in enumerate(mids)}
+    mrec = {m: models.loc[m] for m in mids}
+    kernels, ops, mextra = {m: {} for m in mids}, {m: {} for m in mids}, {m: {} for m in mids}
+    for m in mids:
+        kernels[m] = _json(mrec[m]["kernel_counts"])
+        ops[m] = _json(mrec[m]["op_counts"])
+        mextra[m] = _json(mrec[m]["extra"])
+    lextra = [_json(v) for v in (layers["layer_extra"] if "layer_extra" in layers
+                                 else [None] * len(layers))]
+    lm = layers["model_id"].tolist()
+
+    cols: dict = {}
+    for c, pub in PUBLISHED_COLUMNS.items():
+        vals = [_py(mrec[m][c]) for m in lm]
+        cols[pub] = _column(vals, integral=c in ("op_set", "depth", "total_filters"))
+        if c == "filter_share_3x3":
+            cols[pub] = np.array([np.nan if v is None else float(v) for v in vals])
+    for c in OTHER_TEXT:
+        vals = [_py(mrec[m][c]) for m in lm]
+        if any(v is not None for v in vals):
+            cols[c] = _column(vals)
+    kkeys = sorted({k for d in kernels.values() for k in d},
+                   key=lambda k: tuple(int(x) for x in k.split("x")))
+    for k in kkeys:
+        cols[kernel_column(k)] = _column([kernels[m].get(k) for m in lm], integral=True)
+    for o in sorted({k for d in ops.values() for k in d}):
+        cols.setdefault(o, _column([ops[m].get(o) for m in lm], integral=True))
+    for x in dict.fromkeys(k for m in mids for k in mextra[m]):
+        if x not in cols and x not in INDEX:
+            cols[x] = _column([mextra[m].get(x) for m in lm])
+    for x in dict.fromkeys(k for d in lextra for k in d):
+        if x not in cols and x not in INDEX:
+            cols[x] = _column([d.get(x) for d in lextra])
+    counts = layers["filter_count"].to_numpy(np.int64)
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    cols["filter_ids"] = np.array([f"{a}:{b}" for a, b in zip(starts, ends - 1)], dtype=object)
+    idx = pd.MultiIndex.from_arrays(
+        [np.array([new_id[m] for m in lm], np.int64),
+         layers["conv_depth"].to_numpy(np.int64),
+         layers["conv_depth_norm"].to_numpy(np.float64)], names=list(INDEX))
+    return pd.DataFrame(cols, index=idx)
+
+
+def export_h5(db, out, where: str | None = None, dtype: str = "float32", shape: str = "flat",
+              chunk_rows: int = 1 << 20, show_progress: bool | None = None) -> dict:
+    """Write the selected layers (a SQL expression over ``layer_view``) as a
+    published-layout file; returns ``{"models", "layers", "filters", "path"}``."""
+    import h5py
+    import pandas as pd
+
+    from ..cli._common import progress
+
+    if dtype not in ("float32", "float64"):
+        raise FilterDBError(f"--dtype must be float32 or float64, got {dtype!r}")
+    if shape not in ("flat", "3x3"):
+        raise FilterDBError(f"--shape must be flat or 3x3, got {shape!r}")
+    out = os.fspath(out)
+    lay = db.layers(where)
+    lay = lay[lay["filter_count"].fillna(0) > 0].sort_values("filter_start")
+    if lay.empty:
+        raise FilterDBError(f"{db.path}: the selection holds no 3x3 filters; nothing to export")
+    models = db.models().set_index("model_id")
+    meta = build_meta(lay, models)
+    n = int(lay["filter_count"].sum())
+    tail = (9,) if shape == "flat" else (3, 3)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    chunk_rows = max(1, min(int(chunk_rows), n))
+    conv = _aligned((chunk_rows, 9), np.float64) if dtype == "float64" else None
+    bar = progress(total=n, desc="exporting", unit="filter", disable=show_progress
+                   if show_progress is None else not show_progress)
+    try:
+        with h5py.File(tmp, "w") as f:
+            ds = f.create_dataset("filters", shape=(n,) + tail, dtype=np.dtype(dtype))
+            pos = 0
+            for ch in db.filters(where, chunk_rows=chunk_rows):
+                m = ch.filters.shape[0]
+                src = ch.filters
+                if conv is not None:
+                    np.copyto(conv[:m], src)
+                    src = conv[:m]
+                ds.write_direct(src.reshape((m,) + tail), dest_sel=np.s_[pos:pos + m])
+                pos += m
+                bar.update(m)
+            if pos != n:
+                raise FilterDBError(f"{db.path}: the selection changed during the export "
+                                    f"({pos} filters streamed, {n} expected)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pd.HDFStore(tmp, mode="a") as st:
+                st.put("meta", meta, format="fixed")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    finally:
+        bar.close()
+    return {"path": out, "models": int(meta.index.get_level_values(0).nunique()),
+            "layers": len(meta), "filters": n}
