@@ -134,13 +134,14 @@ def test_sections_and_figures(built):
     assert page.external == []  # self-contained
     assert not re.search(r'src="(?!data:)', text)
     model_sections = [s for s in page.sections if s.startswith("m-")]
-    assert page.sections[:5] == ["summary", "pca", "distributions", "drift", "health"]
+    assert page.sections[:6] == ["summary", "pca", "distributions", "drift", "noise", "health"]
     with open_database(tmp / "db.filterdb") as db:
         names = db.models()["model"].tolist()
     assert len(model_sections) == len(names) == len(ZOO) + 3
     want = {"eigen-images", "evr", "c0-c1", "drift-box", "health-scatter", "health-depth",
             "drift-task", "drift-visual-category", "drift-depth", "drift-architecture",
-            "ridge-task", "ridge-visual-category", "ridge-depth"}
+            "ridge-task", "ridge-visual-category", "ridge-depth",
+            "noise-task", "noise-visual-category"}
     for s in model_sections:
         if s != "m-syn-5x5":
             want |= {f"{s}-filters", f"{s}-population"}
@@ -163,6 +164,27 @@ def test_sections_and_figures(built):
     tasks = Counter([find(z).metadata()["task"] for z in ZOO]
                     + [meta["task"] for _, meta in synthetic_models()])
     assert {r["task"]: int(r["models"]) for r in page.tables["by-task"]} == dict(tasks)
+
+
+def test_noise_section_equals_noise_floor(built):
+    from filterdb import noise
+
+    tmp, res, text = built
+    page = Page(text)
+    for col in ("task", "visual_category"):
+        nf = noise.noise_floor(tmp / "db.filterdb", col, n_permutations=500)
+        got = res.data["noise"][col]["pairs"]
+        assert got["group_a"] == nf.pairs["group_a"].tolist()
+        assert got["group_b"] == nf.pairs["group_b"].tolist()
+        np.testing.assert_allclose(got["drift"], nf.pairs["drift"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got["p_value"], nf.pairs["p_value"], rtol=0, atol=0)
+        # the drift of each pair is the drift matrix entry of filterdb.analysis
+        d = res.data["drift"][col]
+        M = dict(zip(d["labels"], range(len(d["labels"]))))
+        for a, b, v in zip(got["group_a"], got["group_b"], got["drift"]):
+            assert v == pytest.approx(d["matrix"][M[a]][M[b]], abs=1e-9)
+        rows = page.tables[f"noise-{col}-pairs".replace("_", "-")]
+        assert len(rows) == len(got["drift"])
 
 
 def zoo_path_of(zid):

@@ -354,6 +354,8 @@ def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure,
         figure(drift_sec, lambda: P.drift_boxplot(box), "drift-box",
                "Pairwise drifts (upper triangle of each matrix) per grouping column.")
 
+    _noise_section(rep, db, where, eng, res, figure, skip, log)
+
     first = True
     for col in ridge_columns:
         title = COLUMN_TITLES.get(col, col)
@@ -379,3 +381,53 @@ def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure,
     figure(dsec, lambda: P.density_c0_c1(h2, *rng2), "c0-c1",
            "Filters in the plane of the first two coefficients (log density, 256 x 256 bins "
            "over the shared range).")
+
+
+NOISE_COLUMNS = ("visual_category", "task", "trained")
+
+
+def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=500):
+    """Drift beside its noise floor: per column, the between-group drift of every pair with
+    the within-group model-to-model drift and a permutation p-value (:mod:`filterdb.noise`).
+    ``trained`` is the free column our trained zoo sets (trained vs untrained twins)."""
+    from .. import noise as N
+
+    sec = rep.section("noise", "Drift against the noise floor", intro=(
+        "Is a drift between two groups more than the spread between models of one group? "
+        "Grey: the drift between models of the same group (median and quartiles); points: "
+        "the drift of each pair of groups, filled when a permutation test (group labels "
+        f"shuffled over the models of the pair, {n_permutations} relabellings) gives "
+        "p <= 0.05; orange ticks: the median drift under that shuffling."))
+    res.data["noise"] = {}
+    shown = 0
+    for col in NOISE_COLUMNS:
+        title = COLUMN_TITLES.get(col, col)
+        try:
+            nf = N.noise_floor(db, col, where=where, n_permutations=n_permutations,
+                               engine=eng.get("engine", "local"),
+                               scheduler=eng.get("scheduler"))
+        except FilterDBError as e:
+            if col != "trained":
+                skip(sec, f"By {title}: no noise floor ({e}).")
+            continue
+        if len(nf.drift.groups) < 2:
+            if col != "trained":
+                skip(sec, f"By {title}: a single group, no pairs to test.")
+            continue
+        log(f"noise floor by {title}")
+        fid = f"noise-{col}".replace("_", "-")
+        figure(sec, lambda: _noise_figure(nf, title), fid,
+               f"Drift of each pair of {title} groups against the within-group floor.")
+        pairs = nf.pairs[["group_a", "group_b", "drift", "null_median", "p_value"]]
+        sec.add_table(pairs.reset_index(drop=True), f"{fid}-pairs",
+                      highlight=pairs["p_value"].to_numpy() <= 0.05,
+                      caption="Pairs with p <= 0.05 highlighted.")
+        res.data["noise"][col] = {"pairs": pairs.to_dict(orient="list"),
+                                  "n_permutations": nf.n_permutations}
+        shown += 1
+    if not shown:
+        skip(sec, "No grouping column has two groups of models to compare.")
+
+
+def _noise_figure(nf, title):
+    return P.drift_vs_noise(nf, title=f"Drift by {title} against the noise floor")
