@@ -454,3 +454,16 @@ def test_orthogonality_large_layer_is_fast():
     assert time.perf_counter() - t0 < 10
     # i.i.d. rows in 4608 dims: mean |cos| ~ sqrt(2 / (pi * 4608))
     assert abs((1 - o) - math.sqrt(2 / (math.pi * 4608))) < 1e-3
+
+
+def test_orthogonality_blockwise_equals_full_gram(monkeypatch):
+    """Very wide layers use a blocked Gram (bounded memory): same value as the full one."""
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(700, 3, 3, 3))
+    w[5] = 0.0  # a zero row stays zero
+    R = w.reshape(700, -1)
+    norms = np.linalg.norm(R, axis=1, keepdims=True)
+    R = np.divide(R, norms, out=np.zeros_like(R), where=norms > 0)
+    ref = 1 - np.abs(R @ R.T - np.eye(700)).sum() / (700 * 699)
+    monkeypatch.setattr(K, "GRAM_BLOCK_ELEMENTS", 700 * 9)  # blocks of 9 rows
+    assert K.orthogonality(w) == pytest.approx(ref, abs=1e-12)

@@ -128,6 +128,9 @@ def randomness_threshold(n):
     return float(th) if th.ndim == 0 else th
 
 
+GRAM_BLOCK_ELEMENTS = 1 << 23  # 64 MB of float64 per block of Gram rows
+
+
 def orthogonality(weight) -> float:
     """``1 - sum |G - I| / (c_out (c_out - 1))`` over the L2-normalised output-channel rows.
 
@@ -143,9 +146,15 @@ def orthogonality(weight) -> float:
         return float("nan")
     norms = np.sqrt(np.einsum("ij,ij->i", R, R))
     R /= np.where(norms > 0, norms, 1.0)[:, None]
-    G = R @ R.T
-    G[np.diag_indices(c)] -= 1.0
-    return float(1.0 - np.abs(G).sum() / (c * (c - 1)))
+    # G = R R^T in blocks of rows, so memory stays bounded for very wide layers
+    block = max(1, min(c, GRAM_BLOCK_ELEMENTS // c))
+    total = 0.0
+    for i0 in range(0, c, block):
+        G = R[i0:i0 + block] @ R.T
+        k = G.shape[0]
+        G[np.arange(k), i0 + np.arange(k)] -= 1.0
+        total += float(np.abs(G).sum())
+    return float(1.0 - total / (c * (c - 1)))
 
 
 def metrics_from_moments(n, s, sxx, n_sparse, sparse_s=None, sparse_sxx=None, n_clean=None):
