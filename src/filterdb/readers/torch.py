@@ -112,7 +112,7 @@ def _torch_load(p: str):
 
 
 def read_state_dict(p: str, fmt: str) -> Model:
-    torch = _import_torch()
+    _import_torch()  # a clear MissingExtraError without torch
     obj = _torch_load(p)
     items, key = find_state_dict(obj)
     warnings = []
@@ -123,8 +123,9 @@ def read_state_dict(p: str, fmt: str) -> Model:
     infos = [TensorInfo(strip_prefix(n), tuple(t.shape), t.is_floating_point() or t.is_quantized,
                         (lambda t=t: _to_numpy(t)))
              for n, t in items]
+    # the file does not record which torch wrote it: no producer version
     return tensors_to_model(infos, path=p, fmt=fmt, sha256=file_sha256(p), producer="pytorch",
-                            producer_version=torch.__version__, warnings=warnings)
+                            producer_version=None, warnings=warnings)
 
 
 # ---- TorchScript -------------------------------------------------------------------------
@@ -245,7 +246,7 @@ def read_torchscript(p: str, fmt: str) -> Model:
             assign_order_depths(layers)
     return Model(path=p, format=fmt, sha256=file_sha256(p), layers=layers, skipped=skipped,
                  depth_source=depth_source, producer="torchscript",
-                 producer_version=torch.__version__, op_counts=dict(ops), warnings=warnings)
+                 producer_version=None, op_counts=dict(ops), warnings=warnings)
 
 
 def read(path, fmt: str = "torch") -> Model:
