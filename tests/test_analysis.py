@@ -328,9 +328,11 @@ def test_dask_engine_equals_local(built):
     a = analysis.drift(db, "visual_category", cache=False)
     b = analysis.drift(db, "visual_category", engine="dask", cache=False)
     assert time.perf_counter() - t < 30
-    pd.testing.assert_frame_equal(a.matrix, b.matrix, check_exact=True)
+    # integer counts equal; floats equal to rounding (workers may sum partials in another order)
+    pd.testing.assert_frame_equal(a.matrix, b.matrix, check_exact=False, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(a.counts, b.counts)
-    assert a.pca.to_dict() == b.pca.to_dict()
+    for k, v in a.pca.to_dict().items():
+        np.testing.assert_allclose(b.pca.to_dict()[k], v, rtol=1e-12, atol=1e-15)
 
 
 def run_cli(capsys, *argv):

@@ -88,9 +88,24 @@ def conv_depths(rng, n: int) -> np.ndarray:
     return np.cumsum(step)
 
 
+MAX_DEPTHWISE = 2048  # widest depthwise layer (channels), as in real networks
+
+
+def _factor(s: int) -> tuple[int, int] | None:
+    """``(c_out, c_in)`` with ``c_out * c_in == s`` and ``c_in`` the largest divisor of ``s``
+    up to its square root, when that divisor is at least 8 (a plausible conv); else None."""
+    for cin in range(int(np.sqrt(s)), 7, -1):
+        if s % cin == 0:
+            return s // cin, cin
+    return None
+
+
 def layer_shapes(sizes: np.ndarray, rng):
     """``(c_out, c_in/groups, groups)`` per layer with ``c_out * c_in/groups`` summing to
-    ``sizes.sum()`` exactly (a remainder carries to the next layer; the last is depthwise)."""
+    ``sizes.sum()`` exactly. A layer's remainder carries to the next one; a few layers of at
+    most :data:`MAX_DEPTHWISE` filters are depthwise; the last layer is shaped exactly (the
+    one before it gives up a few filters until the last one factorises as a real conv)."""
+    sizes = np.asarray(sizes, np.int64)
     n = len(sizes)
     out = np.empty((n, 3), np.int64)
     carry = 0
@@ -98,14 +113,25 @@ def layer_shapes(sizes: np.ndarray, rng):
     ratio = rng.choice([0.5, 1.0, 1.0, 2.0], n)
     for i, s in enumerate(sizes.tolist()):
         s += carry
-        if depthwise[i] or i == n - 1 or s < 4:
+        carry = 0
+        if (depthwise[i] and s <= MAX_DEPTHWISE and i < n - 2) or s < 64:
             out[i] = (s, 1, s)
-            carry = 0
             continue
         cin = int(min(s, max(1, round(np.sqrt(s / ratio[i])))))
+        if i == n - 1:
+            f = _factor(s)
+            if f is not None:
+                out[i] = (*f, 1)
+                continue
         cout = s // cin
+        if i == n - 2:  # leave the last layer a total that factorises
+            while cout > 1 and _factor(int(sizes[-1]) + s - cout * cin) is None \
+                    and int(sizes[-1]) + s - cout * cin >= 64:
+                cout -= 1
         carry = s - cout * cin
         out[i] = (cout, cin, 1)
+    if carry:  # the last layer does not factorise: one output channel keeps the total exact
+        out[-1] = (1, out[-1][0] * out[-1][1] + carry, 1)
     return out
 
 
