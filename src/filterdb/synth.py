@@ -93,8 +93,10 @@ MAX_DEPTHWISE = 2048  # widest depthwise layer (channels), as in real networks
 
 def _factor(s: int) -> tuple[int, int] | None:
     """``(c_out, c_in)`` with ``c_out * c_in == s`` and ``c_in`` the largest divisor of ``s``
-    up to its square root, when that divisor is at least 8 (a plausible conv); else None."""
-    for cin in range(int(np.sqrt(s)), 7, -1):
+    up to its square root, when that divisor is at least 8 and an eighth of the root (a
+    plausible conv, not a thin and very wide one); else None."""
+    root = int(np.sqrt(s))
+    for cin in range(root, max(7, root // 8), -1):
         if s % cin == 0:
             return s // cin, cin
     return None
