@@ -125,6 +125,22 @@ def test_pass_equals_layer_metrics(db_path, models, chunk_rows):
     assert np.isnan(edge.loc["edge.9", "variance_entropy"]) and not edge.loc["edge.9", "assessed"]
 
 
+def test_without_orthogonality(db_path, models):
+    """--no-orthogonality: orthogonality NaN, every other metric and flag as computed directly;
+    stored apart, so a later call with orthogonality computes it."""
+    no = database_health(db_path, orthogonality=False)
+    assert no["orthogonality"].isna().all()
+    exp = expected_rows(models)
+    for r in no[no["assessed"]].itertuples(index=False):
+        e = exp[(r.model, r.name)]
+        for m in ("sparsity", "variance_entropy", "variance_entropy_norm",
+                  "variance_entropy_clean"):
+            a, b = getattr(r, m), e[m]
+            assert (np.isnan(a) and np.isnan(b)) or abs(a - b) <= 1e-9
+        assert bool(r.degenerated) == bool(e["degenerated"])
+    assert_matches(database_health(db_path), models)
+
+
 def test_thresholds_and_where(db_path, models):
     t = HealthThresholds(sparsity_eps=0.05, sparse_S=0.3, low_diversity_H=0.7)
     df = database_health(db_path, thresholds=t, where="model = 'edge' OR model = 'mtcnn-onet'")

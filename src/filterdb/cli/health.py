@@ -63,6 +63,8 @@ def add_engine_args(p) -> None:
                    help="Dask scheduler address (default: a local cluster)")
     p.add_argument("--recompute", action="store_true",
                    help="recompute the stored layer metrics of the database")
+    p.add_argument("--no-orthogonality", dest="orthogonality", action="store_false",
+                   help="skip orthogonality (the costly metric; the flags do not use it)")
 
 
 def thresholds_from_args(args):
@@ -259,6 +261,7 @@ def cmd_health(args) -> int:
     try:
         df = database_health(args.db, where=args.where, thresholds=t, engine=args.engine,
                              scheduler=args.scheduler, recompute=args.recompute,
+                             orthogonality=args.orthogonality,
                              progress=bar.update)
     finally:
         bar.close()

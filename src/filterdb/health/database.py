@@ -209,18 +209,20 @@ def _open(db):
 def database_health(db, where: str | None = None, thresholds: HealthThresholds | None = None,
                     engine="local", scheduler=None, workers: int = 2, recompute: bool = False,
                     chunk_rows: int = DEFAULT_CHUNK_ROWS, progress=None,
-                    store: bool = True) -> pd.DataFrame:
+                    store: bool = True, orthogonality: bool = True) -> pd.DataFrame:
     """Health metrics and flags of every selected layer of a database (path or
     :class:`~filterdb.store.Database`), one row per layer (columns :data:`LAYER_COLUMNS`).
 
     3x3 layers without stored metrics (all, with ``recompute``) are computed in one pass
     and stored; the rest are read from the catalog. ``progress(n_rows)`` is called per task.
+    ``orthogonality=False`` skips the one costly metric (``c_out`` multiply-adds per
+    filter coefficient; NaN in the table), which the degeneration flags do not use.
     """
     t = thresholds or HealthThresholds()
     db, owned = _open(db)
     try:
         layers = db.layers(where)
-        params = metrics_params(t.sparsity_eps)
+        params = metrics_params(t.sparsity_eps, orthogonality)
         has = layers["filter_count"].fillna(0).astype(np.int64).to_numpy() > 0
         stored = {} if recompute else read_stored_metrics(db, params)
         vals = {}
@@ -237,7 +239,8 @@ def database_health(db, where: str | None = None, thresholds: HealthThresholds |
             sel = layers[layers["layer_id"].isin(todo)]
             new = compute_layer_metrics(db, sel, t.sparsity_eps, engine=engine,
                                         scheduler=scheduler, workers=workers,
-                                        chunk_rows=chunk_rows, progress=progress)
+                                        chunk_rows=chunk_rows, progress=progress,
+                                        orthogonality=orthogonality)
             if store:
                 write_stored_metrics(db, params, sel, new)
             for lid, v in zip(new.index.tolist(), new.itertuples(index=False)):
