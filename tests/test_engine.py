@@ -212,4 +212,4 @@ def test_dask_engine_equals_local():
     np.testing.assert_array_equal(dist.counts, local.counts)
     np.testing.assert_array_equal(dist.hist2d, local.hist2d)
     np.testing.assert_allclose(dist.matrix, local.matrix, rtol=1e-12, atol=1e-15)
-    assert dist.range == local.range
+    np.testing.assert_allclose(dist.range, local.range, rtol=1e-12, atol=0)
