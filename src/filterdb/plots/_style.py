@@ -114,14 +114,5 @@ def text_colour_on(cmap, norm, value) -> str:
 DEPTH_BINS = 10
 
 
-def depth_bin(x, n_bins: int = DEPTH_BINS) -> np.ndarray:
-    """Depth bin index of ``conv_depth_norm``: ``[0, 0.1], (0.1, 0.2], ..., (0.9, 1]``."""
-    x = np.asarray(x, dtype=float)
-    edges = np.arange(n_bins + 1) / n_bins
-    return np.clip(np.searchsorted(edges, x, side="left") - 1, 0, n_bins - 1)
-
-
-def depth_bin_labels(n_bins: int = DEPTH_BINS) -> list[str]:
-    """``["[0.0, 0.1]", "(0.1, 0.2]", ...]``."""
-    e = np.arange(n_bins + 1) / n_bins
-    return [("[" if i == 0 else "(") + f"{e[i]:.1f}, {e[i + 1]:.1f}]" for i in range(n_bins)]
+# one definition of the depth bins for the whole package (method.md section 4)
+from ..kernels.drift import depth_bin, depth_bin_labels  # noqa: E402,F401
