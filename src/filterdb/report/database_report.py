@@ -397,7 +397,9 @@ def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=5
         "Grey: the drift between models of the same group (median and quartiles); points: "
         "the drift of each pair of groups, filled when a permutation test (group labels "
         f"shuffled over the models of the pair, {n_permutations} relabellings) gives "
-        "p <= 0.05; orange ticks: the median drift under that shuffling."))
+        "p <= 0.05; orange ticks: the median drift under that shuffling. Single models with "
+        "few filters leave many histogram bins empty, which inflates model-to-model drift: "
+        "the orange tick, at the pair's own sample size, is the floor to compare with."))
     res.data["noise"] = {}
     shown = 0
     for col in NOISE_COLUMNS:
