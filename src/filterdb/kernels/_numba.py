@@ -90,13 +90,19 @@ def _accumulate(t, k, s, sxx):
 
 
 @njit(**_OPTS)
+def _scratch():
+    """Per-call block buffers: scaled rows ``t``, row peaks, group codes, centred rows
+    ``d`` and coefficients ``c``, and an empty id array (no selection / no lookup)."""
+    return (np.empty((9, BLOCK), np.float32), np.empty(BLOCK, np.float32),
+            np.empty(BLOCK, np.int64), np.empty((9, BLOCK), np.float64),
+            np.empty((9, BLOCK), np.float64), np.empty(0, np.int64))
+
+
+@njit(**_OPTS)
 def scale_rows(x, out):
     """``out[r] = x[r] / max|x[r]|`` (float32); all-zero rows stay zero."""
     m = x.shape[0]
-    t = np.empty((9, BLOCK), np.float32)
-    peak = np.empty(BLOCK, np.float32)
-    g = np.empty(BLOCK, np.int64)
-    none = np.empty(0, np.int64)
+    t, peak, g, _, _, none = _scratch()
     for r0 in range(0, m, BLOCK):
         k = _load(x, r0, min(r0 + BLOCK, m), none, none, t, peak, g)
         for i in range(k):
@@ -112,10 +118,7 @@ def moments(x, ids, s, sxx):
     ``sxx`` is written. Returns the number of rows counted.
     """
     m = x.shape[0]
-    t = np.empty((9, BLOCK), np.float32)
-    peak = np.empty(BLOCK, np.float32)
-    g = np.empty(BLOCK, np.int64)
-    none = np.empty(0, np.int64)
+    t, peak, g, _, _, none = _scratch()
     bs = np.zeros(9, np.float64)
     bxx = np.zeros((9, 9), np.float64)
     n = 0
@@ -136,12 +139,7 @@ def moments(x, ids, s, sxx):
 def coefficients(x, mean, comps, out):
     """PCA coefficients of every row into ``out`` (m, 9) float64."""
     m = x.shape[0]
-    t = np.empty((9, BLOCK), np.float32)
-    peak = np.empty(BLOCK, np.float32)
-    g = np.empty(BLOCK, np.int64)
-    d = np.empty((9, BLOCK), np.float64)
-    c = np.empty((9, BLOCK), np.float64)
-    none = np.empty(0, np.int64)
+    t, peak, g, d, c, none = _scratch()
     for r0 in range(0, m, BLOCK):
         k = _load(x, r0, min(r0 + BLOCK, m), none, none, t, peak, g)
         _centre_project(t, k, mean, comps, d, c)
@@ -154,12 +152,7 @@ def coefficients(x, mean, comps, out):
 def coeff_range(x, ids, mean, comps, cmin, cmax):
     """Fold the per-component min / max of the kept rows' coefficients into cmin / cmax."""
     m = x.shape[0]
-    t = np.empty((9, BLOCK), np.float32)
-    peak = np.empty(BLOCK, np.float32)
-    g = np.empty(BLOCK, np.int64)
-    d = np.empty((9, BLOCK), np.float64)
-    c = np.empty((9, BLOCK), np.float64)
-    none = np.empty(0, np.int64)
+    t, peak, g, d, c, none = _scratch()
     n = 0
     for r0 in range(0, m, BLOCK):
         k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g)
@@ -211,11 +204,7 @@ def hist(x, ids, lookup, mean, comps, edges, counts):
     n_groups = counts.shape[0]
     size = n_groups * 9 * nb
     flat = np.zeros(size + 1, np.int64)  # last slot: out of range
-    t = np.empty((9, BLOCK), np.float32)
-    peak = np.empty(BLOCK, np.float32)
-    g = np.empty(BLOCK, np.int64)
-    d = np.empty((9, BLOCK), np.float64)
-    c = np.empty((9, BLOCK), np.float64)
+    t, peak, g, d, c, _ = _scratch()
     idx = np.empty((9, BLOCK), np.int64)
     for r0 in range(0, m, BLOCK):
         k = _load(x, r0, min(r0 + BLOCK, m), ids, lookup, t, peak, g)
@@ -242,12 +231,7 @@ def hist2d(x, ids, mean, comps, a, b, edges_a, edges_b, counts):
     lo_b, hi_b = edges_b[0], edges_b[nbb]
     fac_a = na / (hi_a - lo_a)
     fac_b = nbb / (hi_b - lo_b)
-    t = np.empty((9, BLOCK), np.float32)
-    peak = np.empty(BLOCK, np.float32)
-    g = np.empty(BLOCK, np.int64)
-    d = np.empty((9, BLOCK), np.float64)
-    c = np.empty((9, BLOCK), np.float64)
-    none = np.empty(0, np.int64)
+    t, peak, g, d, c, none = _scratch()
     for r0 in range(0, m, BLOCK):
         k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g)
         _centre_project(t, k, mean, comps, d, c)
