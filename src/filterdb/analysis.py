@@ -378,6 +378,16 @@ def _hist2d(ctx, p, rng, bins):
 
 # ---- PCA ---------------------------------------------------------------------------------
 
+def _passes(ctx, columns, range_, bins):  # noqa: A002
+    """The passes every drift shares: check the grouping columns, fit the PCA, fix the
+    shared range, count the histograms of every column (each pass cached)."""
+    for c in columns:
+        _check_by(ctx, c)
+    p = _fit_pca(ctx)
+    rng = _range(ctx, p, range_)
+    return p, rng, _group_counts(ctx, p, rng, list(columns), bins)
+
+
 def pca(db, where=None, engine="local", scheduler=None, *, workers: int = 2, progress=None,
         cache: bool = True) -> _pca.PCA:
     """PCA (9 components) of the scaled 3x3 filters of the selection: one pass.
@@ -443,10 +453,8 @@ def distributions(db, by=None, where=None, bins: int = 70, range=None,  # noqa: 
     """
     by = ALL if by is None else by
     with _context(db, where, engine, scheduler, workers, progress, cache) as ctx:
-        _check_by(ctx, by)
-        p = _fit_pca(ctx)
-        rng = _range(ctx, p, range)
-        labels, counts = _group_counts(ctx, p, rng, [by], bins)[by]
+        p, rng, got = _passes(ctx, [by], range, bins)
+        labels, counts = got[by]
         h2 = _hist2d(ctx, p, rng, hist2d_bins) if hist2d_bins else None
         sizes = _group_sizes(ctx, by, labels)
     edges = _hist.bin_edges(*rng, bins)
@@ -540,10 +548,8 @@ def drift(db, by, where=None, bins: int = 70, range=None, weights="evr",  # noqa
     """
     resolve_weights(weights, np.ones(9) / 9)  # fail early on bad weights
     with _context(db, where, engine, scheduler, workers, progress, cache) as ctx:
-        _check_by(ctx, by)
-        p = _fit_pca(ctx)
-        rng = _range(ctx, p, range)
-        labels, counts = _group_counts(ctx, p, rng, [by], bins)[by]
+        p, rng, got = _passes(ctx, [by], range, bins)
+        labels, counts = got[by]
         sizes = _group_sizes(ctx, by, labels)
     if not labels:
         raise FilterDBError(f"no groups: every selected layer has a NULL {by!r}")
@@ -593,11 +599,7 @@ def drift_summary(db, columns=SUMMARY_COLUMNS, where=None, bins: int = 70,
     resolve_weights(weights, np.ones(9) / 9)
     columns = list(columns)
     with _context(db, where, engine, scheduler, workers, progress, cache) as ctx:
-        for c in columns:
-            _check_by(ctx, c)
-        p = _fit_pca(ctx)
-        rng = _range(ctx, p, range)
-        got = _group_counts(ctx, p, rng, columns, bins)
+        p, rng, got = _passes(ctx, columns, range, bins)
         sizes = {c: _group_sizes(ctx, c, got[c][0]) for c in columns}
     w = _norm_where(where)
     res = {c: _drift_result(c, *got[c], sizes[c], p, rng, bins, weights, w)
@@ -664,11 +666,7 @@ def drift_to_model(db, model, where=None, by=None, bins: int = 70, range=None,  
     resolve_weights(weights, np.ones(9) / 9)
     cols = [ALL] + ([by] if by is not None else [])
     with _context(db, where, engine, scheduler, workers, progress, cache) as ctx:
-        for c in cols:
-            _check_by(ctx, c)
-        p = _fit_pca(ctx)
-        rng = _range(ctx, p, range)
-        got = _group_counts(ctx, p, rng, cols, bins)
+        p, rng, got = _passes(ctx, cols, range, bins)
         sizes = _group_sizes(ctx, by, got[by][0]) if by is not None else \
             pd.Series(dtype=np.int64)
     w = resolve_weights(weights, p.explained_variance_ratio)

@@ -278,9 +278,8 @@ def noise_floor(db, by, where=None, bins: int = 70, range=None,  # noqa: A002
         layers = _selected_layers(ctx)
         byv = _model_values(layers, by)
         wv = {c: _model_values(layers, c) for c in wcols}
-        p = _an._fit_pca(ctx)
-        rng = _an._range(ctx, p, range)
-        mlabels, mcounts = _an._group_counts(ctx, p, rng, ["model"], bins)["model"]
+        p, rng, got = _an._passes(ctx, ["model"], range, bins)
+        mlabels, mcounts = got["model"]
     filters = layers.groupby("model")["filter_count"].sum()
     models = pd.DataFrame({"model": mlabels})
     raw = [byv.get(m) for m in mlabels]
