@@ -1,6 +1,7 @@
 """Benchmark: the metrics of every layer of a database against one plain read of its filters.
 
     python benchmarks/health.py [--db DB] [--filters 30e6] [--models 641] [--layers 21436]
+                                [--repeat 3]
 
 Without ``--db`` it builds a synthetic database of the published shape (641 models,
 21,436 conv layers) at a smaller number of filters, in a temporary directory (or at
@@ -9,9 +10,9 @@ then scaled by one factor so the filters add up to ``--filters``; fewer ``--laye
 same ``--filters`` give bigger, more realistic layers (the orthogonality costs
 ``9 c_out`` multiply-adds per filter, so wide layers are the expensive ones).
 
-Each measurement runs in a fresh process (peak RSS per measurement). Cold runs evict the
-segment files from the page cache with ``posix_fadvise(DONTNEED)`` first
-(``/proc/sys/vm/drop_caches`` needs root on the host).
+Each measurement runs in a fresh process (peak RSS per measurement), ``--repeat`` times,
+interleaved; the medians are printed. Cold runs evict the segment files from the page cache
+with ``posix_fadvise(DONTNEED)`` first (``/proc/sys/vm/drop_caches`` needs root on the host).
 """
 from __future__ import annotations
 
@@ -135,6 +136,7 @@ def main():
     ap.add_argument("--models", type=int, default=641)
     ap.add_argument("--layers", type=int, default=21436)
     ap.add_argument("--chunk-rows", type=int, default=1 << 20)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.measure:
@@ -154,24 +156,28 @@ def main():
 
         with open_database(path) as db:
             info = db.info()
-        lay = None
         print(f"database: {info['models']} models, {info['layers']} layers, "
               f"{info['filters']:,} filters ({info['filters_bytes'] / 1e9:.2f} GB)")
-        res = []
+        whats = ("read", "metrics", "metrics-no-orth")
+        res = {}
         for cold in (True, False):
-            for what in ("read", "metrics", "metrics-no-orth"):
-                if not cold:
-                    run(path, what, False, a.chunk_rows)  # make sure the cache is warm
-                r = run(path, what, cold, a.chunk_rows)
-                res.append(r)
-                gbs = r["filters"] * 36 / r["seconds"] / 1e9
-                print(f"  {r['cache']:15s} {what:16s} {r['seconds']:7.2f} s  {gbs:5.2f} GB/s  "
-                      f"peak RSS {r['peak_rss_mb']:.0f} MB")
+            for _ in range(max(1, a.repeat)):
+                for what in whats:
+                    if not cold:
+                        run(path, what, False, a.chunk_rows)  # make sure the cache is warm
+                    r = run(path, what, cold, a.chunk_rows)
+                    res.setdefault((r["cache"], what), []).append(r)
+        for (cache, what), rs in res.items():
+            sec = float(np.median([r["seconds"] for r in rs]))
+            rss = max(r["peak_rss_mb"] for r in rs)
+            gbs = rs[0]["filters"] * 36 / sec / 1e9
+            runs = " ".join(f"{r['seconds']:.2f}" for r in rs)
+            print(f"  {cache:15s} {what:16s} median {sec:7.2f} s  {gbs:5.2f} GB/s  "
+                  f"peak RSS {rss:.0f} MB  (runs: {runs})")
         for cache in ("cold (evicted)", "warm"):
-            t = {r["what"]: r["seconds"] for r in res if r["cache"] == cache}
+            t = {w: float(np.median([r["seconds"] for r in res[(cache, w)]])) for w in whats}
             print(f"  ratio metrics / plain read, {cache}: {t['metrics'] / t['read']:.2f} "
                   f"(without orthogonality {t['metrics-no-orth'] / t['read']:.2f})")
-        del lay
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -136,10 +135,7 @@ class _Ctx:
 
     @property
     def source(self):
-        from .engine import RowReaderSource
-        from .store import read_rows
-
-        return RowReaderSource(read_rows, os.path.abspath(self.db.path), self.db.n_filters)
+        return self.db.row_source()
 
     # -- engine
     def run(self, desc, kernel, params):

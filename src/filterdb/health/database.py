@@ -93,9 +93,8 @@ def compute_layer_metrics(db, layers: pd.DataFrame, eps: float = 0.01, engine="l
     Returns a frame indexed by layer id with the columns of
     :data:`filterdb.kernels.layer_stats.VALUES`.
     """
-    from ..engine import RowReaderSource, map_reduce
+    from ..engine import map_reduce
     from ..kernels.layer_stats import VALUES, health_task
-    from ..store import read_rows
 
     layers = layers[layers["filter_count"].fillna(0).astype(np.int64) > 0]
     layers = layers.sort_values("filter_start")
@@ -107,7 +106,7 @@ def compute_layer_metrics(db, layers: pd.DataFrame, eps: float = 0.01, engine="l
     c_out = layers["c_out"].fillna(0).to_numpy(np.int64)
     plan = plan_layers(layers["filter_start"].to_numpy(np.int64),
                        layers["filter_count"].to_numpy(np.int64), lids, chunk_rows)
-    source = RowReaderSource(read_rows, str(db.path), int(db.n_filters))
+    source = db.row_source()
     params = {"index": index, "c_out": c_out, "eps": float(eps),
               "orthogonality": bool(orthogonality)}
     r = _with_single_blas(lambda: map_reduce(source, plan, health_task, params, engine=engine,

@@ -3,20 +3,23 @@
 The kernel of the whole-database health pass: a block of float32 filter rows whose
 per-row layer ids (``-1`` = padding or gap) come in runs, each run one *whole* layer
 (the plan cuts tasks on layer boundaries, so a layer's ``max |W|`` is known before its
-filters are classified). Per layer, two numba passes over its rows:
+filters are classified). Per layer, one numba pass over its rows and one over its sparse
+rows:
 
-1. ``max |w|`` (float32), finiteness, the float64 sum (the mean ``mu``);
-2. with ``t = eps * max|W|``: the sparse mask, the centred second moment
-   ``sum (x - mu)(x - mu)^T`` of all rows and of the sparse rows, their centred sums
-   and raw sums of squares.
+1. ``max |w|`` (float32) per row and of the layer, the float64 sums of ``y = x - s`` and
+   ``y y^T`` with ``s`` the mean of the layer's first block (a shift near the mean: no
+   cancellation of a large mean), the raw sum of squares;
+2. with ``t = eps * max|W|``: the same sums over the sparse rows (``max_j |w| < t``).
 
-The centred Gram of the non-sparse rows follows from the difference (no cancellation of
-a large mean), the entropies from one batched ``eigvalsh`` per task, and the
+The centred Gram of all rows and of the non-sparse rows follows (the latter from the
+difference), the entropies from one batched ``eigvalsh`` per task, and the
 orthogonality from the layer's ``(c_out, c_in / groups * 9)`` rows (the filters of a
 layer are stored in ``(c_out, c_in)`` order). Conventions are those of
 :mod:`filterdb.kernels.health`; the results equal its direct functions up to rounding.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 from numba import njit
@@ -27,7 +30,7 @@ _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
 # columns of the per-layer value table a task returns
 # layers with at most this many output channels: orthogonality in numba loops (BLAS above)
-SMALL_C_OUT = 128
+SMALL_C_OUT = 32
 VALUES = ("n", "n_sparse", "sparsity", "variance_entropy", "variance_entropy_clean",
           "orthogonality")
 
@@ -69,115 +72,208 @@ def _block_gram(t, k, acc):
             acc[i, j] += s
 
 
+@njit(fastmath={"reassoc", "nsz"}, **_OPTS)
+def _load_shifted(x, r0, k, shift, t, rmax):
+    """``t[:, :k] = (x[r0:r0 + k] - shift)^T`` in float64, ``rmax[i] = max_j |x[r0 + i, j]|``
+    (float32); returns the block's raw sum of squares and its largest ``rmax``."""
+    sq = 0.0
+    pk = np.float32(0.0)
+    for i in range(k):
+        m = np.float32(0.0)
+        for j in range(9):
+            v = x[r0 + i, j]
+            m = max(m, abs(v))
+            w = np.float64(v)
+            sq += w * w
+            t[j, i] = w - shift[j]
+        rmax[i] = m
+        pk = max(pk, m)
+    return sq, pk
+
+
+@njit(fastmath={"reassoc", "nsz"}, **_OPTS)
+def _block_sums(t, k, out):
+    """``out[j] += sum_r t[j, r]`` over the first ``k`` columns."""
+    for j in range(9):
+        s = 0.0
+        for r in range(k):
+            s += t[j, r]
+        out[j] += s
+
+
 @njit(**_OPTS)
 def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, sy_sp,
                   gyy, gyy_sp):
-    """Fill the per-run statistics (run ``q`` = rows ``starts[q]:ends[q]`` of ``x``).
+    """Fill the per-run statistics (run ``q`` = rows ``starts[q]:ends[q]`` of ``x``;
+    the outputs start at 0).
 
     ``n_sparse`` (int64), ``finite`` (bool), ``peak`` (float64: ``max|w|`` in float32),
     ``sq`` / ``sq_sp``: raw sums of squares of all / the sparse rows; ``sy`` / ``sy_sp``
-    ``(L, 9)``: sums of ``x - mu``; ``gyy`` / ``gyy_sp`` ``(L, 9, 9)``: sums of
-    ``(x - mu)(x - mu)^T`` (full, symmetric). A layer whose peak is 0 is all sparse.
-    Non-finite layers are only marked (their other outputs are left at 0).
+    ``(L, 9)``: sums of ``y = x - s``; ``gyy`` / ``gyy_sp`` ``(L, 9, 9)``: sums of
+    ``y y^T`` (full, symmetric), where the shift ``s`` is the mean of the layer's first
+    block of rows: close to the layer mean, so the centred Gram
+    ``sum y y^T - sy sy^T / n`` loses no digits to a large mean. One pass over all rows
+    (moments, per-row ``max|w|``), then one over the sparse rows only (their rows'
+    ``max|w| < eps * peak``). A layer whose peak is 0 is all sparse. Non-finite layers are
+    only marked (their other outputs stay 0).
     """
-    mu = np.empty(9, np.float64)
+    longest = 0
+    for q in range(starts.shape[0]):
+        longest = max(longest, ends[q] - starts[q])
+    rmax = np.empty(longest, np.float32)
+    shift = np.empty(9, np.float64)
     t = np.empty((9, BLOCK), np.float64)
     acc = np.empty((9, 9), np.float64)
-    acc_sp = np.empty((9, 9), np.float64)
     for q in range(starts.shape[0]):
         a = starts[q]
         b = ends[q]
-        pk = np.float32(0.0)
+        n = b - a
+        k0 = min(BLOCK, n)
         for j in range(9):
-            mu[j] = 0.0
-        for r in range(a, b):
-            for j in range(9):
-                v = x[r, j]
-                mu[j] += v
-                pk = max(pk, abs(v))
-        ok = True
-        for j in range(9):  # a NaN or Inf anywhere makes the float64 sum non-finite
-            ok = ok and np.isfinite(mu[j])
+            s = 0.0
+            for r in range(a, a + k0):
+                s += x[r, j]
+            shift[j] = s / k0
+        acc[:, :] = 0.0
+        s_all = 0.0
+        pk = np.float32(0.0)
+        for r0 in range(a, b, BLOCK):
+            k = min(BLOCK, b - r0)
+            bsq, bpk = _load_shifted(x, r0, k, shift, t, rmax[r0 - a:])
+            s_all += bsq
+            pk = max(pk, bpk)
+            _block_sums(t, k, sy[q])
+            _block_gram(t, k, acc)
+        ok = np.isfinite(s_all)
+        for j in range(9):
+            ok = ok and np.isfinite(sy[q, j])
         finite[q] = ok
         peak[q] = pk
         if not ok:
+            sy[q, :] = 0.0
             continue
-        n = b - a
-        for j in range(9):
-            mu[j] /= n
-        thr = eps * np.float64(pk)
-        all_sparse = pk == 0.0
-        acc[:, :] = 0.0
-        acc_sp[:, :] = 0.0
-        ns = 0
-        s_all = 0.0
-        s_sp = 0.0
-        for r0 in range(a, b, BLOCK):
-            k = min(BLOCK, b - r0)
-            for i in range(k):
-                r = r0 + i
-                sparse = True
-                rsq = 0.0
-                for j in range(9):
-                    v = np.float64(x[r, j])
-                    rsq += v * v
-                    if not abs(v) < thr:
-                        sparse = False
-                    y = v - mu[j]
-                    t[j, i] = y
-                    sy[q, j] += y
-                s_all += rsq
-                if sparse or all_sparse:
-                    ns += 1
-                    s_sp += rsq
-                    for j in range(9):
-                        sy_sp[q, j] += t[j, i]
-                        for jj in range(j, 9):
-                            acc_sp[j, jj] += t[j, i] * t[jj, i]
-            _block_gram(t, k, acc)
-        n_sparse[q] = ns
         sq[q] = s_all
-        sq_sp[q] = s_sp
         for i in range(9):
             for j in range(i, 9):
                 gyy[q, i, j] = acc[i, j]
                 gyy[q, j, i] = acc[i, j]
-                gyy_sp[q, i, j] = acc_sp[i, j]
-                gyy_sp[q, j, i] = acc_sp[i, j]
+        if pk == 0.0:  # all-zero layer: every row is sparse
+            n_sparse[q] = n
+            sq_sp[q] = s_all
+            sy_sp[q, :] = sy[q, :]
+            gyy_sp[q, :, :] = gyy[q, :, :]
+            continue
+        thr = eps * np.float64(pk)
+        acc[:, :] = 0.0
+        ns = 0
+        kk = 0
+        s_sp = 0.0
+        for i in range(n):
+            if np.float64(rmax[i]) < thr:
+                for j in range(9):
+                    w = np.float64(x[a + i, j])
+                    s_sp += w * w
+                    t[j, kk] = w - shift[j]
+                kk += 1
+                if kk == BLOCK:
+                    _block_sums(t, kk, sy_sp[q])
+                    _block_gram(t, kk, acc)
+                    ns += kk
+                    kk = 0
+        _block_sums(t, kk, sy_sp[q])
+        _block_gram(t, kk, acc)
+        n_sparse[q] = ns + kk
+        sq_sp[q] = s_sp
+        for i in range(9):
+            for j in range(i, 9):
+                gyy_sp[q, i, j] = acc[i, j]
+                gyy_sp[q, j, i] = acc[i, j]
 
 
 @njit(fastmath={"reassoc", "nsz"}, **_OPTS)
 def orthogonality_runs(x, starts, ends, c_out, out):
-    """Orthogonality of the layers (runs) with ``out[q]`` NaN-free selection done by the
-    caller: rows of run ``q`` reshaped to ``(c_out[q], -1)``, float64, as
-    :func:`filterdb.kernels.health.orthogonality` (direct loops: for small layers)."""
+    """Orthogonality of many small layers (runs) in one call: rows of run ``q`` reshaped
+    to ``(c_out[q], -1)``, float64, as :func:`filterdb.kernels.health.orthogonality`
+    (direct loops; BLAS is faster from a few dozen rows, see :func:`orthogonality_blas`)."""
     for q in range(starts.shape[0]):
         c = c_out[q]
         a = starts[q]
         k = (ends[q] - a) * 9 // c
         flat = x[a:ends[q]].reshape(-1)
         R = np.empty((c, k), np.float64)
-        for i in range(c):
-            nrm = 0.0
-            for j in range(k):
-                v = np.float64(flat[i * k + j])
-                R[i, j] = v
-                nrm += v * v
-            nrm = np.sqrt(nrm)
-            if nrm > 0:
-                for j in range(k):
-                    R[i, j] /= nrm
+        inv = np.empty(c, np.float64)
+        _rows_f64(flat, c, k, R, inv)
         tot = 0.0
         for i in range(c):
-            for i2 in range(i, c):
-                g = 0.0
-                for j in range(k):
-                    g += R[i, j] * R[i2, j]
-                if i2 == i:
-                    tot += abs(g - 1.0)
-                else:
-                    tot += 2.0 * abs(g)
+            tot += abs(_dot(R, i, i, k) * inv[i] * inv[i] - 1.0)
+            for i2 in range(i + 1, c):
+                tot += 2.0 * abs(_dot(R, i, i2, k) * inv[i] * inv[i2])
         out[q] = 1.0 - tot / (c * (c - 1))
+
+
+@njit(fastmath={"reassoc", "nsz"}, **_OPTS)
+def _dot(R, i, i2, k):
+    g = 0.0
+    for j in range(k):
+        g += R[i, j] * R[i2, j]
+    return g
+
+
+@njit(**_OPTS)
+def _rows_f64(flat, c, k, R, inv):
+    """``R = flat.reshape(c, k)`` in float64 and ``inv[i] = 1 / |R_i|`` (0 for a zero row)."""
+    for i in range(c):
+        nrm = 0.0
+        for j in range(k):
+            v = np.float64(flat[i * k + j])
+            R[i, j] = v
+            nrm += v * v
+        inv[i] = 1.0 / np.sqrt(nrm) if nrm > 0 else 0.0
+
+
+@njit(fastmath={"reassoc", "nsz"}, **_OPTS)
+def _gram_deviation(G, inv):
+    """``sum_ij |G_ij inv_i inv_j - delta_ij|`` from the upper triangle of the symmetric
+    Gram ``G`` of the raw rows (normalising the Gram equals the Gram of normalised rows)."""
+    c = G.shape[0]
+    diag = 0.0
+    off = 0.0
+    for i in range(c):
+        diag += abs(G[i, i] * inv[i] * inv[i] - 1.0)
+        a = inv[i]
+        s = 0.0
+        for j in range(i + 1, c):
+            s += abs(G[i, j] * inv[j])
+        off += a * s
+    return diag + 2.0 * off
+
+
+_local = threading.local()
+
+
+def _scratch_f64(n: int) -> np.ndarray:
+    """A per-thread float64 buffer of at least ``n`` elements, reused across layers
+    (first touch of fresh memory is slow)."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < n:
+        buf = np.empty(max(n, 1 << 20), np.float64)
+        _local.buf = buf
+    return buf
+
+
+def orthogonality_blas(rows, c: int) -> float:
+    """Orthogonality of one layer from its float32 filter rows (``rows``: ``(n, 9)`` with
+    ``n = c * c_in / groups``): a float64 copy with row norms in one numba pass, the Gram
+    of the raw rows by BLAS (``syrk``: numpy detects ``R @ R.T``), normalised while summed.
+    Very wide layers go to the direct function (blocks of Gram rows, bounded memory)."""
+    if c * c > K.GRAM_BLOCK_ELEMENTS:  # over 2,896 rows: the blocked direct function
+        return K.orthogonality(rows.reshape(c, -1))
+    flat = rows.reshape(-1)
+    k = flat.size // c
+    R = _scratch_f64(c * k)[:c * k].reshape(c, k)
+    inv = np.empty(c, np.float64)
+    _rows_f64(flat, c, k, R, inv)
+    return 1.0 - _gram_deviation(R @ R.T, inv) / (c * (c - 1))
 
 
 def metrics_from_centred(n, n_sparse, finite, sq, sq_sp, sy, sy_sp, gyy, gyy_sp) -> dict:
@@ -243,11 +339,12 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
             orthogonality_runs(x, starts[small], ends[small], co[small], o)
             orth[small] = o
         for q in np.flatnonzero(ok & ~small).tolist():
-            orth[q] = K.orthogonality(x[starts[q]:ends[q]].reshape(int(co[q]), -1))
+            orth[q] = orthogonality_blas(x[starts[q]:ends[q]], int(co[q]))
     values[rows] = np.column_stack([n, n_sparse, met["sparsity"], met["variance_entropy"],
                                     met["variance_entropy_clean"], orth])
     np.add.at(count, rows, 1)
     return {"values": values, "count": count}
 
 
-__all__ = ["VALUES", "layer_runs", "layer_moments", "orthogonality_runs", "metrics_from_centred", "health_task"]
+__all__ = ["VALUES", "layer_runs", "layer_moments", "orthogonality_runs", "orthogonality_blas",
+           "metrics_from_centred", "health_task"]

@@ -224,6 +224,14 @@ class Database:
             out = aligned_empty(count)
         return self._reader.read_into(start, count, out)
 
+    def row_source(self):
+        """The filters as an engine source: pickles as a path (Dask workers read the files
+        themselves)."""
+        from ..engine import RowReaderSource
+        from .segments import read_rows
+
+        return RowReaderSource(read_rows, os.path.abspath(self.path), self.n_filters)
+
     def layer_filters(self, layer_id: int) -> np.ndarray:
         """One layer's 3x3 filters (a fresh array)."""
         r = self._con.execute("SELECT filter_start, filter_count FROM layers WHERE layer_id = ?",

@@ -1,0 +1,94 @@
+"""The whole-layer kernel of the database health pass against direct numpy computations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from filterdb.kernels import health as K
+from filterdb.kernels import layer_stats as LS
+
+
+def orthogonality_by_hand(w):
+    """method.md: rows (c_out, -1), L2-normalised (zero rows stay 0), 1 - sum|G - I| / (c(c-1))."""
+    R = np.asarray(w, np.float64).reshape(len(w), -1)
+    n = np.linalg.norm(R, axis=1)
+    R = R / np.where(n > 0, n, 1.0)[:, None]
+    c = len(R)
+    return 1.0 - np.abs(R @ R.T - np.eye(c)).sum() / (c * (c - 1))
+
+
+@pytest.mark.parametrize("c_out, c_in", [(2, 1), (5, 7), (32, 16), (33, 4), (64, 64), (200, 30)])
+def test_orthogonality_paths_equal_definition(c_out, c_in):
+    rng = np.random.default_rng(c_out)
+    w = (rng.standard_normal((c_out, c_in, 3, 3)) + 0.2).astype(np.float32)
+    w[1] = 0.0  # a zero row counts |0 - 1| on the diagonal
+    x = w.reshape(-1, 9)
+    exp = orthogonality_by_hand(w)
+    out = np.empty(1)
+    LS.orthogonality_runs(x, np.array([0]), np.array([len(x)]), np.array([c_out]), out)
+    assert out[0] == pytest.approx(exp, abs=1e-12)
+    assert LS.orthogonality_blas(x, c_out) == pytest.approx(exp, abs=1e-12)
+
+
+def test_orthogonal_rows_give_one():
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((90, 40)))
+    x = np.ascontiguousarray(q.T, np.float32).reshape(-1, 9)  # 40 orthonormal rows of 90
+    assert LS.orthogonality_blas(x, 40) == pytest.approx(1.0, abs=1e-6)
+
+
+def _layers(rng):
+    half = rng.standard_normal((600, 9)).astype(np.float32)
+    half[::2] *= np.float32(1e-5)  # 300 sparse rows: more than one block of the sparse pass
+    far = (rng.standard_normal((700, 9)) * 1e-3 + 1e3).astype(np.float32)  # mean >> spread
+    return [
+        rng.standard_normal((1000, 9)).astype(np.float32),
+        half,
+        far,
+        np.zeros((50, 9), np.float32),  # all zero: S = 1, H = 0
+        np.tile(rng.standard_normal(9).astype(np.float32), (40, 1)),  # identical: H = 0
+        rng.standard_normal((1, 9)).astype(np.float32),  # one filter: H = 0
+    ]
+
+
+def test_health_task_equals_direct_functions():
+    rng = np.random.default_rng(3)
+    layers = _layers(rng)
+    # layers in a buffer with gaps of unselected rows (-1) between them
+    parts, ids = [], []
+    for i, w in enumerate(layers):
+        parts += [w, rng.standard_normal((3, 9)).astype(np.float32)]
+        ids += [np.full(len(w), i), np.full(3, -1)]
+    x = np.ascontiguousarray(np.concatenate(parts))
+    c_out = np.array([100, 60, 70, 5, 4, 1])
+    r = LS.health_task(x, np.concatenate(ids), np.arange(len(layers)), c_out)
+    v = dict(zip(LS.VALUES, r["values"].T))
+    assert (r["count"] == 1).all()
+    for i, w in enumerate(layers):
+        assert v["n"][i] == len(w)
+        peak = np.abs(w).max()
+        assert v["n_sparse"][i] == (len(w) if peak == 0 else K.sparse_count(w, 0.01 * peak))
+        assert v["sparsity"][i] == pytest.approx(K.sparsity(w), abs=1e-12)
+        for key, fn in (("variance_entropy", K.variance_entropy),
+                        ("variance_entropy_clean", K.variance_entropy_clean)):
+            exp = fn(w)
+            assert (np.isnan(v[key][i]) and np.isnan(exp)) or abs(v[key][i] - exp) <= 1e-9, (i, key)
+        exp = K.orthogonality(w.reshape(c_out[i], -1))
+        assert (np.isnan(v["orthogonality"][i]) and np.isnan(exp)) \
+            or abs(v["orthogonality"][i] - exp) <= 1e-12, i
+    assert v["sparsity"][1] == 0.5 and v["sparsity"][3] == 1.0
+    assert v["variance_entropy"][3] == 0.0 and v["variance_entropy"][4] == 0.0
+    assert v["variance_entropy"][5] == 0.0
+
+
+def test_non_finite_layer_is_nan_and_does_not_spoil_others():
+    rng = np.random.default_rng(4)
+    good = rng.standard_normal((300, 9)).astype(np.float32)
+    bad = rng.standard_normal((300, 9)).astype(np.float32)
+    bad[17, 3] = np.nan
+    x = np.concatenate([bad, good])
+    ids = np.repeat([0, 1], 300)
+    r = LS.health_task(x, ids, np.arange(2), np.array([30, 30]))
+    v = dict(zip(LS.VALUES, r["values"].T))
+    assert np.isnan(v["sparsity"][0]) and np.isnan(v["variance_entropy"][0])
+    assert np.isnan(v["orthogonality"][0])
+    assert v["variance_entropy"][1] == pytest.approx(K.variance_entropy(good), abs=1e-9)
