@@ -213,3 +213,46 @@ def test_dask_engine_equals_local():
     np.testing.assert_array_equal(dist.hist2d, local.hist2d)
     np.testing.assert_allclose(dist.matrix, local.matrix, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(dist.range, local.range, rtol=1e-12, atol=0)
+
+
+class CopySource:
+    """Copies into the engine's buffers (as the store does) and is slow now and then, so
+    reads and computations overlap and every buffer is reused many times."""
+
+    def __init__(self, X):
+        self.X, self.n_rows = X, len(X)
+
+    def read(self, start, count, out):
+        if start % 3 == 0:
+            import time
+
+            time.sleep(0.002)
+        out[:count] = self.X[start:start + count]
+        return out[:count]
+
+
+def test_local_engine_reuses_buffers_safely():
+    from filterdb.engine.local import LocalEngine
+
+    X, starts, sizes = layered(60, seed=5)
+    s, c, lids = selection(starts, sizes)
+    plan = make_plan(s, c, lids, target_rows=2000)
+    assert len(plan) > 20
+    rows = rows_of(s, c)
+    with LocalEngine(workers=2) as eng:
+        calls = []
+
+        def failing(x, ids):
+            calls.append(1)
+            if len(calls) == 7:
+                raise ValueError("kernel failed on task 7")
+            return moments_task(x, ids)
+
+        with pytest.raises(ValueError, match="task 7"):
+            map_reduce(CopySource(X), plan, failing, engine=eng)
+        # the same engine (and buffers) right after: still exact
+        r = map_reduce(CopySource(X), plan, moments_task, engine=eng)
+    ref = map_reduce(ArraySource(X), plan, moments_task, workers=1)
+    for k in r:
+        np.testing.assert_array_equal(r[k], ref[k])
+    assert r["n"] == len(rows)

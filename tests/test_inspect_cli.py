@@ -40,3 +40,12 @@ def test_inspect_table(zoo_path, capsys):
     out = capsys.readouterr().out
     assert "3x3: 10,272" in out
     assert "conv_depth_norm" in out and "depth from order" in out
+
+
+def test_shorten_keeps_both_ends():
+    from filterdb._table import shorten
+
+    name = "model_1/model/batch_normalization_1/FusedBatchNormV3;model_1/model/conv2d_1/Conv2D1"
+    s = shorten(name, 40)
+    assert len(s) == 40 and s.startswith(name[:12]) and s.endswith(name[-25:]) and "..." in s
+    assert shorten("conv1", 40) == "conv1"

@@ -23,6 +23,16 @@ def fmt_value(v) -> str:
     return str(v)
 
 
+def shorten(text: str, width: int = 60) -> str:
+    """``text`` cut in the middle to at most ``width`` characters (long fused TFLite layer
+    names keep their start and their end, the op itself)."""
+    text = str(text)
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 3
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+
+
 def format_table(rows: Iterable[Sequence], headers: Sequence[str]) -> str:
     """Left-aligned text columns, numbers right-aligned."""
     rows = [list(r) for r in rows]

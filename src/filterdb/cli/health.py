@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 
-from .._table import format_table
+from .._table import format_table, shorten
 from ..errors import FilterDBError
 from ._common import print_json
 
@@ -112,7 +112,7 @@ def render(model, df, summary, base=None) -> str:
             by_layer.setdefault((b["name"], b["init"]), float(b["variance_entropy_norm"]))
     rows = []
     for _, r in df.iterrows():
-        row = [r["name"], r["kernel"], round(float(r["conv_depth_norm"]), 3), int(r["n"]),
+        row = [shorten(r["name"]), r["kernel"], round(float(r["conv_depth_norm"]), 3), int(r["n"]),
                r["sparsity"], r["variance_entropy"], r["variance_entropy_norm"]]
         for i in extra:
             row.append(by_layer.get((r["name"], i)))
@@ -127,7 +127,7 @@ def render(model, df, summary, base=None) -> str:
                + (f" ({share:.1%})" if share == share else ""))
     if s["worst_layers"]:
         out.append("  worst layers: " + "; ".join(
-            f"{w['name']} ({','.join(w['flags']) or 'H/TH ' + _fmt(w['variance_entropy_norm'])})"
+            f"{shorten(w['name'])} ({','.join(w['flags']) or 'H/TH ' + _fmt(w['variance_entropy_norm'])})"
             for w in s["worst_layers"]))
     out.append(f"  verdict: {s['verdict']}")
     for w in model.warnings:

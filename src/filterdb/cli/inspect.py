@@ -1,7 +1,7 @@
 """``filterdb inspect FILE``: the 2-D convolution layers of one model file."""
 from __future__ import annotations
 
-from .._table import format_table
+from .._table import format_table, shorten
 from ._common import print_json
 
 
@@ -14,7 +14,7 @@ def register(sub) -> None:
 
 def render(model) -> str:
     """The human-readable report of one model."""
-    rows = [(l.name, l.op, "x".join(map(str, l.shape)), l.groups, l.conv_depth,
+    rows = [(shorten(l.name), l.op, "x".join(map(str, l.shape)), l.groups, l.conv_depth,
              round(l.conv_depth_norm, 4), l.n_filters_3x3) for l in model.layers]
     out = [f"{model.path}",
            f"  format {model.format}   producer {model.producer or '?'} {model.producer_version or ''}"

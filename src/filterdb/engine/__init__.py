@@ -173,13 +173,12 @@ def _task_buffers(rows: int):
     return b
 
 
-def run_task(source, task: Task, kernel, params: dict | None = None) -> dict:
-    """Read a task's windows into this thread's buffer and run ``kernel`` on them."""
-    buf, ids = _task_buffers(task.span)
+def read_task(source, task: Task, buf: np.ndarray, ids: np.ndarray):
+    """Read a task's windows into ``buf`` (and its layer ids into ``ids``); returns the
+    ``(span, 9)`` filters (normally a view of ``buf``) and the ``(span,)`` ids."""
     if len(task.reads) == 1 and task.reads[0, 2] == 0:
         start, count, _ = task.reads[0].tolist()
-        x = source.read(start, count, buf[:count])
-        x = _checked(x, count, start)
+        x = _checked(source.read(start, count, buf[:count]), count, start)
         span = count
     else:
         for start, count, off in task.reads.tolist():
@@ -188,7 +187,14 @@ def run_task(source, task: Task, kernel, params: dict | None = None) -> dict:
                 buf[off:off + count] = part
         x, span = buf[:task.span], task.span
     _numba.fill_runs(ids, span, task.runs)
-    return kernel(x, ids[:span], **(params or {}))
+    return x, ids[:span]
+
+
+def run_task(source, task: Task, kernel, params: dict | None = None) -> dict:
+    """Read a task's windows into this thread's buffer and run ``kernel`` on them."""
+    buf, ids = _task_buffers(task.span)
+    x, ids = read_task(source, task, buf, ids)
+    return kernel(x, ids, **(params or {}))
 
 
 def _checked(x, count, start):
@@ -253,6 +259,6 @@ from .analysis import (DriftResult, coefficient_range, drift_analysis, fit_pca, 
                        group_histograms, histogram2d)
 
 __all__ = ["Source", "ArraySource", "RowReaderSource", "aligned_empty", "Task", "Plan",
-           "make_plan", "run_task", "combine", "get_engine", "map_reduce", "fit_pca",
+           "make_plan", "read_task", "run_task", "combine", "get_engine", "map_reduce", "fit_pca",
            "coefficient_range", "group_histograms", "histogram2d", "drift_analysis",
            "DriftResult"]

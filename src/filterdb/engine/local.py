@@ -1,18 +1,31 @@
-"""Local engine: a small thread pool on this machine (numba kernels and reads release
-the GIL). Each thread reuses its own aligned buffers across tasks and passes."""
+"""Local engine: a small thread pool on this machine (numba kernels, BLAS and reads release
+the GIL).
+
+One reader thread reads the tasks' windows, in plan order, into a few reused aligned
+buffers while ``workers`` threads run the kernel on the buffers already filled: the disk
+never waits for the cores, nor the cores for the disk, and no buffer is touched fresh
+after the first pass (first touch of new memory is slow here).
+"""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import queue
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor, wait
 
-from . import combine, run_task
+import numpy as np
+
+from . import aligned_empty, combine, read_task
 
 
 class LocalEngine:
-    """Runs tasks on ``workers`` threads; results are combined in plan order."""
+    """Runs tasks on ``workers`` threads fed by one reader thread; results are combined in
+    plan order."""
 
     def __init__(self, workers: int = 2):
         self.workers = max(1, int(workers))
         self._pool = None
+        self._io = None
+        self._slots: list = []
 
     def __enter__(self):
         return self
@@ -21,19 +34,27 @@ class LocalEngine:
         self.close()
 
     def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for ex in (self._pool, self._io):
+            if ex is not None:
+                ex.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._io = None
+        self._slots = []
+
+    def _buffers(self, rows: int) -> list:
+        """``workers + 2`` (filters, layer ids) buffer pairs of at least ``rows`` rows:
+        one per computing thread, one being read and one read ahead."""
+        if not self._slots or len(self._slots[0][1]) < rows:
+            self._slots = [(aligned_empty((rows, 9), np.float32), aligned_empty((rows,), np.int64))
+                           for _ in range(self.workers + 2)]
+        return self._slots
 
     def map_reduce(self, source, plan, kernel, params, reduce, progress=None):
-        if self.workers == 1:
-            results = (run_task(source, t, kernel, params) for t in plan.tasks)
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="filterdb")
-            # a bounded window of tasks in flight keeps the memory of pending results small
-            results = _windowed(self._pool, plan.tasks, 2 * self.workers,
-                                lambda t: run_task(source, t, kernel, params))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="filterdb")
+            self._io = ThreadPoolExecutor(1, thread_name_prefix="filterdb-read")
+        results = _pipelined(self._io, self._pool, self._buffers(plan.max_span), plan.tasks,
+                             lambda t, b, i: read_task(source, t, b, i),
+                             lambda x, ids: kernel(x, ids, **params))
         acc = None
         for task, res in zip(plan.tasks, results):
             acc = combine(acc, res, reduce)
@@ -42,22 +63,35 @@ class LocalEngine:
         return acc
 
 
-def _windowed(pool, items, window, fn):
-    """Results of ``fn`` over ``items`` in order, at most ``window`` submitted ahead."""
-    pending = []
-    it = iter(items)
-    for item in it:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            break
+def _pipelined(io, pool, slots, tasks, read, compute):
+    """Results of ``compute(*read(task, buf, ids))`` over ``tasks``, in order.
+
+    ``read`` runs on ``io`` (one thread: sequential disk access), ``compute`` on ``pool``;
+    a task starts when one of ``slots`` is free, and its slot is free again once its
+    result is computed, so memory stays at the slots plus a bounded number of results.
+    """
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for s in slots:
+        free.put(s)
+
+    def run(read_future, slot):
+        try:
+            return compute(*read_future.result())
+        finally:
+            free.put(slot)
+
+    pending: deque = deque()  # (read future, compute future) in plan order
     try:
+        for task in tasks:
+            while pending and (pending[0][1].done() or len(pending) >= 2 * len(slots)):
+                yield pending.popleft()[1].result()
+            slot = free.get()
+            rf = io.submit(read, task, *slot)
+            pending.append((rf, pool.submit(run, rf, slot)))
         while pending:
-            fut = pending.pop(0)
-            res = fut.result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(fn, nxt))
-            yield res
-    finally:
-        for f in pending:
-            f.cancel()
+            yield pending.popleft()[1].result()
+    finally:  # stopped early: nothing may still write into the slots when we return
+        for rf, cf in pending:
+            if cf.cancel():
+                rf.cancel()
+        wait([f for pair in pending for f in pair if not f.cancelled()])
