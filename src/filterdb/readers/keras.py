@@ -9,8 +9,12 @@ a weights-only file. Layer order is the ``layer_names`` attribute, each layer's 
 refused (:class:`ReadError` "no Keras weights found"); a Keras file whose layers hold no 2-D
 conv is read as a model with no layers (and the usual warning).
 
-.keras: layer ``<name>``'s variables are ``layers/<name>/vars/0, 1, ...`` in the weights file
-(nested models: ``layers/<model>/layers/<name>/vars``), in the layer class's creation order.
+.keras (and Keras 3 ``.weights.h5``): a model's layers are the groups
+``layers/<snake_case(class)>[_<k>]`` of the weights file, numbered per class in layer order
+(``conv2d``, ``conv2d_1``, ...; nested models: ``layers/functional/layers/...``), each with its
+variables in ``vars/0, 1, ...`` in the class's creation order, and (newer Keras) the layer's
+name in the ``vars`` group's ``name`` attribute. Groups the config does not name (sub-layers of
+custom layers) are read too, their classes from their group names.
 
 Layouts (Keras is channels-last) -> ``(c_out, c_in / groups, kh, kw)``:
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections import Counter
 
@@ -136,11 +141,38 @@ def _inbound(lc: dict) -> list[str]:
     return names
 
 
-def graph_depths(model_cls: str | None, layer_cfgs: list[dict]) -> dict[str, int | None] | None:
-    """``{node name: graph depth}`` from a model config, or None when it has no graph.
-    A separable conv ``s`` is two nodes, ``s/depthwise`` then ``s``."""
-    if not layer_cfgs:
-        return None
+def _output_names(obj) -> list[str]:
+    """Layer names in a config's ``output_layers`` (``[name, node, tensor]`` triples, nested)."""
+    if isinstance(obj, list):
+        if len(obj) >= 2 and isinstance(obj[0], str) and isinstance(obj[1], int):
+            return [obj[0]]
+        return [n for v in obj for n in _output_names(v)]
+    if isinstance(obj, dict):
+        return [n for v in obj.values() for n in _output_names(v)]
+    return []
+
+
+def _is_model(lc: dict) -> bool:
+    return lc.get("class_name") in _MODEL_CLASSES and bool(_config_layers(lc)[1])
+
+
+def flat_configs(cfgs: list[dict], prefix: str = ""):
+    """``(qualified name, layer config)`` of every layer, nested models' layers as
+    ``<model>/<layer>`` (the models themselves are not yielded)."""
+    for lc in cfgs:
+        if _is_model(lc):
+            yield from flat_configs(_config_layers(lc)[1], prefix + _layer_name(lc) + "/")
+        else:
+            yield prefix + _layer_name(lc), lc
+
+
+def _graph_nodes(model_cls, layer_cfgs, prefix, node_in, node_out, alias, output_layers=None):
+    """Append the nodes of one (possibly nested) model; returns its input and output names.
+
+    A nested model is inlined, as in an exported graph: its inputs are aliases of what feeds
+    it and its name an alias of its outputs (``alias``), its layers nodes ``<model>/<layer>``.
+    A separable conv ``s`` is two nodes, ``s/depthwise`` then ``s``.
+    """
     names = [_layer_name(lc) for lc in layer_cfgs]
     inputs_ = {n for n, lc in zip(names, layer_cfgs) if lc.get("class_name") == "InputLayer"}
     inbound = [_inbound(lc) for lc in layer_cfgs]
@@ -151,16 +183,47 @@ def graph_depths(model_cls: str | None, layer_cfgs: list[dict]) -> dict[str, int
             inbound.append([prev])
             prev = n
         inputs_ = inputs_ | {"__input__"}
-    node_in, node_out = [], []
     for n, lc, inb in zip(names, layer_cfgs, inbound):
         if n in inputs_ and lc.get("class_name") == "InputLayer":
             continue
+        inb = [prefix + x for x in inb]
+        if _is_model(lc):
+            sub_cls, sub = _config_layers(lc)
+            sub_in, sub_out = _graph_nodes(sub_cls, sub, f"{prefix}{n}/", node_in, node_out,
+                                           alias, (lc.get("config") or {}).get("output_layers"))
+            for x in sub_in:
+                alias[x] = inb
+            alias[prefix + n] = sub_out
+            continue
         if lc.get("class_name") in _SEPARABLE:
             node_in.append(inb)
-            node_out.append([n + "/depthwise"])
-            inb = [n + "/depthwise"]
+            node_out.append([prefix + n + "/depthwise"])
+            inb = [prefix + n + "/depthwise"]
         node_in.append(inb)
-        node_out.append([n])
+        node_out.append([prefix + n])
+    outs = [prefix + o for o in _output_names(output_layers)] or [prefix + names[-1]]
+    return {prefix + x for x in inputs_}, outs
+
+
+def _resolve(names: list[str], alias: dict, depth: int = 0) -> list[str]:
+    if depth > 50:
+        raise ValueError("nested models refer to each other in a cycle")
+    out = []
+    for x in names:
+        out += _resolve(alias[x], alias, depth + 1) if x in alias else [x]
+    return out
+
+
+def graph_depths(model_cls: str | None, layer_cfgs: list[dict]) -> dict[str, int | None] | None:
+    """``{node name: graph depth}`` from a model config, or None when it has no graph.
+    Nested models are inlined: their layers are nodes ``<model>/<layer>``."""
+    if not layer_cfgs:
+        return None
+    node_in: list[list[str]] = []
+    node_out: list[list[str]] = []
+    alias: dict[str, list[str]] = {}
+    inputs_, _ = _graph_nodes(model_cls, layer_cfgs, "", node_in, node_out, alias)
+    node_in = [_resolve(ins, alias) for ins in node_in]
     depths = longest_path_depths(node_in, node_out, inputs_)
     return {outs[0]: d for outs, d in zip(node_out, depths)}
 
@@ -223,7 +286,7 @@ def _build(path: str, fmt: str, entries, config: dict | None, producer_version, 
            warnings: list[str]) -> Model:
     """entries: (layer name, class or None, {kind: _Var}) in layer order."""
     model_cls, cfgs = _config_layers(config)
-    by_name = {_layer_name(lc): lc for lc in cfgs}
+    by_name = dict(flat_configs(cfgs))
     layers: list[ConvLayer] = []
     skipped: list[Skipped] = []
     node_of: dict[str, str] = {}  # conv layer name -> graph node name
@@ -237,7 +300,8 @@ def _build(path: str, fmt: str, entries, config: dict | None, producer_version, 
             node_of[c.name] = lname + "/depthwise" if c.name.endswith("/depthwise") else lname
         layers += conv
         skipped += skip
-    op_counts = dict(Counter(lc.get("class_name", "?") for lc in cfgs)) if cfgs else dict(guessed)
+    op_counts = (dict(Counter(lc.get("class_name", "?") for _, lc in flat_configs(cfgs)))
+                 if cfgs else dict(guessed))
     depth_source = DEPTH_ORDER
     depths = None
     try:
@@ -283,8 +347,8 @@ def _h5_entries(root, path: str) -> list:
         if len(subs) <= 1:
             entries.append((lname, None, next(iter(subs.values()), {})))
         else:
-            for prefix, kinds in subs.items():
-                entries.append((f"{lname}/{prefix}", _guess_class(kinds), kinds))
+            for prefix, kinds in subs.items():  # class from the config, else from the names
+                entries.append((f"{lname}/{prefix}", None, kinds))
     return entries
 
 
@@ -307,6 +371,11 @@ def read_h5(p: str, fmt: str) -> Model:
         raise ReadError(p, f"corrupt or truncated HDF5 file ({e})") from None
     with f:
         root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in root.attrs and "layers" in f and isinstance(f.get("vars"), h5py.Group):
+            try:
+                return _read_keras3_weights(p, fmt, f)
+            except OSError as e:
+                raise ReadError(p, f"corrupt or truncated HDF5 file ({e})") from None
         if "layer_names" not in root.attrs:
             raise ReadError(p, "no Keras weights found (no 'layer_names' attribute in "
                                f"{'model_weights' if root is not f else 'the root group'})")
@@ -320,7 +389,7 @@ def read_h5(p: str, fmt: str) -> Model:
             raise ReadError(p, f"corrupt or truncated HDF5 file ({e})") from None
 
 
-# ---- Keras 3 .keras ------------------------------------------------------------------------
+# ---- Keras 3 .keras and .weights.h5 ---------------------------------------------------------
 
 # variable order of each class in a Keras 3 weights file
 _VAR_KINDS = {c: ("kernel", "bias") for c in _CONV2D | set(_SKIP)}
@@ -328,15 +397,108 @@ _VAR_KINDS.update({c: ("depthwise_kernel", "bias") for c in _DEPTHWISE})
 _VAR_KINDS.update({c: ("depthwise_kernel", "pointwise_kernel", "bias") for c in _SEPARABLE})
 
 
-def _flat_layers(cfgs: list[dict], prefix: str = "layers/"):
-    """(weights-file group path, layer config) of every layer, nested models flattened."""
+def snake_case(class_name: str) -> str:
+    """The automatic name Keras 3 gives a class: ``DepthwiseConv2D`` -> ``depthwise_conv2d``."""
+    name = re.sub(r"\W+", "", class_name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+# layer class from a weights-file group name without its counter (``conv2d_3`` -> Conv2D)
+_CLASS_OF_GROUP = {snake_case(c): c for c in sorted(_CONV2D | _DEPTHWISE | _SEPARABLE | set(_SKIP))}
+
+
+def _group_class(path: str) -> str | None:
+    base = re.sub(r"_\d+$", "", path.rsplit("/", 1)[-1])
+    return _CLASS_OF_GROUP.get(base)
+
+
+def _natural_key(path: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
+
+
+def _vars_groups(f) -> dict:
+    """``{layer group path: its vars group}`` of every layer in a Keras 3 weights file."""
+    import h5py
+
+    out = {}
+
+    def visit(name, obj):
+        if name.endswith("/vars") and isinstance(obj, h5py.Group):
+            out[name[:-len("/vars")]] = obj
+
+    f.visititems(visit)
+    return out
+
+
+def _ordered_vars(vars_group) -> list:
+    return [vars_group[k] for k in sorted((k for k in vars_group.keys() if k.isdigit()), key=int)]
+
+
+def _flat_layers(groups: dict, cfgs: list[dict], prefix: str = "layers/", qual: str = ""):
+    """(weights-file group path, qualified name, layer config) of every layer, nested models
+    flattened (their layers named ``<model>/<layer>``, as in :func:`flat_configs`).
+
+    Keras 3 stores a model's layers, in layer order, at ``<prefix><snake_case(class)>``, then
+    ``..._1``, ``..._2`` for the next layers of the same class; newer versions also name the
+    layer in its ``vars`` group's ``name`` attribute, which is used when present.
+    """
+    named = {}
+    for path, vg in groups.items():
+        rest = path[len(prefix):]
+        if path.startswith(prefix) and rest and "/" not in rest and "name" in vg.attrs:
+            named[_decode(vg.attrs["name"])] = path
+    used: Counter = Counter()
     for lc in cfgs:
         name = _layer_name(lc)
-        if lc.get("class_name") in _MODEL_CLASSES:
-            _, sub = _config_layers(lc)
-            yield from _flat_layers(sub, f"{prefix}{name}/layers/")
+        base = snake_case(lc.get("class_name", ""))
+        k = used[base]
+        used[base] += 1
+        path = named.get(name, prefix + (base if k == 0 else f"{base}_{k}"))
+        if _is_model(lc):
+            yield from _flat_layers(groups, _config_layers(lc)[1], f"{path}/layers/",
+                                    f"{qual}{name}/")
         else:
-            yield f"{prefix}{name}", lc
+            yield path, qual + name, lc
+
+
+def _entry(name: str, cls: str, vars_group, warnings: list[str]):
+    """(layer name, class, {kind: _Var}) of one Keras 3 layer from its numbered variables."""
+    ordered = _ordered_vars(vars_group)
+    kinds_order = _VAR_KINDS.get(cls)
+    if kinds_order is not None:
+        return name, cls, {k: _Var(ds) for k, ds in zip(kinds_order, ordered)}
+    if cls in _SKIP or not ordered or ordered[0].ndim < 2:
+        return name, cls, {}
+    kinds = {"kernel": _Var(ordered[0])}
+    guess = _guess_class(kinds)
+    if guess == "Conv2D":
+        warnings.append(f"layer {name!r} of unknown class {cls!r} read as a Conv2D")
+    return name, guess, kinds
+
+
+def _keras3_entries(f, cfgs: list[dict], warnings: list[str]) -> list:
+    """Entries of the config's layers, then of any weight group the config does not name
+    (custom layers' sub-layers, weights-only files), nothing dropped."""
+    groups = _vars_groups(f)
+    entries, seen = [], set()
+    for path, name, lc in _flat_layers(groups, cfgs):
+        vg = groups.get(path)
+        if vg is None:
+            continue
+        seen.add(path)
+        entries.append(_entry(name, lc.get("class_name", "?"), vg, warnings))
+    # the model's layers only (``optimizer/vars`` holds the optimizer's copies of kernels)
+    rest = [p for p in sorted(groups, key=_natural_key)
+            if p.startswith("layers/") and p not in seen
+            and any(ds.ndim >= 3 for ds in _ordered_vars(groups[p]))]
+    if rest and cfgs:
+        warnings.append(f"{len(rest)} weight group(s) not named by the model config (e.g. "
+                        f"{rest[0]!r}) read with classes from their group names")
+    for p in rest:
+        name = p[len("layers/"):] if p.startswith("layers/") else p
+        entries.append(_entry(name, _group_class(p) or "?", groups[p], warnings))
+    return entries
 
 
 def read_keras(p: str, fmt: str) -> Model:
@@ -358,33 +520,21 @@ def read_keras(p: str, fmt: str) -> Model:
         f = h5py.File(io.BytesIO(data), "r")
     except OSError as e:
         raise ReadError(p, f"corrupt model.weights.h5 in the .keras archive ({e})") from None
-    model_cls, cfgs = _config_layers(config)
+    _, cfgs = _config_layers(config)
     warnings: list[str] = []
     with f:
-        entries = []
-        for gpath, lc in _flat_layers(cfgs):
-            cls = lc.get("class_name", "?")
-            vpath = gpath + "/vars"
-            if vpath not in f:
-                continue
-            vars_ = f[vpath]
-            ordered = [vars_[k] for k in sorted(vars_.keys(), key=lambda s: int(s))
-                       if k.isdigit()]
-            kinds_order = _VAR_KINDS.get(cls)
-            if kinds_order is None:
-                if cls in _SKIP or not ordered:
-                    kinds = {}
-                else:
-                    kinds = {"kernel": _Var(ordered[0])} if ordered[0].ndim >= 2 else {}
-                    cls = _guess_class(kinds) if kinds else cls
-                    if cls == "Conv2D":
-                        warnings.append(f"layer {_layer_name(lc)!r} of unknown class "
-                                        f"{lc.get('class_name')!r} read as a Conv2D")
-            else:
-                kinds = {k: _Var(ds) for k, ds in zip(kinds_order, ordered)}
-            entries.append((_layer_name(lc), cls, kinds))
+        entries = _keras3_entries(f, cfgs, warnings)
         version = meta.get("keras_version") or config.get("keras_version")
         return _build(p, fmt, entries, config, version, meta.get("backend"), warnings)
+
+
+def _read_keras3_weights(p: str, fmt: str, f) -> Model:
+    """A Keras 3 weights-only file (``model.save_weights('x.weights.h5')``): no config, and
+    HDF5 keeps no creation order, so the layer order (and the order-based conv depth) follows
+    the group names."""
+    warnings = ["Keras 3 weights-only file: no model config, so layer classes come from the "
+                "group names and conv depth from their order"]
+    return _build(p, fmt, _keras3_entries(f, [], warnings), None, "3", None, warnings)
 
 
 def read(path, fmt: str = "keras_h5") -> Model:

@@ -1,0 +1,81 @@
+"""Write real Keras 3 files for the reader tests (run in a subprocess with the torch backend).
+
+    KERAS_BACKEND=torch python tests/_keras_models.py OUT_DIR
+
+For each model: ``<name>.keras``, ``<name>.weights.h5`` (weights only), ``<name>.h5`` (the
+legacy HDF5 format) and ``<name>.npz``: every layer's ``get_weights()`` as written by Keras,
+keyed ``<layer path>/<i>`` (nested layers ``<model>/<layer>``), plus ``<name>.json`` with each
+layer's class.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers as L  # noqa: E402
+
+
+def mixed():
+    """Every conv kind the reader handles, a nested model, and a transposed conv to skip."""
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((24, 24, 4))
+    x = L.Conv2D(8, 3, padding="same", name="stem")(inp)
+    sub_in = keras.Input((24, 24, 8))
+    y = L.Conv2D(8, 3, padding="same", name="inner_a")(sub_in)
+    y = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="inner_dw")(y)
+    block = keras.Model(sub_in, y, name="block")
+    a = block(x)
+    b = L.Conv2D(16, 3, padding="same", groups=2, name="grouped")(x)
+    z = L.Add()([a, b])
+    z = L.SeparableConv2D(12, 3, depth_multiplier=2, padding="same", name="sep")(z)
+    z = L.Conv2D(6, (1, 3), name="one_by_three")(z)
+    z = L.Conv2D(6, 5, name="five")(z)
+    z = L.Conv2DTranspose(4, 3, name="up")(z)
+    return keras.Model(inp, z, name="mixed")
+
+
+def mobilenet():
+    keras.utils.set_random_seed(2)
+    return keras.applications.MobileNetV2(input_shape=(64, 64, 3), weights=None, alpha=0.35)
+
+
+def layer_weights(model, prefix=""):
+    out, classes = {}, {}
+    for layer in model.layers:
+        name = prefix + layer.name
+        if isinstance(layer, keras.Model):
+            o, c = layer_weights(layer, name + "/")
+            out.update(o)
+            classes.update(c)
+            continue
+        classes[name] = type(layer).__name__
+        for i, w in enumerate(layer.get_weights()):
+            out[f"{name}/{i}"] = np.asarray(w)
+    return out, classes
+
+
+def main(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    for name, build in (("mixed", mixed), ("mobilenet", mobilenet)):
+        m = build()
+        if name == "mixed":  # trained a step: the files then hold the optimizer's copies too
+            m.compile(optimizer="adam", loss="mse")
+            x = np.random.default_rng(0).standard_normal((4, 24, 24, 4)).astype("float32")
+            m.fit(x, np.zeros((4,) + tuple(m.output.shape[1:]), "float32"), epochs=1, verbose=0)
+        base = os.path.join(out_dir, name)
+        m.save(base + ".keras")
+        m.save_weights(base + ".weights.h5")
+        m.save(base + ".h5")
+        w, classes = layer_weights(m)
+        np.savez(base + ".npz", **w)
+        with open(base + ".json", "w") as f:
+            json.dump({"classes": classes, "keras_version": keras.__version__}, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
