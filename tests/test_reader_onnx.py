@@ -191,3 +191,34 @@ def test_valid_protobuf_without_graph_is_not_onnx(tmp_path):
     assert onnx.load_model_from_string(p.read_bytes()).producer_name == "abc"
     with pytest.raises(ReadError, match="not an ONNX model"):
         read_model(p)
+
+
+def test_local_functions_are_inlined(tmp_path):
+    """torch's ``export_modules_as_functions`` puts every conv inside model-local functions;
+    they read as the same layers (weights, groups, depths) as the plain export."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return x + torch.relu(self.conv(x))
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), Block(), nn.Conv2d(8, 8, 3, groups=8),
+                      nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    plain, funcs = tmp_path / "plain.onnx", tmp_path / "funcs.onnx"
+    torch.onnx.export(m, (x,), str(plain), dynamo=False)
+    torch.onnx.export(m, (x,), str(funcs), dynamo=False, export_modules_as_functions=True)
+    assert len(onnx.load(str(funcs)).functions) > 0
+    a, b = read_model(funcs), read_model(plain)
+    assert len(a.layers) == len(b.layers) == 4 and not a.warnings
+    for la, lb, mod in zip(a.layers, b.layers, [m[0], m[1].conv, m[2], m[3]]):
+        np.testing.assert_array_equal(la.weight, mod.weight.detach().numpy())
+        np.testing.assert_array_equal(la.weight, lb.weight)
+        assert la.groups == lb.groups == mod.groups
+    assert [l.conv_depth for l in a.layers] == [l.conv_depth for l in b.layers] == [0, 1, 2, 3]

@@ -360,6 +360,19 @@ def _load(path: str):
     return model
 
 
+def _inline_functions(model, warnings: list[str]):
+    """The model with its local functions (e.g. ``export_modules_as_functions``) inlined by
+    onnx's inliner, so the convs inside them are read like any other."""
+    from onnx import inliner
+
+    try:
+        return inliner.inline_local_functions(model)
+    except Exception as e:  # e.g. a model over protobuf's 2 GB limit
+        warnings.append(f"model-local functions could not be inlined ({_first_line(e)}); "
+                        "convolutions inside them are not read")
+        return model
+
+
 def _weight_input(node) -> str:
     i = 3 if node.op_type == "QLinearConv" else 1
     return node.input[i] if len(node.input) > i else ""
@@ -377,11 +390,13 @@ def read(path, fmt: str = "onnx") -> Model:
     """Read an ONNX model file (external data from the file's directory) into a Model."""
     p = check_file(path)
     model = _load(p)
+    warnings: list[str] = []
+    if len(model.functions):
+        model = _inline_functions(model, warnings)
     folder = _Folder()
     refs_cache: dict = {}
     layers: list[ConvLayer] = []
     skipped: list[Skipped] = []
-    warnings: list[str] = []
     ops: list[str] = []
     used_names: dict = {}
     unplaced: list[str] = []
