@@ -17,7 +17,8 @@ def orthogonality_by_hand(w):
     return 1.0 - np.abs(R @ R.T - np.eye(c)).sum() / (c * (c - 1))
 
 
-@pytest.mark.parametrize("c_out, c_in", [(2, 1), (5, 7), (32, 16), (33, 4), (64, 64), (200, 30)])
+@pytest.mark.parametrize("c_out, c_in", [(2, 1), (5, 7), (32, 16), (33, 4), (64, 64), (200, 30),
+                                         (600, 1), (40, 3)])  # 600 x 1: depthwise, k = 9
 def test_orthogonality_paths_equal_definition(c_out, c_in):
     rng = np.random.default_rng(c_out)
     w = (rng.standard_normal((c_out, c_in, 3, 3)) + 0.2).astype(np.float32)

@@ -29,8 +29,10 @@ from . import health as K
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
 # columns of the per-layer value table a task returns
-# layers with at most this many output channels: orthogonality in numba loops (BLAS above)
+# orthogonality in numba loops for layers with at most this many output channels, or rows
+# (c_in / groups * 9 values) shorter than this; BLAS otherwise (measured crossovers)
 SMALL_C_OUT = 32
+SHORT_ROWS = 32
 VALUES = ("n", "n_sparse", "sparsity", "variance_entropy", "variance_entropy_clean",
           "orthogonality")
 
@@ -192,36 +194,57 @@ def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, s
 
 @njit(fastmath={"reassoc", "nsz"}, **_OPTS)
 def orthogonality_runs(x, starts, ends, c_out, out):
-    """Orthogonality of many small layers (runs) in one call: rows of run ``q`` reshaped
-    to ``(c_out[q], -1)``, float64, as :func:`filterdb.kernels.health.orthogonality`
-    (direct loops; BLAS is faster from a few dozen rows, see :func:`orthogonality_blas`)."""
+    """Orthogonality of many layers (runs) in one call: rows of run ``q`` reshaped to
+    ``(c_out[q], -1)``, float64, as :func:`filterdb.kernels.health.orthogonality`.
+
+    Direct loops, vectorised over the rows ``j > i`` for each row ``i`` (rows stored
+    transposed): faster than BLAS for narrow layers and for short rows (depthwise layers,
+    ``k = 9``: BLAS is bound by writing the ``c x c`` Gram), see :func:`use_loops`.
+    """
+    big = 0
+    cmax = 0
+    for q in range(starts.shape[0]):
+        big = max(big, (ends[q] - starts[q]) * 9)
+        cmax = max(cmax, c_out[q])
+    Rt = np.empty(big, np.float64)
+    inv = np.empty(cmax, np.float64)
+    acc = np.empty(cmax, np.float64)
     for q in range(starts.shape[0]):
         c = c_out[q]
         a = starts[q]
         k = (ends[q] - a) * 9 // c
         flat = x[a:ends[q]].reshape(-1)
-        R = np.empty((c, k), np.float64)
-        inv = np.empty(c, np.float64)
-        _rows_f64(flat, c, k, R, inv)
+        R = Rt[:c * k].reshape(k, c)
+        _rows_f64(flat, c, k, R.T, inv)
         tot = 0.0
         for i in range(c):
-            tot += abs(_dot(R, i, i, k) * inv[i] * inv[i] - 1.0)
-            for i2 in range(i + 1, c):
-                tot += 2.0 * abs(_dot(R, i, i2, k) * inv[i] * inv[i2])
+            m = c - i - 1
+            for j in range(m):
+                acc[j] = 0.0
+            g = 0.0
+            for d in range(k):
+                r = R[d, i]
+                g += r * r
+                row = R[d, i + 1:]
+                for j in range(m):
+                    acc[j] += r * row[j]
+            s = 0.0
+            for j in range(m):
+                s += abs(acc[j]) * inv[i + 1 + j]
+            tot += abs(g * inv[i] * inv[i] - 1.0) + 2.0 * s * inv[i]
         out[q] = 1.0 - tot / (c * (c - 1))
 
 
-@njit(fastmath={"reassoc", "nsz"}, **_OPTS)
-def _dot(R, i, i2, k):
-    g = 0.0
-    for j in range(k):
-        g += R[i, j] * R[i2, j]
-    return g
+def use_loops(c_out, k):
+    """Layers whose orthogonality :func:`orthogonality_runs` computes faster than BLAS:
+    at most :data:`SMALL_C_OUT` rows, or rows shorter than :data:`SHORT_ROWS`."""
+    return (np.asarray(c_out) <= SMALL_C_OUT) | (np.asarray(k) < SHORT_ROWS)
 
 
 @njit(**_OPTS)
 def _rows_f64(flat, c, k, R, inv):
-    """``R = flat.reshape(c, k)`` in float64 and ``inv[i] = 1 / |R_i|`` (0 for a zero row)."""
+    """``R = flat.reshape(c, k)`` in float64 (``R`` may be a transposed view) and
+    ``inv[i] = 1 / |R_i|`` (0 for a zero row)."""
     for i in range(c):
         nrm = 0.0
         for j in range(k):
@@ -333,7 +356,7 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
     if orthogonality:
         co = c_out[rows]
         ok = (co >= 2) & finite & (n % np.maximum(co, 1) == 0)
-        small = ok & (co <= SMALL_C_OUT)
+        small = ok & use_loops(co, n * 9 // np.maximum(co, 1))
         if small.any():
             o = np.empty(int(small.sum()))
             orthogonality_runs(x, starts[small], ends[small], co[small], o)
@@ -347,4 +370,5 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
 
 
 __all__ = ["VALUES", "layer_runs", "layer_moments", "orthogonality_runs", "orthogonality_blas",
+           "use_loops",
            "metrics_from_centred", "health_task"]
