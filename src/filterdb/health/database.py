@@ -225,15 +225,15 @@ def database_health(db, where: str | None = None, thresholds: HealthThresholds |
         has = layers["filter_count"].fillna(0).astype(np.int64).to_numpy() > 0
         stored = {} if recompute else read_stored_metrics(db, params)
         vals = {}
-        todo = []
-        for l, h in zip(layers.itertuples(index=False), has):
-            if not h:
-                continue
-            m = stored.get(int(l.layer_id))
-            if m is not None and _valid(m, l):
-                vals[int(l.layer_id)] = m
-            else:
-                todo.append(int(l.layer_id))
+        todo = layers["layer_id"].to_numpy(np.int64)[has].tolist()
+        if stored:  # reuse what is stored for the same filters (range and checksum)
+            todo = []
+            for l in layers[has].itertuples(index=False):
+                m = stored.get(int(l.layer_id))
+                if m is not None and _valid(m, l):
+                    vals[int(l.layer_id)] = m
+                else:
+                    todo.append(int(l.layer_id))
         if todo:
             sel = layers[layers["layer_id"].isin(todo)]
             new = compute_layer_metrics(db, sel, t.sparsity_eps, engine=engine,
