@@ -117,6 +117,28 @@ def measure(db_path, what, chunk_rows):
     print(json.dumps({"what": what, "seconds": dt, "filters": n, "peak_rss_mb": rss}))
 
 
+def orthogonality_floor(db_path):
+    """(multiply-adds of the exact orthogonality of every layer, one core's syrk rate)."""
+    from threadpoolctl import threadpool_limits
+
+    from filterdb.store import open_database
+
+    with open_database(db_path) as db:
+        lay = db.layers()
+    lay = lay[(lay["filter_count"].fillna(0) > 0) & (lay["c_out"].fillna(0) >= 2)]
+    c = lay["c_out"].to_numpy(np.float64)
+    macs = float((c * lay["filter_count"].to_numpy(np.float64) * 9 / 2).sum())
+    R = np.random.default_rng(0).standard_normal((512, 4608))
+    with threadpool_limits(1, user_api="blas"):
+        R @ R.T
+        t = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            R @ R.T
+            t.append(time.perf_counter() - t0)
+    return macs, 512 * 512 * 4608 / 2 / float(np.median(t))
+
+
 def run(db_path, what, cold, chunk_rows):
     if cold:
         evict(db_path)
@@ -178,6 +200,12 @@ def main():
             t = {w: float(np.median([r["seconds"] for r in res[(cache, w)]])) for w in whats}
             print(f"  ratio metrics / plain read, {cache}: {t['metrics'] / t['read']:.2f} "
                   f"(without orthogonality {t['metrics-no-orth'] / t['read']:.2f})")
+        macs, rate = orthogonality_floor(path)
+        read_cold = float(np.median([r["seconds"] for r in res[("cold (evicted)", "read")]]))
+        floor = macs / rate / 2
+        print(f"  exact orthogonality: {macs / 1e9:.1f} G float64 multiply-adds (c_out^2 k / 2 "
+              f"per layer); at this machine's BLAS syrk rate ({rate / 1e9:.1f} G/s per core) "
+              f"at least {floor:.2f} s on 2 cores = {floor / read_cold:.2f}x the cold read")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
