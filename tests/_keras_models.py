@@ -39,6 +39,31 @@ def mixed():
     return keras.Model(inp, z, name="mixed")
 
 
+@keras.saving.register_keras_serializable(package="filterdb_tests")
+class Block(L.Layer):
+    """A custom layer owning two convs (saved as ``<block>/conv`` and ``<block>/dw``)."""
+
+    def __init__(self, channels=8, **kw):
+        super().__init__(**kw)
+        self.channels = channels
+        self.conv = L.Conv2D(channels, 3, padding="same")
+        self.dw = L.DepthwiseConv2D(3, padding="same")
+
+    def call(self, x):
+        return self.dw(self.conv(x))
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
+
+
+def custom():
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((16, 16, 3))
+    x = L.Conv2D(4, 3, name="stem")(inp)
+    x = Block(8, name="blk")(x)
+    return keras.Model(inp, L.Conv2D(2, 3, name="head")(x), name="custom")
+
+
 def mobilenet():
     keras.utils.set_random_seed(2)
     return keras.applications.MobileNetV2(input_shape=(64, 64, 3), weights=None, alpha=0.35)
@@ -61,7 +86,7 @@ def layer_weights(model, prefix=""):
 
 def main(out_dir):
     os.makedirs(out_dir, exist_ok=True)
-    for name, build in (("mixed", mixed), ("mobilenet", mobilenet)):
+    for name, build in (("mixed", mixed), ("mobilenet", mobilenet), ("custom", custom)):
         m = build()
         if name == "mixed":  # trained a step: the files then hold the optimizer's copies too
             m.compile(optimizer="adam", loss="mse")

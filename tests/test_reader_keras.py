@@ -333,3 +333,25 @@ def test_real_keras3_mobilenet_v2(keras_files):
         assert m.depth_source == "graph" and [l.conv_depth for l in m.layers] == list(range(52))
         n3 = sum(w.shape[0] * w.shape[1] for w, _ in ref.values() if w.shape[2:] == (3, 3))
         assert m.n_filters_3x3 == n3
+
+
+@pytest.mark.timeout(900)
+def test_real_keras3_custom_layer(keras_files):
+    """A custom layer's convs are read (classes from their own names), next to their owner,
+    at the owner's node of the graph."""
+    with np.load(keras_files / "custom.npz") as z:
+        ref = {"stem": conv_ref(z["stem/0"]), "blk/conv": conv_ref(z["blk/0"]),
+               "blk/dw": depthwise_ref(z["blk/2"]), "head": conv_ref(z["head/0"])}
+    m = read_model(keras_files / "custom.keras")
+    assert [l.name for l in m.layers] == list(ref)
+    for l in m.layers:
+        np.testing.assert_array_equal(l.weight, ref[l.name], err_msg=l.name)
+    assert [l.op for l in m.layers] == ["Conv2D", "Conv2D", "DepthwiseConv2D", "Conv2D"]
+    assert m.depth_source == "graph" and [l.conv_depth for l in m.layers] == [0, 1, 1, 2]
+    # the legacy HDF5 of the same model names the sub-layers by their own names
+    h = read_model(keras_files / "custom.h5")
+    assert [l.name for l in h.layers] == ["stem", "blk/conv2d", "blk/depthwise_conv2d", "head"]
+    for a, b in zip(h.layers, m.layers):
+        np.testing.assert_array_equal(a.weight, b.weight)
+        assert (a.op, a.groups, a.conv_depth) == (b.op, b.groups, b.conv_depth)
+    assert h.depth_source == "graph"

@@ -26,12 +26,12 @@ Layouts (Keras is channels-last) -> ``(c_out, c_in / groups, kh, kw)``:
 - ``Conv2DTranspose``, ``Conv1D``, ``Conv3D`` (and their variants) are skipped with the reason.
 
 Depth: the longest path in the functional graph of the model config (``inbound_nodes``; the
-two parts of a separable conv are two consecutive nodes); a ``Sequential`` config is a chain.
-Without a config (weights-only file) the layer order is used (``depth_source = "order"``),
-layer classes come from the weight names (``kernel`` / ``depthwise_kernel`` /
-``pointwise_kernel`` and the kernel rank) and ``groups`` is 1: a ``Conv2DTranspose`` cannot be
-told from a ``Conv2D`` there. A nested model (several sub-layers' weights under one layer group)
-gives layers named ``<model>/<sub-layer>`` with classes from their weight names.
+two parts of a separable conv are two consecutive nodes); a ``Sequential`` config is a chain;
+nested models are inlined (their layers ``<model>/<layer>``); the convs of a custom layer
+(``<layer>/<attribute>``) sit at its node. Without a config (weights-only file) the layer
+order is used (``depth_source = "order"``), layer classes come from the weight or group names
+(``kernel`` / ``depthwise_kernel`` / ``pointwise_kernel``, ``conv2d_3``,
+``depthwise_conv2d``, ...) and the kernel rank, and ``groups`` is 1.
 """
 from __future__ import annotations
 
@@ -284,20 +284,23 @@ def _weight_kind(weight_name: str) -> str:
 
 def _build(path: str, fmt: str, entries, config: dict | None, producer_version, backend,
            warnings: list[str]) -> Model:
-    """entries: (layer name, class or None, {kind: _Var}) in layer order."""
+    """entries: (layer name, class or None, {kind: _Var}[, graph node]) in layer order."""
     model_cls, cfgs = _config_layers(config)
     by_name = dict(flat_configs(cfgs))
     layers: list[ConvLayer] = []
     skipped: list[Skipped] = []
     node_of: dict[str, str] = {}  # conv layer name -> graph node name
     guessed: Counter = Counter()
-    for lname, cls, kinds in entries:
+    for lname, cls, kinds, *node in entries:
         lc = by_name.get(lname, {})
-        cls = cls or lc.get("class_name") or _guess_class(kinds)
+        guess = _guess_class(kinds)  # decisive for Keras 2 depthwise / separable weights
+        cls = (cls or lc.get("class_name") or (guess if "depthwise_kernel" in kinds else None)
+               or _group_class(lname) or guess)
         guessed[cls] += 1
         conv, skip = layer_parts(lname, cls, kinds, lc.get("config") or {})
+        node = node[0] if node else lname  # a custom layer's sub-layer: its owner's node
         for c in conv:
-            node_of[c.name] = lname + "/depthwise" if c.name.endswith("/depthwise") else lname
+            node_of[c.name] = node + "/depthwise" if c.name.endswith("/depthwise") else node
         layers += conv
         skipped += skip
     op_counts = (dict(Counter(lc.get("class_name", "?") for _, lc in flat_configs(cfgs)))
@@ -308,6 +311,11 @@ def _build(path: str, fmt: str, entries, config: dict | None, producer_version, 
         depths = graph_depths(model_cls, cfgs)
     except ValueError as e:
         warnings.append(f"model config graph unusable ({e}); conv depth follows the layer order")
+    if depths:  # a custom layer's sub-layer ``owner/attr`` sits at its owner's node
+        for c, node in node_of.items():
+            while node not in depths and "/" in node:
+                node = node.rsplit("/", 1)[0]
+            node_of[c] = node
     if layers and depths and all(depths.get(node_of[l.name]) is not None for l in layers):
         for l in layers:
             l.graph_depth = depths[node_of[l.name]]
@@ -348,7 +356,8 @@ def _h5_entries(root, path: str) -> list:
             entries.append((lname, None, next(iter(subs.values()), {})))
         else:
             for prefix, kinds in subs.items():  # class from the config, else from the names
-                entries.append((f"{lname}/{prefix}", None, kinds))
+                sub = prefix[len(lname) + 1:] if prefix.startswith(lname + "/") else prefix
+                entries.append((f"{lname}/{sub}", None, kinds))
     return entries
 
 
@@ -479,26 +488,35 @@ def _entry(name: str, cls: str, vars_group, warnings: list[str]):
 
 def _keras3_entries(f, cfgs: list[dict], warnings: list[str]) -> list:
     """Entries of the config's layers, then of any weight group the config does not name
-    (custom layers' sub-layers, weights-only files), nothing dropped."""
+    (sub-layers of custom layers, weights-only files), nothing dropped. A custom layer's
+    sub-layer ``<owner>/<attribute>`` sits at its owner's node in the graph."""
     groups = _vars_groups(f)
-    entries, seen = [], set()
+    entries, owner = [], {}
     for path, name, lc in _flat_layers(groups, cfgs):
         vg = groups.get(path)
         if vg is None:
             continue
-        seen.add(path)
+        owner[path] = name
         entries.append(_entry(name, lc.get("class_name", "?"), vg, warnings))
     # the model's layers only (``optimizer/vars`` holds the optimizer's copies of kernels)
     rest = [p for p in sorted(groups, key=_natural_key)
-            if p.startswith("layers/") and p not in seen
+            if p.startswith("layers/") and p not in owner
             and any(ds.ndim >= 3 for ds in _ordered_vars(groups[p]))]
     if rest and cfgs:
         warnings.append(f"{len(rest)} weight group(s) not named by the model config (e.g. "
-                        f"{rest[0]!r}) read with classes from their group names")
+                        f"{rest[0]!r}) read with classes from their names")
+    after: dict = {}  # owner path (None: no owner) -> its sub-layers' entries
     for p in rest:
-        name = p[len("layers/"):] if p.startswith("layers/") else p
-        entries.append(_entry(name, _group_class(p) or "?", groups[p], warnings))
-    return entries
+        up = next((q for q in sorted(owner, key=len, reverse=True) if p.startswith(q + "/")), None)
+        name = owner[up] + p[len(up):] if up else p[len("layers/"):]
+        auto = _decode(groups[p].attrs.get("name", ""))  # e.g. "depthwise_conv2d_1"
+        cls = _group_class(p) or _group_class(str(auto)) or "?"
+        after.setdefault(up, []).append(
+            _entry(name, cls, groups[p], warnings) + ((owner[up],) if up else ()))
+    out = []
+    for path, e in zip(owner, entries):  # each owner's sub-layers right after it
+        out += [e] + after.get(path, [])
+    return out + after.get(None, [])
 
 
 def read_keras(p: str, fmt: str) -> Model:
