@@ -28,11 +28,11 @@ from . import health as K
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
-# columns of the per-layer value table a task returns
 # orthogonality in numba loops for layers with at most this many output channels, or rows
 # (c_in / groups * 9 values) shorter than this; BLAS otherwise (measured crossovers)
 SMALL_C_OUT = 32
 SHORT_ROWS = 32
+# columns of the per-layer value table a task returns
 VALUES = ("n", "n_sparse", "sparsity", "variance_entropy", "variance_entropy_clean",
           "orthogonality")
 
@@ -370,5 +370,4 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
 
 
 __all__ = ["VALUES", "layer_runs", "layer_moments", "orthogonality_runs", "orthogonality_blas",
-           "use_loops",
-           "metrics_from_centred", "health_task"]
+           "use_loops", "metrics_from_centred", "health_task"]
