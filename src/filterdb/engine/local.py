@@ -3,8 +3,8 @@ the GIL).
 
 One reader thread reads the tasks' windows, in plan order, into a few reused aligned
 buffers while ``workers`` threads run the kernel on the buffers already filled: the disk
-never waits for the cores, nor the cores for the disk, and no buffer is touched fresh
-after the first pass (first touch of new memory is slow here).
+reads ahead (up to two tasks) while the cores compute, and no buffer is touched fresh after
+the first pass (first touch of new memory is slow here).
 """
 from __future__ import annotations
 
