@@ -284,23 +284,22 @@ def _weight_kind(weight_name: str) -> str:
 
 def _build(path: str, fmt: str, entries, config: dict | None, producer_version, backend,
            warnings: list[str]) -> Model:
-    """entries: (layer name, class or None, {kind: _Var}[, graph node]) in layer order."""
+    """entries: (layer name, class or None, {kind: _Var}) in layer order."""
     model_cls, cfgs = _config_layers(config)
     by_name = dict(flat_configs(cfgs))
     layers: list[ConvLayer] = []
     skipped: list[Skipped] = []
     node_of: dict[str, str] = {}  # conv layer name -> graph node name
     guessed: Counter = Counter()
-    for lname, cls, kinds, *node in entries:
+    for lname, cls, kinds in entries:
         lc = by_name.get(lname, {})
         guess = _guess_class(kinds)  # decisive for Keras 2 depthwise / separable weights
         cls = (cls or lc.get("class_name") or (guess if "depthwise_kernel" in kinds else None)
                or _group_class(lname) or guess)
         guessed[cls] += 1
         conv, skip = layer_parts(lname, cls, kinds, lc.get("config") or {})
-        node = node[0] if node else lname  # a custom layer's sub-layer: its owner's node
         for c in conv:
-            node_of[c.name] = node + "/depthwise" if c.name.endswith("/depthwise") else node
+            node_of[c.name] = lname + "/depthwise" if c.name.endswith("/depthwise") else lname
         layers += conv
         skipped += skip
     op_counts = (dict(Counter(lc.get("class_name", "?") for _, lc in flat_configs(cfgs)))
@@ -489,7 +488,7 @@ def _entry(name: str, cls: str, vars_group, warnings: list[str]):
 def _keras3_entries(f, cfgs: list[dict], warnings: list[str]) -> list:
     """Entries of the config's layers, then of any weight group the config does not name
     (sub-layers of custom layers, weights-only files), nothing dropped. A custom layer's
-    sub-layer ``<owner>/<attribute>`` sits at its owner's node in the graph."""
+    sub-layer is named ``<owner>/<attribute>`` (:func:`_build` puts it at its owner's node)."""
     groups = _vars_groups(f)
     entries, owner = [], {}
     for path, name, lc in _flat_layers(groups, cfgs):
@@ -511,8 +510,7 @@ def _keras3_entries(f, cfgs: list[dict], warnings: list[str]) -> list:
         name = owner[up] + p[len(up):] if up else p[len("layers/"):]
         auto = _decode(groups[p].attrs.get("name", ""))  # e.g. "depthwise_conv2d_1"
         cls = _group_class(p) or _group_class(str(auto)) or "?"
-        after.setdefault(up, []).append(
-            _entry(name, cls, groups[p], warnings) + ((owner[up],) if up else ()))
+        after.setdefault(up, []).append(_entry(name, cls, groups[p], warnings))
     out = []
     for path, e in zip(owner, entries):  # each owner's sub-layers right after it
         out += [e] + after.get(path, [])
