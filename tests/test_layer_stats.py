@@ -31,6 +31,28 @@ def test_orthogonality_paths_equal_definition(c_out, c_in):
     assert LS.orthogonality_blas(x, c_out) == pytest.approx(exp, abs=1e-12)
 
 
+def test_orthogonality_blas_reuses_its_buffers_safely():
+    """Wide, then narrow, then wide layers on two threads at once: the per-thread float64
+    copy and Gram buffers are reused (stale values from a bigger layer, or another
+    thread's layer, would change the sums)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    shapes = [(300, 40), (40, 12), (180, 64), (41, 5), (300, 40), (97, 33)] * 2
+    ws = [(rng.standard_normal((c, ci, 3, 3)) + 0.1 * i).astype(np.float32)
+          for i, (c, ci) in enumerate(shapes)]
+    exp = [orthogonality_by_hand(w) for w in ws]
+
+    def one_thread(order):
+        return [(i, LS.orthogonality_blas(ws[i].reshape(-1, 9), len(ws[i]))) for i in order]
+    with ThreadPoolExecutor(2) as ex:
+        got = [r for part in ex.map(one_thread, [range(0, 12, 2), range(1, 12, 2)])
+               for r in part]
+    assert sorted(i for i, _ in got) == list(range(12))
+    for i, v in got:
+        assert v == pytest.approx(exp[i], abs=1e-12)
+
+
 def test_orthogonal_rows_give_one():
     q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((90, 40)))
     x = np.ascontiguousarray(q.T, np.float32).reshape(-1, 9)  # 40 orthonormal rows of 90

@@ -274,21 +274,26 @@ def _gram_deviation(G, inv):
 _local = threading.local()
 
 
-def _scratch_f64(n: int) -> np.ndarray:
-    """A per-thread float64 buffer of at least ``n`` elements, reused across layers
-    (first touch of fresh memory is slow)."""
-    buf = getattr(_local, "buf", None)
+def _scratch_f64(n: int, which: str = "rows") -> np.ndarray:
+    """A per-thread float64 buffer (``which``: one per use) of at least ``n`` elements,
+    reused across layers (first touch of fresh memory is slow)."""
+    buf = getattr(_local, which, None)
     if buf is None or buf.size < n:
         buf = np.empty(max(n, 1 << 20), np.float64)
-        _local.buf = buf
+        setattr(_local, which, buf)
     return buf
 
 
 def orthogonality_blas(rows, c: int) -> float:
     """Orthogonality of one layer from its float32 filter rows (``rows``: ``(n, 9)`` with
     ``n = c * c_in / groups``): a float64 copy with row norms in one numba pass, the Gram
-    of the raw rows by BLAS (``syrk``: numpy detects ``R @ R.T``), normalised while summed.
-    Very wide layers go to the direct function (blocks of Gram rows, bounded memory)."""
+    of the raw rows by BLAS (``syrk``: numpy detects ``R @ R.T``; into a reused buffer),
+    normalised while summed. Very wide layers go to the direct function (blocks of Gram
+    rows, bounded memory).
+
+    numpy's BLAS, not scipy's: scipy's OpenBLAS runs calls from two threads one after the
+    other (measured: two threads 1.0x one), numpy's side by side (1.5-2x).
+    """
     if c * c > K.GRAM_BLOCK_ELEMENTS:  # over 2,896 rows: the blocked direct function
         return K.orthogonality(rows.reshape(c, -1))
     flat = rows.reshape(-1)
@@ -296,7 +301,8 @@ def orthogonality_blas(rows, c: int) -> float:
     R = _scratch_f64(c * k)[:c * k].reshape(c, k)
     inv = np.empty(c, np.float64)
     _rows_f64(flat, c, k, R, inv)
-    return 1.0 - _gram_deviation(R @ R.T, inv) / (c * (c - 1))
+    G = np.matmul(R, R.T, out=_scratch_f64(c * c, "gram")[:c * c].reshape(c, c))
+    return 1.0 - _gram_deviation(G, inv) / (c * (c - 1))
 
 
 def metrics_from_centred(n, n_sparse, finite, sq, sq_sp, sy, sy_sp, gyy, gyy_sp) -> dict:
