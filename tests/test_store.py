@@ -114,6 +114,56 @@ def test_roundtrip_bit_for_bit_across_segments(db, tmp_path):
     assert db.verify() == []
 
 
+def test_mapped_reads_equal_buffered_reads(db, monkeypatch):
+    """The engine's source maps windows (one MADV_POPULATE_READ, no copy); the rows equal the
+    buffered read and the raw arrays, writes to them never reach the file, and a kernel
+    that cannot populate falls back to buffered reads."""
+    from filterdb.store import segments
+
+    rng = np.random.default_rng(7)
+    models = [make_model(rng, [(50, 9, 3, 3), (20, 30, 3, 3)], f"m{i}") for i in range(2)]
+    for m in models:
+        db.add_model(m)
+    want = np.concatenate([expected_3x3([l.weight for l in m.layers]) for m in models])
+    assert len(want) == 2 * 1050
+    windows = [(0, 1), (3, 997), (999, 1), (999, 2), (1000, 1000), (1234, 866), (2099, 1)]
+    for start, count in windows:
+        out = segments.aligned_empty(count)
+        x = read_rows(db.path, start, count, out)
+        assert np.array_equal(bits(x), bits(want[start:start + count]))
+        assert np.array_equal(bits(read_rows(db.path, start, count, mapped=False)),
+                              bits(want[start:start + count]))
+        one_segment = start // 1000 == (start + count - 1) // 1000
+        if sys.platform.startswith("linux"):  # mapped within a segment, else read into out
+            assert np.shares_memory(x, out) != one_segment
+    x = read_rows(db.path, 1000, 10)
+    x[:] = 123.0  # a private mapping: the file keeps its rows
+    assert np.array_equal(bits(read_rows(db.path, 1000, 10)), bits(want[1000:1010]))
+
+    # a kernel without MADV_POPULATE_READ (before Linux 5.14): buffered from then on
+    def refuse(addr, length, advice):
+        import ctypes
+        ctypes.set_errno(22)  # EINVAL
+        return -1
+    if segments._madvise is not None:
+        monkeypatch.setattr(segments, "_madvise", refuse)
+        monkeypatch.setitem(segments._mapping, "ok", True)
+        out = segments.aligned_empty(500)
+        x = read_rows(db.path, 1100, 500, out)
+        assert np.shares_memory(x, out) and not segments._mapping["ok"]
+        assert np.array_equal(bits(x), bits(want[1100:1600]))
+
+
+def test_mapped_read_of_truncated_segment_is_refused(db):
+    from filterdb.store import segments
+
+    db.add_model(make_model(np.random.default_rng(8), [(60, 20, 3, 3)]))
+    os.truncate(db.path / "filters" / "seg-000000.f32", 500 * 36)
+    for mapped in (True, False):
+        with pytest.raises(FilterDBError, match=r"seg-000000.f32: segment file is truncated"):
+            segments.read_rows(db.path, 400, 200, mapped=mapped)
+
+
 def test_chunk_buffer_reuse_and_no_prefetch(db):
     rng = np.random.default_rng(2)
     m = make_model(rng, [(50, 20, 3, 3)])

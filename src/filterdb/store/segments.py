@@ -2,11 +2,17 @@
 
 Filter id ``g`` lives in segment ``g // segment_rows`` at row ``g % segment_rows``.
 Reads are plain ``os.preadv`` into 64-byte-aligned buffers (shared/spec/measured.md: a
-misaligned destination is 6x slower, ``np.memmap`` streaming 3-30x slower).
+misaligned destination is 6x slower, ``np.memmap`` streaming 3-30x slower). Streaming
+passes instead map each window and read it in with one ``MADV_POPULATE_READ``
+(:meth:`SegmentReader.map_rows`): the disk fills the page cache and nothing is copied.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
+import mmap
 import os
+import sys
 import time
 
 import numpy as np
@@ -17,6 +23,40 @@ ROW_FLOATS = 9
 ROW_BYTES = ROW_FLOATS * 4
 ALIGN = 64
 DTYPE = np.dtype("<f4")
+# madvise(2) advice "populate (prefault) page tables readable" (Linux 5.14); the mmap module
+# names it from Python 3.13 on
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ",
+                             22 if sys.platform.startswith("linux") else None)
+
+
+def _libc_madvise():
+    """libc's ``madvise`` through ctypes, which releases the GIL for the call (the mmap
+    module's ``madvise`` holds it while the disk reads: the kernels' threads would stall)."""
+    if MADV_POPULATE_READ is None:
+        return None
+    try:
+        f = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):  # pragma: no cover
+        return None
+    f.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    f.restype = ctypes.c_int
+    return f
+
+
+_madvise = _libc_madvise()
+_mapping = {"ok": _madvise is not None}
+
+
+def _populate(m: mmap.mmap) -> None:
+    """Read a whole mapping in (``MADV_POPULATE_READ``); raises OSError."""
+    ref = ctypes.c_char.from_buffer(m)
+    try:
+        addr = ctypes.addressof(ref)
+    finally:
+        del ref
+    if _madvise(addr, len(m), MADV_POPULATE_READ) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
 
 
 def segment_name(k: int) -> str:
@@ -65,6 +105,41 @@ class SegmentReader:
                                     "run 'filterdb verify')") from None
             self._fds[k] = fd
         return fd
+
+    def map_rows(self, start: int, count: int) -> np.ndarray | None:
+        """Rows ``start .. start+count-1`` as a view of their segment file mapped into
+        memory (private, so writable without touching the file) and read in with one
+        ``MADV_POPULATE_READ``: the page cache is filled at disk speed, its pages are
+        mapped rather than copied (measured on 3.6 GB: 0.2 instead of 0.8-2.7 core-s cold,
+        0.04 instead of 0.6 s warm). None where the rows span two segments or the system
+        cannot; use :meth:`read_into` then. The mapping lives as long as the array.
+
+        Segments only grow past the committed rows, so a mapping of committed rows stays
+        valid (truncating a segment file under a running pass is damage: SIGBUS).
+        """
+        if not _mapping["ok"] or count <= 0:
+            return None
+        k, r = divmod(int(start), self.segment_rows)
+        if r + count > self.segment_rows:
+            return None
+        fd = self._fd(k)
+        off, n = r * ROW_BYTES, count * ROW_BYTES
+        if os.fstat(fd).st_size < off + n:
+            raise FilterDBError(f"{segment_path(self.dir, k)}: segment file is truncated "
+                                f"(needs row {r + count - 1}); run 'filterdb verify'")
+        a = off - off % mmap.ALLOCATIONGRANULARITY
+        try:
+            m = mmap.mmap(fd, off + n - a, access=mmap.ACCESS_COPY, offset=a)
+        except (OSError, ValueError):
+            return None
+        try:
+            _populate(m)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # older kernel
+                _mapping["ok"] = False
+            m.close()
+            return None  # an I/O error: the buffered read reports it
+        return np.frombuffer(m, DTYPE, count * ROW_FLOATS, off - a).reshape(count, ROW_FLOATS)
 
     def read_into(self, start: int, count: int, out: np.ndarray) -> np.ndarray:
         """Read rows ``start .. start+count-1`` into the first ``count`` rows of ``out``."""
@@ -194,11 +269,14 @@ class SegmentWriter:
         self._fds.clear()
 
 
-def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Rows ``start .. start+count-1`` of a database, given only its path (for Dask workers).
+def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None,
+              mapped: bool = True) -> np.ndarray:
+    """Rows ``start .. start+count-1`` of a database, given only its path (the engine's
+    source, also on Dask workers).
 
     Reads the segment layout and the committed row count from the catalog and refuses any
-    row past the committed ones.
+    row past the committed ones. With ``mapped`` the rows normally come back as a view of
+    the mapped file (:meth:`SegmentReader.map_rows`), else in ``out``.
     """
     from .catalog import read_meta_readonly
 
@@ -208,10 +286,11 @@ def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None) ->
     if start < 0 or count < 0 or start + count > committed:
         raise FilterDBError(f"{db_path}: rows {start}..{start + count - 1} are outside the "
                             f"{committed} committed filters")
-    if out is None:
-        out = aligned_empty(count)
     reader = SegmentReader(os.path.join(os.fspath(db_path), "filters"), segment_rows)
     try:
-        return reader.read_into(start, count, out)
+        x = reader.map_rows(start, count) if mapped else None
+        if x is not None:
+            return x
+        return reader.read_into(start, count, aligned_empty(count) if out is None else out)
     finally:
         reader.close()
