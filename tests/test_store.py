@@ -126,6 +126,11 @@ def test_mapped_reads_equal_buffered_reads(db, monkeypatch):
         db.add_model(m)
     want = np.concatenate([expected_3x3([l.weight for l in m.layers]) for m in models])
     assert len(want) == 2 * 1050
+    out = segments.aligned_empty(1000)  # under MAP_MIN_BYTES: read into out, not mapped
+    monkeypatch.setattr(segments, "MAP_MIN_BYTES", 1001 * 36)
+    assert np.shares_memory(read_rows(db.path, 0, 1000, out), out)
+    assert np.array_equal(bits(out), bits(want[:1000]))
+    monkeypatch.setattr(segments, "MAP_MIN_BYTES", 0)  # map the small test windows
     windows = [(0, 1), (3, 997), (999, 1), (999, 2), (1000, 1000), (1234, 866), (2099, 1)]
     for start, count in windows:
         out = segments.aligned_empty(count)
@@ -154,9 +159,10 @@ def test_mapped_reads_equal_buffered_reads(db, monkeypatch):
         assert np.array_equal(bits(x), bits(want[1100:1600]))
 
 
-def test_mapped_read_of_truncated_segment_is_refused(db):
+def test_mapped_read_of_truncated_segment_is_refused(db, monkeypatch):
     from filterdb.store import segments
 
+    monkeypatch.setattr(segments, "MAP_MIN_BYTES", 0)
     db.add_model(make_model(np.random.default_rng(8), [(60, 20, 3, 3)]))
     os.truncate(db.path / "filters" / "seg-000000.f32", 500 * 36)
     for mapped in (True, False):
