@@ -11,7 +11,8 @@ same ``--filters`` give bigger, more realistic layers (the orthogonality costs
 ``9 c_out`` multiply-adds per filter, so wide layers are the expensive ones).
 
 Each measurement runs in a fresh process (peak RSS per measurement), ``--repeat`` times,
-interleaved; the medians are printed. Cold runs evict the segment files from the page cache
+interleaved; the medians are printed, and the ratio of each metrics run to the read run
+just before it. Cold runs evict the segment files from the page cache
 with ``posix_fadvise(DONTNEED)`` first (``/proc/sys/vm/drop_caches`` needs root on the host).
 """
 from __future__ import annotations
@@ -218,6 +219,11 @@ def main():
             t = {w: float(np.median([r["seconds"] for r in res[(cache, w)]])) for w in whats}
             print(f"  ratio metrics / plain read, {cache}: {t['metrics'] / t['read']:.2f} "
                   f"(without orthogonality {t['metrics-no-orth'] / t['read']:.2f})")
+            # each run against the read just before it (the disk's speed drifts between runs)
+            paired = [m["seconds"] / r["seconds"]
+                      for r, m in zip(res[(cache, "read")], res[(cache, "metrics")])]
+            print(f"    paired with the read before it: median {np.median(paired):.2f} "
+                  f"(runs: {' '.join(f'{p:.2f}' for p in paired)})")
         macs, one, two = orthogonality_floor(path)
         read_cold = float(np.median([r["seconds"] for r in res[("cold (evicted)", "read")]]))
         floor = macs / two
