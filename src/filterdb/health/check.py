@@ -70,19 +70,28 @@ def low_diversity_limit(d: int, thresholds: HealthThresholds) -> float:
     return thresholds.low_diversity_H * math.log10(d) / math.log10(9) if d > 1 else float("nan")
 
 
-def flags(H, S, TH, n, d: int = 9, thresholds: HealthThresholds | None = None) -> dict:
-    """The degeneration flags of one layer (all False where not applicable).
+def flag_arrays(H, S, TH, n, d: int = 9,
+                thresholds: HealthThresholds | None = None) -> dict[str, np.ndarray]:
+    """The degeneration flags of many layers of dimension ``d`` (boolean arrays; False
+    where not applicable).
 
     random: ``H >= TH - margin``; low_diversity: ``H < low_diversity_H``; sparse:
     ``S >= sparse_S``; degenerated: random or (low_diversity and sparse).
     """
     t = thresholds or HealthThresholds()
-    ok = d > 1 and n >= MIN_FILTERS and np.isfinite(H) and np.isfinite(S)
-    random = bool(ok and np.isfinite(TH) and H >= TH - t.random_margin)
-    low = bool(ok and H < low_diversity_limit(d, t))
-    sparse = bool(ok and S >= t.sparse_S)
+    H, S, TH = (np.asarray(v, np.float64) for v in (H, S, TH))
+    ok = (d > 1) & (np.asarray(n) >= MIN_FILTERS) & np.isfinite(H) & np.isfinite(S)
+    with np.errstate(invalid="ignore"):
+        random = ok & np.isfinite(TH) & (H >= TH - t.random_margin)
+        low = ok & (H < low_diversity_limit(d, t))
+        sparse = ok & (S >= t.sparse_S)
     return {"random": random, "low_diversity": low, "sparse": sparse,
-            "degenerated": random or (low and sparse)}
+            "degenerated": random | (low & sparse)}
+
+
+def flags(H, S, TH, n, d: int = 9, thresholds: HealthThresholds | None = None) -> dict:
+    """The degeneration flags of one layer (:func:`flag_arrays`), as bools."""
+    return {k: bool(v) for k, v in flag_arrays(H, S, TH, n, d, thresholds).items()}
 
 
 def layer_metrics(layer, thresholds: HealthThresholds | None = None) -> dict:
@@ -218,9 +227,8 @@ def health_from_moments(n, s, sxx, n_sparse, d: int = 9, thresholds=None,
     df = pd.DataFrame({"n": n, "sparsity": S, "variance_entropy": H, "threshold": TH,
                        "variance_entropy_norm": norm,
                        "variance_entropy_clean": np.atleast_1d(m["variance_entropy_clean"])})
-    fl = [flags(h, s_, th, k, d, t) for h, s_, th, k in zip(H, S, TH, n)]
-    for f in FLAGS:
-        df[f] = [x[f] for x in fl]
+    for f, v in flag_arrays(H, S, TH, n, d, t).items():
+        df[f] = v
     return df
 
 

@@ -193,10 +193,11 @@ class Database:
         """The ``models`` table (optionally filtered by a SQL expression) as a DataFrame."""
         return query.select_frame(self._con, "models", where, "model_id")
 
-    def layers(self, where: str | None = None):
+    def layers(self, where: str | None = None, columns=None):
         """``layer_view`` (every layer with its model's columns; the model's display name is
-        ``model_name``), optionally filtered by a SQL expression, as a DataFrame."""
-        return query.select_frame(self._con, "layer_view", where, "layer_id")
+        ``model_name``), optionally filtered by a SQL expression, as a DataFrame; only
+        ``columns`` if given (the filter may still use any column)."""
+        return query.select_frame(self._con, "layer_view", where, "layer_id", columns)
 
     def selection_ranges(self, where: str | None = None):
         """``(starts, counts, layer_ids)`` of the selected layers owning filters."""

@@ -48,11 +48,13 @@ def where_clause(con: sqlite3.Connection, table: str, where: str | None) -> str:
     return f"({w})"
 
 
-def select_frame(con, table: str, where: str | None, order: str):
+def select_frame(con, table: str, where: str | None, order: str, columns=None):
+    """Rows of ``table`` matching ``where`` (all columns, or ``columns``) as a DataFrame."""
     import pandas as pd
 
     w = where_clause(con, table, where)
-    df = pd.read_sql_query(f"SELECT * FROM {table} WHERE {w} ORDER BY {order}", con)
+    cols = "*" if columns is None else ", ".join(columns)
+    df = pd.read_sql_query(f"SELECT {cols} FROM {table} WHERE {w} ORDER BY {order}", con)
     # integer columns holding NULLs come back as float: make them nullable integers
     for name, decl in con.execute(f"SELECT name, type FROM pragma_table_info('{table}')"):
         if "INT" in (decl or "").upper() and name in df and df[name].dtype.kind == "f":
