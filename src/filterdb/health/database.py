@@ -235,7 +235,7 @@ def database_health(db, where: str | None = None, thresholds: HealthThresholds |
                     vals[int(l.layer_id)] = m
                 else:
                     todo.append(int(l.layer_id))
-        frames = [_values_frame(vals)]
+        frames = [_values_frame(vals)] if vals else []
         if todo:
             sel = layers[layers["layer_id"].isin(todo)]
             new = compute_layer_metrics(db, sel, t.sparsity_eps, engine=engine,
@@ -245,7 +245,7 @@ def database_health(db, where: str | None = None, thresholds: HealthThresholds |
             if store:
                 write_stored_metrics(db, params, sel, new)
             frames.append(new[list(STORED)])
-        return health_table(layers, pd.concat(frames), t)
+        return health_table(layers, pd.concat(frames) if frames else _values_frame({}), t)
     finally:
         if owned:
             db.close()
