@@ -159,11 +159,12 @@ def write_stored_metrics(db, params: str, layers: pd.DataFrame, values: pd.DataF
     lay = layers.set_index("layer_id").reindex(values.index)
     dv = int(db.data_version)
     cols = [values[k].tolist() for k in STORED]
+    n_sparse = values["n_sparse"].tolist()
     ranges = [lay[k].tolist() for k in ("filter_start", "filter_count", "checksum")]
     rows = []
     for i, lid in enumerate(values.index.tolist()):
         m = {k: _num(c[i]) for k, c in zip(STORED, cols)}
-        m.update(n_sparse=int(values["n_sparse"].iat[i]), filter_start=_int(ranges[0][i]),
+        m.update(n_sparse=int(n_sparse[i]), filter_start=_int(ranges[0][i]),
                  filter_count=_int(ranges[1][i]), checksum=_int(ranges[2][i]))
         rows.append((int(lid), params, json.dumps(m), dv))
     try:
@@ -266,18 +267,17 @@ def _values_frame(values: dict) -> pd.DataFrame:
                         columns=list(STORED))
 
 
-def health_table(layers: pd.DataFrame, values, thresholds: HealthThresholds) -> pd.DataFrame:
-    """The per-layer table from catalog rows and the layers' metrics: a frame indexed by
-    layer id with the :data:`STORED` columns, or ``{layer_id: stored metrics}``."""
+def health_table(layers: pd.DataFrame, values: pd.DataFrame,
+                 thresholds: HealthThresholds) -> pd.DataFrame:
+    """The per-layer table from catalog rows and the layers' metrics (a frame indexed by
+    layer id with the :data:`STORED` columns; layers missing from it get NaN)."""
     t = thresholds
     nan = float("nan")
-    if isinstance(values, dict):
-        values = _values_frame(values)
     lid = layers["layer_id"].to_numpy(np.int64)
     kh = layers["kh"].fillna(0).to_numpy(np.int64)
     kw = layers["kw"].fillna(0).to_numpy(np.int64)
     n = layers["n_filters"].fillna(0).to_numpy(np.int64)
-    values = values[~values.index.duplicated(keep="last")].reindex(lid)
+    values = values.reindex(lid)
     cols = {k: values[k].to_numpy(np.float64) for k in STORED}
     is3 = (kh == 3) & (kw == 3)
     H = cols["variance_entropy"]

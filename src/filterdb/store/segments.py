@@ -107,6 +107,10 @@ class SegmentReader:
             self._fds[k] = fd
         return fd
 
+    def _truncated(self, k: int, row: int) -> FilterDBError:
+        return FilterDBError(f"{segment_path(self.dir, k)}: segment file is truncated (needs "
+                             f"row {row}); run 'filterdb verify'")
+
     def map_rows(self, start: int, count: int) -> np.ndarray | None:
         """Rows ``start .. start+count-1`` as a view of their segment file mapped into
         memory (private, so writable without touching the file) and read in with one
@@ -127,8 +131,7 @@ class SegmentReader:
         fd = self._fd(k)
         off, n = r * ROW_BYTES, count * ROW_BYTES
         if os.fstat(fd).st_size < off + n:
-            raise FilterDBError(f"{segment_path(self.dir, k)}: segment file is truncated "
-                                f"(needs row {r + count - 1}); run 'filterdb verify'")
+            raise self._truncated(k, r + count - 1)
         a = off - off % mmap.ALLOCATIONGRANULARITY
         try:
             m = mmap.mmap(fd, off + n - a, access=mmap.ACCESS_COPY, offset=a)
@@ -158,9 +161,7 @@ class SegmentReader:
             while lo < hi:
                 got = os.preadv(fd, [mv[lo:hi]], off)
                 if got <= 0:
-                    raise FilterDBError(
-                        f"{segment_path(self.dir, k)}: segment file is truncated (needs row "
-                        f"{off // ROW_BYTES + (hi - lo) // ROW_BYTES - 1}); run 'filterdb verify'")
+                    raise self._truncated(k, off // ROW_BYTES + (hi - lo) // ROW_BYTES - 1)
                 lo += got
                 off += got
         return out[:count]
