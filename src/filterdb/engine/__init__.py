@@ -2,9 +2,10 @@
 same kernels on local threads or on Dask workers.
 
 - A *source* holds the ``(N, 9)`` float32 filters. It has ``read(start, count, out)``
-  returning the ``(count, 9)`` rows (normally a view of ``out``, a preallocated,
-  64-byte-aligned buffer), must be safe to call from several threads, and must pickle
-  cheaply (a path, not an open handle) so a Dask worker can rebuild it.
+  returning the ``(count, 9)`` rows: a view of ``out`` (a preallocated, 64-byte-aligned
+  buffer) or of memory of its own (the store maps large windows of its files), must be
+  safe to call from several threads, and must pickle cheaply (a path, not an open
+  handle) so a Dask worker can rebuild it.
 - A *plan* cuts the selected layer ranges ``(starts, counts, layer_ids)`` into tasks of
   about ``target_rows`` buffer rows. A task reads a few contiguous windows into the
   buffer and carries run-length layer ids; the per-row ids are filled per task into a

@@ -2,9 +2,10 @@
 the GIL).
 
 One reader thread reads the tasks' windows, in plan order, into a few reused aligned
-buffers while ``workers`` threads run the kernel on the buffers already filled: the disk
-reads ahead (up to two tasks) while the cores compute, and no buffer is touched fresh after
-the first pass (first touch of new memory is slow here).
+buffers (or the source hands back its own memory, e.g. the store's mapped windows) while
+``workers`` threads run the kernel on the windows already read: the disk reads ahead (up
+to two tasks) while the cores compute, and no buffer is touched fresh after the first pass
+(first touch of new memory is slow here).
 """
 from __future__ import annotations
 
