@@ -71,8 +71,11 @@ def maxrss_gb() -> float:
 
 
 def reference(db_path) -> dict:
-    """All filters in memory; numpy PCA; np.histogram per group and component per pair."""
-    from filterdb.kernels.drift import depth_bin
+    """All filters in memory; numpy PCA; the published notebook's probabilities per group and
+    component (np.histogram density, empty bins at float32 eps, renormalised) and its depth
+    bins (pd.cut over np.arange(0, 1.1, 0.1), include_lowest)."""
+    import pandas as pd
+
     from filterdb.store import open_database
 
     out = {}
@@ -98,12 +101,14 @@ def reference(db_path) -> dict:
     n = layers["filter_count"].to_numpy()
     labels = {"task": layers["task"].to_numpy(), "visual_category":
               layers["visual_category"].to_numpy(),
-              "depth": depth_bin(layers["conv_depth_norm"].to_numpy())}
+              "depth": pd.cut(layers["conv_depth_norm"].to_numpy(), np.arange(0, 1.0 + 0.10, 0.10),
+                              include_lowest=True, labels=False)}
     t = time.perf_counter()
     eps = np.finfo(np.float32).eps
 
     def hist(idx):
-        h = np.array([np.histogram(C[idx, k], 70, range=(lo, hi))[0] for k in range(9)], float)
+        h = np.array([np.histogram(C[idx, k], 70, range=(lo, hi), density=True)[0]
+                      for k in range(9)], np.double)
         h[h == 0] = eps
         return h / h.sum(axis=1, keepdims=True)
 

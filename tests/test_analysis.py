@@ -1,6 +1,8 @@
 """The drift analysis over a database (filterdb.analysis, filterdb pca / drift) against a
 direct in-memory computation from the definitions (method.md 3-4): numpy eigh of the
-covariance of the scaled filters, np.histogram per group and component, scipy's KL."""
+covariance of the scaled filters, the published notebook's probabilities per group and
+component (np.histogram density=True, empty bins of the density at float32 eps,
+renormalised), its depth bins (pd.cut), scipy's KL."""
 from __future__ import annotations
 
 import hashlib
@@ -75,7 +77,17 @@ def built(tmp_path_factory, zoo_path):
 # ---- the direct computation -----------------------------------------------------------------
 
 def ref_depth_bin(x):
-    return int(np.clip(np.ceil(np.float64(x) * 10 - 1e-9) - 1, 0, 9))
+    """The notebook's pd.cut(x, np.arange(0, 1.0 + 0.10, 0.10), include_lowest=True)."""
+    return int(pd.cut([np.float64(x)], np.arange(0, 1.0 + 0.10, 0.10), include_lowest=True,
+                      labels=False)[0])
+
+
+def notebook_probs(values, rng, bins=70):
+    """The notebook's get_discrete_probability_distribution, typed from its definition."""
+    v, _ = np.histogram(values, range=rng, bins=bins, density=True)
+    v = v.astype(np.double)
+    v[v == 0] = np.finfo(np.float32).eps
+    return v / np.sum(v)
 
 
 def ref_labels(meta, depth, by):
@@ -115,9 +127,7 @@ def ref_drift(rows, by, where=lambda meta, depth: True, bins=70, rng=None, weigh
     P = {}
     for g in groups:
         Cg = C[labels == g]
-        h = np.array([np.histogram(Cg[:, k], bins, range=(lo, hi))[0] for k in range(9)], float)
-        h[h == 0] = EPS
-        P[g] = h / h.sum(axis=1, keepdims=True)
+        P[g] = np.array([notebook_probs(Cg[:, k], (lo, hi), bins) for k in range(9)])
     w = evr if weights == "evr" else np.full(9, 1 / 9)
     D = pd.DataFrame(0.0, index=groups, columns=groups)
     for a in groups:
@@ -249,16 +259,12 @@ def test_drift_to_model(built, zoo_path):
     _, _, _, _, Pall = ref_drift(rows, "model", where=lambda m, d: True)
     X = np.concatenate([f for _, _, f in rows])
     C = (scale(X).astype(np.float64) - mean) @ comps.T
-    h = np.array([np.histogram(C[:, k], 70, range=(lo, hi))[0] for k in range(9)], float)
-    h[h == 0] = EPS
-    Psel = h / h.sum(axis=1, keepdims=True)
+    Psel = np.array([notebook_probs(C[:, k], (lo, hi)) for k in range(9)])
 
     path = zoo_path("mtcnn-onet")
     M = read_model(path).filters_3x3()
     Cm = (scale(M).astype(np.float64) - mean) @ comps.T
-    hm = np.array([np.histogram(Cm[:, k], 70, range=(lo, hi))[0] for k in range(9)], float)
-    hm[hm == 0] = EPS
-    Pm = hm / hm.sum(axis=1, keepdims=True)
+    Pm = np.array([notebook_probs(Cm[:, k], (lo, hi)) for k in range(9)])
 
     def D_(p, q):
         return sum(evr[k] * (scipy.stats.entropy(p[k], q[k]) + scipy.stats.entropy(q[k], p[k]))

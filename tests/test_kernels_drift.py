@@ -9,7 +9,7 @@ from filterdb.errors import FilterDBError
 from filterdb.kernels import (EPS, PCA, bin_edges, coeff_range_chunk, coefficients, depth_bin,
                               depth_bin_labels, drift, drift_matrix, drift_to_reference,
                               fit_pca, hist2d_chunk, hist_chunk, kde_from_hist, moments_chunk,
-                              normalise, pca_from_moments, scale_filters, shared_range)
+                              pca_from_moments, probabilities, scale_filters, shared_range)
 
 F32_EPS = float(np.finfo(np.float32).eps)  # 2**-23
 
@@ -224,13 +224,35 @@ def test_hist2d_equals_np_histogram2d():
     np.testing.assert_array_equal(h, ref.astype(np.int64))
 
 
-def test_normalise_floors_empty_bins():
-    counts = np.array([[[0, 3, 1, 0]] * 9, [[0, 0, 0, 0]] * 9])
-    P = normalise(counts)
-    by_hand = np.array([F32_EPS, 3, 1, F32_EPS]) / (4 + 2 * F32_EPS)
-    np.testing.assert_allclose(P[0, 4], by_hand, rtol=1e-15)
-    np.testing.assert_allclose(P[1], 0.25)  # an empty group is uniform
-    np.testing.assert_allclose(P.sum(-1), 1, rtol=1e-15)
+def notebook_probs(values, bins, lo, hi):
+    """The published notebook's probabilities, typed from its definition: the density
+    histogram, its empty bins at float32 eps, renormalised."""
+    h = np.histogram(values, range=(lo, hi), bins=bins, density=True)[0].astype(np.double)
+    h[h == 0] = np.finfo(np.float32).eps
+    return h / h.sum()
+
+
+def test_probabilities_floor_the_density_as_the_notebook():
+    rng = np.random.default_rng(3)
+    for n, bins, (lo, hi) in [(7, 70, (-3, 3)), (500, 70, (-2.5, 4.1)), (40, 13, (0, 1))]:
+        v = rng.normal(size=(2, n))
+        v[1, :3] = hi  # values on the last edge count in the last bin
+        edges = bin_edges(lo, hi, bins)
+        counts = np.array([np.histogram(x, bins, range=(lo, hi))[0] for x in v])
+        P = probabilities(counts, edges)
+        for i in range(2):
+            np.testing.assert_allclose(P[i], notebook_probs(v[i], bins, lo, hi), rtol=1e-13,
+                                       atol=0)
+    # by hand: 4 values in 4 bins of width 0.5; density = counts / (4 * 0.5)
+    P = probabilities(np.array([[0, 3, 1, 0]]), [0, 0.5, 1, 1.5, 2])[0]
+    dens = np.array([F32_EPS, 1.5, 0.5, F32_EPS])
+    np.testing.assert_allclose(P, dens / dens.sum(), rtol=1e-15)
+    # the floor differs from a floor of the counts: empty bins eps / (2 eps + 1 / 0.5)
+    # instead of eps / (2 eps + 4), a factor of (filters x bin width) = 2
+    counts_floor = np.array([F32_EPS, 3, 1, F32_EPS]) / (4 + 2 * F32_EPS)
+    assert P[0] / counts_floor[0] == pytest.approx(2.0, rel=1e-6)
+    # a histogram with no value in the range has no density: the floor everywhere, uniform
+    np.testing.assert_allclose(probabilities(np.zeros((9, 4)), [0, 1, 2, 3, 4]), 0.25)
     assert EPS == F32_EPS
 
 
@@ -258,7 +280,11 @@ def test_drift_and_matrix_against_scipy_entropy():
     counts = hist_chunk(X, codes, 6, p, lo=lo, hi=hi)
     np.testing.assert_array_equal(counts, ref_hist(R, codes, 6, 70, lo, hi))
     assert counts[5].sum() == 9 and counts[4].sum() == 27
-    P = normalise(counts)
+    P = probabilities(counts, bin_edges(lo, hi, 70))
+    for k in range(9):  # the notebook's probabilities of the reference coefficients
+        for g in range(6):
+            np.testing.assert_allclose(P[g, k], notebook_probs(R[codes == g, k], 70, lo, hi),
+                                       rtol=1e-12)
     for weights, w in [("evr", p.explained_variance_ratio), ("equal", np.full(9, 1 / 9)),
                        (np.arange(9.0), np.arange(9.0))]:
         D = drift_matrix(P, weights, evr=p.explained_variance_ratio)
@@ -270,20 +296,20 @@ def test_drift_and_matrix_against_scipy_entropy():
     D = drift_matrix(P, p.explained_variance_ratio)
     assert D[0, 1] < 0.05 and D[0, 5] > 1
     # model-vs-selection: each group against the pooled selection
-    ref_all = normalise(counts.sum(0))
+    ref_all = np.array([notebook_probs(R[:, k], 70, lo, hi) for k in range(9)])
     d = drift_to_reference(P, ref_all, "equal")
     np.testing.assert_allclose(d, [ref_drift(P[g], ref_all, np.full(9, 1 / 9))
                                    for g in range(6)], rtol=1e-9)
 
 
 def test_drift_single_group_and_bad_weights():
-    P = normalise(np.ones((1, 9, 70)))
+    P = probabilities(np.ones((1, 9, 70)), np.linspace(0, 1, 71))
     np.testing.assert_array_equal(drift_matrix(P, "equal"), [[0.0]])
     with pytest.raises(FilterDBError, match="evr"):
         drift_matrix(P, "evr")
     with pytest.raises(FilterDBError, match="9 finite"):
         drift_matrix(P, np.ones(3))
-    with pytest.raises(FilterDBError, match="normalise"):
+    with pytest.raises(FilterDBError, match="probabilities"):
         drift(np.zeros((9, 70)), P[0], "equal")
 
 
@@ -304,29 +330,39 @@ def test_drift_on_real_layers(zoo_path):
     np.testing.assert_array_equal(counts, ref_hist(R, codes, G, 70, -3, 3))
     cmin, cmax = coeff_range_chunk(X, p)
     assert shared_range(cmin, cmax) == pytest.approx((lo, hi), abs=1e-9)
-    P = normalise(counts)
+    P = probabilities(counts, bin_edges(-3, 3, 70))
     D = drift_matrix(P, p.explained_variance_ratio)
-    ref = np.array([[ref_drift(P[a], P[b], evr) for b in range(G)] for a in range(G)])
+    Pref = [np.array([notebook_probs(R[codes == g, k], 70, -3, 3) for k in range(9)])
+            for g in range(G)]
+    ref = np.array([[ref_drift(Pref[a], Pref[b], evr) for b in range(G)] for a in range(G)])
     np.testing.assert_allclose(D, ref, rtol=1e-8, atol=1e-12)
     assert (D[np.triu_indices(G, 1)] > 0).all()
 
 
 # ---- depth bins and KDE --------------------------------------------------------------------
 
-def test_depth_bins_half_open_edges():
-    x = np.array([0.0, 0.05, 0.1, 0.100002, 0.2, 0.25, 0.3, 3 / 10, 6 / 20, 0.7, 7 / 10,
-                  0.9, 0.90001, 1.0])
-    want = [0, 0, 0, 1, 1, 2, 2, 2, 2, 6, 6, 8, 9, 9]
+def test_depth_bins_are_the_notebooks_pd_cut():
+    import pandas as pd
+
+    # the notebook's pd.cut(x, np.arange(0, 1.1, 0.1), include_lowest=True): right-closed
+    # bins over the unrounded float edges (0.1 + 0.2 == 0.30000000000000004 is an edge)
+    x = np.array([0.0, 0.05, 0.1, 0.1000001, 0.100002, 0.2, 0.25, 0.3, 3 / 10, 6 / 20,
+                  0.1 + 0.2, np.nextafter(0.1 + 0.2, 1), 0.7, 7 / 10, 0.9, 0.90001, 1.0])
+    want = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 3, 6, 6, 8, 9, 9]
     np.testing.assert_array_equal(depth_bin(x), want)
-    # conv_depth / (n - 1) for every model size up to 60 conv depths, also via float32,
-    # against exact rational arithmetic: bin = ceil(10 k / (n - 1)) - 1, first bin has 0
+    edges = np.arange(0, 1.0 + 0.10, 0.10)  # as the notebook builds them
+    for last in range(1, 60):  # conv_depth / (n - 1) of every model up to 60 conv depths
+        v = np.arange(last + 1) / last
+        for xs in (v, v.astype(np.float32).astype(np.float64)):
+            ref = pd.cut(xs, edges, include_lowest=True, labels=False)
+            np.testing.assert_array_equal(depth_bin(xs), ref)
+    # float64 k / (n - 1) also agrees with exact rational arithmetic
     from fractions import Fraction
     import math
     for last in range(1, 60):
         k = np.arange(last + 1)
         exact = [max(math.ceil(Fraction(10 * int(i), last)) - 1, 0) for i in k]
         np.testing.assert_array_equal(depth_bin(k / last), exact)
-        np.testing.assert_array_equal(depth_bin((k / last).astype(np.float32)), exact)
     assert depth_bin_labels()[:2] == ["[0.0, 0.1]", "(0.1, 0.2]"]
     with pytest.raises(FilterDBError):
         depth_bin([1.5])

@@ -1,6 +1,6 @@
 """filterdb.noise (drift vs its noise floor) against a direct computation written here:
 PCA by numpy eigh of the scaled filters, np.histogram per model over the global range,
-eps floor, scipy.stats.entropy; permutation p-values by brute force."""
+the notebook's density with its eps floor, scipy.stats.entropy; permutation p-values by brute force."""
 from __future__ import annotations
 
 import hashlib
@@ -51,7 +51,7 @@ def built(tmp_path_factory):
 
 
 def direct(weights, names, bins=70):
-    """Per-model counts (M, 9, bins) over the global PCA and range, and the EVR."""
+    """Per-model counts (M, 9, bins) over the global PCA and range, the EVR, the edges."""
     X = np.concatenate([weights[n] for n in sorted(weights)]).astype(np.float32)
     peak = np.abs(X).max(axis=1, keepdims=True)
     S = (X / peak).astype(np.float32).astype(np.float64)
@@ -70,16 +70,20 @@ def direct(weights, names, bins=70):
         s = (x / np.abs(x).max(axis=1, keepdims=True)).astype(np.float64)
         c = (s - mean) @ comps.T
         counts.append([np.histogram(c[:, k], bins, range=(lo, hi))[0] for k in range(9)])
-    return np.array(counts, float), var[order] / var.sum()
+    return np.array(counts, float), var[order] / var.sum(), np.linspace(lo, hi, bins + 1)
 
 
-def d_direct(ca, cb, w):
-    """Drift from two count arrays (9, bins) with scipy's KL."""
-    P, Q = ca.copy(), cb.copy()
-    P[P == 0] = EPS
-    Q[Q == 0] = EPS
-    P /= P.sum(axis=1, keepdims=True)
-    Q /= Q.sum(axis=1, keepdims=True)
+def d_direct(ca, cb, w, edges):
+    """Drift from two count arrays (9, bins) with scipy's KL, the probabilities as the
+    notebook's: density (counts / (n * bin width)), empty bins at eps, renormalised."""
+    width = np.diff(edges)
+
+    def probs(c):
+        h = c / width / c.sum(axis=1, keepdims=True)
+        h[h == 0] = EPS
+        return h / h.sum(axis=1, keepdims=True)
+
+    P, Q = probs(ca), probs(cb)
     return sum(w[k] * (scipy.stats.entropy(P[k], Q[k]) + scipy.stats.entropy(Q[k], P[k]))
                for k in range(9))
 
@@ -97,11 +101,11 @@ def test_between_matrix_equals_drift(built):
 def test_within_pairs_equal_direct_computation(built):
     db, weights = built
     names = sorted(weights)
-    counts, evr = direct(weights, names)
+    counts, evr, edges = direct(weights, names)
     r = noise.noise_floor(db, "visual_category", n_permutations=20, cache=False)
     assert r.models["model"].tolist() == names
     group = {n: g for n, g, *_ in SPEC}
-    exp = {(a, b): d_direct(counts[names.index(a)], counts[names.index(b)], evr)
+    exp = {(a, b): d_direct(counts[names.index(a)], counts[names.index(b)], evr, edges)
            for a, b in itertools.combinations(names, 2) if group[a] == group[b]}
     got = {(t.model_a, t.model_b): t.drift for t in r.within_pairs.itertuples()}
     assert set(got) == set(exp) and len(got) == 6 + 6 + 10
@@ -130,12 +134,12 @@ def test_exact_pvalue_by_enumeration(built):
     sel = ["a0", "a1", "a2", "c0", "c1", "c2"]
     where = "model IN (" + ", ".join(f"'{m}'" for m in sel) + ")"
     r = noise.noise_floor(db, "visual_category", where=where, n_permutations=1000, cache=False)
-    counts, evr = direct({n: weights[n] for n in sel}, sel)
-    d_obs = d_direct(counts[:3].sum(0), counts[3:].sum(0), evr)
+    counts, evr, edges = direct({n: weights[n] for n in sel}, sel)
+    d_obs = d_direct(counts[:3].sum(0), counts[3:].sum(0), evr, edges)
     ds = []
     for ia in itertools.combinations(range(6), 3):
         ib = [i for i in range(6) if i not in ia]
-        ds.append(d_direct(counts[list(ia)].sum(0), counts[ib].sum(0), evr))
+        ds.append(d_direct(counts[list(ia)].sum(0), counts[ib].sum(0), evr, edges))
     ds = np.array(ds)
     assert len(ds) == 20
     p_exact = np.mean(ds >= d_obs * (1 - 1e-9))
@@ -150,7 +154,7 @@ def test_exact_pvalue_by_enumeration(built):
 def test_monte_carlo_pvalue_equals_brute_force(built):
     db, weights = built
     names = sorted(weights)
-    counts, evr = direct(weights, names)
+    counts, evr, edges = direct(weights, names)
     N, seed = 60, 7
     r = noise.noise_floor(db, "visual_category", n_permutations=N, seed=seed, exact=False,
                           cache=False)
@@ -160,14 +164,14 @@ def test_monte_carlo_pvalue_equals_brute_force(built):
         ma = [k for k, n in enumerate(names) if group[n] == labels[i]]
         mb = [k for k, n in enumerate(names) if group[n] == labels[j]]
         pool = ma + mb
-        d_obs = d_direct(counts[ma].sum(0), counts[mb].sum(0), evr)
+        d_obs = d_direct(counts[ma].sum(0), counts[mb].sum(0), evr, edges)
         rng = np.random.default_rng([seed, i, j])
         perm = rng.permuted(np.tile(np.arange(len(pool)), (N, 1)), axis=1)
         hits = 0
         for row in perm:
             a = [pool[k] for k in row[:len(ma)]]
             b = [pool[k] for k in row[len(ma):]]
-            hits += d_direct(counts[a].sum(0), counts[b].sum(0), evr) >= d_obs * (1 - 1e-9)
+            hits += d_direct(counts[a].sum(0), counts[b].sum(0), evr, edges) >= d_obs * (1 - 1e-9)
         t = r.pairs[(r.pairs.group_a == labels[i]) & (r.pairs.group_b == labels[j])].iloc[0]
         assert t.n == N and not t.exact
         assert t.p_value == pytest.approx((1 + hits) / (1 + N))

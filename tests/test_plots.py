@@ -244,10 +244,10 @@ def _bin_medians(x, y):
 
 
 def test_depth_bins_edges():
-    # the package's one definition (kernels.drift.depth_bin): half-open bins, edges taken
-    # with a 1e-6 tolerance so that k/(n-1) rounding (0.1 + 0.2) stays in the lower bin
+    # the package's one definition (kernels.drift.depth_bin): the notebook's pd.cut bins
+    # over np.arange(0, 1.1, 0.1), right-closed, the first including 0
     x = [0.0, 0.05, 0.1, 0.1000001, 0.10001, 0.3, 0.1 + 0.2, 0.7, 0.95, 1.0]
-    np.testing.assert_array_equal(P.depth_bin(x), [0, 0, 0, 0, 1, 2, 2, 6, 9, 9])
+    np.testing.assert_array_equal(P.depth_bin(x), [0, 0, 0, 1, 1, 2, 2, 6, 9, 9])
     assert P.depth_bin_labels()[:2] == ["[0.0, 0.1]", "(0.1, 0.2]"]
 
 

@@ -44,7 +44,7 @@ __all__ = ["pca", "pca_frame", "distributions", "drift", "drift_summary", "drift
 DEPTH = "depth"
 ALL = "*"  # pseudo-column: every selected filter in one group
 ALL_LABEL = "all"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the notebook's depth bins (pd.cut edges) and float16 precision
 MAX_CELL_BYTES = 32 << 20  # per-task histogram size above which columns get their own pass
 SUMMARY_COLUMNS = ("task", "visual_category", "training_dataset", "architecture", DEPTH)
 
@@ -420,7 +420,7 @@ class Distributions:
     range: tuple[float, float]
     edges: np.ndarray  # (bins + 1,)
     counts: np.ndarray  # (G, 9, bins) int64
-    probabilities: np.ndarray  # (G, 9, bins): eps floor, renormalised
+    probabilities: np.ndarray  # (G, 9, bins): the notebook's (density, eps floor, renormalised)
     grid: np.ndarray  # KDE evaluation points
     kde: np.ndarray  # (G, 9, len(grid)) densities (Silverman bandwidth, from binned data)
     hist2d: np.ndarray | None  # (b, b) counts of c0 (rows) vs c1 (columns) over ``range``
@@ -457,8 +457,8 @@ def distributions(db, by=None, where=None, bins: int = 70, range=None,  # noqa: 
     g = np.linspace(rng[0], rng[1], 256) if grid is None else np.asarray(grid, float)
     kde = np.array([[_hist.kde_from_hist(counts[i, k], edges, g) for k in np.arange(9)]
                     for i in np.arange(len(labels))]).reshape(len(labels), 9, len(g))
-    return Distributions(by, labels, sizes, p, rng, edges, counts, _hist.normalise(counts), g,
-                         kde, h2, _norm_where(where))
+    return Distributions(by, labels, sizes, p, rng, edges, counts,
+                         _hist.probabilities(counts, edges), g, kde, h2, _norm_where(where))
 
 
 # ---- drift ---------------------------------------------------------------------------------
@@ -518,7 +518,8 @@ def _weights_name(weights):
 
 def _drift_result(by, labels, counts, sizes, p, rng, bins, weights, where) -> DriftResult:
     w = resolve_weights(weights, p.explained_variance_ratio)
-    probs = _hist.normalise(counts)
+    edges = _hist.bin_edges(*rng, bins)
+    probs = _hist.probabilities(counts, edges)
     D = drift_matrix(probs, w) if len(labels) else np.zeros((0, 0))
     if by == DEPTH or len(labels) < 2:
         order = np.arange(len(labels))
@@ -529,7 +530,7 @@ def _drift_result(by, labels, counts, sizes, p, rng, bins, weights, where) -> Dr
     idx = pd.Index(lab, name=by)
     M = pd.DataFrame(D[np.ix_(order, order)], index=idx, columns=idx.copy())
     return DriftResult(by, M, sizes.loc[lab], counts[order], probs[order],
-                       _hist.bin_edges(*rng, bins), int(bins), rng, w, _weights_name(weights),
+                       edges, int(bins), rng, w, _weights_name(weights),
                        p, where)
 
 
@@ -670,12 +671,13 @@ def drift_to_model(db, model, where=None, by=None, bins: int = 70, range=None,  
     if counts.sum() == 0:
         raise FilterDBError(f"{name}: every filter's coefficients fall outside the range "
                             f"{rng}: no distribution to compare")
-    pm = _hist.normalise(counts)
-    d_all = float(drift_to_reference(_hist.normalise(got[ALL][1]), pm, w)[0])
+    edges = _hist.bin_edges(*rng, bins)
+    pm = _hist.probabilities(counts, edges)
+    d_all = float(drift_to_reference(_hist.probabilities(got[ALL][1], edges), pm, w)[0])
     groups = pd.Series(dtype=float, name="drift")
     if by is not None and got[by][0]:
         labels, gc = got[by]
-        d = drift_to_reference(_hist.normalise(gc), pm, w)
+        d = drift_to_reference(_hist.probabilities(gc, edges), pm, w)
         order = np.argsort(d, kind="stable") if by != DEPTH else np.arange(len(d))
         groups = pd.Series(d[order], index=pd.Index([labels[i] for i in order], name=by),
                            name="drift")

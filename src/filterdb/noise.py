@@ -30,7 +30,8 @@ models with a NULL ``by`` are left out of the groups (they still count in the PC
 range). Depth bins vary within models and have no model-level noise floor.
 
 Caveat: a single model's histogram is sparser than a group's, so model-to-model drift is
-inflated by the eps floor of empty bins; the permutation null (``null_median`` per pair)
+inflated by the eps floor of empty bins (the notebook's floor on the density, as
+everywhere: :func:`filterdb.kernels.hist.probabilities`); the permutation null (``null_median`` per pair)
 is the sample-size-matched floor, and the p-value is the calibrated answer.
 """
 from __future__ import annotations
@@ -55,10 +56,11 @@ TIE_RTOL = 1e-9  # D_perm >= D_obs * (1 - TIE_RTOL) counts as "at least as large
 
 # ---- pure functions -----------------------------------------------------------------------
 
-def pair_drift(A, B, w) -> np.ndarray:
-    """Drift between count histograms ``A`` and ``B`` ``(..., 9, bins)`` (eps floor, then
-    normalised), weights ``w`` (9,) -> ``(...)``."""
-    P, Q = _hist.normalise(A), _hist.normalise(B)
+def pair_drift(A, B, w, edges) -> np.ndarray:
+    """Drift between count histograms ``A`` and ``B`` ``(..., 9, bins)`` over the bin
+    ``edges`` (probabilities as the notebook's, :func:`filterdb.kernels.hist.probabilities`),
+    weights ``w`` (9,) -> ``(...)``."""
+    P, Q = _hist.probabilities(A, edges), _hist.probabilities(B, edges)
     return ((P - Q) * (np.log(P) - np.log(Q))).sum(axis=-1) @ np.asarray(w, np.float64)
 
 
@@ -81,11 +83,12 @@ def _assignments(n: int, n_a: int, n_permutations: int, rng_seed, exact) -> tupl
     return ind, False
 
 
-def permutation_pvalue(counts_a, counts_b, w, n_permutations: int = 1000, rng_seed=0,
+def permutation_pvalue(counts_a, counts_b, w, edges, n_permutations: int = 1000, rng_seed=0,
                        exact="auto") -> dict:
     """Permutation test of the drift between two groups of models.
 
-    ``counts_a`` ``(n_a, 9, bins)`` and ``counts_b`` ``(n_b, 9, bins)``: the models' counts.
+    ``counts_a`` ``(n_a, 9, bins)`` and ``counts_b`` ``(n_b, 9, bins)``: the models' counts
+    over the bin ``edges``.
     Returns ``{"drift", "p_value", "n", "exact", "null_median"}`` (``n``: relabellings
     drawn, or enumerated when ``exact``).
     """
@@ -95,20 +98,20 @@ def permutation_pvalue(counts_a, counts_b, w, n_permutations: int = 1000, rng_se
     C = np.concatenate([ca, cb]).reshape(n_a + n_b, -1)
     shape = ca.shape[1:]
     total = C.sum(axis=0)
-    d_obs = float(pair_drift(ca.sum(axis=0), cb.sum(axis=0), w))
+    d_obs = float(pair_drift(ca.sum(axis=0), cb.sum(axis=0), w, edges))
     ind, is_exact = _assignments(n_a + n_b, n_a, n_permutations, rng_seed, exact)
     A = ind @ C
-    d = pair_drift(A.reshape(-1, *shape), (total - A).reshape(-1, *shape), w)
+    d = pair_drift(A.reshape(-1, *shape), (total - A).reshape(-1, *shape), w, edges)
     hits = int((d >= d_obs * (1 - TIE_RTOL)).sum())
     p = hits / len(d) if is_exact else (1 + hits) / (1 + len(d))
     return {"drift": d_obs, "p_value": p, "n": len(d), "exact": is_exact,
             "null_median": float(np.median(d))}
 
 
-def within_pairs(counts, groups, keys, w) -> pd.DataFrame:
+def within_pairs(counts, groups, keys, w, edges) -> pd.DataFrame:
     """Model-to-model drift inside each group.
 
-    ``counts`` ``(M, 9, bins)``; ``groups`` (M,) group label per model (None: no group);
+    ``counts`` ``(M, 9, bins)`` over the bin ``edges``; ``groups`` (M,) group label per model (None: no group);
     ``keys`` (M,) a hashable replicate key per model (pairs need equal keys; None: never
     paired). Returns rows ``group, a, b, drift`` with ``a < b`` model indices.
     """
@@ -118,7 +121,7 @@ def within_pairs(counts, groups, keys, w) -> pd.DataFrame:
         idx = [i for i, x in enumerate(groups) if x == g]
         if len(idx) < 2:
             continue
-        D = drift_matrix(_hist.normalise(np.asarray(counts)[idx]), w)
+        D = drift_matrix(_hist.probabilities(np.asarray(counts)[idx], edges), w)
         for s, t in itertools.combinations(range(len(idx)), 2):
             if keys[idx[s]] is not None and keys[idx[s]] == keys[idx[t]]:
                 rows.append((g, idx[s], idx[t], float(D[s, t])))
@@ -310,7 +313,7 @@ def noise_floor(db, by, where=None, bins: int = 70, range=None,  # noqa: A002
         return None if any(v is None or (isinstance(v, float) and np.isnan(v))
                            for v in vals) else vals
     keys = [key(i) for i in np.arange(len(models))]
-    wp = within_pairs(mcounts, models["group"].tolist(), keys, w)
+    wp = within_pairs(mcounts, models["group"].tolist(), keys, w, res.edges)
     wpairs = pd.DataFrame({"group": wp["group"],
                            "model_a": [mlabels[i] for i in wp["a"]],
                            "model_b": [mlabels[i] for i in wp["b"]],
@@ -328,8 +331,8 @@ def noise_floor(db, by, where=None, bins: int = 70, range=None,  # noqa: A002
     M = res.matrix
     prow = []
     for i, j in itertools.combinations(np.arange(G).tolist(), 2):
-        t = permutation_pvalue(mcounts[members[i]], mcounts[members[j]], w, n_permutations,
-                               [int(seed), i, j], exact)
+        t = permutation_pvalue(mcounts[members[i]], mcounts[members[j]], w, res.edges,
+                               n_permutations, [int(seed), i, j], exact)
         a, b = labels[i], labels[j]
         prow.append((a, b, float(M.loc[a, b]), wtab.at[a, "median"], wtab.at[b, "median"],
                      t["null_median"], t["p_value"], t["n"], t["exact"]))

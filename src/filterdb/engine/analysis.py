@@ -70,7 +70,7 @@ class DriftResult:
     range: tuple[float, float]
     edges: np.ndarray  # (bins + 1,)
     counts: np.ndarray  # (G, 9, bins) int64
-    probabilities: np.ndarray  # (G, 9, bins), empty bins floored at float32 eps
+    probabilities: np.ndarray  # (G, 9, bins): the notebook's (density, eps floor, renormalised)
     weights: np.ndarray  # (9,)
     matrix: np.ndarray  # (G, G) drift
     hist2d: np.ndarray | None = None  # (b, b) counts of c0 vs c1 over the shared range
@@ -102,6 +102,6 @@ def drift_analysis(source, plan, lookup, n_groups=None, *, bins: int = 70, range
     finally:
         if eng is not engine:
             eng.close()
-    probs = _hist.normalise(counts)
-    return DriftResult(p, rng, _hist.bin_edges(*rng, bins), counts, probs, w,
-                       drift_matrix(probs, w), h2)
+    edges = _hist.bin_edges(*rng, bins)
+    probs = _hist.probabilities(counts, edges)
+    return DriftResult(p, rng, edges, counts, probs, w, drift_matrix(probs, w), h2)

@@ -1,7 +1,7 @@
 """Drift between coefficient distributions, and depth bins (shared/spec/method.md, section 4).
 
 ``D(P, Q) = sum_i w_i * (KL(P_i || Q_i) + KL(Q_i || P_i))`` with natural logarithms, over
-the 9 components i; ``P`` and ``Q`` are normalised histograms (see ``hist.normalise``).
+the 9 components i; ``P`` and ``Q`` are bin probabilities (see ``hist.probabilities``).
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def resolve_weights(weights="evr", evr=None) -> np.ndarray:
 def _check(p, name):
     p = np.asarray(p, dtype=np.float64)
     if (p <= 0).any():
-        raise FilterDBError(f"{name} has empty bins: normalise the histograms first")
+        raise FilterDBError(f"{name} has empty bins: turn the histograms into probabilities "
+                            "first (hist.probabilities)")
     return p
 
 
@@ -46,7 +47,7 @@ def symmetric_kl(P, Q) -> np.ndarray:
 
 
 def drift(P, Q, weights="evr", evr=None) -> float:
-    """Drift between two groups' normalised histograms ``(9, bins)``."""
+    """Drift between two groups' bin probabilities ``(9, bins)``."""
     return float(np.dot(resolve_weights(weights, evr), symmetric_kl(P, Q)))
 
 
@@ -56,7 +57,7 @@ def drift_to_reference(probs, ref, weights="evr", evr=None) -> np.ndarray:
 
 
 def drift_matrix(probs, weights="evr", evr=None, max_bytes: int = 1 << 25) -> np.ndarray:
-    """Pairwise drift ``(G, G)`` of normalised histograms ``(G, 9, bins)``.
+    """Pairwise drift ``(G, G)`` of bin probabilities ``(G, 9, bins)``.
 
     Symmetric, exactly zero on the diagonal. Computed a block of rows at a time, each
     block's temporaries about ``max_bytes``. ``evr`` is needed for ``weights="evr"``.
@@ -78,20 +79,30 @@ def drift_matrix(probs, weights="evr", evr=None, max_bytes: int = 1 << 25) -> np
     return D
 
 
-# Depth bins: [0, 0.1], (0.1, 0.2], ..., (0.9, 1]. A value within DEPTH_TOL above an edge
-# counts as on the edge, so k / (n - 1) == j / 10 in exact arithmetic (also stored as
-# float32) lands in the lower bin, as the half-open definition says.
-DEPTH_TOL = 1e-6
+# Depth bins: the published notebook's pd.cut(x, np.arange(0, 1.1, 0.1), include_lowest=True),
+# with those float edges unrounded (0.30000000000000004, 0.6000000000000001, ...):
+# [e0, e1], (e1, e2], ..., (e9, e10].
+DEPTH_EDGES = np.arange(0, 1.0 + 0.10, 0.10)
+
+
+def depth_edges(n_bins: int = 10) -> np.ndarray:
+    """The ``n_bins + 1`` edges: ``np.arange(0, 1 + 1 / n_bins, 1 / n_bins)`` as the
+    notebook builds them (10 bins: exactly its edges)."""
+    if n_bins == 10:
+        return DEPTH_EDGES.copy()
+    e = np.arange(0, 1.0 + 1.0 / n_bins, 1.0 / n_bins)
+    return e[:n_bins + 1]
 
 
 def depth_bin(conv_depth_norm, n_bins: int = 10) -> np.ndarray:
-    """Depth bin 0..n_bins-1 of ``conv_depth_norm`` in [0, 1]: ``ceil(x * n_bins) - 1``,
-    the first bin including 0."""
+    """Depth bin 0..n_bins-1 of ``conv_depth_norm`` in [0, 1]: the interval
+    ``(e[j], e[j + 1]]`` holding it (the first bin including 0), as
+    ``pd.cut(x, edges, include_lowest=True)`` assigns it."""
     x = np.asarray(conv_depth_norm, dtype=np.float64)
-    if not np.isfinite(x).all() or (x < -DEPTH_TOL).any() or (x > 1 + DEPTH_TOL).any():
-        raise FilterDBError("conv_depth_norm must lie in [0, 1]")
-    b = np.ceil(x * n_bins - DEPTH_TOL * n_bins).astype(np.int64) - 1
-    return np.clip(b, 0, n_bins - 1)
+    e = depth_edges(n_bins)
+    if not np.isfinite(x).all() or (x < e[0]).any() or (x > e[-1]).any():
+        raise FilterDBError(f"conv_depth_norm must lie in [0, {e[-1]!r}]")
+    return np.clip(np.searchsorted(e, x, side="left") - 1, 0, n_bins - 1).astype(np.int64)
 
 
 def depth_bin_labels(n_bins: int = 10) -> list[str]:

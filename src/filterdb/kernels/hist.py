@@ -63,11 +63,34 @@ def hist2d_chunk(X, pca: PCA, lo, hi, bins: int = 512, components=(0, 1),
     return counts
 
 
-def normalise(counts, eps: float = EPS) -> np.ndarray:
-    """Probabilities along the last axis: empty bins get ``eps``, then each histogram sums to 1."""
-    p = np.asarray(counts, dtype=np.float64).copy()
-    p[p == 0] = eps
-    return p / p.sum(axis=-1, keepdims=True)
+FLOOR = "density"  # the convention of :func:`probabilities`, named in every result
+
+
+def density(counts, edges) -> np.ndarray:
+    """``np.histogram(..., density=True)`` from counts along the last axis and the bin
+    ``edges``: ``counts / bin_width / counts.sum()`` (the same operations in the same
+    order as numpy). A histogram with no counts gives NaN, as numpy does."""
+    n = np.asarray(counts, dtype=np.float64)
+    db = np.diff(np.asarray(edges, dtype=np.float64))
+    if db.shape != n.shape[-1:]:
+        raise ValueError(f"{n.shape[-1]} bins need {n.shape[-1] + 1} edges, got {db.size + 1}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return n / db / n.sum(axis=-1, keepdims=True)
+
+
+def probabilities(counts, edges, eps: float = EPS) -> np.ndarray:
+    """Bin probabilities exactly as the published notebook (method.md section 4):
+    ``h = np.histogram(c, bins, range, density=True)[0]``; ``h[h == 0] = eps`` (float32
+    eps); ``h / h.sum()``, along the last axis of ``counts``.
+
+    The floor is put on the *density*: an empty bin's probability is then
+    ``eps / (eps * n_empty + 1 / bin_width)``, not ``eps / (eps * n_empty + n)`` as when
+    the counts are floored. A histogram with no counts in the range (every value outside
+    it) has no density (NaN in numpy); it gets the floor in every bin: uniform.
+    """
+    h = density(counts, edges)
+    h[(h == 0) | ~np.isfinite(h)] = eps
+    return h / h.sum(axis=-1, keepdims=True)
 
 
 def kde_bandwidth(counts, edges) -> float:
