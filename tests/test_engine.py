@@ -58,12 +58,14 @@ def direct(X, starts, counts, lids, lookup, n_groups, bins=70):
     lo, hi = C.min(), C.max()
     codes = lookup[layer]
     counts_ = np.zeros((n_groups, 9, bins), np.int64)
+    P = np.zeros((n_groups, 9, bins))
     for g in range(n_groups):
         for k in range(9):
             counts_[g, k] = np.histogram(C[codes == g, k], bins, (lo, hi))[0]
-    P = counts_.astype(float)
-    P[P == 0] = np.finfo(np.float32).eps
-    P /= P.sum(-1, keepdims=True)
+            # the published notebook's probabilities: density, eps floor, renormalised
+            h = np.histogram(C[codes == g, k], bins, (lo, hi), density=True)[0]
+            h[h == 0] = np.finfo(np.float32).eps
+            P[g, k] = h / h.sum()
     D = np.zeros((n_groups, n_groups))
     for a in range(n_groups):
         for b in range(n_groups):

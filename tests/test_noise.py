@@ -1,6 +1,7 @@
 """filterdb.noise (drift vs its noise floor) against a direct computation written here:
 PCA by numpy eigh of the scaled filters, np.histogram per model over the global range,
-the notebook's density with its eps floor, scipy.stats.entropy; permutation p-values by brute force."""
+the notebook's density with its eps floor, scipy.stats.entropy; permutation p-values by
+brute force."""
 from __future__ import annotations
 
 import hashlib
@@ -171,7 +172,8 @@ def test_monte_carlo_pvalue_equals_brute_force(built):
         for row in perm:
             a = [pool[k] for k in row[:len(ma)]]
             b = [pool[k] for k in row[len(ma):]]
-            hits += d_direct(counts[a].sum(0), counts[b].sum(0), evr, edges) >= d_obs * (1 - 1e-9)
+            d = d_direct(counts[a].sum(0), counts[b].sum(0), evr, edges)
+            hits += d >= d_obs * (1 - 1e-9)
         t = r.pairs[(r.pairs.group_a == labels[i]) & (r.pairs.group_b == labels[j])].iloc[0]
         assert t.n == N and not t.exact
         assert t.p_value == pytest.approx((1 + hits) / (1 + N))

@@ -39,7 +39,8 @@ from .kernels.drift import (depth_bin, depth_bin_labels, drift_matrix, drift_to_
                             resolve_weights)
 
 __all__ = ["pca", "pca_frame", "distributions", "drift", "drift_summary", "drift_to_model",
-           "Distributions", "DriftResult", "DriftSummary", "ModelDrift", "group_columns"]
+           "Distributions", "DriftResult", "DriftSummary", "ModelDrift", "group_columns",
+           "provenance", "provenance_text"]
 
 DEPTH = "depth"
 ALL = "*"  # pseudo-column: every selected filter in one group
@@ -74,8 +75,10 @@ def _norm_where(where):
 class _Ctx:
     """One analysis call: the database, its selection, a lazily started engine, the cache."""
 
-    def __init__(self, db, where, engine, scheduler, workers, progress, cache):
+    def __init__(self, db, where, engine, scheduler, workers, progress, cache,
+                 precision="float32"):
         self.db = db
+        self.precision = _pca.check_precision(precision)
         self.where = _norm_where(where)
         self._engine_spec = engine
         self.scheduler = scheduler
@@ -158,7 +161,7 @@ class _Ctx:
     # -- cache
     def key(self, name, **params) -> str:
         blob = json.dumps({"v": CACHE_VERSION, "analysis": name, "where": self.where,
-                           **params}, sort_keys=True, default=_json_default)
+                           "precision": self.precision, **params}, sort_keys=True, default=_json_default)
         return "analysis:" + name + ":" + hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key):
@@ -201,9 +204,11 @@ def _progress(progress, desc, total):
 
 
 @contextmanager
-def _context(db, where, engine="local", scheduler=None, workers=2, progress=None, cache=True):
+def _context(db, where, engine="local", scheduler=None, workers=2, progress=None, cache=True,
+             precision="float32"):
+    _pca.check_precision(precision)  # before opening anything
     with _opened(db) as d:
-        ctx = _Ctx(d, where, engine, scheduler, workers, progress, cache)
+        ctx = _Ctx(d, where, engine, scheduler, workers, progress, cache, precision)
         try:
             yield ctx
         finally:
@@ -228,15 +233,15 @@ def _fit_pca(ctx) -> _pca.PCA:
     hit = ctx.get(key)
     if isinstance(hit, dict):
         return _pca.PCA.from_dict(hit)
-    r = ctx.run("PCA", _pca.moments_task, {})
+    r = ctx.run("PCA", _pca.moments_task, {"precision": ctx.precision})
     p = _pca.pca_from_moments(int(r["n"]), r["s"], r["sxx"])
     ctx.put(key, p.to_dict())
     return p
 
 
-def _pca_params(p):
+def _pca_params(p, precision="float32"):
     mean, comps = _pca._pca_arrays(p)
-    return {"mean": mean, "components": comps}
+    return {"mean": mean, "components": comps, "precision": precision}
 
 
 def _range(ctx, p, range_) -> tuple[float, float]:  # noqa: A002
@@ -250,7 +255,7 @@ def _range(ctx, p, range_) -> tuple[float, float]:  # noqa: A002
     hit = ctx.get(key)
     if isinstance(hit, list) and len(hit) == 2:
         return float(hit[0]), float(hit[1])
-    r = ctx.run("range", _pca.range_task, _pca_params(p))
+    r = ctx.run("range", _pca.range_task, _pca_params(p, ctx.precision))
     lo, hi = _pca.shared_range(r["cmin"], r["cmax"])
     ctx.put(key, [lo, hi])
     return lo, hi
@@ -333,7 +338,8 @@ def _group_counts(ctx, p, rng, columns: Sequence[str], bins: int) -> dict:
         cells, cell_of = np.unique(codes[keep], axis=0, return_inverse=True)
         lookup = np.full(int(lids.max()) + 1, -1, np.int64)
         lookup[lids[keep]] = cell_of.ravel()
-        params = dict(_pca_params(p), lookup=lookup, n_groups=len(cells), edges=edges)
+        params = dict(_pca_params(p, ctx.precision), lookup=lookup, n_groups=len(cells),
+                      edges=edges)
         desc = "histograms" if len(group) > 1 else f"histograms by {group[0][0]}"
         cell_counts = ctx.run(desc, _hist.hist_task, params)["counts"]
         for j, (c, key, labels, _) in enumerate(group):
@@ -366,7 +372,7 @@ def _hist2d(ctx, p, rng, bins):
     if isinstance(hit, (bytes, bytearray)):
         return _npz_load(hit)["counts"]
     e = _hist.bin_edges(rng[0], rng[1], bins)
-    params = dict(_pca_params(p), a=0, b=1, edges_a=e, edges_b=e)
+    params = dict(_pca_params(p, ctx.precision), a=0, b=1, edges_a=e, edges_b=e)
     counts = ctx.run("c0-c1 density", _hist.hist2d_task, params)["counts"]
     ctx.put(key, _npz_bytes(counts=counts))
     return counts
@@ -385,13 +391,15 @@ def _passes(ctx, columns, range_, bins):  # noqa: A002
 
 
 def pca(db, where=None, engine="local", scheduler=None, *, workers: int = 2, progress=None,
-        cache: bool = True) -> _pca.PCA:
+        cache: bool = True, precision: str = "float32") -> _pca.PCA:
     """PCA (9 components) of the scaled 3x3 filters of the selection: one pass.
 
     Returns :class:`filterdb.kernels.PCA` (``n``, ``mean``, ``components`` as rows,
     ``explained_variance``, ``explained_variance_ratio``); :func:`pca_frame` tabulates it.
+    ``precision="float16"`` rounds the filters to float16 and scales them in float16 first,
+    as the published notebook does (:func:`filterdb.kernels.pca.notebook_float16`).
     """
-    with _context(db, where, engine, scheduler, workers, progress, cache) as ctx:
+    with _context(db, where, engine, scheduler, workers, progress, cache, precision) as ctx:
         ctx.layers  # noqa: B018 - raises on an empty selection
         return _fit_pca(ctx)
 
@@ -425,6 +433,16 @@ class Distributions:
     kde: np.ndarray  # (G, 9, len(grid)) densities (Silverman bandwidth, from binned data)
     hist2d: np.ndarray | None  # (b, b) counts of c0 (rows) vs c1 (columns) over ``range``
     where: str | None = None
+    precision: str = "float32"
+    range_fixed: bool = False
+
+    @property
+    def provenance(self) -> dict:
+        """Floor, precision, bins and range of the probabilities (no weights here)."""
+        d = provenance(len(self.edges) - 1, self.range, self.range_fixed, None, [],
+                       self.precision, self.by)
+        del d["weights"], d["weight_values"]
+        return d
 
     def frame(self) -> pd.DataFrame:
         """Long table: group, component, bin_lo, bin_hi, count, probability."""
@@ -441,14 +459,15 @@ class Distributions:
 
 def distributions(db, by=None, where=None, bins: int = 70, range=None,  # noqa: A002
                   grid=None, hist2d_bins: int = 512, engine="local", scheduler=None, *,
-                  workers: int = 2, progress=None, cache: bool = True) -> Distributions:
+                  workers: int = 2, progress=None, cache: bool = True,
+                  precision: str = "float32") -> Distributions:
     """Histograms, probabilities and KDE curves of each group's coefficients, and the 2-D
     c0-c1 density of the whole selection (``hist2d_bins=0`` skips it).
 
     ``by=None`` gives one group, ``"all"``. ``grid`` defaults to 256 points over the range.
     """
     by = ALL if by is None else by
-    with _context(db, where, engine, scheduler, workers, progress, cache) as ctx:
+    with _context(db, where, engine, scheduler, workers, progress, cache, precision) as ctx:
         p, rng, got = _passes(ctx, [by], range, bins)
         labels, counts = got[by]
         h2 = _hist2d(ctx, p, rng, hist2d_bins) if hist2d_bins else None
@@ -458,7 +477,8 @@ def distributions(db, by=None, where=None, bins: int = 70, range=None,  # noqa: 
     kde = np.array([[_hist.kde_from_hist(counts[i, k], edges, g) for k in np.arange(9)]
                     for i in np.arange(len(labels))]).reshape(len(labels), 9, len(g))
     return Distributions(by, labels, sizes, p, rng, edges, counts,
-                         _hist.probabilities(counts, edges), g, kde, h2, _norm_where(where))
+                         _hist.probabilities(counts, edges), g, kde, h2, _norm_where(where),
+                         precision, range is not None)
 
 
 # ---- drift ---------------------------------------------------------------------------------
@@ -480,6 +500,14 @@ class DriftResult:
     weights_name: str  # "evr" | "equal" | "custom"
     pca: _pca.PCA
     where: str | None = None
+    precision: str = "float32"
+    range_fixed: bool = False  # False: the global min and max of the selection
+
+    @property
+    def provenance(self) -> dict:
+        """What the result was computed with (floor, precision, bins, range, weights)."""
+        return provenance(self.bins, self.range, self.range_fixed, self.weights_name,
+                          self.weights, self.precision, self.by)
 
     @property
     def groups(self) -> list[str]:
@@ -501,7 +529,8 @@ class DriftResult:
             "sizes": [int(v) for v in self.sizes], "matrix": self.matrix.to_numpy().tolist(),
             "mean_drift": self.mean_drift.tolist(), "bins": self.bins,
             "range": list(self.range), "weights": self.weights_name,
-            "weight_values": self.weights.tolist(), "pca": self.pca.to_dict(),
+            "weight_values": self.weights.tolist(), "precision": self.precision,
+            "floor": _hist.FLOOR, "provenance": self.provenance, "pca": self.pca.to_dict(),
         }
 
 
@@ -516,7 +545,35 @@ def _weights_name(weights):
     return weights if isinstance(weights, str) else "custom"
 
 
-def _drift_result(by, labels, counts, sizes, p, rng, bins, weights, where) -> DriftResult:
+FLOOR_RULE = ("np.histogram(c, bins, range, density=True); empty bins of the density = "
+              "float32 eps; then h / h.sum() (the published notebook)")
+DEPTH_RULE = "pd.cut(conv_depth_norm, np.arange(0, 1.1, 0.1), include_lowest=True)"
+
+
+def provenance(bins, range_, range_fixed, weights_name, weights, precision, by=None) -> dict:
+    """What a drift result was computed with (method.md section 4): the floor convention,
+    the precision of the filters, the bins, the range (and whether it was fixed or the
+    selection's global min and max), the component weights, and the depth bins."""
+    d = {"floor": _hist.FLOOR, "floor_eps": _hist.EPS, "floor_rule": FLOOR_RULE,
+         "precision": precision, "bins": int(bins), "range": [float(v) for v in range_],
+         "range_source": "fixed" if range_fixed else "global min and max of the selection",
+         "weights": weights_name, "weight_values": [float(v) for v in weights]}
+    if by == DEPTH:
+        d["depth_bins"] = DEPTH_RULE
+    return d
+
+
+def provenance_text(prov: dict) -> str:
+    """One line for people: ``70 bins over [lo, hi] (global), weights evr, float32, ..."""
+    lo, hi = prov["range"]
+    src = "fixed" if prov["range_source"] == "fixed" else "global"
+    return (f"{prov['bins']} bins over [{lo:.4g}, {hi:.4g}] ({src} range), weights "
+            f"{prov['weights']}, precision {prov['precision']}, empty bins: float32 eps on "
+            f"the density ({prov['floor']} floor, as the notebook)")
+
+
+def _drift_result(by, labels, counts, sizes, p, rng, bins, weights, where,
+                  precision="float32", range_fixed=False) -> DriftResult:
     w = resolve_weights(weights, p.explained_variance_ratio)
     edges = _hist.bin_edges(*rng, bins)
     probs = _hist.probabilities(counts, edges)
@@ -531,26 +588,28 @@ def _drift_result(by, labels, counts, sizes, p, rng, bins, weights, where) -> Dr
     M = pd.DataFrame(D[np.ix_(order, order)], index=idx, columns=idx.copy())
     return DriftResult(by, M, sizes.loc[lab], counts[order], probs[order],
                        edges, int(bins), rng, w, _weights_name(weights),
-                       p, where)
+                       p, where, precision, bool(range_fixed))
 
 
 def drift(db, by, where=None, bins: int = 70, range=None, weights="evr",  # noqa: A002
           engine="local", scheduler=None, *, workers: int = 2, progress=None,
-          cache: bool = True) -> DriftResult:
+          cache: bool = True, precision: str = "float32") -> DriftResult:
     """Drift matrix between the groups of ``by`` (a layer-view column or ``"depth"``).
 
     PCA, shared range (the global min and max of the coefficients unless ``range`` is
     given) and per-group histograms with ``bins`` bins; ``weights`` ``"evr"`` (default),
-    ``"equal"`` or 9 numbers. Up to 3 passes over the selection, each cached.
+    ``"equal"`` or 9 numbers. ``precision``: ``"float32"`` or the notebook's ``"float16"``
+    (see :func:`pca`). Up to 3 passes over the selection, each cached.
     """
     resolve_weights(weights, np.ones(9) / 9)  # fail early on bad weights
-    with _context(db, where, engine, scheduler, workers, progress, cache) as ctx:
+    with _context(db, where, engine, scheduler, workers, progress, cache, precision) as ctx:
         p, rng, got = _passes(ctx, [by], range, bins)
         labels, counts = got[by]
         sizes = _group_sizes(ctx, by, labels)
     if not labels:
         raise FilterDBError(f"no groups: every selected layer has a NULL {by!r}")
-    return _drift_result(by, labels, counts, sizes, p, rng, bins, weights, _norm_where(where))
+    return _drift_result(by, labels, counts, sizes, p, rng, bins, weights, _norm_where(where),
+                         precision, range is not None)
 
 
 @dataclass
@@ -561,6 +620,7 @@ class DriftSummary:
     results: dict  # column -> DriftResult
     pca: _pca.PCA
     range: tuple[float, float]
+    provenance: dict = field(default_factory=dict)  # floor, precision, bins, range, weights
 
     @property
     def values(self) -> dict:
@@ -585,23 +645,30 @@ class DriftSummary:
     def to_dict(self) -> dict:
         return {"columns": list(self.results), "medians": self.medians.to_dict(),
                 "values": {c: v.tolist() for c, v in self.values.items()},
-                "range": list(self.range), "pca": self.pca.to_dict(),
+                "range": list(self.range), "provenance": self.provenance,
+                "pca": self.pca.to_dict(),
                 "results": {c: r.to_dict() for c, r in self.results.items()}}
 
 
 def drift_summary(db, columns=SUMMARY_COLUMNS, where=None, bins: int = 70,
                   range=None, weights="evr", engine="local", scheduler=None,  # noqa: A002
-                  *, workers: int = 2, progress=None, cache: bool = True) -> DriftSummary:
+                  *, workers: int = 2, progress=None, cache: bool = True,
+                  precision: str = "float32") -> DriftSummary:
     """:func:`drift` for several columns at once, sharing every pass."""
     resolve_weights(weights, np.ones(9) / 9)
     columns = list(columns)
-    with _context(db, where, engine, scheduler, workers, progress, cache) as ctx:
+    with _context(db, where, engine, scheduler, workers, progress, cache, precision) as ctx:
         p, rng, got = _passes(ctx, columns, range, bins)
         sizes = {c: _group_sizes(ctx, c, got[c][0]) for c in columns}
     w = _norm_where(where)
-    res = {c: _drift_result(c, *got[c], sizes[c], p, rng, bins, weights, w)
+    res = {c: _drift_result(c, *got[c], sizes[c], p, rng, bins, weights, w, precision,
+                            range is not None)
            for c in columns if got[c][0]}
-    return DriftSummary(res, p, rng)
+    prov = provenance(bins, rng, range is not None, _weights_name(weights),
+                      resolve_weights(weights, p.explained_variance_ratio), precision)
+    if DEPTH in columns:
+        prov["depth_bins"] = DEPTH_RULE
+    return DriftSummary(res, p, rng, prov)
 
 
 # ---- a model file against the database ------------------------------------------------------
@@ -626,6 +693,14 @@ class ModelDrift:
     pca: _pca.PCA
     where: str | None = None
     extra: dict = field(default_factory=dict)
+    precision: str = "float32"
+    range_fixed: bool = False
+
+    @property
+    def provenance(self) -> dict:
+        """What the result was computed with (floor, precision, bins, range, weights)."""
+        return provenance(self.bins, self.range, self.range_fixed, self.weights_name,
+                          self.weights, self.precision, self.by)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "n_filters": self.n_filters, "n_outside": self.n_outside,
@@ -633,12 +708,14 @@ class ModelDrift:
                 "group_drift": self.groups.tolist(),
                 "sizes": [int(self.sizes[g]) for g in self.groups.index],
                 "bins": self.bins, "range": list(self.range), "weights": self.weights_name,
-                "weight_values": self.weights.tolist(), "where": self.where}
+                "weight_values": self.weights.tolist(), "precision": self.precision,
+                "floor": _hist.FLOOR, "provenance": self.provenance, "where": self.where}
 
 
-def _model_hist(X, p, rng, bins):
+def _model_hist(X, p, rng, bins, precision="float32"):
     """Counts (9, bins) of a model's coefficients, and the number of filters with any
     coefficient outside the range."""
+    X = _pca.at_precision(X, precision)  # the kernels leave these scaled values unchanged
     c = _pca.coefficients(X, p)
     lo, hi = rng
     outside = int(((c < lo) | (c > hi)).any(axis=1).sum())
@@ -648,10 +725,11 @@ def _model_hist(X, p, rng, bins):
 
 def drift_to_model(db, model, where=None, by=None, bins: int = 70, range=None,  # noqa: A002
                    weights="evr", engine="local", scheduler=None, *, workers: int = 2,
-                   progress=None, cache: bool = True) -> ModelDrift:
+                   progress=None, cache: bool = True, precision: str = "float32") -> ModelDrift:
     """Drift of a model (a file path or a :class:`~filterdb.readers.Model`) against the
     selection: its filters are scaled and projected onto the selection's PCA and binned
-    over the selection's shared range. With ``by``, also against each group."""
+    over the selection's shared range, at the same ``precision``. With ``by``, also against
+    each group."""
     from .readers import read_model
     from .readers.base import Model
 
@@ -662,12 +740,12 @@ def drift_to_model(db, model, where=None, by=None, bins: int = 70, range=None,  
         raise FilterDBError(f"{name}: the model has no 3x3 convolution filters")
     resolve_weights(weights, np.ones(9) / 9)
     cols = [ALL] + ([by] if by is not None else [])
-    with _context(db, where, engine, scheduler, workers, progress, cache) as ctx:
+    with _context(db, where, engine, scheduler, workers, progress, cache, precision) as ctx:
         p, rng, got = _passes(ctx, cols, range, bins)
         sizes = _group_sizes(ctx, by, got[by][0]) if by is not None else \
             pd.Series(dtype=np.int64)
     w = resolve_weights(weights, p.explained_variance_ratio)
-    counts, outside = _model_hist(X, p, rng, bins)
+    counts, outside = _model_hist(X, p, rng, bins, precision)
     if counts.sum() == 0:
         raise FilterDBError(f"{name}: every filter's coefficients fall outside the range "
                             f"{rng}: no distribution to compare")
@@ -682,5 +760,6 @@ def drift_to_model(db, model, where=None, by=None, bins: int = 70, range=None,  
         groups = pd.Series(d[order], index=pd.Index([labels[i] for i in order], name=by),
                            name="drift")
     return ModelDrift(name, len(X), outside, d_all, by, groups, sizes, counts, int(bins), rng,
-                      w, _weights_name(weights), p, _norm_where(where))
+                      w, _weights_name(weights), p, _norm_where(where), {}, precision,
+                      range is not None)
 

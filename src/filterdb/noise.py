@@ -201,7 +201,8 @@ class NoiseFloor:
                            for k, v in r.items()} for r in self.pairs.to_dict("records")],
                 "summary": {k: clean(v) for k, v in self.summary.items()},
                 "bins": self.drift.bins, "range": list(self.drift.range),
-                "weights": self.drift.weights_name}
+                "weights": self.drift.weights_name, "precision": self.drift.precision,
+                "floor": self.drift.provenance["floor"], "provenance": self.drift.provenance}
 
 
 # ---- model-level columns -----------------------------------------------------------------
@@ -261,7 +262,7 @@ def _as_list(within) -> list:
 def noise_floor(db, by, where=None, bins: int = 70, range=None,  # noqa: A002
                 weights="evr", within=None, n_permutations: int = 1000, seed: int = 0,
                 exact="auto", engine="local", scheduler=None, *, workers: int = 2,
-                progress=None, cache: bool = True) -> NoiseFloor:
+                progress=None, cache: bool = True, precision: str = "float32") -> NoiseFloor:
     """Between-group drift of ``by``, the within-group model-to-model floor and a
     permutation p-value per pair of groups (see the module docstring).
 
@@ -277,7 +278,8 @@ def noise_floor(db, by, where=None, bins: int = 70, range=None,  # noqa: A002
         raise FilterDBError(f"n_permutations must be >= 1, got {n_permutations}")
     if exact not in ("auto", True, False):
         raise FilterDBError(f"exact must be 'auto', True or False, got {exact!r}")
-    with _an._context(db, where, engine, scheduler, workers, progress, cache) as ctx:
+    with _an._context(db, where, engine, scheduler, workers, progress, cache,
+                      precision) as ctx:
         layers = _selected_layers(ctx)
         byv = _model_values(layers, by)
         wv = {c: _model_values(layers, c) for c in wcols}
@@ -304,7 +306,7 @@ def noise_floor(db, by, where=None, bins: int = 70, range=None,  # noqa: A002
                                   [gcode >= 0], minlength=G).astype(np.int64),
                       index=pd.Index(labels, name=by), name="filters")
     res = _an._drift_result(by, labels, gcounts, sizes, p, rng, bins, weights,
-                            _an._norm_where(where))
+                            _an._norm_where(where), precision, range is not None)
     w = res.weights
 
     # within-group floor

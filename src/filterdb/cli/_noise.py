@@ -29,6 +29,7 @@ def _f(v) -> float | None:
 
 
 def cmd_noise_floor(args, opts, rng) -> int:
+    from ..analysis import provenance_text
     from ..noise import noise_floor
 
     if args.model:
@@ -44,8 +45,8 @@ def cmd_noise_floor(args, opts, rng) -> int:
         return 0
     d = r.drift
     within = f" within {', '.join(r.within_columns)}" if r.within_columns else ""
-    print(f"drift by {r.by}: {len(r.groups)} groups, {int(d.sizes.sum()):,} filters; "
-          f"weights {d.weights_name}, {d.bins} bins over [{d.range[0]:.4g}, {d.range[1]:.4g}]")
+    print(f"drift by {r.by}: {len(r.groups)} groups, {int(d.sizes.sum()):,} filters")
+    print(f"computed with: {provenance_text(d.provenance)}")
     rows = [[w.group, w.models, w.pairs, _f(w.median), _f(w.q25), _f(w.q75)]
             for w in r.within.itertuples()]
     print(f"within-group model-to-model drift{within}:")

@@ -17,6 +17,9 @@ def _engine_args(p) -> None:
                    help="local threads (default) or a Dask cluster")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="Dask scheduler address (default with --engine dask: a local cluster)")
+    p.add_argument("--precision", choices=("float32", "float16"), default="float32",
+                   help="float32 (default): the stored filters; float16: rounded to float16 "
+                   "and scaled in float16 first, as the published notebook does")
     p.add_argument("--no-cache", action="store_true", help="recompute every pass")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -50,7 +53,8 @@ def _opts(args) -> dict:
     if args.scheduler and args.engine != "dask":
         raise FilterDBError("--scheduler needs --engine dask")
     return dict(where=args.where, engine=args.engine, scheduler=args.scheduler,
-                progress=None if args.json else True, cache=not args.no_cache)
+                progress=None if args.json else True, cache=not args.no_cache,
+                precision=args.precision)
 
 
 def parse_range(text):
@@ -75,7 +79,7 @@ def cmd_pca(args) -> int:
 
     p = analysis.pca(args.db, **_opts(args))
     if args.json:
-        print_json(p.to_dict())
+        print_json(dict(p.to_dict(), precision=args.precision))
         return 0
     rows = []
     cum = np.cumsum(p.explained_variance_ratio)
@@ -83,7 +87,7 @@ def cmd_pca(args) -> int:
         img = np.asarray(c).reshape(3, 3)
         rows.append([k, float(r), float(cu), _row(img[0])])
         rows += [[None, None, None, _row(img[1])], [None, None, None, _row(img[2])]]
-    print(f"{p.n:,} filters; mean (3x3): " + " | ".join(
+    print(f"{p.n:,} filters (precision {args.precision}); mean (3x3): " + " | ".join(
         _row(m) for m in np.asarray(p.mean).reshape(3, 3)))
     print(format_table(rows, ["component", "EVR", "cumulative", "eigen-image (3x3)"]))
     return 0
@@ -104,8 +108,8 @@ def cmd_drift(args) -> int:
             print_json(r.to_dict())
             return 0
         print(f"{r.model}: {r.n_filters:,} 3x3 filters; drift against the selection "
-              f"{r.drift:.4f} (weights {r.weights_name}, {r.bins} bins over "
-              f"[{r.range[0]:.4g}, {r.range[1]:.4g}])")
+              f"{r.drift:.4f}")
+        print(f"computed with: {analysis.provenance_text(r.provenance)}")
         if r.n_outside:
             print(f"note: {r.n_outside:,} filters have coefficients outside the range "
                   "(not binned)")
@@ -123,8 +127,8 @@ def cmd_drift(args) -> int:
     M = r.matrix.to_numpy()
     mean = r.mean_drift.to_numpy()
     G = len(M)
-    print(f"drift by {r.by}: {G} groups, {int(r.sizes.sum()):,} filters; weights "
-          f"{r.weights_name}, {r.bins} bins over [{r.range[0]:.4g}, {r.range[1]:.4g}]")
+    print(f"drift by {r.by}: {G} groups, {int(r.sizes.sum()):,} filters")
+    print(f"computed with: {analysis.provenance_text(r.provenance)}")
     head = ["#", r.by, "filters", "mean"]
     if G <= MAX_MATRIX_GROUPS:
         rows = [[i, g, int(r.sizes.iloc[i]), float(mean[i]), *map(float, M[i])]

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import FilterDBError
 from . import _numba
-from .pca import PCA, _ids, _pca_arrays, as_filters
+from .pca import PCA, _ids, _pca_arrays, at_precision, task_filters
 
 EPS = float(np.finfo(np.float32).eps)
 
@@ -31,14 +31,14 @@ def _codes(group_codes, m, n_groups):
 
 
 def hist_chunk(X, group_codes, n_groups: int, pca: PCA, bins: int = 70, lo: float = -3.0,
-               hi: float = 3.0) -> np.ndarray:
+               hi: float = 3.0, precision: str = "float32") -> np.ndarray:
     """Counts ``(n_groups, 9, bins)`` int64 of each group's coefficients per component.
 
     Same counts as ``np.histogram(c, bins, range=(lo, hi))`` of the float64 coefficients:
     values equal to ``hi`` fall in the last bin, values outside are dropped. Filters with a
-    negative group code are skipped.
+    negative group code are skipped. ``precision``: see :func:`.pca.at_precision`.
     """
-    X = as_filters(X)
+    X = at_precision(X, precision)
     codes = _codes(group_codes, len(X), n_groups)
     counts = np.zeros((int(n_groups), 9, int(bins)), np.int64)
     _numba.hist(X, codes, np.arange(n_groups, dtype=np.int64), *_pca_arrays(pca),
@@ -47,13 +47,13 @@ def hist_chunk(X, group_codes, n_groups: int, pca: PCA, bins: int = 70, lo: floa
 
 
 def hist2d_chunk(X, pca: PCA, lo, hi, bins: int = 512, components=(0, 1),
-                 layer_ids=None) -> np.ndarray:
+                 layer_ids=None, precision: str = "float32") -> np.ndarray:
     """2-D counts ``(bins, bins)`` of coefficient ``components[0]`` (rows) vs ``[1]`` (columns).
 
     ``lo`` / ``hi`` are scalars (one square range) or pairs (one per axis). Same counts
     as ``np.histogram2d(c0, c1, bins, range=[[lo0, hi0], [lo1, hi1]])``.
     """
-    X = as_filters(X)
+    X = at_precision(X, precision, layer_ids)
     lo0, lo1 = np.broadcast_to(np.asarray(lo, float), (2,))
     hi0, hi1 = np.broadcast_to(np.asarray(hi, float), (2,))
     ea, eb = bin_edges(lo0, hi0, bins), bin_edges(lo1, hi1, bins)
@@ -135,13 +135,17 @@ def kde_from_hist(counts, edges, grid, bandwidth: float | None = None) -> np.nda
 
 # ---- task kernels for the engine: kernel(filters, layer_ids, **params) -> dict ----
 
-def hist_task(filters, layer_ids, lookup, n_groups, mean, components, edges):
+def hist_task(filters, layer_ids, lookup, n_groups, mean, components, edges,
+              precision="float32"):
     counts = np.zeros((int(n_groups), 9, len(edges) - 1), np.int64)
-    _numba.hist(filters, layer_ids, lookup, mean, components, edges, counts)
+    _numba.hist(task_filters(filters, layer_ids, precision), layer_ids, lookup, mean, components,
+                edges, counts)
     return {"counts": counts}
 
 
-def hist2d_task(filters, layer_ids, mean, components, a, b, edges_a, edges_b):
+def hist2d_task(filters, layer_ids, mean, components, a, b, edges_a, edges_b,
+                precision="float32"):
     counts = np.zeros((len(edges_a) - 1, len(edges_b) - 1), np.int64)
-    _numba.hist2d(filters, layer_ids, mean, components, int(a), int(b), edges_a, edges_b, counts)
+    _numba.hist2d(task_filters(filters, layer_ids, precision), layer_ids, mean, components,
+                  int(a), int(b), edges_a, edges_b, counts)
     return {"counts": counts}

@@ -13,6 +13,47 @@ from . import _numba
 
 _NONE = np.empty(0, np.int64)
 
+PRECISIONS = ("float32", "float16")
+F16_MAX = float(np.finfo(np.float16).max)
+
+
+def check_precision(precision) -> str:
+    """``"float32"`` (the default: the stored filters as they are) or ``"float16"``."""
+    if precision not in PRECISIONS:
+        raise FilterDBError(f"unknown precision {precision!r}: use 'float32' or 'float16'")
+    return precision
+
+
+def notebook_float16(X, layer_ids=None) -> np.ndarray:
+    """The published notebook's float16 scaling (method.md section 4): the filters rounded
+    to float16 (``.astype(np.float16)``) and scaled by their absolute peak in float16
+    arithmetic (``X / den``, ``den = 1`` for zero rows), returned as float32.
+
+    Every nonzero row's peak is then exactly 1, so the kernels' own float32 scaling
+    leaves these values unchanged. Filters beyond float16's range (|w| > 65504) are
+    refused: float16 would turn them into inf (rows whose ``layer_ids`` entry is negative,
+    padding, are not looked at).
+    """
+    X = as_filters(X)
+    peak = np.abs(X).max(axis=1) if len(X) else np.zeros(0, np.float32)
+    kept = peak if layer_ids is None or len(layer_ids) == 0 else \
+        peak[np.asarray(layer_ids) >= 0]
+    if (kept > F16_MAX).any():
+        raise FilterDBError(f"filter values beyond float16's range ({F16_MAX:g}): precision "
+                            "float16 cannot represent them")
+    with np.errstate(over="ignore", invalid="ignore"):
+        h = X.astype(np.float16)
+        den = np.abs(h).max(axis=1)
+        den = np.where(den == 0, np.float16(1), den)[:, None]
+        return (h / den).astype(np.float32)
+
+
+def at_precision(X, precision="float32", layer_ids=None) -> np.ndarray:
+    """``X`` (``(m, 9)`` float32) as the passes see it at ``precision``."""
+    if check_precision(precision) == "float16":
+        return notebook_float16(X, layer_ids)
+    return as_filters(X)
+
 
 def as_filters(X) -> np.ndarray:
     """``X`` as a C-contiguous ``(m, 9)`` float32 array (refuses other shapes)."""
@@ -39,13 +80,13 @@ def scale_filters(X) -> np.ndarray:
     return out
 
 
-def moments_chunk(X, layer_ids=None):
+def moments_chunk(X, layer_ids=None, precision="float32"):
     """Moments of the scaled filters: ``(n, sum (9,), sum of v v^T (9, 9))``, float64.
 
     Rows whose ``layer_ids`` entry is negative are skipped. Sum the results of
-    several chunks to combine them.
+    several chunks to combine them. ``precision``: see :func:`at_precision`.
     """
-    X = as_filters(X)
+    X = at_precision(X, precision, layer_ids)
     s = np.zeros(9)
     sxx = np.zeros((9, 9))
     n = _numba.moments(X, _ids(layer_ids, len(X)), s, sxx)
@@ -109,9 +150,9 @@ def pca_from_moments(n, s, sxx) -> PCA:
     return PCA(n, mean, fix_signs(vec[:, order].T), var, var / total)
 
 
-def fit_pca(X) -> PCA:
+def fit_pca(X, precision="float32") -> PCA:
     """PCA of an in-memory ``(n, 9)`` array of raw filters (scaled here)."""
-    return pca_from_moments(*moments_chunk(X))
+    return pca_from_moments(*moments_chunk(X, precision=precision))
 
 
 def _pca_arrays(pca: PCA):
@@ -119,17 +160,17 @@ def _pca_arrays(pca: PCA):
             np.ascontiguousarray(pca.components, dtype=np.float64))
 
 
-def coefficients(X, pca: PCA) -> np.ndarray:
+def coefficients(X, pca: PCA, precision="float32") -> np.ndarray:
     """Coefficients ``(scaled X - mean) @ components.T`` (float64 ``(m, 9)``)."""
-    X = as_filters(X)
+    X = at_precision(X, precision)
     out = np.empty((len(X), 9))
     _numba.coefficients(X, *_pca_arrays(pca), out)
     return out
 
 
-def coeff_range_chunk(X, pca: PCA, layer_ids=None):
+def coeff_range_chunk(X, pca: PCA, layer_ids=None, precision="float32"):
     """Per-component ``(min (9,), max (9,))`` of the coefficients (+inf / -inf when empty)."""
-    X = as_filters(X)
+    X = at_precision(X, precision, layer_ids)
     cmin = np.full(9, np.inf)
     cmax = np.full(9, -np.inf)
     _numba.coeff_range(X, _ids(layer_ids, len(X)), *_pca_arrays(pca), cmin, cmax)
@@ -146,15 +187,21 @@ def shared_range(cmin, cmax) -> tuple[float, float]:
 
 # ---- task kernels for the engine: kernel(filters, layer_ids, **params) -> dict ----
 
-def moments_task(filters, layer_ids):
-    n, s, sxx = moments_chunk(filters, layer_ids)
+def moments_task(filters, layer_ids, precision="float32"):
+    n, s, sxx = moments_chunk(filters, layer_ids, precision)
     return {"n": np.array(n, dtype=np.int64), "s": s, "sxx": sxx}
 
 
-def range_task(filters, layer_ids, mean, components):
+def task_filters(filters, layer_ids, precision="float32"):
+    """A task's block of filters at ``precision`` (float32: the block itself, no copy)."""
+    return filters if precision == "float32" else at_precision(filters, precision, layer_ids)
+
+
+def range_task(filters, layer_ids, mean, components, precision="float32"):
     cmin = np.full(9, np.inf)
     cmax = np.full(9, -np.inf)
-    _numba.coeff_range(filters, layer_ids, mean, components, cmin, cmax)
+    _numba.coeff_range(task_filters(filters, layer_ids, precision), layer_ids, mean, components,
+                       cmin, cmax)
     return {"cmin": cmin, "cmax": cmax}
 
 
