@@ -46,13 +46,12 @@ def ref_TH(n):
 
 
 def ref_orth(w):
+    """Rows normalised as torch.nn.functional.normalize: x / max(||x||, 1e-12)."""
     c = w.shape[0]
     R = np.asarray(w, dtype=np.float64).reshape(c, -1)
     N = np.zeros_like(R)
     for i in range(c):
-        norm = np.linalg.norm(R[i])
-        if norm > 0:
-            N[i] = R[i] / norm
+        N[i] = R[i] / max(np.linalg.norm(R[i]), 1e-12)
     G = N @ N.T
     return 1 - np.abs(G - np.eye(c)).sum() / (c * (c - 1))
 

@@ -35,7 +35,7 @@ from ..kernels import health as K
 from ..kernels.drift import depth_bin, depth_bin_labels
 from .check import MIN_FILTERS, HealthThresholds, flag_arrays
 
-METRICS_VERSION = 1
+METRICS_VERSION = 2  # 2: orthogonality normalises rows as torch.nn.functional.normalize
 DEFAULT_CHUNK_ROWS = 1 << 20
 MIN_COMPARABLE = 10
 PERCENTILE_METRICS = ("sparsity", "variance_entropy", "variance_entropy_norm",

@@ -129,13 +129,16 @@ def randomness_threshold(n):
 
 
 GRAM_BLOCK_ELEMENTS = 1 << 23  # 64 MB of float64 per block of Gram rows
+NORM_EPS = 1e-12  # torch.nn.functional.normalize's default: x / max(||x||, 1e-12)
 
 
 def orthogonality(weight) -> float:
     """``1 - sum |G - I| / (c_out (c_out - 1))`` over the L2-normalised output-channel rows.
 
-    Rows are ``weight.reshape(c_out, -1)``; zero rows stay zero (their diagonal entry of
-    ``G`` is then 0 and counts 1 in the sum, as the definition gives). NaN for ``c_out < 2``.
+    Rows are ``weight.reshape(c_out, -1)``, normalised as ``torch.nn.functional.normalize``
+    (the convention of torchconvquality, method.md section 5): ``x / max(||x||, 1e-12)``.
+    Zero and numerically-zero rows (e.g. of norm 1e-34) stay (near) zero: their diagonal
+    entry of ``G`` is about 0 and counts about 1 in the sum. NaN for ``c_out < 2``.
     """
     w = np.asarray(weight)
     c = w.shape[0]
@@ -145,7 +148,7 @@ def orthogonality(weight) -> float:
     if not np.isfinite(R).all():
         return float("nan")
     norms = np.sqrt(np.einsum("ij,ij->i", R, R))
-    R /= np.where(norms > 0, norms, 1.0)[:, None]
+    R /= np.maximum(norms, NORM_EPS)[:, None]
     # G = R R^T in blocks of rows, so memory stays bounded for very wide layers
     block = max(1, min(c, GRAM_BLOCK_ELEMENTS // c))
     total = 0.0
@@ -202,4 +205,5 @@ def _entropy_from_moments(n, s, sxx):
 
 __all__ = ["sparse_count", "sparsity_threshold", "sparsity", "variance_entropy",
            "variance_entropy_clean", "randomness_threshold", "orthogonality",
-           "entropy_from_eigenvalues", "centred_gram", "metrics_from_moments", "REL_TOL"]
+           "entropy_from_eigenvalues", "centred_gram", "metrics_from_moments", "REL_TOL",
+           "NORM_EPS"]

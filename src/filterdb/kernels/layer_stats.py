@@ -27,6 +27,7 @@ from numba import njit
 from . import health as K
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+NORM_EPS = K.NORM_EPS
 
 # orthogonality in numba loops for layers with at most this many output channels, or rows
 # (c_in / groups * 9 values) shorter than this; BLAS otherwise (measured crossovers)
@@ -244,14 +245,15 @@ def use_loops(c_out, k):
 @njit(**_OPTS)
 def _rows_f64(flat, c, k, R, inv):
     """``R = flat.reshape(c, k)`` in float64 (``R`` may be a transposed view) and
-    ``inv[i] = 1 / |R_i|`` (0 for a zero row)."""
+    ``inv[i] = 1 / max(|R_i|, 1e-12)``: ``torch.nn.functional.normalize``'s convention, so
+    zero and numerically-zero rows stay (near) zero (see ``health.orthogonality``)."""
     for i in range(c):
         nrm = 0.0
         for j in range(k):
             v = np.float64(flat[i * k + j])
             R[i, j] = v
             nrm += v * v
-        inv[i] = 1.0 / np.sqrt(nrm) if nrm > 0 else 0.0
+        inv[i] = 1.0 / max(np.sqrt(nrm), NORM_EPS)
 
 
 @njit(fastmath={"reassoc", "nsz"}, **_OPTS)
