@@ -161,7 +161,8 @@ class _Ctx:
     # -- cache
     def key(self, name, **params) -> str:
         blob = json.dumps({"v": CACHE_VERSION, "analysis": name, "where": self.where,
-                           "precision": self.precision, **params}, sort_keys=True, default=_json_default)
+                           "precision": self.precision, **params}, sort_keys=True,
+                          default=_json_default)
         return "analysis:" + name + ":" + hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key):
