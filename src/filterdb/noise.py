@@ -32,8 +32,8 @@ range). Depth bins vary within models and have no model-level noise floor.
 Caveat: a single model's histogram is sparser than a group's, so model-to-model drift is
 inflated by the eps floor of empty bins (the notebook's floor on the density, as
 everywhere: :func:`filterdb.kernels.hist.probabilities`); the permutation null
-(``null_median`` per pair)
-is the sample-size-matched floor, and the p-value is the calibrated answer.
+(``null_median`` per pair) is the sample-size-matched floor, and the p-value is the
+calibrated answer.
 """
 from __future__ import annotations
 
