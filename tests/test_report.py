@@ -187,6 +187,22 @@ def test_noise_section_equals_noise_floor(built):
         assert len(rows) == len(got["drift"])
 
 
+def test_drift_section_says_what_it_was_computed_with(built):
+    tmp, res, text = built
+    prov = res.data["drift_provenance"]
+    r = A.drift(tmp / "db.filterdb", "task", cache=False)
+    assert prov["floor"] == "density" and prov["floor_eps"] == float(np.finfo(np.float32).eps)
+    assert prov["precision"] == "float32" and prov["bins"] == 70 and prov["weights"] == "evr"
+    assert prov["range"] == list(r.range) and prov["range_source"].startswith("global")
+    np.testing.assert_allclose(prov["weight_values"], r.weights, rtol=0, atol=1e-15)
+    assert "pd.cut" in prov["depth_bins"]
+    sec = re.search(r'<section id="drift">(.*?)</section>', text, re.S).group(1)
+    for words in ("Computed with", "float32 eps", "on the density", "precision float32",
+                  "70 bins", "weights evr", "global"):
+        assert words in sec, words
+    assert Page(text).json["drift_provenance"]["floor"] == "density"
+
+
 def zoo_path_of(zid):
     from filterdb.zoo import fetch
 

@@ -30,7 +30,7 @@ RIDGE_COLUMNS = ("task", "visual_category", "depth")
 COLUMN_TITLES = {"task": "task", "visual_category": "visual category",
                  "training_dataset": "training data set", "architecture": "architecture",
                  "depth": "depth bin", "model": "model", "format": "format"}
-FIGURE_CACHE_VERSION = 1
+FIGURE_CACHE_VERSION = 2  # 2: the notebook's floor on the density, depth bins, precision
 MODEL_FIGURE_DPI = 100  # the per-model figures: smaller files, same size on the page
 MODEL_COLUMNS = ("model", "name", "format", "task", "visual_category", "training_dataset",
                  "architecture", "n_layers", "filters_3x3", "total_filters", "depth_source")
@@ -327,6 +327,10 @@ def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure,
 
     log(f"drift by {', '.join(columns)} (one pass for all columns, cached)")
     summ = A.drift_summary(db, columns, where=where, **eng)
+    prov = summ.provenance
+    drift_sec.add_text("Computed with: " + A.provenance_text(prov) + ".")
+    drift_sec.add_kv(_provenance_items(prov))
+    res.data["drift_provenance"] = prov
     box = {}
     res.data["drift"] = {}
     multi = set()
@@ -425,10 +429,25 @@ def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=5
                       highlight=pairs["p_value"].to_numpy() <= 0.05,
                       caption="Pairs with p <= 0.05 highlighted.")
         res.data["noise"][col] = {"pairs": pairs.to_dict(orient="list"),
-                                  "n_permutations": nf.n_permutations}
+                                  "n_permutations": nf.n_permutations,
+                                  "provenance": nf.drift.provenance}
         shown += 1
     if not shown:
         skip(sec, "No grouping column has two groups of models to compare.")
+
+
+def _provenance_items(prov: dict) -> dict:
+    """The provenance of the drift section as ``key: value`` facts for people."""
+    lo, hi = prov["range"]
+    items = {"empty bins": f"float32 eps ({prov['floor_eps']:.3g}) on the density "
+                           f"({prov['floor']} floor): {prov['floor_rule']}",
+             "precision": prov["precision"], "bins": prov["bins"],
+             "range": f"[{lo:.6g}, {hi:.6g}] ({prov['range_source']})",
+             "weights": prov["weights"] + " (" + ", ".join(f"{v:.3f}" for v in
+                                                          prov["weight_values"]) + ")"}
+    if "depth_bins" in prov:
+        items["depth bins"] = prov["depth_bins"]
+    return items
 
 
 def _noise_figure(nf, title):
