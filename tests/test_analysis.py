@@ -104,8 +104,23 @@ def scale(X):
     return np.where(peak > 0, X / np.where(peak > 0, peak, 1), 0).astype(np.float32)
 
 
-def ref_pca(X):
-    S = scale(X).astype(np.float64)
+def notebook_scale16(X):
+    """The notebook's float16 load and scaling, typed from it: ``.astype(np.float16)``,
+    then ``X / den`` in float16 with ``den = np.where(den == 0, 1, den)``."""
+    dX = np.asarray(X, np.float32).astype(np.float16)
+    den = np.abs(dX).max(axis=1)
+    den = np.where(den == 0, 1, den)[:, None]
+    out = dX / den
+    assert out.dtype == np.float16
+    return out
+
+
+def scaled(X, precision="float32"):
+    return (scale(X) if precision == "float32" else notebook_scale16(X)).astype(np.float64)
+
+
+def ref_pca(X, precision="float32"):
+    S = scaled(X, precision)
     mean = S.mean(axis=0)
     var, vec = np.linalg.eigh(np.cov(S, rowvar=False))
     order = np.argsort(var)[::-1]
@@ -116,11 +131,12 @@ def ref_pca(X):
     return mean, comps, var[order], var[order] / var.sum()
 
 
-def ref_drift(rows, by, where=lambda meta, depth: True, bins=70, rng=None, weights="evr"):
+def ref_drift(rows, by, where=lambda meta, depth: True, bins=70, rng=None, weights="evr",
+              precision="float32"):
     sel = [(m, d, f) for m, d, f in rows if where(m, d)]
     X = np.concatenate([f for _, _, f in sel])
-    mean, comps, _, evr = ref_pca(X)
-    C = (scale(X).astype(np.float64) - mean) @ comps.T
+    mean, comps, _, evr = ref_pca(X, precision)
+    C = (scaled(X, precision) - mean) @ comps.T
     lo, hi = (C.min(), C.max()) if rng is None else rng
     labels = np.concatenate([[ref_labels(m, d, by)] * len(f) for m, d, f in sel])
     groups = sorted(set(labels))
@@ -341,6 +357,117 @@ def test_dask_engine_equals_local(built):
         np.testing.assert_allclose(b.pca.to_dict()[k], v, rtol=1e-12, atol=1e-15)
 
 
+def count_floor_drift(rows, by):
+    """The OLD convention (empty bins of the *counts* at eps): what the fix replaced."""
+    X = np.concatenate([f for _, _, f in rows])
+    mean, comps, _, evr = ref_pca(X)
+    C = (scaled(X) - mean) @ comps.T
+    lo, hi = C.min(), C.max()
+    labels = np.concatenate([[ref_labels(m, d, by)] * len(f) for m, d, f in rows])
+    groups = sorted(set(labels))
+    P = {}
+    for g in groups:
+        h = np.array([np.histogram(C[labels == g, k], 70, range=(lo, hi))[0] for k in range(9)],
+                     float)
+        h[h == 0] = EPS
+        P[g] = h / h.sum(axis=1, keepdims=True)
+    return pd.DataFrame([[sum(evr[k] * (scipy.stats.entropy(P[a][k], P[b][k])
+                                        + scipy.stats.entropy(P[b][k], P[a][k]))
+                              for k in range(9)) for b in groups] for a in groups],
+                        index=groups, columns=groups)
+
+
+@pytest.mark.zoo
+def test_floor_of_the_density_not_of_the_counts(built):
+    """On these real models the two floors differ by more than 10 %: the result must be
+    the notebook's (within 1e-9), and so cannot be the count floor's."""
+    db, _, rows = built
+    for by in ("task", "visual_category"):
+        D, sizes, _, _, _ = ref_drift(rows, by)
+        old = count_floor_drift(rows, by).loc[D.index, D.index].to_numpy()
+        iu = np.triu_indices(len(D), 1)
+        rel = np.abs(old[iu] - D.to_numpy()[iu]) / D.to_numpy()[iu]
+        assert np.median(rel) > 0.10, by
+        r = analysis.drift(db, by, cache=False)
+        check_matrix(r, D, sizes)
+        got = r.matrix.loc[D.index, D.index].to_numpy()[iu]
+        assert (np.abs(got - old[iu]) / old[iu] > 0.05).all()
+        prov = r.to_dict()["provenance"]
+        assert prov["floor"] == r.to_dict()["floor"] == "density"
+        assert prov["floor_eps"] == EPS and "density=True" in prov["floor_rule"]
+
+
+@pytest.mark.zoo
+def test_float16_precision_equals_the_notebook_by_hand(built, zoo_path):
+    db, _, rows = built
+    X = np.concatenate([f for _, _, f in rows])
+    mean, comps, var, evr = ref_pca(X, "float16")
+    p16 = analysis.pca(db, precision="float16", cache=False)
+    np.testing.assert_allclose(p16.mean, mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(p16.explained_variance_ratio, evr, rtol=0, atol=1e-12)
+    p32 = analysis.pca(db, cache=False)
+    assert np.abs(p16.mean - p32.mean).max() > 1e-6  # the rounding shows
+    for by, kw, ref_kw in [
+            ("task", {}, {}),
+            ("depth", {}, {}),
+            ("visual_category", dict(range=(-3, 3), weights="equal"),
+             dict(rng=(-3.0, 3.0), weights="equal"))]:
+        D, sizes, rng, _, P = ref_drift(rows, by, precision="float16", **ref_kw)
+        r = analysis.drift(db, by, precision="float16", cache=False, **kw)
+        assert r.range == pytest.approx(rng, abs=1e-12)
+        check_matrix(r, D, sizes)
+        for i, g in enumerate(r.groups):
+            np.testing.assert_allclose(r.probabilities[i], P[g], rtol=0, atol=1e-12)
+        assert r.precision == "float16" and r.to_dict()["provenance"]["precision"] == "float16"
+        assert r.to_dict()["provenance"]["range_source"] == ("fixed" if kw else
+                                                            "global min and max of the selection")
+        r32 = analysis.drift(db, by, cache=False, **kw)
+        assert not np.allclose(r32.matrix.loc[r.groups, r.groups].to_numpy(),
+                               r.matrix.to_numpy(), rtol=0, atol=1e-12)
+    # one model against the selection, both at float16
+    path = zoo_path("mtcnn-onet")
+    _, _, (lo, hi), _, _ = ref_drift(rows, "task", precision="float16")
+    C = (scaled(X, "float16") - mean) @ comps.T
+    Cm = (scaled(read_model(path).filters_3x3(), "float16") - mean) @ comps.T
+    Psel = np.array([notebook_probs(C[:, k], (lo, hi)) for k in range(9)])
+    Pm = np.array([notebook_probs(Cm[:, k], (lo, hi)) for k in range(9)])
+    want = sum(evr[k] * (scipy.stats.entropy(Pm[k], Psel[k]) + scipy.stats.entropy(Psel[k], Pm[k]))
+               for k in range(9))
+    m = analysis.drift_to_model(db, path, precision="float16", cache=False)
+    assert m.drift == pytest.approx(want, abs=1e-9)
+    assert m.to_dict()["precision"] == "float16"
+    with pytest.raises(FilterDBError, match="precision"):
+        analysis.drift(db, "task", precision="float64")
+
+
+def test_float16_is_part_of_the_cache_key(tmp_path, zoo_path):
+    db, _, _ = build(tmp_path / "db", zoo_path, zoo=["mtcnn-rnet"], synth=SYNTH[:2])
+    db.close()
+    done = []
+    a = analysis.drift(tmp_path / "db", "task", progress=done.append)
+    n = sum(done)
+    done.clear()
+    b = analysis.drift(tmp_path / "db", "task", precision="float16", progress=done.append)
+    assert sum(done) == n  # not the float32 passes from the cache
+    assert not np.allclose(a.matrix.to_numpy(), b.matrix.loc[a.groups, a.groups].to_numpy(),
+                           rtol=0, atol=1e-12)
+    done.clear()
+    c = analysis.drift(tmp_path / "db", "task", precision="float16", progress=done.append)
+    assert sum(done) == 0
+    pd.testing.assert_frame_equal(b.matrix, c.matrix)
+
+
+@pytest.mark.skipif(not HAS_DISTRIBUTED, reason="distributed not installed")
+def test_float16_on_dask_equals_local(built):
+    db, _, _ = built
+    a = analysis.drift(db, "depth", precision="float16", cache=False)
+    b = analysis.drift(db, "depth", precision="float16", engine="dask", cache=False)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    pd.testing.assert_frame_equal(a.matrix, b.matrix, check_exact=False, rtol=1e-12,
+                                  atol=1e-15)
+    assert b.precision == "float16"
+
+
 def run_cli(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -367,9 +494,27 @@ def test_cli_json_equals_api(built, capsys):
     assert j["groups"] == r.groups and j["sizes"] == r.sizes.tolist()
     np.testing.assert_allclose(j["matrix"], r.matrix.to_numpy(), atol=1e-15)
     assert j["bins"] == 50 and j["range"] == [-3.0, 3.0] and j["weights"] == "equal"
+    assert j["precision"] == "float32" and j["floor"] == "density"
+    assert j["provenance"]["range_source"] == "fixed" and "pd.cut" in j["provenance"]["depth_bins"]
+
+    code, out, _ = run_cli(capsys, "drift", path, "--by", "task", "--precision", "float16",
+                           "--json", "--no-cache")
+    assert code == 0
+    j = json.loads(out)
+    r = analysis.drift(db, "task", precision="float16", cache=False)
+    np.testing.assert_allclose(j["matrix"], r.matrix.to_numpy(), atol=1e-15)
+    assert j["precision"] == j["provenance"]["precision"] == "float16"
+    code, out, _ = run_cli(capsys, "pca", path, "--precision", "float16", "--json", "--no-cache")
+    assert code == 0 and json.loads(out)["precision"] == "float16"
+    np.testing.assert_allclose(json.loads(out)["mean"], analysis.pca(
+        db, precision="float16", cache=False).mean, atol=1e-15)
+    code, _, err = run_cli(capsys, "drift", path, "--by", "task", "--precision", "half")
+    assert code == 2 and "precision" in err
 
     code, out, _ = run_cli(capsys, "drift", path, "--by", "task")
     assert code == 0 and "Face Detection" in out and "pairwise drift: median" in out
+    assert "computed with: 70 bins over" in out and "precision float32" in out
+    assert "float32 eps on the density" in out
     code, out, _ = run_cli(capsys, "pca", path)
     assert code == 0 and "eigen-image" in out
 

@@ -17,7 +17,7 @@ def _engine_args(p) -> None:
                    help="local threads (default) or a Dask cluster")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="Dask scheduler address (default with --engine dask: a local cluster)")
-    p.add_argument("--precision", choices=("float32", "float16"), default="float32",
+    p.add_argument("--precision", metavar="{float32,float16}", default="float32",
                    help="float32 (default): the stored filters; float16: rounded to float16 "
                    "and scaled in float16 first, as the published notebook does")
     p.add_argument("--no-cache", action="store_true", help="recompute every pass")
