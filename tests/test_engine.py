@@ -40,13 +40,18 @@ def rows_of(starts, counts):
     return np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)])
 
 
-def direct(X, starts, counts, lids, lookup, n_groups, bins=70):
+def direct(X, starts, counts, lids, lookup, n_groups, bins=70, precision="float32"):
     """The drift analysis from the definitions, all in memory with numpy / scipy."""
     rows = rows_of(starts, counts)
     layer = np.repeat(lids, counts)
     F = X[rows]
-    peak = np.abs(F).max(1, keepdims=True)
-    S = np.where(peak > 0, F / np.where(peak > 0, peak, 1), 0).astype(np.float64)
+    if precision == "float16":  # the notebook: .astype(np.float16), X / den in float16
+        F = F.astype(np.float16)
+        den = np.abs(F).max(axis=1)
+        S = (F / np.where(den == 0, 1, den)[:, None]).astype(np.float64)
+    else:
+        peak = np.abs(F).max(1, keepdims=True)
+        S = np.where(peak > 0, F / np.where(peak > 0, peak, 1), 0).astype(np.float64)
     var, vec = np.linalg.eigh(np.cov(S, rowvar=False))
     order = np.argsort(var)[::-1]
     var, comps = var[order], vec[:, order].T
@@ -152,6 +157,31 @@ def test_local_engine_equals_direct_computation():
     np.testing.assert_array_equal(r1.matrix, [[0.0]])
 
 
+def test_float16_precision_equals_direct_computation():
+    X, starts, sizes = layered()
+    s, c, lids = selection(starts, sizes)
+    X[starts[1]:starts[1] + sizes[1]] *= 1e6  # beyond float16, in a layer left out: ignored
+    lookup = np.full(len(sizes), -1)
+    lookup[lids] = lids % 3
+    ref = direct(X, s, c, lids, lookup, 3, precision="float16")
+    plan = make_plan(s, c, lids, target_rows=8192)
+    r = drift_analysis(ArraySource(X), plan, lookup, 3, precision="float16", workers=2)
+    assert r.precision == "float16"
+    np.testing.assert_allclose(r.pca.explained_variance_ratio, ref["evr"], atol=1e-12)
+    assert r.range == pytest.approx((ref["lo"], ref["hi"]), abs=1e-12)
+    np.testing.assert_array_equal(r.counts, ref["counts"])
+    np.testing.assert_allclose(r.matrix, ref["D"], rtol=1e-9, atol=1e-12)
+    r32 = drift_analysis(ArraySource(X), plan, lookup, 3, workers=2)
+    assert np.abs(r32.matrix - r.matrix).max() > 1e-9
+    # a selected filter beyond float16's range is refused, not turned into inf
+    plan_all = make_plan(starts, sizes, np.arange(len(sizes)), target_rows=8192)
+    with pytest.raises(FilterDBError, match="float16"):
+        drift_analysis(ArraySource(X), plan_all, np.zeros(len(sizes), int),
+                       precision="float16")
+    with pytest.raises(FilterDBError, match="precision"):
+        drift_analysis(ArraySource(X), plan, lookup, 3, precision="bfloat16")
+
+
 def test_map_reduce_sums_and_min_max_in_plan_order():
     X, starts, sizes = layered(20, seed=3)
     plan = make_plan(starts, sizes, np.arange(len(sizes)), target_rows=3000)
@@ -205,9 +235,13 @@ def test_dask_engine_equals_local():
     lookup[lids] = lids % 4
     plan = make_plan(s, c, lids, target_rows=10_000)
     local = drift_analysis(ArraySource(X), plan, lookup, hist2d_bins=16)
+    local16 = drift_analysis(ArraySource(X), plan, lookup, precision="float16")
     with DaskEngine(workers=2) as eng:
         assert len(eng.client.scheduler_info()["workers"]) == 2
         dist = drift_analysis(ArraySource(X), plan, lookup, hist2d_bins=16, engine=eng)
+        dist16 = drift_analysis(ArraySource(X), plan, lookup, precision="float16", engine=eng)
+    np.testing.assert_array_equal(dist16.counts, local16.counts)
+    np.testing.assert_allclose(dist16.matrix, local16.matrix, rtol=1e-12, atol=1e-15)
     # counts are integers: equal; float results equal to rounding (partial sums may be
     # combined in another order on the workers)
     np.testing.assert_allclose(dist.pca.components, local.pca.components, rtol=0, atol=1e-12)
