@@ -184,6 +184,7 @@ def test_pca_matches_eigh_of_covariance(built):
     np.testing.assert_array_equal(f[[f"w{j}" for j in range(9)]].to_numpy(), p.components)
 
 
+@pytest.mark.zoo
 @pytest.mark.parametrize("by", ["task", "visual_category", "model", "depth"])
 def test_drift_matrix_matches_direct(built, by):
     db, _, rows = built
@@ -199,6 +200,7 @@ def test_drift_matrix_matches_direct(built, by):
         assert r.groups[0] == "[0.0, 0.1]" and r.groups[-1] == "(0.9, 1.0]"
 
 
+@pytest.mark.zoo
 def test_where_weights_range_and_bins(built):
     db, _, rows = built
     where = "task != 'Classification' AND conv_depth_norm > 0.2"
@@ -231,6 +233,7 @@ def test_empty_selection_single_group_and_bad_column(built):
         analysis.drift(db, "task", weights="sqrt")
 
 
+@pytest.mark.zoo
 def test_summary_shares_passes_and_equals_single_drifts(built):
     db, _, rows = built
     done = []
@@ -248,6 +251,7 @@ def test_summary_shares_passes_and_equals_single_drifts(built):
     assert len(f) == sum(len(v) for v in s.values.values())
 
 
+@pytest.mark.zoo
 def test_distributions_kde_and_density(built):
     db, _, rows = built
     _, sizes, (lo, hi), (mean, comps, _), P = ref_drift(rows, "task")
@@ -269,6 +273,7 @@ def test_distributions_kde_and_density(built):
     np.testing.assert_array_equal(d.hist2d, h2)
 
 
+@pytest.mark.zoo
 def test_drift_to_model(built, zoo_path):
     db, models, rows = built
     D, sizes, (lo, hi), (mean, comps, evr), P = ref_drift(rows, "model")
@@ -357,6 +362,44 @@ def test_dask_engine_equals_local(built):
         np.testing.assert_allclose(b.pca.to_dict()[k], v, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.zoo
+@pytest.mark.parametrize("weights", ["evr", "equal"])
+@pytest.mark.parametrize("rng", [None, (-3.0, 3.0)])
+def test_notebook_drift_by_task_category_depth_and_model(built, zoo_path, weights, rng):
+    """Every grouping of the paper against the notebook's definition, both weightings,
+    the global and a fixed range, agreeing within 1e-9 (identical binning)."""
+    db, _, rows = built
+    for by in ("task", "visual_category", "depth"):
+        D, sizes, want_rng, _, P = ref_drift(rows, by, rng=rng, weights=weights)
+        r = analysis.drift(db, by, range=rng, weights=weights, cache=False)
+        assert r.range == pytest.approx(want_rng, abs=1e-12)
+        check_matrix(r, D, sizes)
+        for i, g in enumerate(r.groups):
+            np.testing.assert_allclose(r.probabilities[i], P[g], rtol=0, atol=1e-12)
+        prov = r.provenance
+        assert prov["weights"] == weights and prov["bins"] == 70
+        assert prov["range_source"] == ("fixed" if rng else "global min and max of the selection")
+    # one model against the selection (and its task groups)
+    _, _, (lo, hi), (mean, comps, evr), P = ref_drift(rows, "task", rng=rng, weights=weights)
+    w = evr if weights == "evr" else np.full(9, 1 / 9)
+    X = np.concatenate([f for _, _, f in rows])
+    Psel = np.array([notebook_probs(((scaled(X) - mean) @ comps.T)[:, k], (lo, hi))
+                     for k in range(9)])
+    path = zoo_path("digit-recognizer")
+    Cm = (scaled(read_model(path).filters_3x3()) - mean) @ comps.T
+    Pm = np.array([notebook_probs(Cm[:, k], (lo, hi)) for k in range(9)])
+
+    def D_(p, q):
+        return sum(w[k] * (scipy.stats.entropy(p[k], q[k]) + scipy.stats.entropy(q[k], p[k]))
+                   for k in range(9))
+
+    m = analysis.drift_to_model(db, path, by="task", range=rng, weights=weights, cache=False)
+    assert m.drift == pytest.approx(D_(Pm, Psel), abs=1e-9)
+    for g in P:
+        assert m.groups[g] == pytest.approx(D_(Pm, P[g]), abs=1e-9)
+    assert m.provenance["weights"] == weights
+
+
 def count_floor_drift(rows, by):
     """The OLD convention (empty bins of the *counts* at eps): what the fix replaced."""
     X = np.concatenate([f for _, _, f in rows])
@@ -440,6 +483,7 @@ def test_float16_precision_equals_the_notebook_by_hand(built, zoo_path):
         analysis.drift(db, "task", precision="float64")
 
 
+@pytest.mark.zoo
 def test_float16_is_part_of_the_cache_key(tmp_path, zoo_path):
     db, _, _ = build(tmp_path / "db", zoo_path, zoo=["mtcnn-rnet"], synth=SYNTH[:2])
     db.close()
@@ -457,6 +501,7 @@ def test_float16_is_part_of_the_cache_key(tmp_path, zoo_path):
     pd.testing.assert_frame_equal(b.matrix, c.matrix)
 
 
+@pytest.mark.zoo
 @pytest.mark.skipif(not HAS_DISTRIBUTED, reason="distributed not installed")
 def test_float16_on_dask_equals_local(built):
     db, _, _ = built
