@@ -79,6 +79,7 @@ def main() -> int:
 
         step("drift by task, visual category and depth (one pass for all three)")
         summ = A.drift_summary(db, ["task", "visual_category", "depth"], progress=True)
+        print(f"  computed with: {A.provenance_text(summ.provenance)}")
         print(format_table([[c, len(r.groups), float(np.median(r.upper_triangle()))
                              if len(r.groups) > 1 else float("nan")]
                             for c, r in summ.results.items()],
