@@ -385,3 +385,30 @@ def test_kde_from_hist_equals_scipy_gaussian_kde():
     assert np.trapezoid(k, grid) == pytest.approx(1, rel=1e-3)
     assert grid[np.argmax(k)] == pytest.approx(centres[10], abs=grid[1] - grid[0])
     np.testing.assert_array_equal(kde_from_hist(np.zeros(70), edges, grid), 0)
+
+
+def test_float16_precision_is_the_notebooks_scaling():
+    from filterdb.kernels import notebook_float16
+
+    rng = np.random.default_rng(8)
+    X = (rng.standard_normal((3000, 9)) * np.exp(rng.uniform(-12, 8, (3000, 1)))).astype(
+        np.float32)
+    X[0] = 0
+    X[1] = 1e-9  # underflows to float16 zero: stays a zero filter
+    # the notebook, by hand: .astype(np.float16), X / den in float16, den = 1 for zero rows
+    h = X.astype(np.float16)
+    den = np.abs(h).max(axis=1)
+    want = h / np.where(den == 0, 1, den)[:, None]
+    got = notebook_float16(X)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    assert (got[0] == 0).all() and (got[1] == 0).all()
+    # the kernels' own float32 scaling leaves these values exactly as they are
+    np.testing.assert_array_equal(scale_filters(got), got)
+    p = fit_pca(X, precision="float16")
+    np.testing.assert_allclose(p.mean, want.astype(np.float64).mean(axis=0), rtol=0, atol=1e-14)
+    np.testing.assert_array_equal(coefficients(X, p, precision="float16"), coefficients(got, p))
+    with pytest.raises(FilterDBError, match="float16"):
+        notebook_float16(np.full((1, 9), 7e4, np.float32))
+    with pytest.raises(FilterDBError, match="precision"):
+        fit_pca(X, precision="half")
