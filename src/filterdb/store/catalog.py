@@ -62,6 +62,7 @@ LAYER_COLUMNS = (
     ("filter_count", "INTEGER NOT NULL"),
     ("checksum", "INTEGER"),
     ("extra", "TEXT"),  # per-layer free columns (JSON), e.g. carried through from dataset.h5
+    ("digest", "TEXT"),  # position-weighted word sums (store/digest.py), checked by every pass
 )
 
 # layer_view: every layer column, then every model column except model_id; the model's
@@ -136,13 +137,16 @@ def create(con: sqlite3.Connection, segment_rows: int, version: str) -> None:
 
 
 def upgrade(con: sqlite3.Connection) -> None:
-    """Add columns introduced after a database was created (writer only): ``layers.extra``."""
+    """Add columns introduced after a database was created (writer only): ``layers.extra``,
+    ``layers.digest`` (NULL for the layers already there: passes check their crc32)."""
     have = {r[1] for r in con.execute("PRAGMA table_info(layers)")}
-    if "extra" in have:
+    missing = [(c, t) for c, t in LAYER_COLUMNS if c not in have]
+    if not missing:
         return
     con.execute("BEGIN IMMEDIATE")
     try:
-        con.execute("ALTER TABLE layers ADD COLUMN extra TEXT")
+        for c, t in missing:
+            con.execute(f"ALTER TABLE layers ADD COLUMN {c} {t}")
         con.execute("DROP VIEW IF EXISTS layer_view")
         con.execute(_view_sql())
         con.execute("COMMIT")

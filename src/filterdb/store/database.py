@@ -54,6 +54,18 @@ def open_database(path, mode: str = "r", create: bool = False) -> "Database":
     return Database(path, mode=mode)
 
 
+def _check_layer(db, layer_id: int, x: np.ndarray) -> None:
+    """Raise the one-line damage error when a whole layer read does not match its digest."""
+    from .digest import layer_damaged, layer_digest
+
+    have = {r[1] for r in db._con.execute("PRAGMA table_info(layers)")}
+    if "digest" not in have:
+        return
+    r = db._con.execute("SELECT digest FROM layers WHERE layer_id = ?", (layer_id,)).fetchone()
+    if r and r[0] and len(x) and layer_digest(x) != r[0]:
+        raise layer_damaged(db.path, layer_id)
+
+
 class Database:
     """A filter database.
 
@@ -225,13 +237,26 @@ class Database:
             out = aligned_empty(count)
         return self._reader.read_into(start, count, out)
 
-    def row_source(self):
+    def row_source(self, verify: bool = True):
         """The filters as an engine source: pickles as a path (Dask workers read the files
-        themselves)."""
+        themselves). With ``verify`` every pass checks each layer it reads against the
+        catalog's digest (:mod:`filterdb.store.digest`) and stops with one line naming the
+        model and layer on a mismatch."""
         from ..engine import RowReaderSource
         from .segments import read_rows
 
-        return RowReaderSource(read_rows, os.path.abspath(self.path), self.n_filters)
+        return RowReaderSource(read_rows, os.path.abspath(self.path), self.n_filters,
+                               self.layer_checks() if verify else None)
+
+    def layer_checks(self):
+        """The expected digests of every layer (:class:`~.digest.LayerChecks`), read once
+        per ``data_version``."""
+        from .digest import LayerChecks
+
+        key = (self.data_version, self.n_filters)
+        if getattr(self, "_checks", None) is None or self._checks[0] != key:
+            self._checks = (key, LayerChecks.from_catalog(self._con, self.path))
+        return self._checks[1]
 
     def layer_filters(self, layer_id: int) -> np.ndarray:
         """One layer's 3x3 filters (a fresh array)."""
@@ -239,7 +264,9 @@ class Database:
                               (int(layer_id),)).fetchone()
         if r is None:
             raise FilterDBError(f"no layer {layer_id}")
-        return self.read_filters(r[0] or 0, r[1])
+        x = self.read_filters(r[0] or 0, r[1])
+        _check_layer(self, int(layer_id), x)
+        return x
 
     # -- writes ---------------------------------------------------------------------------
     def add_model(self, model, meta: dict | None = None, replace: bool = False):

@@ -107,7 +107,17 @@ def verify(db, checksums: bool = True, chunk_rows: int = 1 << 20) -> list[str]:
     return problems
 
 
+def _digests(con) -> dict:
+    if "digest" not in {r[1] for r in con.execute("PRAGMA table_info(layers)")}:
+        return {}
+    return dict(con.execute("SELECT layer_id, digest FROM layers WHERE digest IS NOT NULL"))
+
+
 def _check_checksums(db, layers, chunk_rows: int) -> list[str]:
+    """Each layer's crc32 and digest (:mod:`.digest`) against its filters on disk."""
+    from .digest import digest_hex, piece_sums
+
+    digests = _digests(db._con)
     problems = []
     reader = SegmentReader(db._filters_dir, db.segment_rows)
     buf = aligned_empty(min(chunk_rows, max((l[7] for l in layers), default=1)))
@@ -115,7 +125,7 @@ def _check_checksums(db, layers, chunk_rows: int) -> list[str]:
         for lid, mid, name, kh, kw, n, st, cnt, crc in layers:
             if st is None or st < 0 or st + cnt > db.n_filters:
                 continue
-            h = 0
+            h = da = dbs = 0
             for p in range(0, cnt, buf.shape[0]):
                 m = min(buf.shape[0], cnt - p)
                 try:
@@ -124,8 +134,11 @@ def _check_checksums(db, layers, chunk_rows: int) -> list[str]:
                     problems.append(f"layer {lid} ({name}): {e}")
                     break
                 h = zlib.crc32(memoryview(a.view(np.uint8).reshape(-1)), h)
+                pa, pb = piece_sums(a, p)
+                da, dbs = da + pa, dbs + pb
             else:
-                if crc is not None and h != crc:
+                want = digests.get(lid)
+                if (crc is not None and h != crc) or (want and digest_hex(da, dbs) != want):
                     model = db._con.execute("SELECT model FROM models WHERE model_id = ?",
                                             (mid,)).fetchone()
                     problems.append(f"layer {lid} ({name}) of model {model[0] if model else mid}: "

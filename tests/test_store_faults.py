@@ -1,0 +1,168 @@
+"""Faults of the store (issue 13): flipped segment bits, a damaged catalog, hostile
+``--where`` SQL and a full disk. Each must give one line and exit 2, never a traceback
+and never a silently wrong number."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import zlib
+
+import numpy as np
+import pytest
+
+from filterdb.cli import main
+from filterdb.engine import make_plan, map_reduce
+from filterdb.store import init_database, open_database
+from filterdb.store.digest import crc32_combine, layer_digest, piece_sums
+
+SHAPES = [(16, 8, 3, 3), (32, 16, 3, 3), (24, 32, 3, 3)]  # 128 + 512 + 768 filters
+
+
+def _write_models(tmp_path, n=3):
+    rng = np.random.default_rng(7)
+    files, weights = [], {}
+    for k in range(n):
+        arrays = {f"conv{i}.weight": rng.standard_normal(s).astype(np.float32)
+                  for i, s in enumerate(SHAPES)}
+        f = tmp_path / f"m{k}.npz"
+        np.savez(f, **arrays)
+        files.append(f)
+        weights[f"m{k}"] = np.concatenate([a.reshape(-1, 9) for a in arrays.values()])
+    return files, weights
+
+
+@pytest.fixture
+def dbpath(tmp_path):
+    files, weights = _write_models(tmp_path)
+    db = tmp_path / "db"
+    for k, f in enumerate(files):
+        task = ("Classification", "Segmentation")[k % 2]
+        assert main(["add", str(db), str(f), "--meta", f"task={task}"]) == 0
+    return db
+
+
+def _flip(dbpath, model, layer_index, row=5, bit=3):
+    """Flip one mantissa bit of one filter of a layer directly in its segment file."""
+    with open_database(dbpath) as db:
+        lay = db.layers(f"model = '{model}' AND layer_index = {layer_index}").iloc[0]
+        g = int(lay["filter_start"]) + row
+        sr = db.segment_rows
+    seg = os.path.join(dbpath, "filters", f"seg-{g // sr:06d}.f32")
+    with open(seg, "r+b") as f:
+        f.seek((g % sr) * 36)
+        b = bytearray(f.read(4))
+        b[0] ^= 1 << bit
+        f.seek((g % sr) * 36)
+        f.write(b)
+
+
+def _one_line(err: str) -> str:
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ---- the digest itself, against independent computations --------------------------------
+
+def test_digest_matches_its_definition_and_pieces_add_up():
+    x = np.random.default_rng(0).standard_normal((301, 9)).astype(np.float32)
+    w = [int(v) for v in x.view("<u4").ravel()]
+    a = sum(w)
+    b = sum((i + 1) * v for i, v in enumerate(w)) % (1 << 64)
+    assert piece_sums(x) == (a, b)
+    assert layer_digest(x) == f"{a:016x}{b:016x}"
+    a1, b1 = piece_sums(x[:100], 0)
+    a2, b2 = piece_sums(x[100:], 100)
+    assert (a1 + a2, (b1 + b2) % (1 << 64)) == (a, b)
+    # one flipped bit anywhere, or two rows swapped, changes it
+    for r, c in ((0, 0), (150, 4), (300, 8)):
+        y = x.copy()
+        y.view("<u4")[r, c] ^= 1 << 17
+        assert layer_digest(y) != layer_digest(x)
+    y = x.copy()
+    y[[3, 4]] = y[[4, 3]]
+    assert layer_digest(y) != layer_digest(x)
+
+
+def test_crc32_combine_matches_zlib():
+    rng = np.random.default_rng(1)
+    for n1, n2 in ((0, 0), (1, 0), (0, 5), (36, 36), (1000, 77), (4096, 12345)):
+        p, q = rng.bytes(n1), rng.bytes(n2)
+        assert crc32_combine(zlib.crc32(p), zlib.crc32(q), len(q)) == zlib.crc32(p + q)
+
+
+# ---- flipped segment bits -------------------------------------------------------------------
+
+@pytest.mark.parametrize("cmd", [["drift", "--by", "task", "--no-cache"], ["pca", "--no-cache"],
+                                 ["health"]])
+def test_flipped_bits_fail_analyses(dbpath, cmd, capsys):
+    assert main([cmd[0], str(dbpath), *cmd[1:]]) == 0  # sound before
+    capsys.readouterr()
+    if cmd[0] == "health":  # stored metrics would be reused: recompute
+        cmd = cmd + ["--recompute"]
+    _flip(dbpath, "m1", 1)
+    assert main([cmd[0], str(dbpath), *cmd[1:]]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "model m1, layer 1 (conv1" in line and "run 'filterdb verify'" in line, line
+    # verify names it too
+    assert main(["verify", str(dbpath)]) != 0
+    assert "m1" in capsys.readouterr().out + capsys.readouterr().err
+
+
+def test_flipped_bits_in_a_layer_cut_across_windows(dbpath):
+    """Small windows cut every layer into pieces (also across tasks): still caught."""
+    with open_database(dbpath) as db:
+        lay = db.layers().sort_values("filter_start")
+        args = [lay[c].to_numpy(np.int64) for c in ("filter_start", "filter_count", "layer_id")]
+        from filterdb.kernels import pca as P
+
+        for target in (100, 333, 1 << 20):
+            plan = make_plan(*args, target_rows=target)
+            map_reduce(db.row_source(), plan, P.moments_task)  # sound: no error
+    _flip(dbpath, "m2", 2, row=700)
+    with open_database(dbpath) as db:
+        for target in (100, 333, 1 << 20):
+            plan = make_plan(*args, target_rows=target)
+            assert target > 700 or any(
+                (t.runs[:, 2] == args[2][-1]).any() for t in plan.tasks[:-1])
+            with pytest.raises(Exception, match=r"model m2, layer 2 .*filterdb verify"):
+                map_reduce(db.row_source(), plan, P.moments_task, workers=2)
+        # without verification the pass runs (the numbers are wrong: that is the point)
+        map_reduce(db.row_source(verify=False), make_plan(*args, target_rows=100),
+                   P.moments_task)
+
+
+def test_old_database_without_digests_checks_crc32(dbpath):
+    """A database written before digests existed: passes check the crc32, pieces joined."""
+    con = sqlite3.connect(dbpath / "catalog.sqlite")
+    con.execute("UPDATE layers SET digest = NULL")
+    con.commit()
+    con.close()
+    from filterdb.kernels import pca as P
+
+    with open_database(dbpath) as db:
+        lay = db.layers().sort_values("filter_start")
+        args = [lay[c].to_numpy(np.int64) for c in ("filter_start", "filter_count", "layer_id")]
+        for target in (100, 1 << 20):
+            map_reduce(db.row_source(), make_plan(*args, target_rows=target), P.moments_task)
+    _flip(dbpath, "m0", 2, row=500)
+    with open_database(dbpath) as db:
+        for target in (100, 1 << 20):
+            with pytest.raises(Exception, match=r"model m0, layer 2 "):
+                map_reduce(db.row_source(), make_plan(*args, target_rows=target),
+                           P.moments_task)
+
+
+def test_stored_digests_match_the_weights(dbpath, tmp_path):
+    (tmp_path / "w").mkdir()
+    _, weights = _write_models(tmp_path / "w")  # the same seed: the fixture's weights
+    with open_database(dbpath) as db:
+        for model, rows in weights.items():
+            lay = db.layers(f"model = '{model}'").sort_values("layer_index")
+            off = 0
+            for _, l in lay.iterrows():
+                n = int(l["filter_count"])
+                assert l["digest"] == layer_digest(rows[off:off + n])
+                assert int(l["checksum"]) == zlib.crc32(rows[off:off + n].tobytes())
+                off += n
