@@ -122,9 +122,10 @@ class LayerChecks:
         self.a, self.b = a, b
 
     @classmethod
-    def from_catalog(cls, con, db_path) -> "LayerChecks":
+    def from_catalog(cls, con, db_path, digests: bool = True) -> "LayerChecks":
+        """From the ``layers`` table (``digests=False``: check the crc32 only)."""
         have = {r[1] for r in con.execute("PRAGMA table_info(layers)")}
-        dcol = "digest" if "digest" in have else "NULL"
+        dcol = "digest" if digests and "digest" in have else "NULL"
         rows = con.execute(f"SELECT layer_id, filter_start, filter_count, {dcol}, checksum "
                            "FROM layers WHERE filter_count > 0").fetchall()
         if not rows:
@@ -165,15 +166,21 @@ class PlanChecks:
         self.slot[spanning] = np.arange(len(spanning))
         self.n_pieces = int(n_tasks.max()) if len(spanning) else 0
         self.n_slots = len(spanning)
-        piece_starts: dict[int, list[int]] = {int(i): [] for i in spanning}
+        self.piece_starts = {}
         if len(spanning):
+            span_lids = lids[spanning]
+            got_l, got_s = [], []
             for t in plan.tasks:
                 _, _, lids_t, src = _runs_with_source(t)
-                for lid, s in zip(lids_t.tolist(), src.tolist()):
-                    i = self._index(lid)
-                    if i >= 0 and self.slot[i] >= 0:
-                        piece_starts[i].append(s)
-        self.piece_starts = {i: np.array(sorted(v), np.int64) for i, v in piece_starts.items()}
+                keep = np.isin(lids_t, span_lids)
+                got_l.append(lids_t[keep])
+                got_s.append(src[keep])
+            got_l, got_s = np.concatenate(got_l), np.concatenate(got_s)
+            order = np.lexsort((got_s, got_l))
+            got_l, got_s = got_l[order], got_s[order]
+            cut = np.flatnonzero(np.diff(got_l)) + 1
+            for grp_l, grp_s in zip(np.split(got_l, cut), np.split(got_s, cut)):
+                self.piece_starts[self._index(int(grp_l[0]))] = grp_s
 
     def _index(self, lid: int) -> int:
         i = int(np.searchsorted(self.lids, lid))
