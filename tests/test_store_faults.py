@@ -31,14 +31,24 @@ def _write_models(tmp_path, n=3):
     return files, weights
 
 
-@pytest.fixture
-def dbpath(tmp_path):
+def _make_db(tmp_path):
     files, weights = _write_models(tmp_path)
     db = tmp_path / "db"
     for k, f in enumerate(files):
         task = ("Classification", "Segmentation")[k % 2]
         assert main(["add", str(db), str(f), "--meta", f"task={task}"]) == 0
     return db
+
+
+@pytest.fixture
+def dbpath(tmp_path):
+    return _make_db(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_db(tmp_path_factory):
+    """One database for the tests that must not change it."""
+    return _make_db(tmp_path_factory.mktemp("shared"))
 
 
 def _flip(dbpath, model, layer_index, row=5, bit=3):
@@ -166,3 +176,86 @@ def test_stored_digests_match_the_weights(dbpath, tmp_path):
                 assert l["digest"] == layer_digest(rows[off:off + n])
                 assert int(l["checksum"]) == zlib.crc32(rows[off:off + n].tobytes())
                 off += n
+
+
+# ---- user SQL (--where) -----------------------------------------------------------------------
+
+ATTACKS = [
+    ("1) UNION SELECT * FROM cache WHERE (1", "reading table 'cache' is not allowed"),
+    ("layer_id IN (SELECT key FROM meta)", "reading table 'meta' is not allowed"),
+    ("layer_id IN (SELECT model FROM ingest_log)", "reading table 'ingest_log'"),
+    ("layer_id IN (SELECT l.layer_id FROM layers l)", "reading table 'layers'"),
+    ("layer_id IN (SELECT name FROM pragma_table_info('cache'))", "pragma_table_info"),
+    ("layer_id IN (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+     "SELECT x FROM c)", "recursive queries are not allowed"),
+    ("1; DROP TABLE models", "';' is not allowed"),
+    ("load_extension('/tmp/nothing.so') IS NULL", "load_extension() is not allowed"),
+    ("abs(-9223372036854775807 - 1) > 0", "integer overflow"),  # only fails when run
+    ("json_extract(model, '$.a') IS NULL", "malformed json"),  # also at run time
+]
+
+
+@pytest.mark.parametrize("cmd", ["ls-layers", "drift", "health"])
+@pytest.mark.parametrize("where,why", ATTACKS)
+def test_where_attacks_get_one_line(shared_db, capsys, cmd, where, why):
+    argv = {"ls-layers": ["ls", str(shared_db), "--layers"],
+            "drift": ["drift", str(shared_db), "--by", "task"],
+            "health": ["health", str(shared_db)]}[cmd]
+    assert main([*argv, "--where", where]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert why.lower() in line.lower(), line
+    with open_database(shared_db) as db:
+        assert db.n_models == 3 and db.verify() == []
+
+
+def test_where_in_models_and_legit_subqueries(shared_db, capsys):
+    dbpath = shared_db
+    assert main(["ls", str(dbpath), "--where", "model IN (SELECT model FROM models "
+                 "WHERE task = 'Segmentation')"]) == 0
+    assert "m1" in capsys.readouterr().out
+    with open_database(dbpath) as db:
+        assert len(db.layers("layer_id IN (SELECT value FROM json_each('[1, 2]'))")) == 2
+        assert len(db.layers("model IN (SELECT model FROM layer_view WHERE layer_index = 2)")) \
+            == 9
+
+
+@pytest.mark.parametrize("sql", [
+    "ATTACH DATABASE '/tmp/x.sqlite' AS x", "PRAGMA writable_schema = 1",
+    "DELETE FROM models", "INSERT INTO meta VALUES ('a', 'b')", "CREATE TABLE t (x)",
+    "SELECT * FROM cache", "SELECT load_extension('x')"])
+def test_user_sql_guard_refuses_statements(shared_db, sql):
+    dbpath = shared_db
+    from filterdb.errors import FilterDBError
+    from filterdb.store.query import UserSQL
+
+    con = sqlite3.connect(dbpath / "catalog.sqlite")
+    try:
+        with pytest.raises(FilterDBError, match="not allowed"):
+            UserSQL(con, "q").run(sql)
+        assert con.execute("SELECT COUNT(*) FROM models").fetchone()[0] == 3
+    finally:
+        con.close()
+
+
+def test_slow_where_stops_at_the_time_limit(shared_db, capsys, monkeypatch):
+    dbpath = shared_db
+    import time
+
+    from filterdb.store import query
+
+    monkeypatch.setattr(query, "SQL_TIME_LIMIT", 0.5)
+    slow = ("layer_id IN (SELECT a.layer_id FROM layer_view a, layer_view b, layer_view c, "
+            "layer_view d, layer_view e, layer_view f, layer_view g, layer_view h, "
+            "layer_view i, layer_view j)")  # 9**10 rows
+    for argv in (["ls", str(dbpath), "--layers"], ["drift", str(dbpath), "--by", "task"]):
+        t = time.monotonic()
+        assert main([*argv, "--where", slow]) == 2
+        assert time.monotonic() - t < 5
+        line = _one_line(capsys.readouterr().err)
+        assert "stopped after 0.5 s" in line, line
+    with open_database(dbpath) as db:  # the limit is per database too
+        db.sql_time_limit = 0.2
+        t = time.monotonic()
+        with pytest.raises(Exception, match="stopped after 0.2 s"):
+            db.layers(slow)
+        assert time.monotonic() - t < 3

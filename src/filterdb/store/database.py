@@ -73,7 +73,12 @@ class Database:
     filters) is the snapshot taken at open; :meth:`refresh` moves to the newest state. A
     writer never changes committed rows, so readers run during writes. ``mode='w'`` takes
     the writer lock (``fcntl.flock`` on ``DB/lock``) until :meth:`close`.
+
+    A user's SQL (``where``) runs read only over ``layer_view`` / ``models``, for at most
+    ``sql_time_limit`` seconds (:class:`~filterdb.store.query.UserSQL`).
     """
+
+    sql_time_limit: float | None = None  # None: query.SQL_TIME_LIMIT
 
     def __init__(self, path, mode: str = "r"):
         self.path = Path(path)
@@ -203,17 +208,19 @@ class Database:
     # -- queries ----------------------------------------------------------------------------
     def models(self, where: str | None = None):
         """The ``models`` table (optionally filtered by a SQL expression) as a DataFrame."""
-        return query.select_frame(self._con, "models", where, "model_id")
+        return query.select_frame(self._con, "models", where, "model_id",
+                                  limit=self.sql_time_limit)
 
     def layers(self, where: str | None = None, columns=None):
         """``layer_view`` (every layer with its model's columns; the model's display name is
         ``model_name``), optionally filtered by a SQL expression, as a DataFrame; only
         ``columns`` if given (the filter may still use any column)."""
-        return query.select_frame(self._con, "layer_view", where, "layer_id", columns)
+        return query.select_frame(self._con, "layer_view", where, "layer_id", columns,
+                                  limit=self.sql_time_limit)
 
     def selection_ranges(self, where: str | None = None):
         """``(starts, counts, layer_ids)`` of the selected layers owning filters."""
-        return query.selection_ranges(self._con, where)
+        return query.selection_ranges(self._con, where, limit=self.sql_time_limit)
 
     def filters(self, where: str | None = None, chunk_rows: int = 1 << 20,
                 only_3x3: bool = True, copy: bool = False, prefetch: bool = True):
