@@ -259,3 +259,103 @@ def test_slow_where_stops_at_the_time_limit(shared_db, capsys, monkeypatch):
         with pytest.raises(Exception, match="stopped after 0.2 s"):
             db.layers(slow)
         assert time.monotonic() - t < 3
+
+
+# ---- a damaged catalog -----------------------------------------------------------------------
+
+def _checkpoint(dbpath):
+    con = sqlite3.connect(dbpath / "catalog.sqlite")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
+def test_damaged_cache_entries_are_dropped_not_used(dbpath, capsys):
+    from filterdb.store.database import CACHE_MAGIC
+
+    argv = ["drift", str(dbpath), "--by", "task", "--json"]
+    assert main(argv) == 0
+    good = capsys.readouterr().out
+    _checkpoint(dbpath)
+    cat = dbpath / "catalog.sqlite"
+    raw = bytearray(cat.read_bytes())
+    hits = [i for i in range(len(raw)) if raw.startswith(CACHE_MAGIC, i)]
+    assert len(hits) >= 3  # PCA, range, histograms
+    for i in hits:  # one flipped bit inside each stored value
+        raw[i + len(CACHE_MAGIC) + 5 + 20] ^= 0x10
+    cat.write_bytes(bytes(raw))
+    # drift does not use them: it recomputes the same numbers
+    assert main(argv) == 0
+    assert capsys.readouterr().out == good
+    # (the damaged entries were dropped and written anew: damage them again for verify)
+    _checkpoint(dbpath)
+    raw = bytearray(cat.read_bytes())
+    hits = [i for i in range(len(raw)) if raw.startswith(CACHE_MAGIC, i)]
+    for i in hits:
+        raw[i + len(CACHE_MAGIC) + 5 + 20] ^= 0x10
+    cat.write_bytes(bytes(raw))
+    assert main(["verify", str(dbpath)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("OK") and out.count("dropped the damaged analysis cache entry") \
+        == len(hits), out
+    con = sqlite3.connect(cat)
+    assert con.execute("SELECT COUNT(*) FROM cache").fetchone()[0] == 0
+    con.close()
+    assert main(argv) == 0
+    assert capsys.readouterr().out == good
+
+
+def test_legacy_cache_entries_are_checked_by_format():
+    """Entries written before values carried a crc32: JSON, .npz and PNG are read whole."""
+    import io
+
+    from filterdb.store.database import pack_cache, unpack_cache
+
+    buf = io.BytesIO()
+    np.savez(buf, counts=np.arange(1000))
+    npz = buf.getvalue()
+    assert unpack_cache(npz) == npz and unpack_cache('{"a": 1}') == {"a": 1}
+    assert unpack_cache(pack_cache({"a": [1, 2]})) == {"a": [1, 2]}
+    assert unpack_cache(pack_cache(b"xyz")) == b"xyz"
+    bad = bytearray(npz)
+    bad[len(bad) // 3] ^= 1  # inside the member's data: zip's crc32 catches it
+    for v in (bytes(bad), '{"a": ', pack_cache(b"xyz")[:-1] + b"w"):
+        with pytest.raises(ValueError):
+            unpack_cache(v)
+    png = (b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR" + bytes(13)
+           + zlib.crc32(b"IHDR" + bytes(13)).to_bytes(4, "big")
+           + bytes(4) + b"IEND" + zlib.crc32(b"IEND").to_bytes(4, "big"))
+    assert unpack_cache(png) == png
+    with pytest.raises(ValueError):
+        unpack_cache(png[:20] + b"\x01" + png[21:])
+
+
+COMMANDS = [["ls", "{db}"], ["ls", "{db}", "--layers"], ["info", "{db}"],
+            ["drift", "{db}", "--by", "task"], ["pca", "{db}"], ["health", "{db}"],
+            ["rm", "{db}", "m0"]]
+
+
+@pytest.mark.parametrize("page", [0, 1, 3, 6])
+def test_damaged_catalog_pages_give_one_line(shared_db, tmp_path, capsys, page):
+    """Bytes of a b-tree page overwritten: every command says so in one line (or runs
+    when it never reads that page); verify reports the damage (integrity_check)."""
+    import shutil
+
+    _checkpoint(shared_db)
+    db = tmp_path / "db"
+    shutil.copytree(shared_db, db)
+    with open(db / "catalog.sqlite", "r+b") as f:
+        f.seek(page * 4096 + (100 if page == 0 else 0))
+        f.write(np.random.default_rng(page).bytes(16))
+    failed = 0
+    for argv in COMMANDS:
+        r = main([a.format(db=db) for a in argv])
+        err = capsys.readouterr().err
+        assert r in (0, 2), (argv, r, err)
+        if r == 2:
+            failed += 1
+            line = _one_line(err)
+            assert "catalog is damaged" in line and "filterdb verify" in line, line
+    assert failed >= 1
+    assert main(["verify", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert "problem" in out and "catalog:" in out and "Traceback" not in out, out

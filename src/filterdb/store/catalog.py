@@ -104,6 +104,28 @@ SCHEMA = [
 ]
 
 
+def catalog_error(path, e: BaseException) -> FilterDBError:
+    """One line for an error of SQLite on the catalog: damaged, disk full, or other."""
+    name = getattr(e, "sqlite_errorname", "") or ""
+    text = str(e)
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text \
+            or "not a database" in text:
+        return FilterDBError(f"{path}: the catalog is damaged ({text}); run 'filterdb verify'")
+    if name == "SQLITE_FULL" or "disk is full" in text:
+        return FilterDBError(f"{path}: no space left on device (the catalog could not be "
+                             "written; nothing committed was lost)")
+    return FilterDBError(f"{path}: catalog error ({text})")
+
+
+def integrity_problems(con: sqlite3.Connection) -> list[str]:
+    """SQLite's ``PRAGMA integrity_check`` as problem lines ([] when it says ok)."""
+    try:
+        rows = [r[0] for r in con.execute("PRAGMA integrity_check(50)").fetchall()]
+    except sqlite3.DatabaseError as e:
+        return [f"catalog: {e}"]
+    return [] if rows == ["ok"] else [f"catalog: {r}" for r in rows]
+
+
 def connect(path, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit BEGIN / COMMIT).
 
@@ -117,7 +139,7 @@ def connect(path, readonly: bool = False) -> sqlite3.Connection:
             con.execute("PRAGMA synchronous = FULL")
         con.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as e:
-        raise FilterDBError(f"{p}: cannot open the catalog ({e})") from None
+        raise catalog_error(p, e) from None
     return con
 
 

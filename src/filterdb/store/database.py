@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,73 @@ def open_database(path, mode: str = "r", create: bool = False) -> "Database":
             return init_database(path)
         raise FilterDBError(f"{path}: not a filterdb database (create one with 'filterdb init')")
     return Database(path, mode=mode)
+
+
+CACHE_MAGIC = b"FDBc1"  # then b"b" (bytes) or b"j" (JSON), crc32 (4 bytes LE), the value
+
+
+def pack_cache(value) -> bytes:
+    """A cache value (bytes, or anything JSON-able) as stored: tagged, with its crc32."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        kind, data = b"b", bytes(value)
+    else:
+        kind, data = b"j", json.dumps(value).encode()
+    return CACHE_MAGIC + kind + zlib.crc32(data).to_bytes(4, "little") + data
+
+
+def unpack_cache(v):
+    """The value of a stored cache entry; ValueError if it is damaged. Entries written
+    before values carried a crc32 are checked as far as their format allows (JSON text,
+    ``.npz`` archives and PNG images, each read whole)."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except ValueError:
+            raise ValueError("not valid JSON") from None
+    if not isinstance(v, (bytes, memoryview)):
+        raise ValueError(f"unexpected {type(v).__name__} value")
+    v = bytes(v)
+    n = len(CACHE_MAGIC)
+    if v.startswith(CACHE_MAGIC) and len(v) >= n + 5:
+        kind, crc, data = v[n:n + 1], int.from_bytes(v[n + 1:n + 5], "little"), v[n + 5:]
+        if zlib.crc32(data) != crc or kind not in (b"b", b"j"):
+            raise ValueError("checksum mismatch")
+        return data if kind == b"b" else json.loads(data)
+    _check_legacy_blob(v)
+    return v
+
+
+def _check_legacy_blob(v: bytes) -> None:
+    import io
+
+    if v.startswith(b"PK"):  # an .npz archive: every member read (zip crc32 checked)
+        try:
+            with np.load(io.BytesIO(v), allow_pickle=False) as z:
+                for k in z.files:
+                    z[k]
+        except Exception as e:  # noqa: BLE001 - any decoding failure is damage
+            raise ValueError(f"damaged .npz ({type(e).__name__})") from None
+    elif v.startswith(b"\x89PNG\r\n\x1a\n"):  # a PNG: every chunk's crc32
+        p = 8
+        while p < len(v):
+            if p + 12 > len(v):
+                raise ValueError("damaged PNG (truncated)")
+            ln = int.from_bytes(v[p:p + 4], "big")
+            end = p + 12 + ln
+            if end > len(v) or zlib.crc32(v[p + 4:p + 8 + ln]) != \
+                    int.from_bytes(v[p + 8 + ln:end], "big"):
+                raise ValueError("damaged PNG (chunk checksum)")
+            if v[p + 4:p + 8] == b"IEND":
+                return
+            p = end
+        raise ValueError("damaged PNG (no end)")
+
+
+def _drop_cache(con, keys) -> None:
+    try:
+        con.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in keys])
+    except sqlite3.Error:
+        pass  # read-only file system: the entry stays a miss
 
 
 def _check_layer(db, layer_id: int, x: np.ndarray) -> None:
@@ -302,31 +370,53 @@ class Database:
         return catalog.connect(self.path / catalog.CATALOG)
 
     def cache_get(self, key: str):
-        """The value cached under ``key`` for this ``data_version``, or None (missing/stale)."""
+        """The value cached under ``key`` for this ``data_version``, or None (missing, stale
+        or damaged: a damaged entry is dropped, see :func:`unpack_cache`)."""
         con = self._cache_con()
         try:
             r = con.execute("SELECT data_version, value FROM cache WHERE key = ?",
                             (key,)).fetchone()
+            if r is None or int(r[0]) != self.data_version:
+                return None
+            try:
+                return unpack_cache(r[1])
+            except ValueError:
+                _drop_cache(con, [key])
+                return None
         finally:
             con.close()
-        if r is None or int(r[0]) != self.data_version:
-            return None
-        v = r[1]
-        return bytes(v) if isinstance(v, (bytes, memoryview)) else json.loads(v)
 
     def cache_put(self, key: str, value) -> None:
-        """Cache ``value`` (bytes, or anything JSON-able) for this ``data_version``.
+        """Cache ``value`` (bytes, or anything JSON-able) for this ``data_version``, with a
+        crc32 of the value (:func:`pack_cache`).
 
         Works on readers too (a short separate write transaction)."""
         from .ingest import now
 
-        v = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else json.dumps(value)
         con = self._cache_con()
         try:
             con.execute("INSERT OR REPLACE INTO cache(key, data_version, value, created_at) "
-                        "VALUES (?, ?, ?, ?)", (key, self.data_version, v, now()))
+                        "VALUES (?, ?, ?, ?)", (key, self.data_version, pack_cache(value), now()))
         finally:
             con.close()
+
+    def check_cache(self, drop: bool = True) -> list[str]:
+        """The damaged analysis-cache entries (dropped with ``drop``), one line each."""
+        con = self._cache_con()
+        try:
+            bad = []
+            for key, v in con.execute("SELECT key, value FROM cache").fetchall():
+                try:
+                    unpack_cache(v)
+                except ValueError as e:
+                    bad.append((key, str(e)))
+            if drop and bad:
+                _drop_cache(con, [k for k, _ in bad])
+        finally:
+            con.close()
+        verb = "dropped" if drop else "found"
+        return [f"{verb} the damaged analysis cache entry {k} ({why}); it is recomputed "
+                "when needed" for k, why in bad]
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -111,6 +111,12 @@ class UserSQL:
             con.set_authorizer(_allow_all)
 
     def error(self, e) -> FilterDBError:
+        name = getattr(e, "sqlite_errorname", "") or ""
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_FULL", "SQLITE_IOERR")):
+            from .catalog import catalog_error
+
+            db = self.con.execute("PRAGMA database_list").fetchone()
+            return catalog_error(db[2] if db else "catalog", e)
         if self.stopped:
             why = (f"stopped after {self.limit:g} s (the time limit for a selection; "
                    "simplify the expression)")

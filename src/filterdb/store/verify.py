@@ -64,11 +64,22 @@ def check_ranges(starts, counts, free_starts, free_counts, committed: int) -> li
 
 def verify(db, checksums: bool = True, chunk_rows: int = 1 << 20) -> list[str]:
     """The problems found (an empty list when the database is consistent)."""
+    import sqlite3
+
+    from .catalog import integrity_problems
+
+    problems = integrity_problems(db._con)
+    if problems:  # the rest reads the catalog: its answers cannot be trusted
+        return problems
+    try:
+        return _verify(db, checksums, chunk_rows)
+    except sqlite3.DatabaseError as e:
+        return [f"catalog: {e}"]
+
+
+def _verify(db, checksums: bool, chunk_rows: int) -> list[str]:
     con = db._con
     problems = []
-    ok = con.execute("PRAGMA quick_check").fetchone()[0]
-    if ok != "ok":
-        problems.append(f"catalog: {ok}")
     committed, sr = db.n_filters, db.segment_rows
     sizes = segment_sizes(db._filters_dir)
     seg_problems = check_segments(sizes, committed, sr)
