@@ -332,7 +332,7 @@ def cmd_verify(args) -> int:
         problems = problems or [f"catalog: {e}"]
         n = 0
     if args.json:
-        print_json({"ok": not problems, "problems": problems, "notes": notes})
+        print_json({"ok": not problems, "problems": problems, **({"notes": notes} if notes else {})})
         return 1 if problems else 0
     if problems:
         print(f"{args.db}: {len(problems)} problem(s)")
