@@ -359,3 +359,84 @@ def test_damaged_catalog_pages_give_one_line(shared_db, tmp_path, capsys, page):
     assert main(["verify", str(db)]) == 1
     out = capsys.readouterr().out
     assert "problem" in out and "catalog:" in out and "Traceback" not in out, out
+
+
+# ---- a full disk ------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 4 MB tmpfs (root only; skipped where it cannot be mounted)."""
+    import shutil
+    import subprocess
+
+    d = tmp_path / "fs"
+    d.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("a full disk needs a tmpfs: mount(8) as root is not available here")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def _fill(path, leave_pages: int):
+    """Fill the file system of ``path`` (a filler file) leaving ``leave_pages`` 4 KB pages."""
+    block = b"\0" * 4096
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    n = 0
+    try:
+        while True:
+            try:
+                w = os.write(fd, block)
+            except OSError as e:
+                assert e.errno == 28
+                break
+            n += w
+            if w < 4096:
+                break
+        os.ftruncate(fd, max(0, n // 4096 - leave_pages) * 4096)
+    finally:
+        os.close(fd)
+
+
+def test_full_disk_at_each_write_point(small_fs, tmp_path, capsys):
+    """``add`` with 0, 1, 2, ... free pages: it fails at the lock file, then at the segment
+    write, then at the commit, then succeeds. Each failure: one line, exit 2, and the
+    database verifies with the model committed before intact."""
+    rng = np.random.default_rng(3)
+    first = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    second = rng.standard_normal((100, 20, 3, 3)).astype(np.float32)  # 2,000 filters, 72 KB
+    np.savez(tmp_path / "first.npz", conv=first)
+    np.savez(tmp_path / "second.npz", conv=second)
+    db = small_fs / "db"
+    assert main(["add", str(db), str(tmp_path / "first.npz")]) == 0
+    capsys.readouterr()
+    filler = small_fs / "filler"
+    points = set()
+    for free in range(0, 80):
+        _fill(filler, free)
+        r = main(["add", str(db), str(tmp_path / "second.npz")])
+        out, err = capsys.readouterr()
+        if r == 0:
+            break
+        assert r == 2, (free, out, err)
+        line = _one_line(err)
+        assert f"{db}: no space left on device" in line, (free, line)
+        points.add("lock" if "lock file" in line else "segments" if "segments" in line
+                   else "commit" if "committing" in line else "open" if "opening" in line
+                   else line)
+        os.unlink(filler)
+        with open_database(db) as d:
+            assert d.verify() == [] and d.n_models == 1
+            x = d.layer_filters(int(d.layers().iloc[0]["layer_id"]))
+            assert np.array_equal(x.view(np.uint32), first.reshape(-1, 9).view(np.uint32))
+    else:
+        pytest.fail("the add never succeeded")
+    assert {"lock", "segments", "commit"} <= points, points
+    os.unlink(filler)
+    with open_database(db) as d:
+        assert d.verify() == [] and d.n_models == 2

@@ -49,6 +49,14 @@ def main(argv=None) -> int:
         print(f"filterdb: error: {catalog_error(getattr(args, 'db', None) or 'DB', e)}",
               file=sys.stderr)
         return 2
+    except OSError as e:
+        from ..errors import DiskFullError, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        print(f"filterdb: error: {DiskFullError(getattr(args, 'db', None) or e.filename or '.')}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("filterdb: interrupted", file=sys.stderr)
         return 130

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .._table import format_table
-from ..errors import FilterDBError
+from ..errors import DiskFullError, FilterDBError
 from ._common import print_json, progress
 
 
@@ -176,6 +176,8 @@ def add_files(db, jobs, replace=False, n_jobs=1, show_progress=True):
         path, meta = jobs[i]
         try:
             results[i] = db.add_model(model, meta, replace=replace)
+        except DiskFullError:
+            raise  # the whole command stops: one line, exit 2
         except FilterDBError as e:
             results[i] = f"{path}: {e}"
         bar.update(1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import FilterDBError
+from .catalog import catalog_error, rollback
 from .digest import digest_hex, piece_sums
 from .segments import DTYPE, ROW_FLOATS, SegmentWriter
 from .vocab import DERIVED_COLUMNS, EXTRA_PREFIX, TEXT_COLUMNS, normalize_meta
@@ -315,8 +317,12 @@ class BulkWriter:
                 _log(con, r.status, r.model, p.row["sha256"], p.row["path"], r.n_layers,
                      r.n_filters, p.start if r.n_filters else None, dv)
             con.execute("COMMIT")
+        except sqlite3.Error as e:
+            rollback(con)
+            raise catalog_error(self.db.path, e, "committing to the catalog; the write is undone") \
+                from None
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
         for p, mid in zip(self._pending, ids):
             p.result.model_id = mid

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from ..errors import FilterDBError
+from ..errors import DiskFullError, FilterDBError
 
 FORMAT_VERSION = 1
 CATALOG = "catalog.sqlite"
@@ -104,17 +104,29 @@ SCHEMA = [
 ]
 
 
-def catalog_error(path, e: BaseException) -> FilterDBError:
+def catalog_error(path, e: BaseException, doing: str = "writing the catalog") -> FilterDBError:
     """One line for an error of SQLite on the catalog: damaged, disk full, or other."""
     name = getattr(e, "sqlite_errorname", "") or ""
     text = str(e)
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text \
             or "not a database" in text:
         return FilterDBError(f"{path}: the catalog is damaged ({text}); run 'filterdb verify'")
-    if name == "SQLITE_FULL" or "disk is full" in text:
-        return FilterDBError(f"{path}: no space left on device (the catalog could not be "
-                             "written; nothing committed was lost)")
+    p = os.fspath(path)
+    db = os.path.dirname(p) if os.path.basename(p).startswith(CATALOG) else p
+    if name == "SQLITE_FULL" or "disk is full" in text \
+            or (name.startswith("SQLITE_IOERR") and _no_space(db)):
+        return DiskFullError(db, f"{doing}; nothing committed is lost")
     return FilterDBError(f"{path}: catalog error ({text})")
+
+
+def _no_space(path) -> bool:
+    """The file system holding ``path`` has (almost) no free blocks: SQLite reports a full
+    disk as an I/O error where it creates its shared-memory or WAL file."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (64 << 10)
 
 
 def integrity_problems(con: sqlite3.Connection) -> list[str]:
@@ -139,7 +151,7 @@ def connect(path, readonly: bool = False) -> sqlite3.Connection:
             con.execute("PRAGMA synchronous = FULL")
         con.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as e:
-        raise catalog_error(p, e) from None
+        raise catalog_error(p, e, "opening the catalog") from None
     return con
 
 
@@ -173,8 +185,18 @@ def upgrade(con: sqlite3.Connection) -> None:
         con.execute(_view_sql())
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
+
+
+def rollback(con: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already (a failed COMMIT, e.g.
+    on a full disk, has; ROLLBACK would only mask its error)."""
+    if con.in_transaction:
+        try:
+            con.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 def read_meta(con: sqlite3.Connection) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FilterDBError
+from ..errors import DiskFullError, FilterDBError, is_disk_full
 from . import catalog, query
 from .segments import SegmentReader, aligned_empty
 
@@ -176,7 +176,12 @@ class Database:
     # -- lock and snapshot ------------------------------------------------------------
     def _take_lock(self) -> None:
         lock_path = self.path / LOCK
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if is_disk_full(e):
+                raise DiskFullError(self.path, "creating the lock file") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -185,8 +190,16 @@ class Database:
             finally:
                 os.close(fd)
             raise FilterDBError(f"{self.path}: database is locked by another writer (pid {pid})")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            if is_disk_full(e):
+                raise DiskFullError(self.path, "writing the lock file; nothing was changed") \
+                    from None
+            raise
         self._lock_fd = fd
 
     def _release_lock(self) -> None:
