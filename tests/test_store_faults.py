@@ -440,3 +440,36 @@ def test_full_disk_at_each_write_point(small_fs, tmp_path, capsys):
     os.unlink(filler)
     with open_database(db) as d:
         assert d.verify() == [] and d.n_models == 2
+
+
+def test_database_from_before_digests_upgrades_and_is_checked(dbpath, tmp_path, capsys):
+    """A catalog without the digest column (as written before it existed): read as it is
+    (passes check crc32), upgraded by the first writer, new layers get digests."""
+    from filterdb.store.catalog import _view_sql
+
+    con = sqlite3.connect(dbpath / "catalog.sqlite")
+    con.execute("DROP VIEW layer_view")
+    con.execute("ALTER TABLE layers DROP COLUMN digest")
+    con.execute(_view_sql().replace(", l.digest", ""))
+    con.commit()
+    con.close()
+    argv = ["drift", str(dbpath), "--by", "task", "--no-cache", "--json"]
+    assert main(argv) == 0
+    good = capsys.readouterr().out
+    assert main(["verify", str(dbpath)]) == 0
+    rng = np.random.default_rng(5)
+    np.savez(tmp_path / "new.npz", conv=rng.standard_normal((8, 4, 3, 3)).astype(np.float32))
+    assert main(["add", str(dbpath), str(tmp_path / "new.npz")]) == 0  # the writer upgrades
+    capsys.readouterr()
+    with open_database(dbpath) as db:
+        lay = db.layers()
+        assert lay["digest"].isna().sum() == 9 and lay["digest"].notna().sum() == 1
+    import json
+
+    assert main([*argv, "--where", "model != 'new'"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again.pop("where") == "model != 'new'"
+    assert again == {k: v for k, v in json.loads(good).items() if k != "where"}
+    _flip(dbpath, "m1", 2, row=3)
+    assert main(argv) == 2
+    assert "model m1, layer 2" in _one_line(capsys.readouterr().err)

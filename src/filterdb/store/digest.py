@@ -110,16 +110,17 @@ class LayerChecks:
         self.counts = np.asarray(counts, np.int64)[order]
         d = [digests[i] for i in order]
         c = [crcs[i] for i in order]
-        self.kind = np.array([1 if x else (2 if y is not None else 0) for x, y in zip(d, c)],
-                             np.int8)  # 1 digest, 2 crc32, 0 nothing to check
-        a = np.zeros(len(d), np.uint64)
-        b = np.zeros(len(d), np.uint64)
-        for i, x in enumerate(d):
-            if x:
-                a[i], b[i] = parse_digest(x)
-            elif c[i] is not None:
-                a[i] = int(c[i]) & 0xFFFFFFFF
-        self.a, self.b = a, b
+        has_d = np.array([bool(x) for x in d], bool)
+        has_c = np.array([x is not None for x in c], bool)
+        self.kind = np.where(has_d, 1, np.where(has_c, 2, 0)).astype(np.int8)  # 1 digest,
+        # 2 crc32 only (written before digests), 0 nothing to check
+        z = "0" * 32
+        ab = np.frombuffer(bytes.fromhex("".join(x if x else z for x in d)), ">u8")
+        ab = ab.reshape(-1, 2).astype(np.uint64) if len(d) else np.zeros((0, 2), np.uint64)
+        self.a = np.where(has_d, ab[:, 0],
+                          np.array([int(x) & 0xFFFFFFFF if x is not None else 0 for x in c],
+                                   np.uint64))
+        self.b = ab[:, 1].copy()
 
     @classmethod
     def from_catalog(cls, con, db_path, digests: bool = True) -> "LayerChecks":
