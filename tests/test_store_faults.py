@@ -473,3 +473,27 @@ def test_database_from_before_digests_upgrades_and_is_checked(dbpath, tmp_path, 
     _flip(dbpath, "m1", 2, row=3)
     assert main(argv) == 2
     assert "model m1, layer 2" in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("chunk_rows", [50, 333, 1 << 20])
+@pytest.mark.parametrize("digests", [True, False])
+def test_streamed_filters_are_checked(dbpath, chunk_rows, digests):
+    """``Database.filters`` (export-h5, the API) checks each layer as it streams by."""
+    if not digests:
+        con = sqlite3.connect(dbpath / "catalog.sqlite")
+        con.execute("UPDATE layers SET digest = NULL")
+        con.commit()
+        con.close()
+    with open_database(dbpath) as db:
+        n = sum(len(c.filters) for c in db.filters(chunk_rows=chunk_rows))
+        assert n == db.n_filters
+    _flip(dbpath, "m2", 1, row=300)
+    with open_database(dbpath) as db:
+        with pytest.raises(Exception, match=r"model m2, layer 1 .*filterdb verify"):
+            for _ in db.filters(chunk_rows=chunk_rows):
+                pass
+        # an untouched selection streams, and without verify everything does
+        assert sum(len(c.filters) for c in db.filters("model != 'm2'", chunk_rows=chunk_rows)) \
+            == 2 * 1408
+        assert sum(len(c.filters) for c in db.filters(chunk_rows=chunk_rows, verify=False)) \
+            == 3 * 1408

@@ -304,16 +304,19 @@ class Database:
         return query.selection_ranges(self._con, where, limit=self.sql_time_limit)
 
     def filters(self, where: str | None = None, chunk_rows: int = 1 << 20,
-                only_3x3: bool = True, copy: bool = False, prefetch: bool = True):
+                only_3x3: bool = True, copy: bool = False, prefetch: bool = True,
+                verify: bool = True):
         """Stream the selected layers' filters as :class:`~.query.FilterChunk` in filter-id
         order, never materialising the selection. A chunk's ``filters`` is a view of a
-        reused buffer, valid until the next iteration, unless ``copy=True``."""
+        reused buffer, valid until the next iteration, unless ``copy=True``. With
+        ``verify`` each layer is checked against its digest as it streams by."""
         if not only_3x3:
             raise FilterDBError("only 3x3 filters are stored; other kernel shapes are counted "
                                 "in the catalog (kernel_counts), not kept")
         starts, counts, lids = self.selection_ranges(where)
         return query.stream(self._reader, starts, counts, lids, chunk_rows=chunk_rows,
-                            copy=copy, prefetch=prefetch)
+                            copy=copy, prefetch=prefetch,
+                            checks=self.layer_checks() if verify else None)
 
     def read_filters(self, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         """Filters ``start .. start+count-1`` (committed rows only) as ``(count, 9)`` float32."""

@@ -287,3 +287,64 @@ def _run_sums(words, offs, ns, firsts):
     for r in range(offs.shape[0]):
         a[r], b[r] = _wsum(words[offs[r]:offs[r] + ns[r]], firsts[r])
     return a, b
+
+
+class StreamChecks:
+    """Checks the layers of a sequential stream of a selection (:func:`.query.stream`):
+    rows ``pos .. pos + m - 1`` of the selection come in order; each layer is compared once
+    its last row has been seen."""
+
+    def __init__(self, checks: LayerChecks, layer_ids, counts):
+        self.db_path = checks.db_path
+        lids = np.asarray(layer_ids, np.int64)
+        counts = np.asarray(counts, np.int64)
+        self.lids = lids
+        self.bounds = np.concatenate([[0], np.cumsum(counts)])
+        kind = np.zeros(len(lids), np.int8)
+        a = np.zeros(len(lids), np.uint64)
+        b = np.zeros(len(lids), np.uint64)
+        if len(checks.lids) and len(lids):
+            pos = np.minimum(np.searchsorted(checks.lids, lids), len(checks.lids) - 1)
+            ok = (checks.lids[pos] == lids) & (checks.counts[pos] == counts)
+            kind[ok], a[ok], b[ok] = checks.kind[pos[ok]], checks.a[pos[ok]], checks.b[pos[ok]]
+        self.kind, self.a, self.b = kind, a, b
+        self._acc: dict[int, list[int]] = {}  # layer -> [h1, h2, rows seen]
+
+    def check(self, x: np.ndarray, pos: int) -> None:
+        m = x.shape[0]
+        bd = self.bounds
+        i0 = int(np.searchsorted(bd, pos, side="right")) - 1
+        i1 = int(np.searchsorted(bd, pos + m, side="left"))
+        idx = np.arange(i0, i1)
+        idx = idx[self.kind[idx] > 0]
+        if len(idx) == 0:
+            return
+        lo = np.maximum(bd[idx], pos)
+        hi = np.minimum(bd[idx + 1], pos + m)
+        off, n, first = lo - pos, hi - lo, lo - bd[idx]
+        dig = self.kind[idx] == 1
+        h1 = np.zeros(len(idx), np.uint64)
+        h2 = np.zeros(len(idx), np.uint64)
+        if dig.any():
+            words = np.ascontiguousarray(x).view(np.uint32).reshape(-1)
+            h1[dig], h2[dig] = _run_sums(words, off[dig] * 9, n[dig] * 9, first[dig] * 9)
+        whole = (first == 0) & (n == bd[idx + 1] - bd[idx])
+        bad = whole & dig & ((h1 != self.a[idx]) | (h2 != self.b[idx]))
+        if bad.any():
+            raise layer_damaged(self.db_path, int(self.lids[idx[np.flatnonzero(bad)[0]]]))
+        for r in np.flatnonzero(~whole | ~dig).tolist():
+            i = int(idx[r])
+            acc = self._acc.setdefault(i, [0, 0, 0])
+            if dig[r]:
+                acc[0] += int(h1[r])
+                acc[1] = (acc[1] + int(h2[r])) & _M64
+            else:  # crc32 in order
+                rows = np.ascontiguousarray(x[off[r]:off[r] + n[r]])
+                acc[0] = zlib.crc32(memoryview(rows.view(np.uint8).reshape(-1)), acc[0])
+            acc[2] += int(n[r])
+            if acc[2] == int(bd[i + 1] - bd[i]):
+                del self._acc[i]
+                good = (acc[0] == int(self.a[i]) and acc[1] == int(self.b[i])) if dig[r] \
+                    else acc[0] == int(self.a[i])
+                if not good:
+                    raise layer_damaged(self.db_path, int(self.lids[i]))

@@ -224,9 +224,11 @@ def chunk_plan(starts, counts, chunk_rows: int):
 
 
 def stream(reader: SegmentReader, starts, counts, layer_ids, chunk_rows: int = 1 << 20,
-           copy: bool = False, prefetch: bool = True) -> Iterator[FilterChunk]:
+           copy: bool = False, prefetch: bool = True, checks=None) -> Iterator[FilterChunk]:
     """Read the ranges in chunks into reused aligned buffers; with ``prefetch`` a reader
-    thread fills the next buffer while the caller works on the current one."""
+    thread fills the next buffer while the caller works on the current one. With
+    ``checks`` (:class:`~.digest.LayerChecks`) each layer is compared with its digest as
+    it streams by (a damaged one raises before its last chunk is handed out)."""
     starts, counts = np.asarray(starts, np.int64), np.asarray(counts, np.int64)
     layer_ids = np.asarray(layer_ids, np.int64)
     total = int(counts.sum())
@@ -236,6 +238,10 @@ def stream(reader: SegmentReader, starts, counts, layer_ids, chunk_rows: int = 1
     rows = min(chunk_rows, total)
     bounds = np.concatenate([[0], np.cumsum(counts)])
     plans = chunk_plan(starts, counts, chunk_rows)
+    if checks is not None:
+        from .digest import StreamChecks
+
+        checks = StreamChecks(checks, layer_ids, counts)
     bufs = [aligned_empty(rows)] + ([aligned_empty(rows)] if prefetch else [])
 
     def load(plan, buf):
@@ -256,6 +262,8 @@ def stream(reader: SegmentReader, starts, counts, layer_ids, chunk_rows: int = 1
         for plan in plans:
             pos, m = load(plan, bufs[0])
             f = bufs[0][:m]
+            if checks is not None:
+                checks.check(f, pos)
             yield FilterChunk(f.copy() if copy else f, labels(pos, m), pos)
         return
 
@@ -273,6 +281,8 @@ def stream(reader: SegmentReader, starts, counts, layer_ids, chunk_rows: int = 1
             nxt = next(plans, None)
             pending = ex.submit(load, nxt, bufs[(i + 1) % 2]) if nxt is not None else None
             f = cur[:m]
+            if checks is not None:
+                checks.check(f, pos)
             yield FilterChunk(f.copy() if copy else f, labels(pos, m), pos)
             i += 1
     finally:
