@@ -60,9 +60,13 @@ def kernels(rows: int, repeat: int) -> None:
         "health (layers of 4096)": lambda: health_task(xs, ids_h, np.arange(L), np.full(L, 64)),
     }
     print(f"  {'kernel':26s} {'ms':>8s} {'crc32 %':>8s} {'digest %':>9s}")
+    times = {}
     for name, f in work.items():
-        t = best(f, repeat)
+        t = times[name] = best(f, repeat)
         print(f"  {name:26s} {t * 1e3:8.2f} {100 * t_crc / t:7.1f}% {100 * t_dig / t:8.1f}%")
+    drift = sum(times[k] for k in ("pca moments", "coefficient range", "histograms (70 bins)"))
+    print(f"  {'drift (the 3 passes)':26s} {drift * 1e3:8.2f} {300 * t_crc / drift:7.1f}% "
+          f"{300 * t_dig / drift:8.1f}%")
 
 
 def db_pass(path, repeat: int) -> None:
