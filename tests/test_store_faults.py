@@ -127,12 +127,12 @@ def test_flipped_bits_in_a_layer_cut_across_windows(dbpath):
         args = [lay[c].to_numpy(np.int64) for c in ("filter_start", "filter_count", "layer_id")]
         from filterdb.kernels import pca as P
 
-        for target in (100, 333, 1 << 20):
+        for target in (100, 333, 640, 1 << 20):
             plan = make_plan(*args, target_rows=target)
             map_reduce(db.row_source(), plan, P.moments_task)  # sound: no error
     _flip(dbpath, "m2", 2, row=700)
     with open_database(dbpath) as db:
-        for target in (100, 333, 1 << 20):
+        for target in (100, 333, 640, 1 << 20):
             plan = make_plan(*args, target_rows=target)
             assert target > 700 or any(
                 (t.runs[:, 2] == args[2][-1]).any() for t in plan.tasks[:-1])
