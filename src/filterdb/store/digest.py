@@ -150,10 +150,10 @@ class PlanChecks:
         runs = [t.runs[:, 2] for t in plan.tasks]
         lids_all = np.concatenate(runs) if runs else np.zeros(0, np.int64)
         lids, n_tasks = np.unique(lids_all, return_counts=True)
-        pos = np.searchsorted(checks.lids, lids)
-        pos = np.minimum(pos, max(len(checks.lids) - 1, 0))
-        known = (len(checks.lids) > 0) & (checks.lids[pos] == lids) if len(lids) else \
-            np.zeros(0, bool)
+        if len(checks.lids) == 0:
+            lids = lids[:0]
+        pos = np.minimum(np.searchsorted(checks.lids, lids), max(len(checks.lids) - 1, 0))
+        known = checks.lids[pos] == lids if len(lids) else np.zeros(0, bool)
         lids, n_tasks, pos = lids[known], n_tasks[known], pos[known]
         self.lids = lids
         self.starts = checks.starts[pos]
