@@ -12,7 +12,7 @@ import pytest
 
 from filterdb.cli import main
 from filterdb.engine import make_plan, map_reduce
-from filterdb.store import init_database, open_database
+from filterdb.store import open_database
 from filterdb.store.digest import crc32_combine, layer_digest, piece_sums
 
 SHAPES = [(16, 8, 3, 3), (32, 16, 3, 3), (24, 32, 3, 3)]  # 128 + 512 + 768 filters

@@ -334,7 +334,8 @@ def cmd_verify(args) -> int:
         problems = problems or [f"catalog: {e}"]
         n = 0
     if args.json:
-        print_json({"ok": not problems, "problems": problems, **({"notes": notes} if notes else {})})
+        extra = {"notes": notes} if notes else {}
+        print_json({"ok": not problems, "problems": problems, **extra})
         return 1 if problems else 0
     if problems:
         print(f"{args.db}: {len(problems)} problem(s)")
