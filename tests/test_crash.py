@@ -16,6 +16,7 @@ import filterdb
 from filterdb.store import init_database
 
 PY = sys.executable
+SLOW = os.path.join(os.path.dirname(__file__), "_slow_write.py")
 N_RUNS = 22
 
 
@@ -48,14 +49,15 @@ def test_sigkill_during_add(tmp_path):
                 "big0": write_big(tmp_path / "big0.npz", 1),
                 "big1": write_big(tmp_path / "big1.npz", 2)}
     init_database(db_path, segment_rows=1 << 20).close()  # 2.1 M filters cross 2-3 segments
-    env = {**os.environ, "FILTERDB_TEST_SLOW_WRITE": "0.05"}
-    r = subprocess.run([PY, "-m", "filterdb.cli", "add", str(db_path), str(small)],
+    env = dict(os.environ)
+    slow = [PY, SLOW, "0.05"]  # filterdb with slow segment writes
+    r = subprocess.run([*slow, "add", str(db_path), str(small)],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
 
     # how long one add takes here, to spread the kills over its whole duration
     t0 = time.monotonic()
-    r = subprocess.run([PY, "-m", "filterdb.cli", "add", str(db_path),
+    r = subprocess.run([*slow, "add", str(db_path),
                         str(tmp_path / "big0.npz"), "--replace"],
                        capture_output=True, text=True, env=env)
     duration = time.monotonic() - t0
@@ -65,7 +67,7 @@ def test_sigkill_during_add(tmp_path):
     outcomes = {"killed": 0, "finished": 0}
     for run in range(N_RUNS):
         target = f"big{run % 2}"
-        p = subprocess.Popen([PY, "-m", "filterdb.cli", "add", str(db_path),
+        p = subprocess.Popen([*slow, "add", str(db_path),
                               str(tmp_path / f"{target}.npz"), "--replace"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         time.sleep(kill_rng.uniform(0.1, 1.05 * duration))
@@ -92,7 +94,7 @@ def test_sigkill_during_add(tmp_path):
 
     # a clean re-run completes, and the result is whole
     for target in ("big0", "big1"):
-        r = subprocess.run([PY, "-m", "filterdb.cli", "add", str(db_path),
+        r = subprocess.run([*slow, "add", str(db_path),
                             str(tmp_path / f"{target}.npz"), "--replace"],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr

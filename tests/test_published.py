@@ -413,8 +413,9 @@ def test_sigkill_during_import_then_rerun(tmp_path):
     df.to_hdf(h5, key="meta", mode="a")
     db_path = tmp_path / "db"
     init_database(db_path, segment_rows=50000).close()
-    env = {**os.environ, "FILTERDB_TEST_SLOW_WRITE": "0.08"}  # 46 chunks: about 4 s
-    cmd = [PY, "-m", "filterdb.cli", "import-h5", str(db_path), str(h5), "--chunk-rows", "5000"]
+    env = dict(os.environ)
+    slow = os.path.join(os.path.dirname(__file__), "_slow_write.py")  # 46 chunks: about 4 s
+    cmd = [PY, slow, "0.08", "import-h5", str(db_path), str(h5), "--chunk-rows", "5000"]
     kill_rng = np.random.default_rng(1)
     kills = 0
     for _ in range(4):
@@ -434,7 +435,7 @@ def test_sigkill_during_import_then_rerun(tmp_path):
                     f"model = '{r.model}'", copy=True)])
                 assert np.array_equal(bits(got), bits(want))
     assert kills >= 2
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run([PY, "-m", "filterdb.cli", *cmd[3:]], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     with open_database(db_path) as db:
         assert db.n_models == 4 and db.verify() == []

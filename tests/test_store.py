@@ -387,8 +387,10 @@ def test_reader_snapshot_during_and_after_write(tmp_path, monkeypatch):
     reader = filterdb.open(path)
     assert reader.n_models == 1 and reader.n_filters == 600
     writer = open_database(path, mode="w")
-    monkeypatch.setenv("FILTERDB_TEST_SLOW_WRITE", "0.05")
+    from _slow_write import slow_appends
     from filterdb.store.segments import SegmentWriter
+
+    slow_appends(monkeypatch, 0.05)
     monkeypatch.setattr(SegmentWriter, "WRITE_CHUNK_ROWS", 4096)  # 20 chunks: ~1 s of writing
     t = threading.Thread(target=writer.add_model, args=(big,))
     t.start()

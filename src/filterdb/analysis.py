@@ -99,12 +99,13 @@ class _Ctx:
         return columns(self.db._con, "layer_view")
 
     def _select(self, cols) -> pd.DataFrame:
-        from .store.query import where_clause
+        from .store.query import user_frame, where_clause
 
-        w = where_clause(self.db._con, "layer_view", self.where)
+        lim = self.db.sql_time_limit
+        w = where_clause(self.db._con, "layer_view", self.where, lim)
         sql = (f"SELECT {', '.join(cols)} FROM layer_view WHERE filter_count > 0 AND {w} "
                "ORDER BY layer_id")
-        return pd.read_sql_query(sql, self.db._con)
+        return user_frame(self.db._con, sql, self.where, lim)
 
     @property
     def layers(self) -> pd.DataFrame:

@@ -8,6 +8,21 @@ class FilterDBError(Exception):
     """An error for the user: printed as one line by the CLI, exit code 2."""
 
 
+class DiskFullError(FilterDBError):
+    """The database's file system is full: nothing committed is lost, the write is undone."""
+
+    def __init__(self, path, what: str = ""):
+        self.path = os.fspath(path)
+        what = f" ({what})" if what else ""
+        super().__init__(f"{self.path}: no space left on device{what}")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    import errno
+
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", 122))
+
+
 class ReadError(FilterDBError):
     """A model file could not be read: names the file and the reason."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import sqlite3
 import sys
 
 from ..errors import FilterDBError
@@ -41,6 +42,20 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except FilterDBError as e:
         print(f"filterdb: error: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as e:  # the catalog, wherever a command read or wrote it
+        from ..store.catalog import catalog_error
+
+        print(f"filterdb: error: {catalog_error(getattr(args, 'db', None) or 'DB', e)}",
+              file=sys.stderr)
+        return 2
+    except OSError as e:
+        from ..errors import DiskFullError, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        print(f"filterdb: error: {DiskFullError(getattr(args, 'db', None) or e.filename or '.')}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("filterdb: interrupted", file=sys.stderr)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .._table import format_table
-from ..errors import FilterDBError
+from ..errors import DiskFullError, FilterDBError
 from ._common import print_json, progress
 
 
@@ -176,6 +176,8 @@ def add_files(db, jobs, replace=False, n_jobs=1, show_progress=True):
         path, meta = jobs[i]
         try:
             results[i] = db.add_model(model, meta, replace=replace)
+        except DiskFullError:
+            raise  # the whole command stops: one line, exit 2
         except FilterDBError as e:
             results[i] = f"{path}: {e}"
         bar.update(1)
@@ -305,19 +307,44 @@ def cmd_rm(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from ..store import open_database
+    import sqlite3
 
-    with open_database(args.db) as db:
-        problems = db.verify(checksums=not args.quick)
-        n = db.n_filters
+    from ..store import open_database
+    from ..store.catalog import CATALOG, connect, integrity_problems
+
+    notes = []
+    try:
+        with open_database(args.db) as db:
+            problems = db.verify(checksums=not args.quick)
+            n = db.n_filters
+            if not any(p.startswith("catalog:") for p in problems):
+                notes = db.check_cache(drop=True)
+    except (FilterDBError, sqlite3.DatabaseError) as e:  # a catalog that cannot be opened
+        path = os.path.join(args.db, CATALOG)
+        if not os.path.isfile(path):
+            raise
+        try:
+            con = connect(path, readonly=True)
+            try:
+                problems = integrity_problems(con)
+            finally:
+                con.close()
+        except (FilterDBError, sqlite3.DatabaseError):
+            problems = []
+        problems = problems or [f"catalog: {e}"]
+        n = 0
     if args.json:
-        print_json({"ok": not problems, "problems": problems})
-    elif problems:
+        extra = {"notes": notes} if notes else {}
+        print_json({"ok": not problems, "problems": problems, **extra})
+        return 1 if problems else 0
+    if problems:
         print(f"{args.db}: {len(problems)} problem(s)")
         for p in problems:
             print(f"  {p}")
     else:
         print(f"OK ({n:,} committed filters{', checksums not checked' if args.quick else ''})")
+    for note in notes:
+        print(f"  {note}")
     return 1 if problems else 0
 
 

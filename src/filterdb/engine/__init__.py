@@ -62,14 +62,28 @@ class ArraySource:
 @dataclass(frozen=True)
 class RowReaderSource:
     """A source from a module-level function ``read_rows(path, start, count, out)``
-    (e.g. the store's): pickles as the function's name and the path."""
+    (e.g. the store's): pickles as the function's name and the path.
+
+    ``checks`` (optional) verifies what a pass reads: ``checks.for_plan(plan)`` gives an
+    object with ``check_task(task, x) -> dict`` (run where the task ran, after its read;
+    raises on damage; may return partial results that are summed like a kernel's) and
+    ``finish(summed partial or None)`` (run when the pass ends); the partial results travel
+    under the result key ``key``."""
 
     read_rows: Callable
     path: str
     n_rows: int
+    checks: object = None
 
     def read(self, start, count, out):
         return self.read_rows(self.path, start, count, out)
+
+    def for_plan(self, plan) -> "RowReaderSource":
+        """This source with its checks bound to ``plan`` (only that plan's layers)."""
+        if self.checks is None or not hasattr(self.checks, "for_plan"):
+            return self
+        return RowReaderSource(self.read_rows, self.path, self.n_rows,
+                               self.checks.for_plan(plan))
 
 
 def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
@@ -195,7 +209,16 @@ def run_task(source, task: Task, kernel, params: dict | None = None) -> dict:
     """Read a task's windows into this thread's buffer and run ``kernel`` on them."""
     buf, ids = _task_buffers(task.span)
     x, ids = read_task(source, task, buf, ids)
-    return kernel(x, ids, **(params or {}))
+    return compute_task(source, task, x, ids, kernel, params)
+
+
+def compute_task(source, task: Task, x, ids, kernel, params: dict | None = None) -> dict:
+    """Check the task's rows if the source verifies what it serves (see
+    :class:`RowReaderSource`), then run ``kernel`` on them."""
+    checks = getattr(source, "checks", None)
+    part = checks.check_task(task, x) if hasattr(checks, "check_task") else {}
+    res = kernel(x, ids, **(params or {}))
+    return {**res, **part} if part else res
 
 
 def _checked(x, count, start):
@@ -248,12 +271,18 @@ def map_reduce(source, plan: Plan, kernel, params: dict | None = None, *, engine
         raise FilterDBError(f"unknown reduction(s) {sorted(bad)}: use sum, min or max")
     if not plan.tasks:
         raise FilterDBError("empty selection: no filters to analyse")
+    if hasattr(source, "for_plan"):
+        source = source.for_plan(plan)
+    checks = getattr(source, "checks", None)
     eng = get_engine(engine, scheduler, workers)
     try:
-        return eng.map_reduce(source, plan, kernel, params or {}, reduce, progress)
+        acc = eng.map_reduce(source, plan, kernel, params or {}, reduce, progress)
     finally:
         if eng is not engine:
             eng.close()
+    if hasattr(checks, "finish"):
+        checks.finish(acc.pop(checks.key, None))
+    return acc
 
 
 from .analysis import (DriftResult, coefficient_range, drift_analysis, fit_pca,  # noqa: E402

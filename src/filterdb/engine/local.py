@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-from . import aligned_empty, combine, read_task
+from . import aligned_empty, combine, compute_task, read_task
 
 
 class LocalEngine:
@@ -54,8 +54,8 @@ class LocalEngine:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="filterdb")
             self._io = ThreadPoolExecutor(1, thread_name_prefix="filterdb-read")
         results = _pipelined(self._io, self._pool, self._buffers(plan.max_span), plan.tasks,
-                             lambda t, b, i: read_task(source, t, b, i),
-                             lambda x, ids: kernel(x, ids, **params))
+                             lambda t, b, i: (t, *read_task(source, t, b, i)),
+                             lambda t, x, ids: compute_task(source, t, x, ids, kernel, params))
         acc = None
         for task, res in zip(plan.tasks, results):
             acc = combine(acc, res, reduce)

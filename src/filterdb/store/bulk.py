@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import FilterDBError
+from .catalog import catalog_error, rollback
+from .digest import digest_hex, piece_sums
 from .segments import DTYPE, ROW_FLOATS, SegmentWriter
 from .vocab import DERIVED_COLUMNS, EXTRA_PREFIX, TEXT_COLUMNS, normalize_meta
 
@@ -145,7 +148,7 @@ def model_row(spec: ModelSpec, meta: dict, name: str, computed: dict, n_layers: 
 
 _LAYER_COLS = ("layer_index", "name", "op", "c_out", "c_in", "kh", "kw", "groups", "n_filters",
                "graph_depth", "conv_depth", "conv_depth_norm", "filter_start", "filter_count",
-               "checksum", "extra")
+               "checksum", "extra", "digest")
 
 
 @dataclass
@@ -227,9 +230,9 @@ class BulkWriter:
         layer_rows, kernels, depths = [], Counter(), set()
         try:
             for i, layer in enumerate(layers):
-                lstart, count, crc = None, 0, None
+                lstart, count, crc, dig = None, 0, None, None
                 if layer.is_3x3 and layer.n_filters > 0:
-                    lstart, count, crc = self._write_layer(layer, writer, name, i)
+                    lstart, count, crc, dig = self._write_layer(layer, writer, name, i)
                 if layer.kh is not None and layer.kw is not None:
                     kernels[(int(layer.kh), int(layer.kw))] += int(layer.n_filters)
                 depths.add(layer.conv_depth)
@@ -237,7 +240,7 @@ class BulkWriter:
                                    layer.kw, layer.groups, int(layer.n_filters),
                                    layer.graph_depth, int(layer.conv_depth),
                                    float(layer.conv_depth_norm), lstart, count, crc,
-                                   json.dumps(layer.extra) if layer.extra else None))
+                                   json.dumps(layer.extra) if layer.extra else None, dig))
         except BaseException:
             writer.rewind(start)
             raise
@@ -257,6 +260,7 @@ class BulkWriter:
     @staticmethod
     def _write_layer(layer: LayerSpec, writer: SegmentWriter, model: str, index: int):
         first, crc, got = writer.position, 0, 0
+        da = dbs = 0
         want = int(layer.n_filters)
         for chunk in layer.chunks or ():
             a = np.asarray(chunk)
@@ -267,12 +271,14 @@ class BulkWriter:
             if got > want:
                 break
             crc = zlib.crc32(memoryview(a.view(np.uint8).reshape(-1)), crc)
+            pa, pb = piece_sums(a, got - a.shape[0])
+            da, dbs = da + pa, dbs + pb
             writer.append(a)
         if got != want:
             raise FilterDBError(f"model {model!r}, layer {index} ({layer.name}): "
                                 f"{got if got <= want else 'more than ' + str(want)} filter "
                                 f"rows given, {want} expected")
-        return first, want, crc
+        return first, want, crc, digest_hex(da, dbs)
 
     def commit(self) -> None:
         """fsync the pending models' filters, then one transaction inserts them all."""
@@ -311,8 +317,12 @@ class BulkWriter:
                 _log(con, r.status, r.model, p.row["sha256"], p.row["path"], r.n_layers,
                      r.n_filters, p.start if r.n_filters else None, dv)
             con.execute("COMMIT")
+        except sqlite3.Error as e:
+            rollback(con)
+            raise catalog_error(self.db.path, e, "committing to the catalog; the write is undone") \
+                from None
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
         for p, mid in zip(self._pending, ids):
             p.result.model_id = mid

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from ..errors import FilterDBError
+from ..errors import DiskFullError, FilterDBError
 
 FORMAT_VERSION = 1
 CATALOG = "catalog.sqlite"
@@ -62,6 +62,7 @@ LAYER_COLUMNS = (
     ("filter_count", "INTEGER NOT NULL"),
     ("checksum", "INTEGER"),
     ("extra", "TEXT"),  # per-layer free columns (JSON), e.g. carried through from dataset.h5
+    ("digest", "TEXT"),  # position-weighted word sums (store/digest.py), checked by every pass
 )
 
 # layer_view: every layer column, then every model column except model_id; the model's
@@ -103,6 +104,40 @@ SCHEMA = [
 ]
 
 
+def catalog_error(path, e: BaseException, doing: str = "writing the catalog") -> FilterDBError:
+    """One line for an error of SQLite on the catalog: damaged, disk full, or other."""
+    name = getattr(e, "sqlite_errorname", "") or ""
+    text = str(e)
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text \
+            or "not a database" in text:
+        return FilterDBError(f"{path}: the catalog is damaged ({text}); run 'filterdb verify'")
+    p = os.fspath(path)
+    db = os.path.dirname(p) if os.path.basename(p).startswith(CATALOG) else p
+    if name == "SQLITE_FULL" or "disk is full" in text \
+            or (name.startswith("SQLITE_IOERR") and _no_space(db)):
+        return DiskFullError(db, f"{doing}; nothing committed is lost")
+    return FilterDBError(f"{path}: catalog error ({text})")
+
+
+def _no_space(path) -> bool:
+    """The file system holding ``path`` has (almost) no free blocks: SQLite reports a full
+    disk as an I/O error where it creates its shared-memory or WAL file."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (64 << 10)
+
+
+def integrity_problems(con: sqlite3.Connection) -> list[str]:
+    """SQLite's ``PRAGMA integrity_check`` as problem lines ([] when it says ok)."""
+    try:
+        rows = [r[0] for r in con.execute("PRAGMA integrity_check(50)").fetchall()]
+    except sqlite3.DatabaseError as e:
+        return [f"catalog: {e}"]
+    return [] if rows == ["ok"] else [f"catalog: {r}" for r in rows]
+
+
 def connect(path, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit BEGIN / COMMIT).
 
@@ -116,7 +151,7 @@ def connect(path, readonly: bool = False) -> sqlite3.Connection:
             con.execute("PRAGMA synchronous = FULL")
         con.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as e:
-        raise FilterDBError(f"{p}: cannot open the catalog ({e})") from None
+        raise catalog_error(p, e, "opening the catalog") from None
     return con
 
 
@@ -136,19 +171,32 @@ def create(con: sqlite3.Connection, segment_rows: int, version: str) -> None:
 
 
 def upgrade(con: sqlite3.Connection) -> None:
-    """Add columns introduced after a database was created (writer only): ``layers.extra``."""
+    """Add columns introduced after a database was created (writer only): ``layers.extra``,
+    ``layers.digest`` (NULL for the layers already there: passes check their crc32)."""
     have = {r[1] for r in con.execute("PRAGMA table_info(layers)")}
-    if "extra" in have:
+    missing = [(c, t) for c, t in LAYER_COLUMNS if c not in have]
+    if not missing:
         return
     con.execute("BEGIN IMMEDIATE")
     try:
-        con.execute("ALTER TABLE layers ADD COLUMN extra TEXT")
+        for c, t in missing:
+            con.execute(f"ALTER TABLE layers ADD COLUMN {c} {t}")
         con.execute("DROP VIEW IF EXISTS layer_view")
         con.execute(_view_sql())
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
+
+
+def rollback(con: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already (a failed COMMIT, e.g.
+    on a full disk, has; ROLLBACK would only mask its error)."""
+    if con.in_transaction:
+        try:
+            con.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 def read_meta(con: sqlite3.Connection) -> dict:

@@ -5,11 +5,12 @@ import fcntl
 import json
 import os
 import sqlite3
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import FilterDBError
+from ..errors import DiskFullError, FilterDBError, is_disk_full
 from . import catalog, query
 from .segments import SegmentReader, aligned_empty
 
@@ -54,6 +55,85 @@ def open_database(path, mode: str = "r", create: bool = False) -> "Database":
     return Database(path, mode=mode)
 
 
+CACHE_MAGIC = b"FDBc1"  # then b"b" (bytes) or b"j" (JSON), crc32 (4 bytes LE), the value
+
+
+def pack_cache(value) -> bytes:
+    """A cache value (bytes, or anything JSON-able) as stored: tagged, with its crc32."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        kind, data = b"b", bytes(value)
+    else:
+        kind, data = b"j", json.dumps(value).encode()
+    return CACHE_MAGIC + kind + zlib.crc32(data).to_bytes(4, "little") + data
+
+
+def unpack_cache(v):
+    """The value of a stored cache entry; ValueError if it is damaged. Entries written
+    before values carried a crc32 are checked as far as their format allows (JSON text,
+    ``.npz`` archives and PNG images, each read whole)."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except ValueError:
+            raise ValueError("not valid JSON") from None
+    if not isinstance(v, (bytes, memoryview)):
+        raise ValueError(f"unexpected {type(v).__name__} value")
+    v = bytes(v)
+    n = len(CACHE_MAGIC)
+    if v.startswith(CACHE_MAGIC) and len(v) >= n + 5:
+        kind, crc, data = v[n:n + 1], int.from_bytes(v[n + 1:n + 5], "little"), v[n + 5:]
+        if zlib.crc32(data) != crc or kind not in (b"b", b"j"):
+            raise ValueError("checksum mismatch")
+        return data if kind == b"b" else json.loads(data)
+    _check_legacy_blob(v)
+    return v
+
+
+def _check_legacy_blob(v: bytes) -> None:
+    import io
+
+    if v.startswith(b"PK"):  # an .npz archive: every member read (zip crc32 checked)
+        try:
+            with np.load(io.BytesIO(v), allow_pickle=False) as z:
+                for k in z.files:
+                    z[k]
+        except Exception as e:  # noqa: BLE001 - any decoding failure is damage
+            raise ValueError(f"damaged .npz ({type(e).__name__})") from None
+    elif v.startswith(b"\x89PNG\r\n\x1a\n"):  # a PNG: every chunk's crc32
+        p = 8
+        while p < len(v):
+            if p + 12 > len(v):
+                raise ValueError("damaged PNG (truncated)")
+            ln = int.from_bytes(v[p:p + 4], "big")
+            end = p + 12 + ln
+            if end > len(v) or zlib.crc32(v[p + 4:p + 8 + ln]) != \
+                    int.from_bytes(v[p + 8 + ln:end], "big"):
+                raise ValueError("damaged PNG (chunk checksum)")
+            if v[p + 4:p + 8] == b"IEND":
+                return
+            p = end
+        raise ValueError("damaged PNG (no end)")
+
+
+def _drop_cache(con, keys) -> None:
+    try:
+        con.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in keys])
+    except sqlite3.Error:
+        pass  # read-only file system: the entry stays a miss
+
+
+def _check_layer(db, layer_id: int, x: np.ndarray) -> None:
+    """Raise the one-line damage error when a whole layer read does not match its digest."""
+    from .digest import layer_damaged, layer_digest
+
+    have = {r[1] for r in db._con.execute("PRAGMA table_info(layers)")}
+    if "digest" not in have:
+        return
+    r = db._con.execute("SELECT digest FROM layers WHERE layer_id = ?", (layer_id,)).fetchone()
+    if r and r[0] and len(x) and layer_digest(x) != r[0]:
+        raise layer_damaged(db.path, layer_id)
+
+
 class Database:
     """A filter database.
 
@@ -61,7 +141,12 @@ class Database:
     filters) is the snapshot taken at open; :meth:`refresh` moves to the newest state. A
     writer never changes committed rows, so readers run during writes. ``mode='w'`` takes
     the writer lock (``fcntl.flock`` on ``DB/lock``) until :meth:`close`.
+
+    A user's SQL (``where``) runs read only over ``layer_view`` / ``models``, for at most
+    ``sql_time_limit`` seconds (:class:`~filterdb.store.query.UserSQL`).
     """
+
+    sql_time_limit: float | None = None  # None: query.SQL_TIME_LIMIT
 
     def __init__(self, path, mode: str = "r"):
         self.path = Path(path)
@@ -91,7 +176,12 @@ class Database:
     # -- lock and snapshot ------------------------------------------------------------
     def _take_lock(self) -> None:
         lock_path = self.path / LOCK
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if is_disk_full(e):
+                raise DiskFullError(self.path, "creating the lock file") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -100,8 +190,16 @@ class Database:
             finally:
                 os.close(fd)
             raise FilterDBError(f"{self.path}: database is locked by another writer (pid {pid})")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            if is_disk_full(e):
+                raise DiskFullError(self.path, "writing the lock file; nothing was changed") \
+                    from None
+            raise
         self._lock_fd = fd
 
     def _release_lock(self) -> None:
@@ -191,29 +289,34 @@ class Database:
     # -- queries ----------------------------------------------------------------------------
     def models(self, where: str | None = None):
         """The ``models`` table (optionally filtered by a SQL expression) as a DataFrame."""
-        return query.select_frame(self._con, "models", where, "model_id")
+        return query.select_frame(self._con, "models", where, "model_id",
+                                  limit=self.sql_time_limit)
 
     def layers(self, where: str | None = None, columns=None):
         """``layer_view`` (every layer with its model's columns; the model's display name is
         ``model_name``), optionally filtered by a SQL expression, as a DataFrame; only
         ``columns`` if given (the filter may still use any column)."""
-        return query.select_frame(self._con, "layer_view", where, "layer_id", columns)
+        return query.select_frame(self._con, "layer_view", where, "layer_id", columns,
+                                  limit=self.sql_time_limit)
 
     def selection_ranges(self, where: str | None = None):
         """``(starts, counts, layer_ids)`` of the selected layers owning filters."""
-        return query.selection_ranges(self._con, where)
+        return query.selection_ranges(self._con, where, limit=self.sql_time_limit)
 
     def filters(self, where: str | None = None, chunk_rows: int = 1 << 20,
-                only_3x3: bool = True, copy: bool = False, prefetch: bool = True):
+                only_3x3: bool = True, copy: bool = False, prefetch: bool = True,
+                verify: bool = True):
         """Stream the selected layers' filters as :class:`~.query.FilterChunk` in filter-id
         order, never materialising the selection. A chunk's ``filters`` is a view of a
-        reused buffer, valid until the next iteration, unless ``copy=True``."""
+        reused buffer, valid until the next iteration, unless ``copy=True``. With
+        ``verify`` each layer is checked against its digest as it streams by."""
         if not only_3x3:
             raise FilterDBError("only 3x3 filters are stored; other kernel shapes are counted "
                                 "in the catalog (kernel_counts), not kept")
         starts, counts, lids = self.selection_ranges(where)
         return query.stream(self._reader, starts, counts, lids, chunk_rows=chunk_rows,
-                            copy=copy, prefetch=prefetch)
+                            copy=copy, prefetch=prefetch,
+                            checks=self.layer_checks() if verify else None)
 
     def read_filters(self, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         """Filters ``start .. start+count-1`` (committed rows only) as ``(count, 9)`` float32."""
@@ -225,13 +328,26 @@ class Database:
             out = aligned_empty(count)
         return self._reader.read_into(start, count, out)
 
-    def row_source(self):
+    def row_source(self, verify: bool = True):
         """The filters as an engine source: pickles as a path (Dask workers read the files
-        themselves)."""
+        themselves). With ``verify`` every pass checks each layer it reads against the
+        catalog's digest (:mod:`filterdb.store.digest`) and stops with one line naming the
+        model and layer on a mismatch."""
         from ..engine import RowReaderSource
         from .segments import read_rows
 
-        return RowReaderSource(read_rows, os.path.abspath(self.path), self.n_filters)
+        return RowReaderSource(read_rows, os.path.abspath(self.path), self.n_filters,
+                               self.layer_checks() if verify else None)
+
+    def layer_checks(self):
+        """The expected digests of every layer (:class:`~.digest.LayerChecks`), read once
+        per ``data_version``."""
+        from .digest import LayerChecks
+
+        key = (self.data_version, self.n_filters)
+        if getattr(self, "_checks", None) is None or self._checks[0] != key:
+            self._checks = (key, LayerChecks.from_catalog(self._con, self.path))
+        return self._checks[1]
 
     def layer_filters(self, layer_id: int) -> np.ndarray:
         """One layer's 3x3 filters (a fresh array)."""
@@ -239,7 +355,9 @@ class Database:
                               (int(layer_id),)).fetchone()
         if r is None:
             raise FilterDBError(f"no layer {layer_id}")
-        return self.read_filters(r[0] or 0, r[1])
+        x = self.read_filters(r[0] or 0, r[1])
+        _check_layer(self, int(layer_id), x)
+        return x
 
     # -- writes ---------------------------------------------------------------------------
     def add_model(self, model, meta: dict | None = None, replace: bool = False):
@@ -268,31 +386,53 @@ class Database:
         return catalog.connect(self.path / catalog.CATALOG)
 
     def cache_get(self, key: str):
-        """The value cached under ``key`` for this ``data_version``, or None (missing/stale)."""
+        """The value cached under ``key`` for this ``data_version``, or None (missing, stale
+        or damaged: a damaged entry is dropped, see :func:`unpack_cache`)."""
         con = self._cache_con()
         try:
             r = con.execute("SELECT data_version, value FROM cache WHERE key = ?",
                             (key,)).fetchone()
+            if r is None or int(r[0]) != self.data_version:
+                return None
+            try:
+                return unpack_cache(r[1])
+            except ValueError:
+                _drop_cache(con, [key])
+                return None
         finally:
             con.close()
-        if r is None or int(r[0]) != self.data_version:
-            return None
-        v = r[1]
-        return bytes(v) if isinstance(v, (bytes, memoryview)) else json.loads(v)
 
     def cache_put(self, key: str, value) -> None:
-        """Cache ``value`` (bytes, or anything JSON-able) for this ``data_version``.
+        """Cache ``value`` (bytes, or anything JSON-able) for this ``data_version``, with a
+        crc32 of the value (:func:`pack_cache`).
 
         Works on readers too (a short separate write transaction)."""
         from .ingest import now
 
-        v = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else json.dumps(value)
         con = self._cache_con()
         try:
             con.execute("INSERT OR REPLACE INTO cache(key, data_version, value, created_at) "
-                        "VALUES (?, ?, ?, ?)", (key, self.data_version, v, now()))
+                        "VALUES (?, ?, ?, ?)", (key, self.data_version, pack_cache(value), now()))
         finally:
             con.close()
+
+    def check_cache(self, drop: bool = True) -> list[str]:
+        """The damaged analysis-cache entries (dropped with ``drop``), one line each."""
+        con = self._cache_con()
+        try:
+            bad = []
+            for key, v in con.execute("SELECT key, value FROM cache").fetchall():
+                try:
+                    unpack_cache(v)
+                except ValueError as e:
+                    bad.append((key, str(e)))
+            if drop and bad:
+                _drop_cache(con, [k for k, _ in bad])
+        finally:
+            con.close()
+        verb = "dropped" if drop else "found"
+        return [f"{verb} the damaged analysis cache entry {k} ({why}); it is recomputed "
+                "when needed" for k, why in bad]
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -15,6 +15,7 @@ layers, batched commits).
 """
 from __future__ import annotations
 
+import sqlite3
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..errors import FilterDBError
 from ..readers.base import Model
+from .catalog import catalog_error, rollback
 from .segments import DTYPE
 
 
@@ -131,7 +133,11 @@ def remove_model(db, model) -> int:
         dv = _bump(con)
         _log(con, "removed", name, sha, None, None, freed, None, dv)
         con.execute("COMMIT")
+    except sqlite3.Error as e:
+        rollback(con)
+        raise catalog_error(db.path, e, "committing to the catalog; the removal is undone") \
+            from None
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     return freed

@@ -13,11 +13,10 @@ import errno
 import mmap
 import os
 import sys
-import time
 
 import numpy as np
 
-from ..errors import FilterDBError
+from ..errors import DiskFullError, FilterDBError, is_disk_full
 
 ROW_FLOATS = 9
 ROW_BYTES = ROW_FLOATS * 4
@@ -178,13 +177,6 @@ class SegmentReader:
         self.close()
 
 
-def _slow_write_delay() -> float:
-    try:
-        return float(os.environ.get("FILTERDB_TEST_SLOW_WRITE", "0") or 0)
-    except ValueError:
-        return 0.0
-
-
 class SegmentWriter:
     """Appends rows after the committed ones; ``sync()`` makes them durable.
 
@@ -200,7 +192,6 @@ class SegmentWriter:
         self.position = int(committed)
         self._fds: dict[int, int] = {}
         self._new_files = False
-        self._delay = _slow_write_delay()
         self._truncate_tail(committed)
 
     def _truncate_tail(self, committed: int) -> None:
@@ -230,8 +221,22 @@ class SegmentWriter:
             self._fds[k] = fd
         return fd
 
+    def _full(self, e: OSError) -> OSError | FilterDBError:
+        if is_disk_full(e):
+            return DiskFullError(os.path.dirname(self.dir) or self.dir,
+                                 "writing the filter segments; the write is undone, nothing "
+                                 "committed is lost")
+        return e
+
     def append(self, rows: np.ndarray) -> int:
-        """Append ``(n, 9)`` float32 rows; return the filter id of the first one."""
+        """Append ``(n, 9)`` float32 rows; return the filter id of the first one. A full
+        disk raises :class:`~filterdb.errors.DiskFullError` (the caller rewinds)."""
+        try:
+            return self._append(rows)
+        except OSError as e:
+            raise self._full(e) from None
+
+    def _append(self, rows: np.ndarray) -> int:
         rows = np.ascontiguousarray(rows, dtype=DTYPE).reshape(-1, ROW_FLOATS)
         first = self.position
         for c in range(0, rows.shape[0], self.WRITE_CHUNK_ROWS):
@@ -245,8 +250,6 @@ class SegmentWriter:
                     lo += w
                     off += w
             self.position += part.shape[0]
-            if self._delay:
-                time.sleep(self._delay)
         return first
 
     def rewind(self, position: int) -> None:
@@ -256,6 +259,12 @@ class SegmentWriter:
         self.position = int(position)
 
     def sync(self) -> None:
+        try:
+            self._sync()
+        except OSError as e:
+            raise self._full(e) from None
+
+    def _sync(self) -> None:
         for fd in self._fds.values():
             os.fsync(fd)
         if self._new_files:

@@ -64,11 +64,22 @@ def check_ranges(starts, counts, free_starts, free_counts, committed: int) -> li
 
 def verify(db, checksums: bool = True, chunk_rows: int = 1 << 20) -> list[str]:
     """The problems found (an empty list when the database is consistent)."""
+    import sqlite3
+
+    from .catalog import integrity_problems
+
+    problems = integrity_problems(db._con)
+    if problems:  # the rest reads the catalog: its answers cannot be trusted
+        return problems
+    try:
+        return _verify(db, checksums, chunk_rows)
+    except sqlite3.DatabaseError as e:
+        return [f"catalog: {e}"]
+
+
+def _verify(db, checksums: bool, chunk_rows: int) -> list[str]:
     con = db._con
     problems = []
-    ok = con.execute("PRAGMA quick_check").fetchone()[0]
-    if ok != "ok":
-        problems.append(f"catalog: {ok}")
     committed, sr = db.n_filters, db.segment_rows
     sizes = segment_sizes(db._filters_dir)
     seg_problems = check_segments(sizes, committed, sr)
@@ -107,7 +118,17 @@ def verify(db, checksums: bool = True, chunk_rows: int = 1 << 20) -> list[str]:
     return problems
 
 
+def _digests(con) -> dict:
+    if "digest" not in {r[1] for r in con.execute("PRAGMA table_info(layers)")}:
+        return {}
+    return dict(con.execute("SELECT layer_id, digest FROM layers WHERE digest IS NOT NULL"))
+
+
 def _check_checksums(db, layers, chunk_rows: int) -> list[str]:
+    """Each layer's crc32 and digest (:mod:`.digest`) against its filters on disk."""
+    from .digest import digest_hex, piece_sums
+
+    digests = _digests(db._con)
     problems = []
     reader = SegmentReader(db._filters_dir, db.segment_rows)
     buf = aligned_empty(min(chunk_rows, max((l[7] for l in layers), default=1)))
@@ -115,7 +136,7 @@ def _check_checksums(db, layers, chunk_rows: int) -> list[str]:
         for lid, mid, name, kh, kw, n, st, cnt, crc in layers:
             if st is None or st < 0 or st + cnt > db.n_filters:
                 continue
-            h = 0
+            h = da = dbs = 0
             for p in range(0, cnt, buf.shape[0]):
                 m = min(buf.shape[0], cnt - p)
                 try:
@@ -124,8 +145,11 @@ def _check_checksums(db, layers, chunk_rows: int) -> list[str]:
                     problems.append(f"layer {lid} ({name}): {e}")
                     break
                 h = zlib.crc32(memoryview(a.view(np.uint8).reshape(-1)), h)
+                pa, pb = piece_sums(a, p)
+                da, dbs = da + pa, dbs + pb
             else:
-                if crc is not None and h != crc:
+                want = digests.get(lid)
+                if (crc is not None and h != crc) or (want and digest_hex(da, dbs) != want):
                     model = db._con.execute("SELECT model FROM models WHERE model_id = ?",
                                             (mid,)).fetchone()
                     problems.append(f"layer {lid} ({name}) of model {model[0] if model else mid}: "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from ..errors import FilterDBError
+from ..errors import DiskFullError, FilterDBError
 
 
 def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = False,
@@ -30,6 +30,8 @@ def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = F
                                                 int(r.filters_3x3), existing)))
                     continue
             out.append((m.id, db.add_model(read_model(path), m.metadata(), replace=replace)))
+        except DiskFullError:
+            raise  # no use going on: one line, exit 2
         except FilterDBError as e:
             out.append((m.id, str(e)))
         if log:
