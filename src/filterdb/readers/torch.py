@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import MissingExtraError, ReadError
+from ._zip import check_zip_file
 from .base import (DEPTH_GRAPH, DEPTH_ORDER, ConvLayer, Model, Skipped, assign_conv_depths,
                    assign_order_depths, check_file, file_sha256)
 from .graph import longest_path_depths
@@ -251,6 +252,8 @@ def read_torchscript(p: str, fmt: str) -> Model:
 
 def read(path, fmt: str = "torch") -> Model:
     p = check_file(path)
+    if zipfile.is_zipfile(p):  # zip bombs, hostile member names: refused before torch reads
+        check_zip_file(p, "TorchScript archive" if fmt == "torchscript" else "PyTorch archive")
     if fmt == "torchscript":
         return read_torchscript(p, fmt)
     return read_state_dict(p, fmt)

@@ -103,11 +103,19 @@ def open_filters(path):
     """``(h5py.File, dataset)`` of ``filters``, checked: ``(N, 9)`` or ``(N, 3, 3)``, float."""
     import h5py
 
+    from ..readers._hdf5 import PYTABLES_FILTERS, check_hdf5
+
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as e:
         raise ReadError(path, f"not a readable HDF5 file ({_first_line(e)})") from None
     try:
+        # the whole file, the 'meta' table PyTables reads too: no external storage, external
+        # links, virtual datasets or plugin filters
+        try:
+            check_hdf5(f, path, "HDF5 file", PYTABLES_FILTERS)
+        except (OSError, ValueError, KeyError) as e:
+            raise ReadError(path, f"corrupt HDF5 file ({_first_line(e)})") from None
         ds = f.get("filters")
         if not isinstance(ds, h5py.Dataset):
             raise ReadError(path, "no 'filters' dataset (expected N x 9 or N x 3 x 3 floats)")
@@ -121,14 +129,41 @@ def open_filters(path):
     return f, ds
 
 
-def read_meta_table(path):
-    """The ``meta`` DataFrame with its index levels as columns."""
+def _same_file(f, path) -> str:
+    """A path PyTables can open that is the very file ``f`` holds open (its descriptor under
+    ``/proc/self/fd``), so the file checked by :func:`open_filters` is the one the ``meta``
+    table comes from even if ``path`` is swapped meanwhile; else ``path`` when it is still
+    the same file (device, inode)."""
+    try:
+        fd = int(f.id.get_vfd_handle())
+        st = os.fstat(fd)
+    except (OSError, ValueError, TypeError):
+        return os.fspath(path)
+    proc = f"/proc/self/fd/{fd}"
+    for cand in (proc, os.fspath(path)):
+        try:
+            c = os.stat(cand)
+        except OSError:
+            continue
+        if (c.st_dev, c.st_ino) == (st.st_dev, st.st_ino):
+            return cand
+    raise ReadError(path, "the file changed while it was being read")
+
+
+def read_meta_table(path, source=None):
+    """The ``meta`` DataFrame with its index levels as columns (read from ``source``, a path
+    to the same file, when given; errors name ``path``). PyTables may unpickle only plain data
+    (:func:`~filterdb.readers._hdf5.restricted_pytables_pickle`)."""
     import pandas as pd
 
+    from ..readers._hdf5 import restricted_pytables_pickle
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), restricted_pytables_pickle(path):
             warnings.simplefilter("ignore")
-            df = pd.read_hdf(path, "meta")
+            df = pd.read_hdf(source or path, "meta")
+    except ReadError:
+        raise
     except KeyError:
         raise ReadError(path, "no 'meta' table (a pandas DataFrame written with HDFStore)") \
             from None
@@ -303,7 +338,7 @@ def import_h5(db, path, chunk_rows: int = 1 << 20, replace: bool = False,
     f, ds = open_filters(path)
     try:
         n_rows = int(ds.shape[0])
-        df = read_meta_table(path)
+        df = read_meta_table(path, _same_file(f, path))
         models = plan_import(df, n_rows, path, f"{tuple(ds.shape)}|{ds.dtype.str}|")
         if not replace:  # model ids already taken by other files: refuse before writing
             con = db._con
