@@ -89,15 +89,42 @@ def _to_numpy(t) -> np.ndarray:
     return t.to(torch.float32).cpu().numpy()
 
 
+def _pickle_protocol(p: str) -> int | None:
+    """The protocol of the file's (first) pickle: its PROTO opcode, if any."""
+    try:
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                head = z.open(name).read(2) if name else b""
+        else:
+            with open(p, "rb") as f:
+                head = f.read(2)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    return head[1] if len(head) == 2 and head[0] == 0x80 else None
+
+
 def _torch_load(p: str):
     torch = _import_torch()
     import pickle
 
     mmap = zipfile.is_zipfile(p)  # mmap works for zip-format files only
     try:
-        return torch.load(p, weights_only=True, map_location="cpu", mmap=mmap)
+        with warnings_.catch_warnings():
+            # torch's note that a protocol other than 2 "might not be supported" is not for
+            # the user: an unsupported instruction fails the load (a ReadError below)
+            warnings_.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(p, weights_only=True, map_location="cpu", mmap=mmap)
     except pickle.UnpicklingError as e:
         msg = str(e)
+        op = re.search(r"Unsupported operand (\d+)", msg)
+        if op:
+            proto = _pickle_protocol(p)
+            what = f"pickle protocol {proto}" if proto else "this pickle"
+            raise ReadError(p, f"{what} uses an instruction (opcode {op.group(1)}) that torch's "
+                               "safe weights-only loader does not support; re-save it with "
+                               "torch.save's default protocol (filterdb never runs pickle "
+                               "code)") from None
         if "Weights only load failed" in msg or "GLOBAL" in msg:
             m = re.search(r"GLOBAL ([\w.]+)", msg)
             what = f"it references {m.group(1)}" if m else "not a plain tensor container"
