@@ -614,3 +614,80 @@ def test_safetensors_offsets_outside_the_data(tmp_path, offsets):
     with pytest.raises(ReadError) as e:
         read_model(p)
     assert str(p) in str(e.value)
+
+
+# ---- TorchScript: code that runs at load ------------------------------------------------------
+
+def test_torchscript_file_access_at_load_refused(outside, capsys, tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Conv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(4, 1, 3, 3))
+
+        def forward(self, x):
+            return torch.nn.functional.conv2d(x, self.weight)
+
+        @torch.jit.export
+        def __getstate__(self):
+            return (self.weight, self.training, self.path)
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[torch.Tensor, bool, str]):
+            self.path = state[2]
+            self.weight = torch.from_file(self.path, False, 36,
+                                          dtype=torch.float32).view(4, 1, 3, 3)
+            self.training = state[1]
+
+    conv = Conv()
+    conv.path = str(outside["secret"])
+    p = outside["model_dir"] / "evil.jit"
+    torch.jit.script(torch.nn.Sequential(conv)).save(str(p))
+    outside["watch"].events()  # scripting itself does not open the secret: drain anyway
+    assert_refused(capsys, outside, p, "from_file", db=tmp_path / "db")
+
+
+def test_torchscript_save_at_load_refused(tmp_path):
+    torch = pytest.importorskip("torch")
+    target = tmp_path / "overwritten"
+
+    class Conv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(4, 1, 3, 3))
+
+        def forward(self, x):
+            return torch.nn.functional.conv2d(x, self.weight)
+
+        @torch.jit.export
+        def __getstate__(self):
+            return (self.weight, self.training, self.path)
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[torch.Tensor, bool, str]):
+            self.path = state[2]
+            torch.save(state[0], self.path)
+            self.weight = state[0]
+            self.training = state[1]
+
+    conv = Conv()
+    conv.path = str(target)
+    p = tmp_path / "evil.jit"
+    try:
+        torch.jit.script(torch.nn.Sequential(conv)).save(str(p))
+    except Exception as e:  # noqa: BLE001 - a torch without a scriptable torch.save
+        pytest.skip(f"torch.save is not scriptable here ({type(e).__name__}: {e})")
+    with pytest.raises(ReadError, match="refusing TorchScript"):
+        read_model(p)
+    assert not target.exists()
+
+
+def test_plain_torchscript_still_read(tmp_path):
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
+    p = tmp_path / "ok.jit"
+    torch.jit.script(net).save(str(p))
+    m = read_model(p)
+    assert [l.shape for l in m.layers] == [(4, 2, 3, 3), (4, 4, 3, 3)]
+    np.testing.assert_array_equal(m.layers[1].weight, net[2].weight.detach().numpy())

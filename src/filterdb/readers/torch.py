@@ -27,7 +27,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import MissingExtraError, ReadError
-from ._zip import check_zip_file
+from ._torchscript import check_torchscript_code
+from ._zip import open_zip
 from .base import (DEPTH_GRAPH, DEPTH_ORDER, ConvLayer, Model, Skipped, assign_conv_depths,
                    assign_order_depths, check_file, file_sha256)
 from .graph import longest_path_depths
@@ -280,7 +281,10 @@ def read_torchscript(p: str, fmt: str) -> Model:
 def read(path, fmt: str = "torch") -> Model:
     p = check_file(path)
     if zipfile.is_zipfile(p):  # zip bombs, hostile member names: refused before torch reads
-        check_zip_file(p, "TorchScript archive" if fmt == "torchscript" else "PyTorch archive")
+        with open_zip(p, "TorchScript archive" if fmt == "torchscript" else "PyTorch archive") \
+                as z:
+            if fmt == "torchscript":  # code that torch.jit.load would run on other files
+                check_torchscript_code(p, z)
     if fmt == "torchscript":
         return read_torchscript(p, fmt)
     return read_state_dict(p, fmt)
