@@ -691,3 +691,48 @@ def test_plain_torchscript_still_read(tmp_path):
     m = read_model(p)
     assert [l.shape for l in m.layers] == [(4, 2, 3, 3), (4, 4, 3, 3)]
     np.testing.assert_array_equal(m.layers[1].weight, net[2].weight.detach().numpy())
+
+
+def test_import_h5_plain_pickled_objects_still_read(tmp_path):
+    """pandas pickles mixed-type object columns (numpy object arrays): plain data, allowed."""
+    df = pd.DataFrame({"model_id": [0, 0], "conv_depth": [0, 1], "conv_depth_norm": [0.0, 1.0],
+                       "model": ["m0", "m0"], "filter_ids": ["0:1", "2:3"],
+                       "mixed": [1, "a"]}).set_index(["model_id", "conv_depth",
+                                                     "conv_depth_norm"])
+    p = tmp_path / "dataset.h5"
+    with h5py.File(p, "w") as f:
+        f["filters"] = np.arange(36, dtype="<f4").reshape(4, 9)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas' PerformanceWarning about pickling
+        df.to_hdf(p, key="meta", mode="a")
+    from filterdb.store.published import read_meta_table
+
+    got = read_meta_table(p)
+    assert sorted(map(str, got["mixed"])) == ["1", "a"] and set(got["model"]) == {"m0"}
+    assert main(["import-h5", str(tmp_path / "db"), str(p)]) == 0
+
+
+def test_import_h5_meta_comes_from_the_checked_file(tmp_path):
+    """The 'meta' table is read only from the file open_filters checked: a path swapped for
+    another file in between is refused before PyTables reads anything from it."""
+    from filterdb.store.published import _identity, open_filters, read_meta_table
+
+    p = published(tmp_path / "dataset.h5")
+    evil = tmp_path / "evil.h5"
+    published(evil)
+    with h5py.File(evil, "a") as f:
+        f["meta"].attrs["encoding"] = np.bytes_(pickle.dumps(_Mkdir(str(tmp_path / "x")), 0))
+    f, _ds = open_filters(p)
+    try:
+        ident = _identity(f)
+        assert ident is not None
+        assert read_meta_table(p, ident)["model"].tolist() == ["m0"]
+        os.rename(p, tmp_path / "moved.h5")
+        os.rename(evil, p)  # the path now names the hostile file
+        with pytest.raises(ReadError, match="changed while it was being read"):
+            read_meta_table(p, ident)
+    finally:
+        f.close()
+    assert not (tmp_path / "x").exists()

@@ -129,31 +129,22 @@ def open_filters(path):
     return f, ds
 
 
-def _same_file(f, path) -> str:
-    """A path PyTables can open that is the very file ``f`` holds open (its descriptor under
-    ``/proc/self/fd``), so the file checked by :func:`open_filters` is the one the ``meta``
-    table comes from even if ``path`` is swapped meanwhile; else ``path`` when it is still
-    the same file (device, inode)."""
+def _identity(f):
+    """``(device, inode)`` of the file an open ``h5py.File`` holds (None if unknown)."""
     try:
-        fd = int(f.id.get_vfd_handle())
-        st = os.fstat(fd)
+        st = os.fstat(int(f.id.get_vfd_handle()))
     except (OSError, ValueError, TypeError):
-        return os.fspath(path)
-    proc = f"/proc/self/fd/{fd}"
-    for cand in (proc, os.fspath(path)):
-        try:
-            c = os.stat(cand)
-        except OSError:
-            continue
-        if (c.st_dev, c.st_ino) == (st.st_dev, st.st_ino):
-            return cand
-    raise ReadError(path, "the file changed while it was being read")
+        return None
+    return st.st_dev, st.st_ino
 
 
-def read_meta_table(path, source=None):
-    """The ``meta`` DataFrame with its index levels as columns (read from ``source``, a path
-    to the same file, when given; errors name ``path``). PyTables may unpickle only plain data
-    (:func:`~filterdb.readers._hdf5.restricted_pytables_pickle`)."""
+def read_meta_table(path, identity=None):
+    """The ``meta`` DataFrame with its index levels as columns.
+
+    PyTables may unpickle only plain data (:func:`~filterdb.readers._hdf5.
+    restricted_pytables_pickle`). With ``identity`` (``(device, inode)`` of the file
+    :func:`open_filters` checked), the file PyTables opened must be that file before anything
+    is read from it: a path swapped in between is refused."""
     import pandas as pd
 
     from ..readers._hdf5 import restricted_pytables_pickle
@@ -161,7 +152,12 @@ def read_meta_table(path, source=None):
     try:
         with warnings.catch_warnings(), restricted_pytables_pickle(path):
             warnings.simplefilter("ignore")
-            df = pd.read_hdf(source or path, "meta")
+            with pd.HDFStore(path, mode="r") as st:
+                if identity is not None:
+                    o = os.fstat(st._handle.fileno())
+                    if (o.st_dev, o.st_ino) != identity:
+                        raise ReadError(path, "the file changed while it was being read")
+                df = st.get("meta")
     except ReadError:
         raise
     except KeyError:
@@ -338,7 +334,7 @@ def import_h5(db, path, chunk_rows: int = 1 << 20, replace: bool = False,
     f, ds = open_filters(path)
     try:
         n_rows = int(ds.shape[0])
-        df = read_meta_table(path, _same_file(f, path))
+        df = read_meta_table(path, _identity(f))
         models = plan_import(df, n_rows, path, f"{tuple(ds.shape)}|{ds.dtype.str}|")
         if not replace:  # model ids already taken by other files: refuse before writing
             con = db._con
