@@ -103,7 +103,7 @@ def open_filters(path):
     """``(h5py.File, dataset)`` of ``filters``, checked: ``(N, 9)`` or ``(N, 3, 3)``, float."""
     import h5py
 
-    from ..readers._hdf5 import PYTABLES_FILTERS, check_hdf5
+    from ..readers._hdf5 import BUILTIN_FILTERS, PYTABLES_FILTERS, check_hdf5
 
     try:
         f = h5py.File(path, "r")
@@ -123,6 +123,12 @@ def open_filters(path):
             raise ReadError(path, f"'filters' has shape {ds.shape}, expected N x 9 or N x 3 x 3")
         if ds.dtype.kind != "f":
             raise ReadError(path, f"'filters' has dtype {ds.dtype}, expected float32 or float64")
+        plist = ds.id.get_create_plist()
+        for i in range(plist.get_nfilters()):  # h5py reads it: HDF5's own filters only
+            code = plist.get_filter(i)[0]
+            if code not in BUILTIN_FILTERS:
+                raise ReadError(path, f"'filters' uses HDF5 filter {code}, which h5py would "
+                                      "load as a plugin library; refused")
     except BaseException:
         f.close()
         raise
