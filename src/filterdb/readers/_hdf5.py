@@ -6,7 +6,8 @@ files), an *external link* (a link naming another file) and user-defined link ty
 dataset *filter* the library does not know (HDF5 then searches its plugin directories and
 loads a shared library). :func:`check_hdf5` walks every link and object of an open file through
 the low-level API, without following anything but hard links, and refuses all of these before a
-single dataset is read; soft links (paths inside the same file) are allowed. A user block
+single dataset is read; soft links (paths inside the same file) are allowed. h5py's plugin
+search path is emptied as well (filterdb needs no plugins). A user block
 (bytes before the HDF5 superblock, where a file can hide a second format) is refused too: Keras,
 h5py and pandas never write one.
 
@@ -35,6 +36,18 @@ def _text(b) -> str:
     return b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)
 
 
+def _no_plugin_search() -> None:
+    """Empty h5py's plugin search path (defence in depth: HDF5 then loads no filter library
+    from disk even for a filter the walk below missed). filterdb needs no plugins."""
+    from h5py import h5pl
+
+    try:
+        while h5pl.size():
+            h5pl.remove(0)
+    except Exception:  # noqa: BLE001 - an HDF5 without the plugin API: the walk still refuses
+        pass
+
+
 def check_hdf5(f, path, what: str = "HDF5 file", filters=BUILTIN_FILTERS) -> None:
     """Refuse an open ``h5py.File`` whose content would read outside it (see the module doc).
 
@@ -48,6 +61,7 @@ def check_hdf5(f, path, what: str = "HDF5 file", filters=BUILTIN_FILTERS) -> Non
         raise ReadError(path, f"refusing {what}: {reason}; filterdb reads nothing outside "
                               "the given file")
 
+    _no_plugin_search()
     ub = f.userblock_size
     if ub:
         refuse(f"it has a user block of {ub} bytes before the HDF5 superblock")
