@@ -754,3 +754,16 @@ def test_import_h5_filters_plugin_refused(tmp_path, capsys, code):
     assert main(["import-h5", str(tmp_path / "db"), str(p)]) == 2
     err = capsys.readouterr().err
     assert f"filter {code}" in err and str(p) in err and len(err.strip().splitlines()) == 1
+
+
+def test_keras_h5_bomb_refused(tmp_path):
+    """A tiny file declaring a huge dataset whose chunks were never written (read back as
+    fill values) is refused before it is read."""
+    p = tmp_path / "bomb.h5"
+    keras2_h5(p, lambda g, n: g.create_dataset(n, shape=(3, 3, 4096, 8192), dtype="<f4",
+                                                chunks=(3, 3, 64, 64)))
+    assert p.stat().st_size < 1 << 20
+    t0 = time.perf_counter()
+    with pytest.raises(ReadError, match="1152.0 MiB from a"):
+        read_model(p)
+    assert time.perf_counter() - t0 < 1.0

@@ -9,7 +9,9 @@ the low-level API, without following anything but hard links, and refuses all of
 single dataset is read; soft links (paths inside the same file) are allowed. h5py's plugin
 search path is emptied as well (filterdb needs no plugins). A user block
 (bytes before the HDF5 superblock, where a file can hide a second format) is refused too: Keras,
-h5py and pandas never write one.
+h5py and pandas never write one. So are datasets whose logical size exceeds
+:data:`MAX_RATIO` times the file (at least :data:`MIN_ALLOWANCE`): compressed or never-written
+chunks that would expand in memory.
 
 PyTables (pandas' HDFStore) unpickles string attributes that end in ``.`` and the rows of
 ``ObjectAtom`` arrays: :func:`restricted_pytables_pickle` swaps its ``pickle.loads`` for a
@@ -30,6 +32,10 @@ BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6})
 # filters PyTables registers itself (no plugin search): lzo, bzip2, blosc, blosc2
 PYTABLES_FILTERS = BUILTIN_FILTERS | {305, 307, 32001, 32026}
 MAX_OBJECTS = 1_000_000
+# the datasets' logical size against the file's (an HDF5 "bomb": compressed or never-written
+# chunks read back as a huge array); the same bounds as for zip archives
+MAX_RATIO = 200
+MIN_ALLOWANCE = 256 << 20
 
 
 def _text(b) -> str:
@@ -68,6 +74,9 @@ def check_hdf5(f, path, what: str = "HDF5 file", filters=BUILTIN_FILTERS) -> Non
     seen: set[int] = set()
     stack = [("/", h5g.open(f.id, b"/"))]
     count = 0
+    logical = 0
+    size = int(f.id.get_filesize())
+    limit = max(MIN_ALLOWANCE, MAX_RATIO * size)
     while stack:
         gpath, gid = stack.pop()
         names: list[bytes] = []
@@ -106,6 +115,16 @@ def check_hdf5(f, path, what: str = "HDF5 file", filters=BUILTIN_FILTERS) -> Non
                     if code not in filters:
                         refuse(f"dataset {full!r} uses HDF5 filter {code}, which would be "
                                "loaded as a plugin library")
+                n = 1
+                for d in oid.shape:
+                    n *= int(d)
+                logical += n * oid.dtype.itemsize
+                if logical > limit:
+                    raise ReadError(path, f"refusing {what}: its datasets hold "
+                                          f"{logical / (1 << 20):.1f} MiB from a "
+                                          f"{size / (1 << 20):.1f} MiB file (limit "
+                                          f"{limit / (1 << 20):.1f} MiB; compressed or unwritten "
+                                          "data that would expand in memory)")
 
 
 def open_checked(source, path, what: str = "HDF5 file", filters=BUILTIN_FILTERS):
