@@ -50,7 +50,7 @@ def _no_plugin_search() -> None:
     try:
         while h5pl.size():
             h5pl.remove(0)
-    except Exception:  # noqa: BLE001 - an HDF5 without the plugin API: the walk still refuses
+    except Exception:  # noqa: BLE001, S110 - no plugin API here: the walk still refuses
         pass
 
 
@@ -143,7 +143,7 @@ def open_checked(source, path, what: str = "HDF5 file", filters=BUILTIN_FILTERS)
     except ReadError:
         f.close()
         raise
-    except Exception as e:  # a corrupt object header met during the walk
+    except Exception as e:  # noqa: BLE001 - a corrupt object header met during the walk
         f.close()
         raise ReadError(path, f"corrupt {what} ({type(e).__name__}: {e})") from None
     return f
@@ -191,7 +191,7 @@ class _PickleShim:
         return getattr(pickle, name)
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 
 
 @contextlib.contextmanager
