@@ -115,10 +115,10 @@ def check_hdf5(f, path, what: str = "HDF5 file", filters=BUILTIN_FILTERS) -> Non
                     if code not in filters:
                         refuse(f"dataset {full!r} uses HDF5 filter {code}, which would be "
                                "loaded as a plugin library")
-                n = 1
+                elements = 1
                 for d in oid.shape:
-                    n *= int(d)
-                logical += n * oid.dtype.itemsize
+                    elements *= int(d)
+                logical += elements * oid.dtype.itemsize
                 if logical > limit:
                     raise ReadError(path, f"refusing {what}: its datasets hold "
                                           f"{logical / (1 << 20):.1f} MiB from a "
