@@ -15,8 +15,6 @@ import json
 import os
 import pickle
 import struct
-import subprocess
-import sys
 import time
 import zipfile
 
@@ -541,23 +539,29 @@ def test_non_utf8_member_name(tmp_path, capsys):
 
 # ---- torch: the pickle-protocol warning -------------------------------------------------------
 
-def test_torch_protocol_warning_does_not_leak(tmp_path):
+def test_torch_protocol_warning_does_not_leak(tmp_path, capsys):
     torch = pytest.importorskip("torch")
+    import warnings
+
     p3 = tmp_path / "p3.pt"
     w = torch.arange(2 * 1 * 9, dtype=torch.float32).reshape(2, 1, 3, 3)
     torch.save({"conv.weight": w}, p3, pickle_protocol=3)
-    r = subprocess.run([sys.executable, "-m", "filterdb.cli", "inspect", str(p3)],
-                       capture_output=True, text=True, timeout=120, check=False)
-    assert r.returncode == 0 and r.stderr == "", r.stderr
-    (l,) = read_model(p3).layers
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # what the CLI would print on stderr
+        (l,) = read_model(p3).layers
+        capsys.readouterr()
+        assert main(["inspect", str(p3)]) == 0
+    assert [str(c.message) for c in caught] == []
+    assert capsys.readouterr().err == ""
     np.testing.assert_array_equal(l.weight, w.numpy())
     # protocol 4 uses an instruction torch's safe loader lacks: a true reason, not "code"
     p4 = tmp_path / "p4.pt"
     torch.save({"conv.weight": w}, p4, pickle_protocol=4)
-    r = subprocess.run([sys.executable, "-m", "filterdb.cli", "inspect", str(p4)],
-                       capture_output=True, text=True, timeout=120, check=False)
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["inspect", str(p4)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and [str(c.message) for c in caught] == [], lines
     assert "pickle protocol 4" in lines[0] and "arbitrary code" not in lines[0]
 
 
