@@ -771,3 +771,28 @@ def test_keras_h5_bomb_refused(tmp_path):
     with pytest.raises(ReadError, match="1152.0 MiB from a"):
         read_model(p)
     assert time.perf_counter() - t0 < 1.0
+
+
+# ---- TFLite external buffers ------------------------------------------------------------------
+
+@pytest.mark.parametrize("offset", [1 << 40, (1 << 64) - 16])
+def test_tflite_buffer_offset_stays_in_the_file(tmp_path, offset):
+    """A buffer stored after the flatbuffer (Buffer.offset / size) must lie inside the file."""
+    pytest.importorskip("tflite")
+    from test_reader_tflite import T, build_tflite  # the by-hand TFLite writer
+
+    data = np.arange(2 * 3 * 3 * 1, dtype=np.float32).reshape(2, 3, 3, 1)
+    blob = build_tflite([T("x", [1, 8, 8, 1]), T("w", [2, 3, 3, 1], data=data),
+                         T("y", [1, 6, 6, 2])], [("CONV_2D", [0, 1], [2])], [0], [2],
+                        external=[1])
+    real = len(blob) - data.nbytes  # the payload goes last
+    assert blob[real:] == data.tobytes()
+    packed = struct.pack("<Q", real)
+    assert blob.count(packed) == 1  # the Buffer.offset field
+    p = tmp_path / "m.tflite"
+    p.write_bytes(blob)
+    np.testing.assert_array_equal(read_model(p).layers[0].weight,
+                                  np.transpose(data, (0, 3, 1, 2)))
+    p.write_bytes(blob.replace(packed, struct.pack("<Q", offset)))
+    with pytest.raises(ReadError, match="past the file end"):
+        read_model(p)
