@@ -53,7 +53,10 @@ def _zip_kind(path: str) -> str | None:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError):
+    except UnicodeDecodeError:
+        raise ReadError(path, "corrupt zip archive: a member name is flagged UTF-8 but is not "
+                              "valid UTF-8") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
         return None
     base = {n.split("/", 1)[-1] if "/" in n else n for n in names}
     if "config.json" in names and any(n.endswith("model.weights.h5") for n in names):

@@ -44,6 +44,8 @@ from collections import Counter
 import numpy as np
 
 from ..errors import ReadError
+from ._hdf5 import open_checked
+from ._zip import open_zip, read_member
 from .base import (DEPTH_GRAPH, DEPTH_ORDER, ConvLayer, Model, Skipped, assign_conv_depths,
                    assign_order_depths, check_file, file_sha256)
 from .graph import longest_path_depths
@@ -373,10 +375,7 @@ def _json_attr(attrs, key):
 def read_h5(p: str, fmt: str) -> Model:
     import h5py
 
-    try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        raise ReadError(p, f"corrupt or truncated HDF5 file ({e})") from None
+    f = open_checked(p, p, "HDF5 file")  # refuses external storage/links, VDS, plugins
     with f:
         root = f["model_weights"] if "model_weights" in f else f
         if "layer_names" not in root.attrs and "layers" in f and isinstance(f.get("vars"), h5py.Group):
@@ -518,24 +517,20 @@ def _keras3_entries(f, cfgs: list[dict], warnings: list[str]) -> list:
 
 
 def read_keras(p: str, fmt: str) -> Model:
-    import h5py
-
-    try:
-        with zipfile.ZipFile(p) as z:
+    try:  # sizes, names and the zip-bomb ratio checked before anything is decompressed
+        with open_zip(p, ".keras archive") as z:
             names = z.namelist()
-            config = json.loads(z.read("config.json"))
-            meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+            config = json.loads(read_member(z, "config.json", p, ".keras archive"))
+            meta = (json.loads(read_member(z, "metadata.json", p, ".keras archive"))
+                    if "metadata.json" in names else {})
             wname = next((n for n in names if n.endswith("model.weights.h5")), None)
             if wname is None:
                 raise ReadError(p, "no model.weights.h5 in the .keras archive")
-            data = z.read(wname)
+            data = read_member(z, wname, p, ".keras archive")
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
         raise ReadError(p, f"corrupt or truncated .keras archive ({type(e).__name__}: {e})") \
             from None
-    try:
-        f = h5py.File(io.BytesIO(data), "r")
-    except OSError as e:
-        raise ReadError(p, f"corrupt model.weights.h5 in the .keras archive ({e})") from None
+    f = open_checked(io.BytesIO(data), p, f"{wname} in the .keras archive")
     _, cfgs = _config_layers(config)
     warnings: list[str] = []
     with f:

@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 
 from ..errors import ReadError
+from ._zip import check_zip_file
 from .base import check_file, file_sha256
 from .tensors import TensorInfo, tensors_to_model
 
@@ -37,6 +38,7 @@ def _load_all(path: str) -> list[tuple[str, np.ndarray]]:
 
 def read(path, fmt: str = "npz"):
     p = check_file(path)
+    check_zip_file(p, "npz archive")  # zip bombs, hostile member names
     arrays = _load_all(p)
     infos = []
     for name, a in arrays:

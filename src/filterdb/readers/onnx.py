@@ -328,6 +328,26 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def external_location_problem(base_dir: str, loc: str) -> str | None:
+    """Why an external-data ``location`` may not be read (None when it may): it must be a
+    relative path of the model's directory without ``..``, and resolve (symbolic links
+    followed) to a file inside that directory."""
+    if not loc:
+        return "no location"
+    if "\x00" in loc:
+        return "a NUL byte in the location"
+    parts = loc.replace("\\", "/").split("/")
+    if os.path.isabs(loc) or loc.startswith(("/", "\\")) or (len(loc) > 1 and loc[1] == ":"):
+        return "an absolute path"
+    if ".." in parts:
+        return "a path with '..'"
+    root = os.path.realpath(base_dir)
+    target = os.path.realpath(os.path.join(base_dir, loc))
+    if os.path.commonpath([root, target]) != root or target == root:
+        return "it resolves (through a symbolic link) outside the model's directory"
+    return None
+
+
 def _load(path: str):
     import onnx
     from google.protobuf.message import DecodeError
@@ -349,6 +369,10 @@ def _load(path: str):
         if not edh.uses_external_data(t):
             continue
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        why = external_location_problem(base_dir, loc)
+        if why:
+            raise ReadError(path, f"refusing external data {loc!r} of tensor {t.name!r}: {why}; "
+                                  "filterdb reads nothing outside the model's directory")
         if not os.path.isfile(os.path.join(base_dir, loc)):
             raise ReadError(path, f"external data file {loc!r} of tensor {t.name!r} not found "
                                   f"in {base_dir}")

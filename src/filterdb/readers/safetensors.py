@@ -66,6 +66,9 @@ def read_header(path: str) -> tuple[dict, int]:
             dtype = t["dtype"]
         except (KeyError, TypeError, ValueError):
             raise ReadError(path, f"corrupt safetensors header entry {name!r}") from None
+        if not 0 <= b <= e or any(d < 0 for d in shape):
+            raise ReadError(path, f"corrupt safetensors header entry {name!r} (data_offsets "
+                                  f"[{b}, {e}], shape {shape})")
         if e > data_len:
             raise ReadError(path, f"truncated safetensors file: tensor {name!r} ends at byte "
                                   f"{start + e}, the file has {size}")

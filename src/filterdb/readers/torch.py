@@ -27,6 +27,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import MissingExtraError, ReadError
+from ._torchscript import check_torchscript_code
+from ._zip import open_zip
 from .base import (DEPTH_GRAPH, DEPTH_ORDER, ConvLayer, Model, Skipped, assign_conv_depths,
                    assign_order_depths, check_file, file_sha256)
 from .graph import longest_path_depths
@@ -88,15 +90,42 @@ def _to_numpy(t) -> np.ndarray:
     return t.to(torch.float32).cpu().numpy()
 
 
+def _pickle_protocol(p: str) -> int | None:
+    """The protocol of the file's (first) pickle: its PROTO opcode, if any."""
+    try:
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                head = z.open(name).read(2) if name else b""
+        else:
+            with open(p, "rb") as f:
+                head = f.read(2)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    return head[1] if len(head) == 2 and head[0] == 0x80 else None
+
+
 def _torch_load(p: str):
     torch = _import_torch()
     import pickle
 
     mmap = zipfile.is_zipfile(p)  # mmap works for zip-format files only
     try:
-        return torch.load(p, weights_only=True, map_location="cpu", mmap=mmap)
+        with warnings_.catch_warnings():
+            # torch's note that a protocol other than 2 "might not be supported" is not for
+            # the user: an unsupported instruction fails the load (a ReadError below)
+            warnings_.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(p, weights_only=True, map_location="cpu", mmap=mmap)
     except pickle.UnpicklingError as e:
         msg = str(e)
+        op = re.search(r"Unsupported operand (\d+)", msg)
+        if op:
+            proto = _pickle_protocol(p)
+            what = f"pickle protocol {proto}" if proto else "this pickle"
+            raise ReadError(p, f"{what} uses an instruction (opcode {op.group(1)}) that torch's "
+                               "safe weights-only loader does not support; re-save it with "
+                               "torch.save's default protocol (filterdb never runs pickle "
+                               "code)") from None
         if "Weights only load failed" in msg or "GLOBAL" in msg:
             m = re.search(r"GLOBAL ([\w.]+)", msg)
             what = f"it references {m.group(1)}" if m else "not a plain tensor container"
@@ -251,6 +280,11 @@ def read_torchscript(p: str, fmt: str) -> Model:
 
 def read(path, fmt: str = "torch") -> Model:
     p = check_file(path)
+    if zipfile.is_zipfile(p):  # zip bombs, hostile member names: refused before torch reads
+        with open_zip(p, "TorchScript archive" if fmt == "torchscript" else "PyTorch archive") \
+                as z:
+            if fmt == "torchscript":  # code that torch.jit.load would run on other files
+                check_torchscript_code(p, z)
     if fmt == "torchscript":
         return read_torchscript(p, fmt)
     return read_state_dict(p, fmt)

@@ -103,11 +103,19 @@ def open_filters(path):
     """``(h5py.File, dataset)`` of ``filters``, checked: ``(N, 9)`` or ``(N, 3, 3)``, float."""
     import h5py
 
+    from ..readers._hdf5 import BUILTIN_FILTERS, PYTABLES_FILTERS, check_hdf5
+
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as e:
         raise ReadError(path, f"not a readable HDF5 file ({_first_line(e)})") from None
     try:
+        # the whole file, the 'meta' table PyTables reads too: no external storage, external
+        # links, virtual datasets or plugin filters
+        try:
+            check_hdf5(f, path, "HDF5 file", PYTABLES_FILTERS)
+        except (OSError, ValueError, KeyError) as e:
+            raise ReadError(path, f"corrupt HDF5 file ({_first_line(e)})") from None
         ds = f.get("filters")
         if not isinstance(ds, h5py.Dataset):
             raise ReadError(path, "no 'filters' dataset (expected N x 9 or N x 3 x 3 floats)")
@@ -115,20 +123,49 @@ def open_filters(path):
             raise ReadError(path, f"'filters' has shape {ds.shape}, expected N x 9 or N x 3 x 3")
         if ds.dtype.kind != "f":
             raise ReadError(path, f"'filters' has dtype {ds.dtype}, expected float32 or float64")
+        plist = ds.id.get_create_plist()
+        for i in range(plist.get_nfilters()):  # h5py reads it: HDF5's own filters only
+            code = plist.get_filter(i)[0]
+            if code not in BUILTIN_FILTERS:
+                raise ReadError(path, f"'filters' uses HDF5 filter {code}, which h5py would "
+                                      "load as a plugin library; refused")
     except BaseException:
         f.close()
         raise
     return f, ds
 
 
-def read_meta_table(path):
-    """The ``meta`` DataFrame with its index levels as columns."""
+def _identity(f):
+    """``(device, inode)`` of the file an open ``h5py.File`` holds (None if unknown)."""
+    try:
+        st = os.fstat(int(f.id.get_vfd_handle()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def read_meta_table(path, identity=None):
+    """The ``meta`` DataFrame with its index levels as columns.
+
+    PyTables may unpickle only plain data (:func:`~filterdb.readers._hdf5.
+    restricted_pytables_pickle`). With ``identity`` (``(device, inode)`` of the file
+    :func:`open_filters` checked), the file PyTables opened must be that file before anything
+    is read from it: a path swapped in between is refused."""
     import pandas as pd
 
+    from ..readers._hdf5 import restricted_pytables_pickle
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), restricted_pytables_pickle(path):
             warnings.simplefilter("ignore")
-            df = pd.read_hdf(path, "meta")
+            with pd.HDFStore(path, mode="r") as st:
+                if identity is not None:
+                    o = os.fstat(st._handle.fileno())
+                    if (o.st_dev, o.st_ino) != identity:
+                        raise ReadError(path, "the file changed while it was being read")
+                df = st.get("meta")
+    except ReadError:
+        raise
     except KeyError:
         raise ReadError(path, "no 'meta' table (a pandas DataFrame written with HDFStore)") \
             from None
@@ -303,7 +340,7 @@ def import_h5(db, path, chunk_rows: int = 1 << 20, replace: bool = False,
     f, ds = open_filters(path)
     try:
         n_rows = int(ds.shape[0])
-        df = read_meta_table(path)
+        df = read_meta_table(path, _identity(f))
         models = plan_import(df, n_rows, path, f"{tuple(ds.shape)}|{ds.dtype.str}|")
         if not replace:  # model ids already taken by other files: refuse before writing
             con = db._con
