@@ -37,3 +37,31 @@ def test_inspect_reports_every_file_and_fails(tmp_path, capsys):
     assert [x["path"] for x in d] == [str(good1), str(bad), str(good2)]
     assert len(d[0]["layers"]) == len(d[2]["layers"]) == 2 and "error" in d[1]
     assert main(["inspect", str(good1), str(good2)]) == 0
+
+
+# ---- check --no-orthogonality --------------------------------------------------------------
+
+def test_check_no_orthogonality_is_honoured(tmp_path, capsys, monkeypatch):
+    p = tmp_path / "m.pt"
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3))
+    torch.save(net.state_dict(), p)
+    from filterdb.kernels import health as K
+
+    calls = []
+    real = K.orthogonality
+    monkeypatch.setattr(K, "orthogonality", lambda w: calls.append(w.shape) or real(w))
+    assert main(["check", "--json", str(p)]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert len(calls) == 2 and all(l["orthogonality"] is not None for l in full["layers"])
+    calls.clear()
+    assert main(["check", "--json", "--no-orthogonality", str(p)]) == 0
+    skip = json.loads(capsys.readouterr().out)
+    assert calls == []  # the costly metric was not computed
+    assert all(l["orthogonality"] is None for l in skip["layers"])
+    for a, b in zip(full["layers"], skip["layers"]):  # everything else unchanged
+        assert a["sparsity"] == b["sparsity"] and a["flags"] == b["flags"]
+        assert a["variance_entropy"] == b["variance_entropy"]
+    assert full["summary"]["verdict"] == skip["summary"]["verdict"]
+    assert main(["check", "--no-orthogonality", "--baseline", str(p)]) == 0
+    assert calls == []
