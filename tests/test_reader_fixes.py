@@ -65,3 +65,48 @@ def test_check_no_orthogonality_is_honoured(tmp_path, capsys, monkeypatch):
     assert full["summary"]["verdict"] == skip["summary"]["verdict"]
     assert main(["check", "--no-orthogonality", "--baseline", str(p)]) == 0
     assert calls == []
+
+
+# ---- optimizer states are not weights ----------------------------------------------------
+
+def _trained_sgd(steps=2):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3), nn.Conv2d(8, 4, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        net(torch.randn(2, 3, 12, 12)).square().mean().backward()
+        opt.step()
+    return net, opt
+
+
+def test_optimizer_only_file_is_refused(tmp_path, capsys):
+    _, opt = _trained_sgd()
+    p = tmp_path / "opt.pt"
+    torch.save(opt.state_dict(), p)
+    # the real file holds 4 momentum buffers shaped like conv weights
+    assert sum(v["momentum_buffer"].ndim == 4 for v in opt.state_dict()["state"].values()) == 4
+    from filterdb.errors import ReadError
+
+    with pytest.raises(ReadError, match="no model weights here"):
+        read_model(p)
+    assert main(["inspect", str(p)]) == 2
+    assert "no model weights here" in capsys.readouterr().err
+    # a checkpoint with only its optimizer part: refused too, not "0 conv layers", exit 0
+    torch.save({"epoch": 2, "optimizer": opt.state_dict()}, p)
+    with pytest.raises(ReadError, match="no model weights here"):
+        read_model(p)
+
+
+@pytest.mark.parametrize("model_key,opt_key", [("my_net", "opt"), ("weights_v2", "sgd_state")])
+def test_checkpoint_optimizer_part_is_never_weights(tmp_path, model_key, opt_key):
+    net, opt = _trained_sgd()
+    p = tmp_path / "ckpt.pt"
+    torch.save({"epoch": 2, opt_key: opt.state_dict(), model_key: net.state_dict()}, p)
+    m = read_model(p)
+    convs = [(k, v) for k, v in net.state_dict().items() if v.ndim == 4]
+    assert len(m.layers) == len(convs) == 4
+    for l, (k, v) in zip(m.layers, convs):
+        assert l.name == f"{model_key}.{k[:-len('.weight')]}"
+        np.testing.assert_array_equal(l.weight, v.numpy())

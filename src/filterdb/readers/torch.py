@@ -53,22 +53,40 @@ def _is_tensor(x) -> bool:
     return isinstance(x, torch.Tensor)
 
 
+def is_optimizer_state(obj) -> bool:
+    """A ``torch.optim.Optimizer.state_dict()``: ``{"state": {param index: {...}},
+    "param_groups": [...]}`` (momentum buffers, Adam moments): tensors, but not weights."""
+    return (isinstance(obj, Mapping) and "param_groups" in obj and "state" in obj
+            and isinstance(obj["state"], Mapping) and isinstance(obj["param_groups"], list))
+
+
 def _tensor_items(d: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
-    """All tensors of a nested mapping, with dotted names, in insertion order."""
+    """All tensors of a nested mapping, with dotted names, in insertion order; optimizer
+    states (by key or by structure) are left out."""
     out = []
     for k, v in d.items():
         name = f"{prefix}{k}"
         if _is_tensor(v):
             out.append((name, v))
-        elif isinstance(v, Mapping) and str(k) not in _NOT_WEIGHTS:
+        elif isinstance(v, Mapping) and str(k) not in _NOT_WEIGHTS and not is_optimizer_state(v):
             out += _tensor_items(v, name + ".")
     return out
 
 
+def _has_optimizer_state(obj, depth: int = 0) -> bool:
+    if not isinstance(obj, Mapping) or depth > 4:
+        return False
+    if is_optimizer_state(obj):
+        return True
+    return any((str(k) in _NOT_WEIGHTS and isinstance(v, Mapping))
+               or _has_optimizer_state(v, depth + 1) for k, v in obj.items())
+
+
 def find_state_dict(obj, depth: int = 0) -> tuple[list[tuple[str, Any]], str | None]:
     """The (name, tensor) pairs of the state dict inside a loaded object, and the checkpoint
-    key path it was found under (None for a plain state dict)."""
-    if not isinstance(obj, Mapping) or depth > 4:
+    key path it was found under (None for a plain state dict). An optimizer state is never
+    taken for weights."""
+    if not isinstance(obj, Mapping) or depth > 4 or is_optimizer_state(obj):
         return [], None
     if any(_is_tensor(v) for v in obj.values()):
         return _tensor_items(obj), None
@@ -116,6 +134,10 @@ def read_state_dict(p: str, fmt: str) -> Model:
     obj = _torch_load(p)
     items, key = find_state_dict(obj)
     warnings = []
+    if not items and _has_optimizer_state(obj):
+        raise ReadError(p, "no model weights here: the file holds an optimizer state "
+                           "(torch.optim state_dict: momentum buffers / moments), not a "
+                           "model's weights")
     if not items:
         warnings.append("no tensors found in the file")
     if key:
