@@ -110,3 +110,203 @@ def test_checkpoint_optimizer_part_is_never_weights(tmp_path, model_key, opt_key
     for l, (k, v) in zip(m.layers, convs):
         assert l.name == f"{model_key}.{k[:-len('.weight')]}"
         np.testing.assert_array_equal(l.weight, v.numpy())
+
+
+# ---- TorchScript: scripted DenseNet (list appends), traced groups, quantized convs ----------
+
+from typing import List  # noqa: E402
+
+F = nn.functional
+
+
+class _DenseLayer(nn.Module):
+    def __init__(self, cin, growth):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, 2 * growth, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(2 * growth)
+        self.conv2 = nn.Conv2d(2 * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
+        x = torch.cat(inputs, 1)
+        x = self.conv1(F.relu(self.norm1(x)))
+        return self.conv2(F.relu(self.norm2(x)))
+
+
+class _DenseBlock(nn.ModuleDict):
+    """torchvision's DenseNet pattern: a features list grown with append, joined by cat."""
+
+    def __init__(self, n, cin, growth):
+        super().__init__()
+        for i in range(n):
+            self.add_module(f"denselayer{i + 1}", _DenseLayer(cin + i * growth, growth))
+
+    def forward(self, init):
+        features = [init]
+        for _, layer in self.items():
+            new = layer(features)
+            features.append(new)
+        return torch.cat(features, 1)
+
+
+class _DenseNet(nn.Module):
+    def __init__(self, blocks=(6, 12, 24, 16), growth=4):  # DenseNet-121's blocks
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 8, 3, padding=1)
+        c, layers = 8, []
+        for i, n in enumerate(blocks):
+            layers.append(_DenseBlock(n, c, growth))
+            c += n * growth
+            if i < len(blocks) - 1:
+                layers += [nn.Conv2d(c, c // 2, 1), nn.AvgPool2d(2)]
+                c //= 2
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.features(self.conv0(x))
+
+
+def test_scripted_densenet_follows_list_appends(tmp_path):
+    torch.manual_seed(0)
+    net = _DenseNet().eval()
+    x = torch.randn(1, 3, 32, 32)
+    scripted, traced = tmp_path / "dn_script.pt", tmp_path / "dn_trace.pt"
+    torch.jit.script(net).save(scripted)
+    torch.jit.trace(net, x, check_trace=False).save(traced)
+    ms, mt = read_model(scripted), read_model(traced)
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in net.modules())
+    assert n_convs == 1 + 2 * 58 + 3 == 120  # DenseNet-121's convs
+    # by construction every conv feeds the next (dense connections): a chain of 120 depths
+    assert ms.depth_source == "graph" and not ms.warnings
+    assert len(ms.layers) == ms.n_conv_depths == n_convs
+    assert [l.conv_depth for l in ms.layers] == list(range(n_convs))
+    # the trace (lists unrolled into cat inputs) gives the same conv depths
+    assert mt.depth_source == "graph"
+    assert [l.conv_depth for l in mt.layers] == [l.conv_depth for l in ms.layers]
+
+
+def test_inplace_list_writes_inside_a_branch_are_followed(tmp_path):
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3, padding=1)
+            self.b = nn.Conv2d(4, 4, 3, padding=1)
+            self.c = nn.Conv2d(8, 4, 3, padding=1)
+
+        def forward(self, x, flag: bool):
+            feats = [self.a(x)]
+            if flag:
+                feats.append(self.b(feats[0]))
+            else:
+                feats.append(F.relu(self.b(feats[0])))
+            return self.c(torch.cat(feats, 1))
+
+    p = tmp_path / "branchy.pt"
+    torch.jit.script(Branchy()).save(p)
+    m = read_model(p)
+    assert [l.name for l in m.layers] == ["a", "b", "c"]
+    assert [l.conv_depth for l in m.layers] == [0, 1, 2]  # c reads b's output via the list
+
+
+def _grouped_net():
+    return nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, groups=8, padding=1), nn.Conv2d(8, 16, 1),
+                         nn.Conv2d(16, 16, 3, groups=4))
+
+
+def test_traced_groups(tmp_path):
+    net = _grouped_net().eval()
+    p = tmp_path / "traced.pt"
+    torch.jit.trace(net, torch.randn(1, 4, 16, 16)).save(p)
+    m = read_model(p)
+    assert m.format == "torchscript"
+    truth = [(str(i), c.groups) for i, c in enumerate(net) if isinstance(c, nn.Conv2d)]
+    assert [(l.name, l.groups) for l in m.layers] == truth == [
+        ("0", 2), ("2", 8), ("3", 1), ("4", 4)]
+    for l, (i, _) in zip(m.layers, truth):
+        np.testing.assert_array_equal(l.weight, net[int(i)].weight.detach().numpy())
+
+
+class _QNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        tq = torch.ao.quantization
+        self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+        self.c1 = nn.Conv2d(3, 8, 3)
+        self.r = nn.ReLU()
+        self.c2 = nn.Conv2d(8, 8, 3, groups=8)
+        self.c3 = nn.Conv2d(8, 16, 3)
+        self.c4 = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.dequant(self.c4(self.c3(self.c2(self.r(self.c1(self.quant(x)))))))
+
+
+def _quantized(mode):
+    import warnings
+
+    tq = torch.ao.quantization
+    torch.manual_seed(0)
+    net = _QNet().eval()
+    x = torch.randn(4, 3, 16, 16)
+    engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if mode == "eager":
+            net.qconfig = tq.get_default_qconfig(engine)
+            tq.fuse_modules(net, [["c1", "r"]], inplace=True)
+            prepared = tq.prepare(net)
+            prepared(x)
+            q = tq.convert(prepared)
+        else:
+            from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+            qmap = tq.get_default_qconfig_mapping(engine)
+            prepared = prepare_fx(_QNet().eval(), qmap, (x,))
+            prepared.load_state_dict(net.state_dict(), strict=False)
+            prepared(x)
+            q = convert_fx(prepared)
+    return q, x
+
+
+def _dequant_by_hand(qw):
+    """(int8 - zero_point) * scale, per output channel or per tensor, with numpy."""
+    iw = qw.int_repr().numpy().astype(np.float64)
+    if qw.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        s = qw.q_per_channel_scales().numpy()[:, None, None, None]
+        z = qw.q_per_channel_zero_points().numpy()[:, None, None, None]
+    else:
+        s, z = qw.q_scale(), qw.q_zero_point()
+    return ((iw - z) * s).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["eager", "fx"])
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_quantized_torchscript(tmp_path, mode, how):
+    import warnings
+
+    q, x = _quantized(mode)
+    p = tmp_path / "q.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (torch.jit.script(q) if how == "script" else torch.jit.trace(q, x)).save(p)
+    m = read_model(p)
+    qconvs = {n: mod for n, mod in q.named_modules() if hasattr(mod, "_weight_bias")
+              and "Conv" in type(mod).__name__}
+    assert len(qconvs) == 4
+    assert [l.name for l in m.layers] == list(qconvs)
+    for l, mod in zip(m.layers, qconvs.values()):
+        qw = mod.weight()
+        assert qw.is_quantized and qw.dtype == torch.qint8
+        np.testing.assert_array_equal(l.weight, _dequant_by_hand(qw))
+        assert l.groups == mod.groups
+    assert [l.groups for l in m.layers] == [1, 8, 1, 1]
+    assert m.depth_source == "graph" and [l.conv_depth for l in m.layers] == [0, 1, 2, 3]
+    assert any("quantized" in w for w in m.warnings)
+    # the state dict of the same quantized model gives the same filters
+    sd = tmp_path / "q_sd.pt"
+    torch.save(q.state_dict(), sd)
+    ms = read_model(sd)
+    assert [l.shape for l in ms.layers] == [l.shape for l in m.layers]
+    for a, b in zip(ms.layers, m.layers):
+        np.testing.assert_allclose(a.weight, b.weight, rtol=1e-6, atol=1e-8)
