@@ -310,3 +310,56 @@ def test_quantized_torchscript(tmp_path, mode, how):
     assert [l.shape for l in ms.layers] == [l.shape for l in m.layers]
     for a, b in zip(ms.layers, m.layers):
         np.testing.assert_allclose(a.weight, b.weight, rtol=1e-6, atol=1e-8)
+
+
+# ---- Keras 3 .keras: operations in the config take no weights group ------------------------
+
+_KERAS_MNV3 = r'''
+import json, os, sys
+os.environ["KERAS_BACKEND"] = "torch"
+import keras, numpy as np
+keras.utils.set_random_seed(0)
+m = keras.applications.MobileNetV3Small(input_shape=(64, 64, 3), weights=None)
+out = sys.argv[1]
+m.save(os.path.join(out, "mnv3.keras"))
+m.save(os.path.join(out, "mnv3.h5"))
+convs = [l for l in m.layers if type(l).__name__ in ("Conv2D", "DepthwiseConv2D")]
+np.savez(os.path.join(out, "mnv3.npz"), **{l.name: np.asarray(l.get_weights()[0]) for l in convs})
+json.dump({"names": [l.name for l in convs], "classes": [type(l).__name__ for l in convs],
+           "groups": [getattr(l, "groups", 1) for l in convs]},
+          open(os.path.join(out, "mnv3.json"), "w"))
+'''
+
+
+def test_keras3_mobilenet_v3_small_keeps_every_conv(tmp_path):
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras not installed")
+    env = dict(os.environ, KERAS_BACKEND="torch", CUDA_VISIBLE_DEVICES="")
+    subprocess.run([sys.executable, "-c", _KERAS_MNV3, str(tmp_path)], check=True, env=env,
+                   capture_output=True, timeout=600)
+    meta = json.loads((tmp_path / "mnv3.json").read_text())
+    assert len(meta["names"]) == 54  # 43 Conv2D + 11 DepthwiseConv2D in model.layers
+    # the config holds operations (x + 3.0: keras.src.ops.numpy Add / Multiply) beside the
+    # Add / Multiply layers of the same class names
+    with __import__("zipfile").ZipFile(tmp_path / "mnv3.keras") as z:
+        cfg = json.loads(z.read("config.json"))
+    assert any(str(lc.get("module", "")).startswith("keras.src.ops")
+               for lc in cfg["config"]["layers"])
+    k, h = read_model(tmp_path / "mnv3.keras"), read_model(tmp_path / "mnv3.h5")
+    with np.load(tmp_path / "mnv3.npz") as ref:
+        for m in (k, h):
+            assert [l.name for l in m.layers] == meta["names"], m.format
+            assert not m.warnings and m.depth_source == "graph"
+            for l, cls in zip(m.layers, meta["classes"]):
+                kern = ref[l.name]
+                want = (np.transpose(kern, (2, 3, 0, 1)).reshape(-1, 1, *kern.shape[:2])
+                        if cls == "DepthwiseConv2D" else np.transpose(kern, (3, 2, 0, 1)))
+                np.testing.assert_array_equal(l.weight, want)
+                assert l.groups == (kern.shape[2] if cls == "DepthwiseConv2D" else 1)
+    assert [l.conv_depth for l in k.layers] == [l.conv_depth for l in h.layers]
+    assert k.n_filters_3x3 == h.n_filters_3x3
