@@ -363,3 +363,80 @@ def test_keras3_mobilenet_v3_small_keeps_every_conv(tmp_path):
                 assert l.groups == (kern.shape[2] if cls == "DepthwiseConv2D" else 1)
     assert [l.conv_depth for l in k.layers] == [l.conv_depth for l in h.layers]
     assert k.n_filters_3x3 == h.n_filters_3x3
+
+
+# ---- ONNX: ops unknown to ONNX (left unconverted) are warned about --------------------------
+
+
+class _ForeignConv(torch.autograd.Function):
+    """Exported as ``tf::Conv2D``: an op ONNX does not define, as tf2onnx leaves
+    unconverted TensorFlow ops."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        return F.conv2d(x, w, padding=1)
+
+    @staticmethod
+    def symbolic(g, x, w):
+        return g.op("tf::Conv2D", x, w)
+
+
+class _HalfForeign(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.ws = nn.ParameterList([nn.Parameter(torch.randn(8, 8, 3, 3)) for _ in range(18)])
+        self.tail = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(3)])
+
+    def forward(self, x):
+        x = self.stem(x)
+        for w in self.ws:
+            x = _ForeignConv.apply(x, w)
+        return self.tail(x)
+
+
+def test_onnx_unknown_ops_and_domains_are_warned(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    import warnings
+
+    net = _HalfForeign().eval()
+    p = tmp_path / "foreign.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(p), dynamo=False)
+    import onnx
+
+    nodes = onnx.load(str(p)).graph.node
+    assert sum(n.op_type == "Conv2D" and n.domain == "tf" for n in nodes) == 18
+    m = read_model(p)
+    assert len(m.layers) == 4  # the 4 ONNX Conv nodes; the 18 foreign ones cannot be read
+    assert [s.op for s in m.skipped] == ["tf::Conv2D"] * 18
+    w = [x for x in m.warnings if "unknown to ONNX" in x]
+    assert len(w) == 1 and "tf::Conv2D x18" in w[0] and "domain(s) tf" in w[0]
+    assert main(["inspect", str(p)]) == 0
+    assert "tf::Conv2D x18" in capsys.readouterr().out
+    assert main(["check", str(p)]) == 0
+    assert "tf::Conv2D x18" in capsys.readouterr().out
+
+
+def test_onnx_unknown_default_domain_op_is_warned(tmp_path):
+    """tf2onnx may keep a TensorFlow op (HWIO filter) under its TF name in the default
+    domain; onnx.defs does not know it."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((3, 3, 4, 4)).astype(np.float32), "w2")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["y"], name="conv1"),
+         helper.make_node("Conv2D", ["y", "w2"], ["z"], name="tf_conv", data_format="NCHW")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w1, w2])
+    model = helper.make_model(g, producer_name="tf2onnx", opset_imports=[helper.make_opsetid("", 13)])
+    p = tmp_path / "tf.onnx"
+    onnx.save(model, str(p))
+    m = read_model(p)
+    assert [l.name for l in m.layers] == ["conv1"]
+    assert [(s.name, s.op) for s in m.skipped] == [("tf_conv", "Conv2D")]
+    assert any("Conv2D x1" in x and "(default)" in x for x in m.warnings)
