@@ -440,3 +440,82 @@ def test_onnx_unknown_default_domain_op_is_warned(tmp_path):
     assert [l.name for l in m.layers] == ["conv1"]
     assert [(s.name, s.op) for s in m.skipped] == [("tf_conv", "Conv2D")]
     assert any("Conv2D x1" in x and "(default)" in x for x in m.warnings)
+
+
+# ---- TFLite: short layer names, the fused tensor name kept as full_name --------------------
+
+FIXTURES = __import__("pathlib").Path(__file__).with_name("fixtures")
+
+
+def _tflite_conv_tensor_names(path):
+    """(op, output tensor name) of every conv op, parsed with the tflite package."""
+    import tflite
+
+    buf = path.read_bytes()
+    m = tflite.Model.GetRootAsModel(buf, 0)
+    codes = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
+    g = m.Subgraphs(0)
+    out = []
+    for i in range(g.OperatorsLength()):
+        op = g.Operators(i)
+        name = codes[m.OperatorCodes(op.OpcodeIndex()).BuiltinCode()]
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            out.append((name, g.Tensors(op.Outputs(0)).Name().decode()))
+    return out
+
+
+def test_tflite_fused_names_shortened(capsys):
+    import re
+
+    p = FIXTURES / "tflite_names" / "fused_names.tflite"
+    ref = json.loads((FIXTURES / "tflite_names" / "fused_names.json").read_text())
+    m = read_model(p)
+    tensors = _tflite_conv_tensor_names(p)
+    assert [l.full_name for l in m.layers] == [n for _, n in tensors]
+    assert max(len(n) for _, n in tensors) > 250  # the converter's fused names
+    # each short name is the Keras layer (TF appends _1 to scopes); separable: its two parts
+    want = []
+    for k in ref["keras_conv_layers"]:
+        want += [rf"{k}(_\d+)?/depthwise", rf"{k}(_\d+)?/pointwise"] if k == "sep" \
+            else [rf"{k}(_\d+)?"]
+    assert len(m.layers) == len(want) == 10
+    for l, w in zip(m.layers, want):
+        assert re.fullmatch(w, l.name), (l.name, w)
+        assert len(l.name) <= 20
+    assert len({l.name for l in m.layers}) == len(m.layers)
+    assert main(["inspect", "--json", str(p)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [x["full_name"] for x in d["layers"]] == [n for _, n in tensors]
+    assert [x["name"] for x in d["layers"]] == [l.name for l in m.layers]
+
+
+def test_short_layer_names_rules():
+    from filterdb.readers.tflite import short_layer_names
+
+    p = "model_1/model/"
+    got = short_layer_names([
+        # fused: the last segment whose op fits the TFLite op names the conv
+        ("CONV_2D", f"{p}re_lu/Relu6;{p}batch_normalization/FusedBatchNormV3;"
+                    f"{p}depthwise_conv2d/depthwise;{p}conv2d_5/Conv2D;{p}conv2d/Conv2D", ""),
+        ("DEPTHWISE_CONV_2D", f"{p}re_lu_1/Relu6;{p}depthwise_conv2d/depthwise;"
+                              f"{p}conv2d_5/Conv2D", ""),
+        ("CONV_2D", f"{p}conv2d_47/BiasAdd;{p}conv2d_52/Conv2D;{p}conv2d_47/Conv2D1", ""),
+        # a graph output: the weight's name
+        ("CONV_2D", "Identity:0", f"{p}head/Conv2D_dequantize"),
+        ("CONV_2D", f"{p}conv2d/Conv2D1", ""),  # the same layer again: deduplicated
+        ("CONV_2D", "plain_name", ""),
+    ])
+    assert got == ["conv2d", "depthwise_conv2d", "conv2d_47", "head", "conv2d#2", "plain_name"]
+
+
+@pytest.mark.zoo
+def test_tflite_zoo_names_are_short(zoo_path):
+    p = zoo_path("mp-pose-landmark-full")
+    m = read_model(p)
+    tensors = [n for _, n in _tflite_conv_tensor_names(p)]
+    assert [l.full_name for l in m.layers] == tensors
+    assert max(len(l.full_name) for l in m.layers) == 301
+    assert max(len(l.name) for l in m.layers) <= 24
+    assert len({l.name for l in m.layers}) == len(m.layers)
+    for l in (l for l in m.layers if ";" in l.full_name):  # not graph outputs (Identity_2)
+        assert f"/{l.name.split('#')[0]}/" in l.full_name  # the short name is a scope in it
