@@ -417,6 +417,8 @@ def test_onnx_unknown_ops_and_domains_are_warned(tmp_path, capsys):
     assert "tf::Conv2D x18" in capsys.readouterr().out
     assert main(["check", str(p)]) == 0
     assert "tf::Conv2D x18" in capsys.readouterr().out
+    assert main(["check", "--json", str(p)]) == 0
+    assert any("tf::Conv2D x18" in x for x in json.loads(capsys.readouterr().out)["warnings"])
 
 
 def test_onnx_unknown_default_domain_op_is_warned(tmp_path):

@@ -165,7 +165,7 @@ def cmd_check(args) -> int:
                                orthogonality=args.orthogonality)
     if args.json:
         obj = {"path": model.path, "format": model.format, "layers": layers_json(df),
-               "summary": summary}
+               "summary": summary, "warnings": list(model.warnings)}
         if pct is not None:
             for row, p in zip(obj["layers"], pct):
                 row["percentiles"] = p
