@@ -521,3 +521,20 @@ def test_tflite_zoo_names_are_short(zoo_path):
     assert len({l.name for l in m.layers}) == len(m.layers)
     for l in (l for l in m.layers if ";" in l.full_name):  # not graph outputs (Identity_2)
         assert f"/{l.name.split('#')[0]}/" in l.full_name  # the short name is a scope in it
+
+
+def test_torchscript_conv_call_with_unread_weight_is_warned(tmp_path):
+    class Computed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3)
+            self.w = nn.Parameter(torch.randn(4, 4, 3, 3))
+
+        def forward(self, x):
+            return F.conv2d(self.c(x), self.w * 2)  # a weight computed in forward
+
+    p = tmp_path / "computed.pt"
+    torch.jit.script(Computed()).save(p)
+    m = read_model(p)
+    assert [l.name for l in m.layers] == ["c"]
+    assert any("1 2-D conv call(s)" in w and "computed weight" in w for w in m.warnings)

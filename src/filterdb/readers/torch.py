@@ -211,8 +211,9 @@ def _const_int(value) -> int | None:
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def _graph_depths(module) -> tuple[dict[str, int | None], dict[str, int]]:
-    """``({module path: graph depth}, {module path: groups})`` of every conv call in the
+def _graph_depths(module) -> tuple[dict[str, int | None], dict[str, int], list[str | None]]:
+    """``({module path: graph depth}, {module path: groups}, [module path of every 2-D conv
+    call, None where its weight is computed])`` of every conv call in the
     inlined ``forward`` graph, keyed by the attribute path of the call's weight (``a.b.conv1``;
     for quantized convs the packed weight ``a.b.conv1._packed_params``). Groups are read
     where the call passes them as a constant (``torch.jit.trace`` files keep no ``groups``
@@ -232,6 +233,7 @@ def _graph_depths(module) -> tuple[dict[str, int | None], dict[str, int]]:
     node_outs: list[list[str]] = []
     convs: list[tuple[int, str, int | None]] = []
     version: dict[str, str] = {}  # value -> its latest in-place-written version
+    calls_2d: list[str | None] = []  # weight path of every 2-D conv call (None: computed)
 
     def walk(block):
         for n in block.nodes():
@@ -277,6 +279,8 @@ def _graph_depths(module) -> tuple[dict[str, int | None], dict[str, int]]:
             node_outs.append(outs)
             if _is_conv_call(kind):
                 w = n.inputsAt(1).debugName()
+                if kind == "aten::conv2d" or kind.startswith("quantized::conv2d"):
+                    calls_2d.append(attr_path.get(w))
                 if w in attr_path:
                     gi = _GROUPS_ARG.get(kind)
                     groups = _const_int(n.inputsAt(gi)) if gi is not None and gi < len(raw) \
@@ -294,7 +298,8 @@ def _graph_depths(module) -> tuple[dict[str, int | None], dict[str, int]]:
             out[mod_path] = d
         if groups is not None:
             groups_of.setdefault(mod_path, groups)
-    return out, groups_of
+    called = [None if p is None else (p.rsplit(".", 1)[0] if "." in p else "") for p in calls_2d]
+    return out, groups_of, called
 
 
 def dequantize(q: np.ndarray, scale, zero_point, axis: int | None = None) -> np.ndarray:
@@ -394,13 +399,20 @@ def read_torchscript(p: str, fmt: str) -> Model:
         warnings.append(f"{n_quantized} quantized conv layer(s): weights dequantized, "
                         "(q - zero_point) * scale")
     depth_source = DEPTH_ORDER
-    if layers:
-        try:
-            depths, call_groups = _graph_depths(m)
-        except Exception as e:  # noqa: BLE001 - TorchScript graphs vary; fall back to order
-            depths, call_groups = {}, {}
+    try:
+        depths, call_groups, called = _graph_depths(m)
+    except Exception as e:  # noqa: BLE001 - TorchScript graphs vary; fall back to order
+        depths, call_groups, called = {}, {}, []
+        if layers:
             warnings.append(f"TorchScript graph not walkable ({type(e).__name__}); "
                             "conv depth follows the module order")
+    seen = {l.name for l in layers} | {s.name for s in skipped}
+    unread = [c for c in called if c is None or c not in seen]
+    if unread:  # never a silent "no conv layers" for convs the forward graph does run
+        shown = ", ".join(sorted({c or "(computed weight)" for c in unread})[:5])
+        warnings.append(f"{len(unread)} 2-D conv call(s) in the forward graph whose weights "
+                        f"were not read: {shown}")
+    if layers:
         unknown = []
         for l in layers:
             if attr_groups.get(l.name) is None:
