@@ -5,16 +5,23 @@ State dicts are loaded with ``torch.load(weights_only=True, map_location="cpu")`
 whose unpickling needs arbitrary code is refused (:class:`ReadError`), never executed. The
 state dict is found in the loaded object: a dict holding tensors, or under one of the usual
 checkpoint keys (``state_dict``, ``model_state_dict``, ``model``, ``net``, ``state``, ...,
-possibly nested); ``module.`` prefixes (DataParallel) are stripped from the names. Conv-layer
+possibly nested); ``module.`` prefixes (DataParallel) are stripped from the names. An
+optimizer's state (``{"state", "param_groups"}``: momentum buffers, Adam moments) is never
+read as weights; a file holding only one is refused ("no model weights here"). Conv-layer
 rules (4-D ``*weight`` tensors, the groups heuristic, order-based depth):
 :mod:`filterdb.readers.tensors`.
 
 TorchScript: ``torch.jit.load`` (TorchScript code, no pickle code execution) and a walk over
 the submodules in module order. A submodule with a 4-D floating ``weight`` parameter is a 2-D
-conv, with its ``groups`` attribute when it has one; ``ConvTranspose*`` and 3-D / 5-D weights
-are skipped. Depth: the longest path in the inlined TorchScript graph of ``forward`` (each conv
-call is matched to its module through the ``prim::GetAttr`` chain of its weight) when every
-conv layer is found there; otherwise the module order (``depth_source = "order"``).
+conv; a torch.ao quantized conv keeps its int8 weight in ``_packed_params`` (a
+``Conv2dPackedParamsBase``), which is unpacked and dequantized, ``(q - zero_point) * scale``
+per tensor or channel. Groups: the module's ``groups`` attribute, else (``torch.jit.trace``
+files) the constant ``groups`` argument of its conv call in the graph. ``ConvTranspose*`` and
+3-D / 5-D weights are skipped. Depth: the longest path in the inlined TorchScript graph of
+``forward`` (each conv call is matched to its module through the ``prim::GetAttr`` chain of
+its weight; in-place writes such as ``list.append`` are data flow) when every conv layer is
+found there; otherwise the module order (``depth_source = "order"``). A 2-D conv call whose
+weight was not read is warned about.
 """
 from __future__ import annotations
 
