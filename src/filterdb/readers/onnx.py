@@ -4,7 +4,9 @@ Weights are folded from constants: initializers, ``Constant`` nodes and chains o
 ``Identity`` / ``Cast`` / ``DequantizeLinear`` / ``Reshape`` / ``Transpose`` over them.
 ``Conv`` (and com.microsoft ``FusedConv``), ``ConvInteger`` and ``QLinearConv`` become
 :class:`ConvLayer`; transposed, 1-D and 3-D convolutions and runtime weights are
-:class:`Skipped` with the reason.
+:class:`Skipped` with the reason. Nodes of ops ONNX does not define (custom domains, or a
+TensorFlow op name left in the default domain, as converters such as tf2onnx leave
+unconverted ops) are listed in one warning; conv-like ones are also :class:`Skipped`.
 
 Depth (shared/spec/method.md, section 2) is the longest path from the real graph inputs
 (graph inputs that are not initializers). A node that holds subgraphs (``If`` / ``Loop`` /
