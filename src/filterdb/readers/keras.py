@@ -15,8 +15,8 @@ conv is read as a model with no layers (and the usual warning).
 variables in ``vars/0, 1, ...`` in the class's creation order, and (newer Keras) the layer's
 name in the ``vars`` group's ``name`` attribute. Operations in a functional config
 (``x + 3.0``: ``module: keras.src.ops...``) are not layers: no group, no number. Groups the
-config does not name (sub-layers of
-custom layers) are read too, their classes from their group names.
+config does not name (sub-layers of custom layers) are read too, their classes from their
+group names.
 
 Layouts (Keras is channels-last) -> ``(c_out, c_in / groups, kh, kw)``:
 
