@@ -497,10 +497,10 @@ def test_short_layer_names_rules():
     p = "model_1/model/"
     got = short_layer_names([
         # fused: the last segment whose op fits the TFLite op names the conv
-        ("CONV_2D", f"{p}re_lu/Relu6;{p}batch_normalization/FusedBatchNormV3;"
-                    f"{p}depthwise_conv2d/depthwise;{p}conv2d_5/Conv2D;{p}conv2d/Conv2D", ""),
-        ("DEPTHWISE_CONV_2D", f"{p}re_lu_1/Relu6;{p}depthwise_conv2d/depthwise;"
-                              f"{p}conv2d_5/Conv2D", ""),
+        ("CONV_2D", (f"{p}re_lu/Relu6;{p}batch_normalization/FusedBatchNormV3;"
+                     f"{p}depthwise_conv2d/depthwise;{p}conv2d_5/Conv2D;{p}conv2d/Conv2D"), ""),
+        ("DEPTHWISE_CONV_2D", (f"{p}re_lu_1/Relu6;{p}depthwise_conv2d/depthwise;"
+                               f"{p}conv2d_5/Conv2D"), ""),
         ("CONV_2D", f"{p}conv2d_47/BiasAdd;{p}conv2d_52/Conv2D;{p}conv2d_47/Conv2D1", ""),
         # a graph output: the weight's name
         ("CONV_2D", "Identity:0", f"{p}head/Conv2D_dequantize"),
