@@ -151,7 +151,7 @@ def test_sparse_densify_matches_csr(mid, mp_models):
     to [out, kh, kw, in], holds exactly the CSR values at the CSR positions and zeros elsewhere."""
     path, model = mp_models[mid]
     m, sg, names = _walk(path)
-    by_name = {l.name: l for l in model.layers}
+    by_name = {l.full_name: l for l in model.layers}
     n_sparse = 0
     for i, n in enumerate(names):
         if n != "DENSIFY":

@@ -145,7 +145,7 @@ def cmd_check(args) -> int:
 
     t = thresholds_from_args(args)
     model = read_model(args.file)
-    df, summary = model_health(model, t)
+    df, summary = model_health(model, t, orthogonality=args.orthogonality)
     if args.html:
         from ..report.model_report import write_check_html
 
@@ -161,10 +161,11 @@ def cmd_check(args) -> int:
         inits = tuple(i.strip() for i in args.inits.split(",") if i.strip())
         if not inits:
             raise FilterDBError("--inits is empty")
-        base = random_baseline(model, inits=inits, seed=args.seed, thresholds=t)
+        base = random_baseline(model, inits=inits, seed=args.seed, thresholds=t,
+                               orthogonality=args.orthogonality)
     if args.json:
         obj = {"path": model.path, "format": model.format, "layers": layers_json(df),
-               "summary": summary}
+               "summary": summary, "warnings": list(model.warnings)}
         if pct is not None:
             for row, p in zip(obj["layers"], pct):
                 row["percentiles"] = p
@@ -194,7 +195,7 @@ def population_percentiles(args, model, df, t):
 
     with open_database(args.db) as db:
         pop = database_health(db, thresholds=t, engine=args.engine, scheduler=args.scheduler,
-                              recompute=args.recompute)
+                              recompute=args.recompute, orthogonality=args.orthogonality)
         same = db.models(f"sha256 = '{model.sha256}'")["model"].tolist()
     if same:
         pop = pop[~pop["model"].isin(same)]

@@ -38,11 +38,31 @@ def render(model) -> str:
 
 
 def cmd_inspect(args) -> int:
+    """Every file is read and reported, a bad one as its one-line error (on stderr; in JSON
+    as ``{"path", "error"}``); the exit code is 2 when any file failed."""
+    import sys
+
+    from ..errors import FilterDBError
     from ..readers import read_model
 
-    models = [read_model(f) for f in args.files]
-    if args.json:
-        print_json(models[0].to_dict() if len(models) == 1 else [m.to_dict() for m in models])
+    if len(args.files) == 1:  # one file: its error is the CLI's one-line error
+        results = [read_model(args.files[0])]
     else:
-        print("\n\n".join(render(m) for m in models))
-    return 0
+        results = []
+        for f in args.files:
+            try:
+                results.append(read_model(f))
+            except FilterDBError as e:
+                results.append(e)
+    failed = [r for r in results if isinstance(r, FilterDBError)]
+    if args.json:
+        objs = [{"path": getattr(r, "path", None), "error": str(r)}
+                if isinstance(r, FilterDBError) else r.to_dict() for r in results]
+        print_json(objs[0] if len(objs) == 1 else objs)
+    else:
+        print("\n\n".join(render(r) for r in results if not isinstance(r, FilterDBError)))
+    for e in failed:
+        print(f"filterdb: error: {e}", file=sys.stderr)
+    if failed and len(results) > 1:
+        print(f"filterdb: {len(failed)} of {len(results)} files failed", file=sys.stderr)
+    return 2 if failed else 0

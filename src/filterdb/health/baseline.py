@@ -110,7 +110,8 @@ def init_weight(init: str, shape, rng) -> np.ndarray:
     return fn(rng, tuple(int(s) for s in shape)).astype(np.float32)
 
 
-def random_baseline(model, inits=DEFAULT_INITS, seed: int = 0, thresholds=None) -> pd.DataFrame:
+def random_baseline(model, inits=DEFAULT_INITS, seed: int = 0, thresholds=None,
+                    orthogonality: bool = True) -> pd.DataFrame:
     """The model's conv layers re-drawn at random, one row per (layer, init).
 
     Layer ``i`` is drawn from ``default_rng([seed, i])`` for every init, so inits of the
@@ -128,7 +129,7 @@ def random_baseline(model, inits=DEFAULT_INITS, seed: int = 0, thresholds=None) 
             fake = ConvLayer(layer.name, layer.op, w, groups=layer.groups,
                              graph_depth=layer.graph_depth, conv_depth=layer.conv_depth,
                              conv_depth_norm=layer.conv_depth_norm)
-            row = layer_metrics(fake, thresholds)
+            row = layer_metrics(fake, thresholds, orthogonality)
             row["init"] = init
             rows.append(row)
     from .check import COLUMNS

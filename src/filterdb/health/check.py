@@ -94,8 +94,10 @@ def flags(H, S, TH, n, d: int = 9, thresholds: HealthThresholds | None = None) -
     return {k: bool(v) for k, v in flag_arrays(H, S, TH, n, d, thresholds).items()}
 
 
-def layer_metrics(layer, thresholds: HealthThresholds | None = None) -> dict:
-    """All health metrics and flags of one :class:`~filterdb.readers.base.ConvLayer`."""
+def layer_metrics(layer, thresholds: HealthThresholds | None = None,
+                  orthogonality: bool = True) -> dict:
+    """All health metrics and flags of one :class:`~filterdb.readers.base.ConvLayer`
+    (``orthogonality=False``: that costly metric is skipped, NaN; the flags do not use it)."""
     t = thresholds or HealthThresholds()
     kh, kw = layer.kernel
     d = kh * kw
@@ -111,7 +113,7 @@ def layer_metrics(layer, thresholds: HealthThresholds | None = None) -> dict:
         S = H = Hc = nan
     TH = randomness_threshold_for(n, d)
     norm = H / TH if (np.isfinite(TH) and TH > 0 and n >= MIN_FILTERS) else nan
-    orth = K.orthogonality(layer.weight) if finite else nan
+    orth = K.orthogonality(layer.weight) if finite and orthogonality else nan
     row = {"name": layer.name, "op": layer.op, "kernel": kernel_key(layer.kernel),
            "conv_depth": int(layer.conv_depth), "conv_depth_norm": float(layer.conv_depth_norm),
            "n": int(n), "sparsity": S, "variance_entropy": H, "threshold": TH,
@@ -121,14 +123,15 @@ def layer_metrics(layer, thresholds: HealthThresholds | None = None) -> dict:
     return row
 
 
-def model_health(model, thresholds: HealthThresholds | None = None):
+def model_health(model, thresholds: HealthThresholds | None = None, orthogonality: bool = True):
     """Per-layer health of a :class:`~filterdb.readers.base.Model` and its summary.
 
     Returns ``(DataFrame, summary)``: one row per conv layer (columns :data:`COLUMNS`) and
     the dict of :func:`summarise`.
     """
     t = thresholds or HealthThresholds()
-    df = pd.DataFrame([layer_metrics(l, t) for l in model.layers], columns=list(COLUMNS))
+    df = pd.DataFrame([layer_metrics(l, t, orthogonality) for l in model.layers],
+                      columns=list(COLUMNS))
     return df, summarise(df, t)
 
 

@@ -28,6 +28,7 @@ class ConvLayer:
     graph_depth: int | None = None
     conv_depth: int = 0
     conv_depth_norm: float = 0.0
+    full_name: str | None = None  # the stored name when ``name`` is a shortened form of it
 
     def __post_init__(self):
         w = np.asarray(self.weight)
@@ -66,6 +67,7 @@ class Skipped:
     name: str
     op: str
     reason: str
+    full_name: str | None = None
 
 
 @dataclass
@@ -151,6 +153,7 @@ class Model:
         d["layers"] = [
             {
                 "name": l.name,
+                "full_name": l.full_name or l.name,
                 "op": l.op,
                 "shape": list(l.shape),
                 "groups": l.groups,
@@ -164,7 +167,8 @@ class Model:
             }
             for l in self.layers
         ]
-        d["skipped"] = [{"name": s.name, "op": s.op, "reason": s.reason} for s in self.skipped]
+        d["skipped"] = [{"name": s.name, "full_name": s.full_name or s.name, "op": s.op,
+                         "reason": s.reason} for s in self.skipped]
         return d
 
 

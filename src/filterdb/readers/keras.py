@@ -13,8 +13,10 @@ conv is read as a model with no layers (and the usual warning).
 ``layers/<snake_case(class)>[_<k>]`` of the weights file, numbered per class in layer order
 (``conv2d``, ``conv2d_1``, ...; nested models: ``layers/functional/layers/...``), each with its
 variables in ``vars/0, 1, ...`` in the class's creation order, and (newer Keras) the layer's
-name in the ``vars`` group's ``name`` attribute. Groups the config does not name (sub-layers of
-custom layers) are read too, their classes from their group names.
+name in the ``vars`` group's ``name`` attribute. Operations in a functional config
+(``x + 3.0``: ``module: keras.src.ops...``) are not layers: no group, no number. Groups the
+config does not name (sub-layers of custom layers) are read too, their classes from their
+group names.
 
 Layouts (Keras is channels-last) -> ``(c_out, c_in / groups, kh, kw)``:
 
@@ -442,6 +444,15 @@ def _ordered_vars(vars_group) -> list:
     return [vars_group[k] for k in sorted((k for k in vars_group.keys() if k.isdigit()), key=int)]
 
 
+def is_operation(lc: dict) -> bool:
+    """A Keras 3 functional config entry that is an operation, not a layer (``x + 3.0``,
+    ``x * y`` on symbolic tensors: ``module: keras.src.ops.numpy``). Operations are not in
+    ``model.layers``, so they have no weights group and take no number in the per-class
+    group names (``add``, ``add_1``, ... count only ``Add`` layers)."""
+    module = str(lc.get("module") or "")
+    return module.startswith(("keras.src.ops", "keras.ops"))
+
+
 def _flat_layers(groups: dict, cfgs: list[dict], prefix: str = "layers/", qual: str = ""):
     """(weights-file group path, qualified name, layer config) of every layer, nested models
     flattened (their layers named ``<model>/<layer>``, as in :func:`flat_configs`).
@@ -458,10 +469,17 @@ def _flat_layers(groups: dict, cfgs: list[dict], prefix: str = "layers/", qual: 
     used: Counter = Counter()
     for lc in cfgs:
         name = _layer_name(lc)
+        if is_operation(lc):  # not a layer: no weights, no place in the layer numbering
+            continue
         base = snake_case(lc.get("class_name", ""))
         k = used[base]
         used[base] += 1
-        path = named.get(name, prefix + (base if k == 0 else f"{base}_{k}"))
+        path = named.get(name)
+        if path is None:
+            path = prefix + (base if k == 0 else f"{base}_{k}")
+            other = groups[path].attrs.get("name") if path in groups else None
+            if other is not None and _decode(other) != name:
+                continue  # that group is another layer's (by its name): this one has none
         if _is_model(lc):
             yield from _flat_layers(groups, _config_layers(lc)[1], f"{path}/layers/",
                                     f"{qual}{name}/")
@@ -494,8 +512,12 @@ def _keras3_entries(f, cfgs: list[dict], warnings: list[str]) -> list:
         vg = groups.get(path)
         if vg is None:
             continue
+        if path in owner:  # never two layers from one group, never one dropped silently
+            warnings.append(f"config layers {owner[path]!r} and {name!r} map to one weight "
+                            f"group {path!r}; read once, as {owner[path]!r}")
+            continue
         owner[path] = name
-        entries.append(_entry(name, lc.get("class_name", "?"), vg, warnings))
+        entries.append((path, _entry(name, lc.get("class_name", "?"), vg, warnings)))
     # the model's layers only (``optimizer/vars`` holds the optimizer's copies of kernels)
     rest = [p for p in sorted(groups, key=_natural_key)
             if p.startswith("layers/") and p not in owner
@@ -511,7 +533,7 @@ def _keras3_entries(f, cfgs: list[dict], warnings: list[str]) -> list:
         cls = _group_class(p) or _group_class(str(auto)) or "?"
         after.setdefault(up, []).append(_entry(name, cls, groups[p], warnings))
     out = []
-    for path, e in zip(owner, entries):  # each owner's sub-layers right after it
+    for path, e in entries:  # each owner's sub-layers right after it
         out += [e] + after.get(path, [])
     return out + after.get(None, [])
 

@@ -4,7 +4,9 @@ Weights are folded from constants: initializers, ``Constant`` nodes and chains o
 ``Identity`` / ``Cast`` / ``DequantizeLinear`` / ``Reshape`` / ``Transpose`` over them.
 ``Conv`` (and com.microsoft ``FusedConv``), ``ConvInteger`` and ``QLinearConv`` become
 :class:`ConvLayer`; transposed, 1-D and 3-D convolutions and runtime weights are
-:class:`Skipped` with the reason.
+:class:`Skipped` with the reason. Nodes of ops ONNX does not define (custom domains, or a
+TensorFlow op name left in the default domain, as converters such as tf2onnx leave
+unconverted ops) are listed in one warning; conv-like ones are also :class:`Skipped`.
 
 Depth (shared/spec/method.md, section 2) is the longest path from the real graph inputs
 (graph inputs that are not initializers). A node that holds subgraphs (``If`` / ``Loop`` /
@@ -410,6 +412,39 @@ def _layer_name(node, index: int, used: dict) -> str:
     return name if n == 0 else f"{name}#{n + 1}"
 
 
+# operator-set domains whose ops onnx.defs knows; ONNX Runtime's contrib domains are known too
+# (their ops are not in onnx.defs)
+ONNX_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "ai.onnx.training"}
+RUNTIME_DOMAINS = {"com.microsoft", "com.microsoft.nchwc", "com.microsoft.experimental",
+                   "com.microsoft.mlfeaturizers", "org.pytorch.aten"}
+
+
+def is_known_op(op_type: str, domain: str, functions: set = frozenset()) -> bool:
+    """Whether an op is standard ONNX (by onnx.defs), an ONNX Runtime contrib op, or a
+    function of the model. Anything else was left unconverted by an exporter (tf2onnx leaves
+    TensorFlow ops, e.g. ``Conv2D``, in the default or a custom domain)."""
+    from onnx import defs
+
+    if (domain, op_type) in functions:
+        return True
+    if domain in RUNTIME_DOMAINS:
+        return True
+    if domain in ONNX_DOMAINS:
+        return defs.has(op_type, "" if domain == "ai.onnx" else domain)
+    return False
+
+
+def _foreign_warning(foreign: list[tuple[str, str]]) -> str:
+    from collections import Counter
+
+    c = Counter(f"{d}::{o}" if d else o for d, o in foreign)
+    shown = ", ".join(f"{k} x{v}" for k, v in c.most_common(8)) + (" ..." if len(c) > 8 else "")
+    domains = sorted({d or "(default)" for d, _ in foreign})
+    return (f"{len(foreign)} node(s) of {len(c)} op type(s) unknown to ONNX, in domain(s) "
+            f"{', '.join(domains)}: {shown}; a converter left them unconverted, and their "
+            "weights (convolutions among them) are not read")
+
+
 def read(path, fmt: str = "onnx") -> Model:
     """Read an ONNX model file (external data from the file's directory) into a Model."""
     p = check_file(path)
@@ -424,6 +459,8 @@ def read(path, fmt: str = "onnx") -> Model:
     ops: list[str] = []
     used_names: dict = {}
     unplaced: list[str] = []
+    foreign: list[tuple[str, str]] = []  # (domain, op type) of nodes ONNX does not define
+    functions = {(f.domain, f.name) for f in model.functions}
     counter = [0]
 
     def walk(graph, parent_scope, offset, outer_real):
@@ -441,7 +478,14 @@ def read(path, fmt: str = "onnx") -> Model:
             ops.append(node.op_type)
             depth = None if (d is None or offset is None) else offset + d
             op = node.op_type
-            if op in TRANSPOSED_OPS:
+            if not is_known_op(op, node.domain, functions):
+                foreign.append((node.domain, op))
+                if "conv" in op.lower():
+                    skipped.append(Skipped(_layer_name(node, index, used_names),
+                                           f"{node.domain}::{op}" if node.domain else op,
+                                           "an op unknown to ONNX (left unconverted), "
+                                           "its weights are not read"))
+            elif op in TRANSPOSED_OPS:
                 skipped.append(Skipped(_layer_name(node, index, used_names), op,
                                        "transposed convolution, not a 2-D conv filter"))
             elif op in CONV_OPS or op in ("ConvInteger", "QLinearConv"):
@@ -469,6 +513,8 @@ def read(path, fmt: str = "onnx") -> Model:
     if unplaced:
         warnings.append(f"{len(unplaced)} conv layer(s) not reachable from a graph input "
                         f"(depth set to 0): {', '.join(unplaced[:5])}")
+    if foreign:
+        warnings.append(_foreign_warning(foreign))
     assign_conv_depths(layers)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     return Model(

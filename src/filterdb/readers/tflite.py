@@ -4,11 +4,18 @@ Parsed with the generated flatbuffer accessors of the ``tflite`` package (no Ten
 Weights are followed back through DEQUANTIZE (fp16 or int8 constants) and DENSIFY (sparse
 constants) ops; quantized constants are dequantized per tensor or per channel, sparse ones
 decoded as DENSIFY does. Depth is the longest path over the main subgraph.
+
+Layer names: the converter names a fused op's output tensor by joining the names of all the
+ops it fused (up to ~300 characters); a layer is named by the scope of the segment naming
+the conv itself (:func:`short_layer_names`, e.g. ``conv2d_5``) and keeps the output tensor's
+name as ``full_name``.
 """
 from __future__ import annotations
 
 import mmap
+import re
 import struct
+from typing import Sequence
 
 import numpy as np
 
@@ -378,6 +385,74 @@ def _conv_layer(g: _Graph, i: int, name: str) -> ConvLayer | Skipped:
     return ConvLayer(name=name, op=op_name, weight=weight, groups=int(groups))
 
 
+# the op part of a TensorFlow name, per TFLite op (optionally numbered: ``Conv2D1``,
+# ``depthwise_1``, ``Conv2D_dequantize``)
+_OP_PART = {
+    "CONV_2D": re.compile(r"^(Conv2D|convolution|separable_conv2d|BiasAdd)(_?\d+)?"
+                          r"(_dequantize)?$", re.I),
+    "DEPTHWISE_CONV_2D": re.compile(r"^(depthwise|DepthwiseConv2dNative)(_?\d+)?"
+                                    r"(_dequantize)?$", re.I),
+}
+_ANY_CONV_PART = re.compile(r"^(Conv2D|convolution|separable_conv2d|depthwise|conv2d_transpose|"
+                            r"DepthwiseConv2dNative|Conv2DBackpropInput|Conv3D)(_?\d+)?"
+                            r"(_dequantize)?$", re.I)
+
+
+def _conv_segment(names: Sequence[str], op: str) -> list[str] | None:
+    """The components of the segment naming the conv itself in fused tensor names
+    (``a/b/relu/Relu6;a/b/bn/FusedBatchNormV3;a/b/conv2d/Conv2D``): the last ``;`` segment
+    whose op part fits the TFLite op (``Conv2D`` for CONV_2D, ``depthwise`` for
+    DEPTHWISE_CONV_2D), searched in the output name first, then the weight's."""
+    pat = _OP_PART.get(op, _ANY_CONV_PART)
+    for full in names:
+        for seg in reversed(full.split(";")):
+            parts = seg.split("/")
+            if len(parts) > 1 and pat.match(parts[-1]):
+                return parts
+    return None
+
+
+def short_layer_names(entries: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Readable names of a model's conv ops from ``(TFLite op, output tensor name, weight
+    tensor name)``; the converter names a fused op's output by joining every fused op's name
+    (up to 300 characters). The name is the scope of the segment naming the conv itself
+    (:func:`_conv_segment`) without its op part (``model_1/model/conv2d_5/Conv2D`` ->
+    ``conv2d_5``; a Keras separable conv's parts ``sep/depthwise`` and ``sep/pointwise``),
+    then the leading scopes all names share (``model_1/model/``) are dropped; duplicates get
+    ``#2``, ``#3``. A name with no such segment is kept whole (its last segment if fused)."""
+    scopes: list[list[str] | None] = []
+    for op, out, weight in entries:
+        parts = _conv_segment([n for n in (out, weight) if n], op)
+        if parts is None:
+            scopes.append(None)
+            continue
+        last = parts[-1]
+        parts = parts[:-1]
+        if len(parts) > 1 and re.match(r"^separable_conv2d(_?\d+)?$", parts[-1], re.I):
+            parts = parts[:-1] + ["depthwise"]  # sep/separable_conv2d/depthwise
+        elif re.match(r"^separable_conv2d(_?\d+)?(_dequantize)?$", last, re.I):
+            parts = parts + ["pointwise"]  # sep/separable_conv2d
+        scopes.append(parts)
+    scoped = [p for p in scopes if p]
+    common = 0
+    if scoped:
+        shortest = min(len(p) for p in scoped)
+        while (common < shortest - 1
+               and all(p[common] == scoped[0][common] for p in scoped)
+               and all(len(p) - common > 1 or p[-1] in ("depthwise", "pointwise") and
+                       len(p) - common > 2 for p in scoped)):
+            common += 1
+    out_names, seen = [], {}
+    for (op, out, weight), parts in zip(entries, scopes):
+        if parts:
+            name = "/".join(parts[common:])
+        else:
+            base = out or weight
+            name = base.split(";")[-1] if ";" in base else base
+        out_names.append(_unique(name, seen) if name else name)
+    return out_names
+
+
 def _unique(name: str, seen: dict) -> str:
     if name not in seen:
         seen[name] = 1
@@ -403,27 +478,34 @@ def _read(path: str, buf, tfl) -> Model:
     layers: list[ConvLayer] = []
     skipped: list[Skipped] = []
     warnings: list[str] = []
-    seen: dict[str, int] = {}
     conv_nodes = []
+    found = []  # (subgraph, op index, full name, output name, weight name)
     for s, g in enumerate(graphs):
         for i, (op_name, custom, ins, outs, _) in enumerate(g.ops):
             if not (custom or op_name in CONV_OPS or op_name in SKIPPED_OPS):
                 continue
-            base = g.name(outs[0]) if outs and outs[0] >= 0 else ""
-            if not base and len(ins) > 1 and ins[1] >= 0:
-                base = g.name(ins[1])
-            name = _unique(base or f"subgraph{s}/op{i}", seen)
-            if custom:
-                skipped.append(Skipped(name, op_name, f"custom op '{op_name}': not a builtin, not read"))
-            elif op_name in SKIPPED_OPS:
-                skipped.append(Skipped(name, op_name, SKIPPED_OPS[op_name]))
-            elif s != 0:
-                skipped.append(Skipped(name, op_name, f"in subgraph {s} (not the main graph), not read"))
-            else:
-                item = _conv_layer(g, i, name)
-                (layers if isinstance(item, ConvLayer) else skipped).append(item)
-                if isinstance(item, ConvLayer):
-                    conv_nodes.append((item, i))
+            out = g.name(outs[0]) if outs and outs[0] >= 0 else ""
+            weight = g.name(ins[1]) if len(ins) > 1 and ins[1] >= 0 else ""
+            found.append((s, i, out or weight or f"subgraph{s}/op{i}", out, weight))
+    shorts = short_layer_names([(graphs[s].ops[i][0], out, weight)
+                                for s, i, _, out, weight in found])
+    for (s, i, full, _, _), name in zip(found, shorts):
+        g = graphs[s]
+        op_name, custom = g.ops[i][0], g.ops[i][1]
+        if custom:
+            item = Skipped(name, op_name, f"custom op '{op_name}': not a builtin, not read")
+        elif op_name in SKIPPED_OPS:
+            item = Skipped(name, op_name, SKIPPED_OPS[op_name])
+        elif s != 0:
+            item = Skipped(name, op_name, f"in subgraph {s} (not the main graph), not read")
+        else:
+            item = _conv_layer(g, i, name)
+        item.full_name = full
+        if isinstance(item, ConvLayer):
+            layers.append(item)
+            conv_nodes.append((item, i))
+        else:
+            skipped.append(item)
     if any(s.reason.startswith("in subgraph") for s in skipped):
         warnings.append("2-D convs inside control-flow subgraphs were not read")
     # Depth: longest path over the main subgraph from its non-constant inputs.
