@@ -74,7 +74,7 @@ def to_model(obj, name: str | None = None) -> Model:
     label = name or type(obj).__name__
     lib = library_of(obj)
     if isinstance(obj, Mapping):
-        return from_state_dict(obj, label)
+        return from_state_dict(obj, name or "state_dict")
     if lib == "onnx" and hasattr(obj, "graph") and hasattr(obj, "SerializeToString"):
         return from_onnx(obj, name or (obj.graph.name or "ModelProto"))
     if lib == "torch":
