@@ -1,4 +1,6 @@
-"""``filterdb inspect FILE``: the 2-D convolution layers of one model file."""
+"""``filterdb inspect PATH...``: the 2-D convolution layers of model files; folders are read
+recursively. One file: its full report; several (or a folder): one line per model, the full
+reports with ``--layers``; ``--json`` a list, ``--csv`` a table. A bad file fails alone."""
 from __future__ import annotations
 
 from .._table import format_table, shorten
@@ -6,9 +8,14 @@ from ._common import print_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("inspect", help="list the 2-D convolution layers of a model file")
-    p.add_argument("files", nargs="+", metavar="FILE", help="model file(s)")
+    p = sub.add_parser("inspect", help="list the 2-D convolution layers of model files")
+    p.add_argument("files", nargs="+", metavar="PATH",
+                   help="model file(s) or folder(s) (read recursively)")
     p.add_argument("--json", action="store_true", help="print JSON (one object, or a list)")
+    p.add_argument("--csv", action="store_true",
+                   help="print CSV: one row per model (per layer with --layers)")
+    p.add_argument("--layers", action="store_true",
+                   help="several models: also each model's layer table")
     p.set_defaults(func=cmd_inspect)
 
 
@@ -38,11 +45,23 @@ def render(model) -> str:
 
 
 def cmd_inspect(args) -> int:
-    from ..readers import read_model
+    """One file: its report (its error is the CLI's one-line error); else the batch form
+    (:mod:`filterdb.cli._batch`), exit 2 when any model failed."""
+    from . import _batch
 
-    models = [read_model(f) for f in args.files]
-    if args.json:
-        print_json(models[0].to_dict() if len(models) == 1 else [m.to_dict() for m in models])
-    else:
-        print("\n\n".join(render(m) for m in models))
-    return 0
+    if not _batch.is_batch(args.files, args.csv):
+        from ..readers import read_model
+
+        model = read_model(args.files[0])
+        if args.json:
+            print_json(model.to_dict())
+        else:
+            print(render(model))
+        return 0
+    from ..api import InspectResult
+
+    results = _batch.run(args.files, InspectResult)
+    cols = ["name", "format", "layers", "conv_depths", "filters_3x3", "depth_source"]
+    return _batch.report(results, args, cols, ["model", "format", "conv layers", "conv depths",
+                                               "3x3 filters", "depth from"],
+                         lambda r: render(r.model))
