@@ -3,12 +3,28 @@
 Scaling and PCA (:mod:`.pca`), coefficient histograms and KDE (:mod:`.hist`), drift and
 depth bins (:mod:`.drift`). The numba inner loops live in :mod:`._numba`.
 """
-from .drift import (depth_bin, depth_bin_labels, drift, drift_matrix, drift_to_reference,
-                    resolve_weights, symmetric_kl)
-from .hist import (EPS, bin_edges, hist2d_chunk, hist_chunk, kde_bandwidth, kde_from_hist,
-                   normalise)
-from .pca import (PCA, coeff_range_chunk, coefficients, fit_pca, fix_signs, moments_chunk,
-                  pca_from_moments, scale_filters, shared_range)
+import importlib
+
+# name -> submodule; imported on first access (PEP 562), so that the health kernels do not
+# pull in numba (the drift loops' compiler, ~0.5 s) for start-up time
+_WHERE = {
+    **dict.fromkeys(("depth_bin", "depth_bin_labels", "drift", "drift_matrix",
+                     "drift_to_reference", "resolve_weights", "symmetric_kl"), "drift"),
+    **dict.fromkeys(("EPS", "bin_edges", "hist2d_chunk", "hist_chunk", "kde_bandwidth",
+                     "kde_from_hist", "normalise"), "hist"),
+    **dict.fromkeys(("PCA", "coeff_range_chunk", "coefficients", "fit_pca", "fix_signs",
+                     "moments_chunk", "pca_from_moments", "scale_filters", "shared_range"),
+                    "pca"),
+}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PCA", "scale_filters", "moments_chunk", "pca_from_moments", "fit_pca", "fix_signs",
