@@ -118,9 +118,9 @@ class CheckResult:
     def layers(self):
         """One row per conv layer: the JSON's columns (``flags`` a list) plus one boolean
         column per flag (``random``, ``low_diversity``, ``sparse``, ``degenerated``)."""
-        import pandas as pd
+        import pandas as pd  # start-up time: on first use
 
-        from .health.check import FLAGS
+        from .health.check import FLAGS  # start-up time: on first use
 
         df = pd.DataFrame(self.data.get("layers", []))
         if "flags" in df:
@@ -160,7 +160,8 @@ class CheckResult:
                  l.get("variance_entropy_norm"), l.get("orthogonality"), l.get("flags", [])]
                 for l in ls[:HTML_ROWS]]
         reasons = "".join(f"<li>{html.escape(r)}</li>" for r in self.reasons[:8])
-        return (f"<div><p><b>{html.escape(self.path)}</b> ({html.escape(str(self.data.get('format')))}): "
+        fmt = html.escape(str(self.data.get("format")))
+        return (f"<div><p><b>{html.escape(self.path)}</b> ({fmt}): "
                 f"<b>{html.escape(self.verdict)}</b></p>"
                 + (f"<ul>{reasons}</ul>" if reasons else "")
                 + _html_table(rows, ["layer", "kernel", "n", "S", "H/TH", "orth", "flags"],
@@ -213,7 +214,7 @@ class Results:
     def frame(self):
         """One row per model: name, format, layers, assessed, degenerated, verdict, error
         (an inspect result: name, format, layers, conv_depths, filters_3x3, error)."""
-        import pandas as pd
+        import pandas as pd  # start-up time: on first use
 
         return pd.DataFrame([r.row() for r in self.items])
 
@@ -225,8 +226,8 @@ class Results:
 
     def __repr__(self) -> str:
         kinds = {type(r).__name__ for r in self.ok}
-        return (f"Results({len(self.items)} models{' (' + ', '.join(sorted(kinds)) + ')' if kinds else ''}, "
-                f"{len(self.failed)} failed)")
+        what = f" ({', '.join(sorted(kinds))})" if kinds else ""
+        return f"Results({len(self.items)} models{what}, {len(self.failed)} failed)"
 
     def _repr_html_(self) -> str:
         df = self.frame()
@@ -234,7 +235,7 @@ class Results:
 
 
 def _thresholds(thresholds, options: dict):
-    from .health.check import HealthThresholds
+    from .health.check import HealthThresholds  # start-up time: on first use
 
     if thresholds is not None and options:
         raise TypeError("give either thresholds= or threshold options, not both")
@@ -256,8 +257,8 @@ def _thresholds(thresholds, options: dict):
 
 def check_model(model, thresholds=None, orthogonality: bool = True) -> CheckResult:
     """:class:`CheckResult` of a :class:`~filterdb.readers.Model` (already read)."""
-    from .health import model_health
-    from .health.check import FLAGS, flag_names
+    from .health import model_health  # start-up time: on first use
+    from .health.check import FLAGS, flag_names  # start-up time: on first use
 
     kw = {} if orthogonality else {"orthogonality": False}  # only when asked: older signature
     df, summary = model_health(model, thresholds, **kw)
@@ -278,9 +279,9 @@ def _is_path(obj) -> bool:
 def _each(obj, fn, format=None, name=None):  # noqa: A002
     """Apply ``fn(model)`` to one object, or to every model file of a folder (a
     :class:`Results`, bad files as :class:`Failed`)."""
-    from .readers import read_model
-    from .readers.find import expand_inputs
-    from .readers.live import to_model
+    from .readers import read_model  # start-up time: on first use
+    from .readers.find import expand_inputs  # start-up time: on first use
+    from .readers.live import to_model  # start-up time: on first use
 
     if _is_path(obj) and os.path.isdir(obj):
         out = []
@@ -341,13 +342,13 @@ class InspectResult:
     def layers(self):
         """One row per conv layer: the JSON's columns (name, op, shape, groups, kernel,
         graph_depth, conv_depth, conv_depth_norm, filters, filters_3x3, nonfinite)."""
-        import pandas as pd
+        import pandas as pd  # start-up time: on first use
 
         return pd.DataFrame(self.model.to_dict()["layers"])
 
     @property
     def skipped(self):
-        import pandas as pd
+        import pandas as pd  # start-up time: on first use
 
         return pd.DataFrame([{"name": s.name, "op": s.op, "reason": s.reason}
                              for s in self.model.skipped], columns=["name", "op", "reason"])

@@ -18,9 +18,9 @@ def is_batch(paths, csv: bool = False) -> bool:
 def run(paths, fn, format=None):  # noqa: A002
     """``fn(model)`` for every model file of the inputs (:func:`filterdb.readers.expand_inputs`);
     a file that cannot be read or assessed becomes a :class:`~filterdb.api.Failed`."""
-    from ..api import Failed, Results
-    from ..readers import read_model
-    from ..readers.find import expand_inputs
+    from ..api import Failed, Results  # start-up time: on first use
+    from ..readers import read_model  # start-up time: on first use
+    from ..readers.find import expand_inputs  # start-up time: on first use
 
     out = []
     for p, err in expand_inputs(paths):
@@ -49,9 +49,9 @@ def report(results, args, columns, headers, details) -> int:
     """Print ``results`` as ``--json`` (a list), ``--csv`` (models, or layers with
     ``--layers``) or a table of one line per model (``--layers``: ``details(result)`` first);
     failures go to stderr too. Returns the exit code: 2 when any input failed."""
-    import pandas as pd
+    import pandas as pd  # start-up time: on first use
 
-    from ..api import Failed
+    from ..api import Failed  # start-up time: on first use
 
     if args.json:
         print_json(results.to_dict())

@@ -149,7 +149,7 @@ def _fmt(v) -> str:
 def cmd_check(args) -> int:
     """One model file: :func:`check_one`; several inputs, folders or ``--csv``:
     :func:`check_many`."""
-    from . import _batch
+    from . import _batch  # start-up time: on first use
 
     if not _batch.is_batch(args.files, args.csv):
         args.file = args.files[0]
@@ -160,8 +160,8 @@ def cmd_check(args) -> int:
 def check_many(args) -> int:
     """One line per model (``--layers``: each model's report first), ``--json`` a list,
     ``--csv``; a bad file fails alone (exit 2 at the end)."""
-    from ..api import check_model
-    from . import _batch
+    from ..api import check_model  # start-up time: on first use
+    from . import _batch  # start-up time: on first use
 
     for opt in ("html", "db"):
         if getattr(args, opt):

@@ -30,7 +30,7 @@ def read_model(path, format: str | None = None) -> Model:  # noqa: A002
     state dict, Keras model, ``onnx.ModelProto``) is read by :mod:`filterdb.readers.live`.
     """
     if not isinstance(path, (str, bytes, os.PathLike)):
-        from .live import to_model as live_model
+        from .live import to_model as live_model  # start-up time: live objects only
 
         return live_model(path)
     fmt = format or detect_format(path)
@@ -57,6 +57,6 @@ def to_model(obj, name: str | None = None) -> Model:
     model, ``onnx.ModelProto``): see :mod:`filterdb.readers.live`."""
     if isinstance(obj, (str, bytes, os.PathLike)):
         return read_model(obj)
-    from .live import to_model as live_model
+    from .live import to_model as live_model  # start-up time: live objects only
 
     return live_model(obj, name)

@@ -152,7 +152,7 @@ def _fx_depths(module) -> dict[str, int | None]:
     ``<path>.weight``. A module called more than once keeps its shallowest call."""
     import torch.fx  # optional heavy dependency: a torch module was passed
 
-    from .graph import longest_path_depths
+    from .graph import longest_path_depths  # heavy: imported for such objects only
 
     gm = torch.fx.symbolic_trace(module)
     inputs_ = {n.name for n in gm.graph.nodes if n.op == "placeholder"}
@@ -180,15 +180,16 @@ def _fx_depths(module) -> dict[str, int | None]:
 def from_torch_module(module, label: str) -> Model:
     import torch  # optional heavy dependency: a torch module was passed
 
-    from . import torch as tr
+    from . import torch as tr  # heavy: imported for such objects only
 
     layers: list[ConvLayer] = []
     skipped: list[Skipped] = []
     ops: Counter = Counter()
     for path, sub in module.named_modules():
         w = getattr(sub, "weight", None)
-        if not isinstance(w, torch.Tensor) or isinstance(w, torch.nn.parameter.UninitializedParameter):
-            if isinstance(w, torch.nn.parameter.UninitializedParameter):
+        lazy = isinstance(w, torch.nn.parameter.UninitializedParameter)
+        if not isinstance(w, torch.Tensor) or lazy:
+            if lazy:
                 skipped.append(Skipped(path, type(sub).__name__, "lazy module not initialised "
                                        "(run a forward pass first)"))
             continue
@@ -218,7 +219,8 @@ def from_torch_module(module, label: str) -> Model:
         except Exception as e:  # noqa: BLE001 - untraceable forward: fall back to the order
             depths = {}
             how = "TorchScript graph not walkable" if scripted else "torch.fx cannot trace it"
-            warnings.append(f"{how} ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+            why = str(e).splitlines()[0][:120] if str(e).strip() else ""
+            warnings.append(f"{how} ({type(e).__name__}: {why}); "
                             "conv depth follows the module order")
         if depths and all(depths.get(l.name) is not None for l in layers):
             for l in layers:
@@ -248,8 +250,8 @@ def _keras_archive(model) -> bytes:
         saving_lib.save_model(model, bio)
         return bio.getvalue()
     except (ImportError, AttributeError, TypeError):
-        import os
-        import tempfile
+        import os  # heavy: imported for such objects only
+        import tempfile  # heavy: imported for such objects only
 
         with tempfile.TemporaryDirectory() as d:
             p = os.path.join(d, "model.keras")
@@ -259,7 +261,7 @@ def _keras_archive(model) -> bytes:
 
 
 def from_keras(model, label: str) -> Model:
-    from . import keras as kr
+    from . import keras as kr  # heavy: imported for such objects only
 
     data = _keras_archive(model)
     m = kr.read_keras(label, "keras", source=io.BytesIO(data),
@@ -273,9 +275,9 @@ def from_keras(model, label: str) -> Model:
 
 
 def from_onnx(proto, label: str) -> Model:
-    from onnx import external_data_helper as edh
+    from onnx import external_data_helper as edh  # heavy: imported for such objects only
 
-    from . import onnx as ox
+    from . import onnx as ox  # heavy: imported for such objects only
 
     if not (len(proto.graph.node) or len(proto.graph.input)):
         raise ReadError(label, "not an ONNX model (no graph with nodes or inputs)")

@@ -252,7 +252,7 @@ class Database:
         """Add a model file, a :class:`~filterdb.readers.Model` or a live model (torch
         ``nn.Module``, state dict, Keras model, ``onnx.ModelProto``; ``name`` becomes its
         path, and its model id unless ``meta`` gives ``model``). Returns the ``AddResult``."""
-        from ..readers import to_model
+        from ..readers import to_model  # start-up time: on first use
 
         return self.add_model(to_model(obj, name), meta, replace=replace)
 
