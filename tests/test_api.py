@@ -325,19 +325,24 @@ def test_import_is_lazy_and_help_lists_the_api():
 _WRAP = textwrap.dedent("""
     import io, contextlib, json, sys
     from filterdb.cli import main
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            rc = main(sys.argv[1:])
-        except SystemExit as e:
-            rc = e.code
-    print(json.dumps([rc, sorted(m for m in ("torch", "matplotlib", "keras", "tensorflow")
-                                 if m in sys.modules)]))
+    out = []
+    for cmd in json.loads(sys.argv[1]):  # one process: modules accumulate, so none may load
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                rc = main(cmd)
+            except SystemExit as e:
+                rc = e.code
+        out.append([rc, sorted(m for m in ("torch", "matplotlib", "keras", "tensorflow")
+                               if m in sys.modules)])
+    print(json.dumps(out))
 """)
 
 
-def _cli_modules(*args):
-    r = subprocess.run([sys.executable, "-c", _WRAP, *map(str, args)], capture_output=True,
-                       text=True, env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
+def _cli_modules(*cmds):
+    """``[exit code, heavy modules loaded so far]`` after each CLI command, in one process."""
+    r = subprocess.run([sys.executable, "-c", _WRAP, json.dumps([list(map(str, c)) for c in cmds])],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC},
+                       timeout=120)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -350,16 +355,14 @@ def test_startup_imports_neither_torch_nor_matplotlib(three_models, tmp_path):
     tfl.write_bytes(build_tflite([T("x", [1, 8, 8, 4]), T("w", [2, 3, 3, 4], data=data),
                                   T("y", [1, 6, 6, 2])], [("CONV_2D", [0, 1], [2])], [0], [2]))
     onnx_file = three_models / "good_a.onnx"
-    assert _cli_modules("--help") == [0, []]
-    assert _cli_modules("check", onnx_file) == [0, []]
-    assert _cli_modules("inspect", onnx_file) == [0, []]
-    assert _cli_modules("check", "--json", tfl) == [0, []]
-    assert _cli_modules("inspect", tfl) == [0, []]
-    assert _cli_modules("check", three_models) == [0, []]
-    # and the wrapper sees torch when it is imported (the check can fail)
+    torch = pytest.importorskip("torch")
     pt = tmp_path / "m.pt"
-    pytest.importorskip("torch").save({"conv.weight": __import__("torch").zeros(4, 3, 3, 3)}, pt)
-    assert "torch" in _cli_modules("inspect", pt)[1]
+    torch.save({"conv.weight": torch.zeros(4, 3, 3, 3)}, pt)
+    got = _cli_modules(["--help"], ["check", onnx_file], ["inspect", onnx_file],
+                       ["check", "--json", tfl], ["inspect", tfl], ["check", three_models],
+                       ["inspect", pt])
+    assert got[:6] == [[0, []]] * 6, got
+    assert got[6] == [0, ["torch"]]  # the probe sees torch once a torch file is read
 
 
 # ---- Keras model objects: the same numbers as the .keras file they save ----------------------
