@@ -5,11 +5,13 @@ depth bins (:mod:`.drift`). The numba inner loops live in :mod:`._numba`.
 """
 import importlib
 
-# name -> submodule; imported on first access (PEP 562), so that the health kernels do not
-# pull in numba (the drift loops' compiler, ~0.5 s) for start-up time
+# numpy only; eager, so that the name ``drift`` is the function, not the submodule
+from .drift import (depth_bin, depth_bin_labels, drift, drift_matrix, drift_to_reference,
+                    resolve_weights, symmetric_kl)
+
+# name -> submodule using numba; imported on first access (PEP 562), so that the health
+# kernels do not pull in numba (the drift loops' compiler, ~0.5 s): start-up time
 _WHERE = {
-    **dict.fromkeys(("depth_bin", "depth_bin_labels", "drift", "drift_matrix",
-                     "drift_to_reference", "resolve_weights", "symmetric_kl"), "drift"),
     **dict.fromkeys(("EPS", "bin_edges", "hist2d_chunk", "hist_chunk", "kde_bandwidth",
                      "kde_from_hist", "normalise"), "hist"),
     **dict.fromkeys(("PCA", "coeff_range_chunk", "coefficients", "fit_pca", "fix_signs",
