@@ -6,7 +6,8 @@ The ONNX model is written here with onnx.helper (3 convs, 16-32 channels); the .
 weights as a torch state dict (for contrast: it needs ``import torch``). The baseline is
 ``python -c pass`` in the same run.
 
-Usage: python benchmarks/startup.py [--runs 7] [--top 12]
+Usage: python benchmarks/startup.py [--runs 7] [--top 12] [--src DIR]
+(``--src``: another source tree, e.g. an earlier commit's ``git archive``, for a before/after)
 """
 from __future__ import annotations
 
@@ -78,8 +79,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--src", default=SRC, help="the filterdb source tree to time (default: ours)")
     a = ap.parse_args()
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": a.src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with tempfile.TemporaryDirectory() as d:
         onnx_file, pt_file = write_models(Path(d))
         cases = [("python -c pass", None), ("filterdb --help", ["--help"]),
@@ -87,7 +89,8 @@ def main() -> None:
                  ("filterdb check x.onnx", ["check", str(onnx_file)])]
         if pt_file:
             cases.append(("filterdb check x.pt", ["check", str(pt_file)]))
-        print(f"median of {a.runs} fresh processes ({sys.executable}, {os.cpu_count()} cpus)\n")
+        print(f"median of {a.runs} fresh processes ({sys.executable}, {os.cpu_count()} cpus, "
+              f"source {a.src})\n")
         print(f"{'command':28s} {'median s':>9s} {'min s':>7s}  heavy modules loaded")
         for label, args in cases:
             cmd = [sys.executable, "-c", "pass"] if args is None else \
