@@ -410,3 +410,18 @@ def test_keras_model_object_equals_saved_file(tmp_path):
     assert out["mixed"]["live_inspect"]["depth_source"] == "graph"
     assert all(math.isfinite(l["variance_entropy"]) for l in out["mixed"]["live"]["layers"]
                if l["kernel"] != "1x1")
+
+
+def test_check_options(three_models):
+    p = three_models / "good_a.onnx"
+    base = filterdb.check(p)
+    strict = filterdb.check(p, sparse_S=0.0, low_diversity_H=5.0)  # every layer sparse + low
+    assert base.label == "good start" and strict.label == "poor start"
+    assert strict.summary["thresholds"]["sparse_S"] == 0.0
+    no_orth = filterdb.check(p, orthogonality=False)
+    assert no_orth.layers["orthogonality"].isna().all()
+    assert no_orth.layers["variance_entropy"].tolist() == base.layers["variance_entropy"].tolist()
+    with pytest.raises(TypeError, match="unknown option"):
+        filterdb.check(p, sparsity=0.1)
+    with pytest.raises(filterdb.FilterDBError, match="cannot read"):
+        filterdb.check(object())

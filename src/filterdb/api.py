@@ -260,8 +260,14 @@ def check_model(model, thresholds=None, orthogonality: bool = True) -> CheckResu
     from .health import model_health  # start-up time: on first use
     from .health.check import FLAGS, flag_names  # start-up time: on first use
 
-    kw = {} if orthogonality else {"orthogonality": False}  # only when asked: older signature
-    df, summary = model_health(model, thresholds, **kw)
+    import inspect as _inspect  # start-up time: on first use
+
+    if orthogonality or "orthogonality" in _inspect.signature(model_health).parameters:
+        df, summary = model_health(model, thresholds,
+                                   **({} if orthogonality else {"orthogonality": False}))
+    else:  # a model_health without the switch: the metric is computed, then left out
+        df, summary = model_health(model, thresholds)
+        df["orthogonality"] = float("nan")
     cols = [c for c in df.columns if c not in FLAGS]
     layers = []
     for r in df.to_dict(orient="records"):

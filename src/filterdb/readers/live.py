@@ -187,6 +187,11 @@ def from_torch_module(module, label: str) -> Model:
     ops: Counter = Counter()
     for path, sub in module.named_modules():
         w = getattr(sub, "weight", None)
+        if callable(w) and not isinstance(w, torch.Tensor) and hasattr(sub, "groups"):
+            try:  # quantized convs (torch.ao.nn.quantized) give their weight by a method
+                w = w()
+            except Exception:  # noqa: BLE001 - not a weight accessor after all
+                w = None
         lazy = isinstance(w, torch.nn.parameter.UninitializedParameter)
         if not isinstance(w, torch.Tensor) or lazy:
             if lazy:
