@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ._repr import dataclass_repr
 from .errors import FilterDBError
 from .kernels import hist as _hist
 from .kernels import pca as _pca
@@ -408,13 +409,8 @@ def pca(db, where=None, engine="local", scheduler=None, *, workers: int = 2, pro
 
 def pca_frame(p: _pca.PCA) -> pd.DataFrame:
     """One row per component: ``explained_variance``, ``evr``, ``cumulative`` and the
-    eigen-image ``w0 .. w8`` (row-major 3x3)."""
-    df = pd.DataFrame(np.asarray(p.components), columns=[f"w{j}" for j in range(9)])
-    df.insert(0, "cumulative", np.cumsum(p.explained_variance_ratio))
-    df.insert(0, "evr", p.explained_variance_ratio)
-    df.insert(0, "explained_variance", p.explained_variance)
-    df.index.name = "component"
-    return df
+    eigen-image ``w0 .. w8`` (row-major 3x3); the same as ``p.frame()``."""
+    return p.frame()
 
 
 # ---- distributions -----------------------------------------------------------------------
@@ -422,6 +418,8 @@ def pca_frame(p: _pca.PCA) -> pd.DataFrame:
 @dataclass
 class Distributions:
     """Per-group coefficient distributions over one shared range."""
+
+    __repr__ = dataclass_repr  # shapes and sizes, never raw arrays
 
     by: str
     groups: list[str]
@@ -490,6 +488,8 @@ class DriftResult:
     """The drift matrix of the groups of one column, in display order (ascending mean
     drift; depth bins in bin order)."""
 
+    __repr__ = dataclass_repr  # shapes and sizes, never raw arrays
+
     by: str
     matrix: pd.DataFrame  # (G, G), index and columns the group labels
     sizes: pd.Series  # filters per group
@@ -519,6 +519,10 @@ class DriftResult:
     def mean_drift(self) -> pd.Series:
         """Mean drift of each group to the others."""
         return _mean_drift(self.matrix)
+
+    def frame(self) -> pd.DataFrame:
+        """The drift matrix (groups x groups)."""
+        return self.matrix
 
     def upper_triangle(self) -> np.ndarray:
         """The pairwise drifts ``D[i, j]``, ``i < j`` (the box plot's values)."""
@@ -619,6 +623,8 @@ class DriftSummary:
     """Pairwise drifts of several grouping columns (one PCA, one range, one histogram
     pass for all of them)."""
 
+    __repr__ = dataclass_repr  # shapes and sizes, never raw arrays
+
     results: dict  # column -> DriftResult
     pca: _pca.PCA
     range: tuple[float, float]
@@ -680,6 +686,8 @@ class ModelDrift:
     """A model's 3x3 filters, projected on the selection's PCA and range, against the
     selection (and each group of ``by``)."""
 
+    __repr__ = dataclass_repr  # shapes and sizes, never raw arrays
+
     model: str
     n_filters: int
     n_outside: int  # filters with a coefficient outside the shared range (not binned)
@@ -703,6 +711,11 @@ class ModelDrift:
         """What the result was computed with (floor, precision, bins, range, weights)."""
         return provenance(self.bins, self.range, self.range_fixed, self.weights_name,
                           self.weights, self.precision, self.by)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per group of ``by``: its drift to the model and its filters."""
+        return pd.DataFrame({"group": list(self.groups.index), "drift": self.groups.to_numpy(),
+                             "filters": [int(self.sizes[g]) for g in self.groups.index]})
 
     def to_dict(self) -> dict:
         return {"model": self.model, "n_filters": self.n_filters, "n_outside": self.n_outside,

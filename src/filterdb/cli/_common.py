@@ -5,10 +5,9 @@ import json
 import math
 import sys
 
-import numpy as np
-
 
 def _default(o):
+    import numpy as np  # here, not at module level: start-up time
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.integer):

@@ -2,8 +2,6 @@
 permutation p-values (filterdb.noise)."""
 from __future__ import annotations
 
-import numpy as np
-
 from .._table import format_table
 from ..errors import FilterDBError
 from ._common import print_json
@@ -25,6 +23,7 @@ def noise_args(p) -> None:
 
 
 def _f(v) -> float | None:
+    import numpy as np  # here, not at module level: start-up time
     return None if v is None or not np.isfinite(v) else float(v)
 
 

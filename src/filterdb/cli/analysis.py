@@ -1,8 +1,6 @@
 """``filterdb pca`` and ``filterdb drift``: the drift analysis of a database."""
 from __future__ import annotations
 
-import numpy as np
-
 from .._table import format_table
 from ..errors import FilterDBError
 from ._common import print_json
@@ -58,6 +56,7 @@ def _opts(args) -> dict:
 
 
 def parse_range(text):
+    import numpy as np  # here, not at module level: start-up time
     if text is None:
         return None
     parts = str(text).split(",")
@@ -75,6 +74,7 @@ def _row(v) -> str:
 
 
 def cmd_pca(args) -> int:
+    import numpy as np  # here, not at module level: start-up time
     from .. import analysis
 
     p = analysis.pca(args.db, **_opts(args))
@@ -94,6 +94,7 @@ def cmd_pca(args) -> int:
 
 
 def cmd_drift(args) -> int:
+    import numpy as np  # here, not at module level: start-up time
     from .. import analysis
 
     opts = _opts(args)

@@ -14,10 +14,17 @@ CLI_BASELINE_INITS = ("kaiming_uniform", "kaiming_normal")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("check", help="layer health of a model file: sparsity, entropy, "
+    p = sub.add_parser("check", help="layer health of model files: sparsity, entropy, "
                                      "orthogonality, degeneration flags")
-    p.add_argument("file", metavar="MODEL_FILE", help="model file")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("files", nargs="+", metavar="PATH",
+                   help="model file(s) or folder(s) (read recursively); several: one line "
+                        "per model")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (a list for several models)")
+    p.add_argument("--csv", action="store_true",
+                   help="print CSV: one row per model (per layer with --layers)")
+    p.add_argument("--layers", action="store_true",
+                   help="several models: also each model's per-layer table")
     p.add_argument("--html", metavar="OUT", default=None,
                    help="also write a one-model HTML page (with --db: against its population)")
     p.add_argument("--baseline", action="store_true",
@@ -140,6 +147,37 @@ def _fmt(v) -> str:
 
 
 def cmd_check(args) -> int:
+    """One model file: :func:`check_one`; several inputs, folders or ``--csv``:
+    :func:`check_many`."""
+    from . import _batch  # start-up time: on first use
+
+    if not _batch.is_batch(args.files, args.csv):
+        args.file = args.files[0]
+        return check_one(args)
+    return check_many(args)
+
+
+def check_many(args) -> int:
+    """One line per model (``--layers``: each model's report first), ``--json`` a list,
+    ``--csv``; a bad file fails alone (exit 2 at the end)."""
+    from ..api import check_model  # start-up time: on first use
+    from . import _batch  # start-up time: on first use
+
+    for opt in ("html", "db"):
+        if getattr(args, opt):
+            raise FilterDBError(f"--{opt} takes one model file, not several or a folder")
+    if args.baseline:
+        raise FilterDBError("--baseline takes one model file, not several or a folder")
+    t = thresholds_from_args(args)
+    orth = getattr(args, "orthogonality", True)
+    results = _batch.run(args.files, lambda m: check_model(m, t, orth))
+    cols = ["name", "layers", "assessed", "degenerated", "verdict"]
+    return _batch.report(results, args, cols,
+                         ["model", "conv layers", "assessed", "degenerated", "verdict"],
+                         lambda r: render(r.model, r.layers, r.summary))
+
+
+def check_one(args) -> int:
     from ..health import model_health, random_baseline
     from ..readers import read_model
 

@@ -1,4 +1,6 @@
-"""``filterdb inspect FILE``: the 2-D convolution layers of one model file."""
+"""``filterdb inspect PATH...``: the 2-D convolution layers of model files; folders are read
+recursively. One file: its full report; several (or a folder): one line per model, the full
+reports with ``--layers``; ``--json`` a list, ``--csv`` a table. A bad file fails alone."""
 from __future__ import annotations
 
 from .._table import format_table, shorten
@@ -6,9 +8,14 @@ from ._common import print_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("inspect", help="list the 2-D convolution layers of a model file")
-    p.add_argument("files", nargs="+", metavar="FILE", help="model file(s)")
+    p = sub.add_parser("inspect", help="list the 2-D convolution layers of model files")
+    p.add_argument("files", nargs="+", metavar="PATH",
+                   help="model file(s) or folder(s) (read recursively)")
     p.add_argument("--json", action="store_true", help="print JSON (one object, or a list)")
+    p.add_argument("--csv", action="store_true",
+                   help="print CSV: one row per model (per layer with --layers)")
+    p.add_argument("--layers", action="store_true",
+                   help="several models: also each model's layer table")
     p.set_defaults(func=cmd_inspect)
 
 
@@ -38,31 +45,23 @@ def render(model) -> str:
 
 
 def cmd_inspect(args) -> int:
-    """Every file is read and reported, a bad one as its one-line error (on stderr; in JSON
-    as ``{"path", "error"}``); the exit code is 2 when any file failed."""
-    import sys
+    """One file: its report (its error is the CLI's one-line error); else the batch form
+    (:mod:`filterdb.cli._batch`), exit 2 when any model failed."""
+    from . import _batch  # start-up time: on first use
 
-    from ..errors import FilterDBError
-    from ..readers import read_model
+    if not _batch.is_batch(args.files, args.csv):
+        from ..readers import read_model  # start-up time: on first use
 
-    if len(args.files) == 1:  # one file: its error is the CLI's one-line error
-        results = [read_model(args.files[0])]
-    else:
-        results = []
-        for f in args.files:
-            try:
-                results.append(read_model(f))
-            except FilterDBError as e:
-                results.append(e)
-    failed = [r for r in results if isinstance(r, FilterDBError)]
-    if args.json:
-        objs = [{"path": getattr(r, "path", None), "error": str(r)}
-                if isinstance(r, FilterDBError) else r.to_dict() for r in results]
-        print_json(objs[0] if len(objs) == 1 else objs)
-    else:
-        print("\n\n".join(render(r) for r in results if not isinstance(r, FilterDBError)))
-    for e in failed:
-        print(f"filterdb: error: {e}", file=sys.stderr)
-    if failed and len(results) > 1:
-        print(f"filterdb: {len(failed)} of {len(results)} files failed", file=sys.stderr)
-    return 2 if failed else 0
+        model = read_model(args.files[0])
+        if args.json:
+            print_json(model.to_dict())
+        else:
+            print(render(model))
+        return 0
+    from ..api import InspectResult  # start-up time: on first use
+
+    results = _batch.run(args.files, InspectResult)
+    cols = ["name", "format", "layers", "conv_depths", "filters_3x3", "depth_source"]
+    return _batch.report(results, args, cols, ["model", "format", "conv layers", "conv depths",
+                                               "3x3 filters", "depth from"],
+                         lambda r: render(r.model))

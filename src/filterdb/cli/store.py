@@ -26,7 +26,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("add", help="add model files to a database (created if missing)")
     p.add_argument("db", metavar="DB")
-    p.add_argument("files", nargs="*", metavar="FILE", help="model files")
+    p.add_argument("files", nargs="*", metavar="PATH",
+                   help="model files or folders (read recursively)")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="metadata for every file (e.g. task=Classification); repeatable")
     p.add_argument("--manifest", metavar="CSV",
@@ -134,7 +135,7 @@ def _jobs_from_args(args) -> list[tuple[str, dict]]:
 
     meta = parse_meta_args(args.meta)
     normalize_meta(meta)  # refuse bad columns before anything is read or written
-    jobs = [(f, dict(meta)) for f in args.files]
+    jobs = [(f, dict(meta)) for f in _expand_files(args.files)]
     if args.manifest:
         jobs += [(f, {**meta, **m}) for f, m in read_manifest(args.manifest)]
     if not jobs:
@@ -142,6 +143,20 @@ def _jobs_from_args(args) -> list[tuple[str, dict]]:
     if "model" in {k.strip().lower() for k in meta} and len(jobs) > 1:
         raise FilterDBError("--meta model=... names one model; it cannot apply to several files")
     return jobs
+
+
+def _expand_files(paths) -> list[str]:
+    """Files as given, folders as their model files, recursively
+    (:func:`filterdb.readers.find_models`); an empty folder is named as such."""
+    from ..readers.find import find_models
+
+    out = []
+    for p in paths:
+        found = find_models(p)
+        if not found:
+            raise FilterDBError(f"{p}: no model files in this folder")
+        out += found
+    return out
 
 
 def add_files(db, jobs, replace=False, n_jobs=1, show_progress=True):

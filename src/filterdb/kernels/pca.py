@@ -105,6 +105,23 @@ class PCA:
     explained_variance: np.ndarray  # (9,), unbiased (n - 1)
     explained_variance_ratio: np.ndarray  # (9,)
 
+    def __repr__(self) -> str:  # sizes, never the arrays
+        evr = ", ".join(f"{v:.3f}" for v in np.asarray(self.explained_variance_ratio)[:3])
+        return f"PCA(n={self.n:,}, {len(self.components)} components, evr [{evr}, ...])"
+
+    def frame(self):
+        """One row per component: ``explained_variance``, ``evr``, ``cumulative`` and the
+        eigen-image ``w0 .. w8`` (row-major 3x3)."""
+        import pandas as pd  # the kernels stay numpy-only until a table is asked for
+
+        df = pd.DataFrame(np.asarray(self.components),
+                          columns=[f"w{j}" for j in range(np.asarray(self.components).shape[1])])
+        df.insert(0, "cumulative", np.cumsum(self.explained_variance_ratio))
+        df.insert(0, "evr", self.explained_variance_ratio)
+        df.insert(0, "explained_variance", self.explained_variance)
+        df.index.name = "component"
+        return df
+
     def to_dict(self) -> dict:
         return {
             "n": self.n,

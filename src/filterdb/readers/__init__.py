@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 from ..errors import FilterDBError, ReadError
 from .base import ConvLayer, Model, Skipped, assign_conv_depths, assign_order_depths
 from .detect import detect_format
+from .find import expand_inputs, find_models
 
 # format name -> module under filterdb.readers implementing read(path) -> Model
 READER_MODULES = {
@@ -24,8 +26,13 @@ def read_model(path, format: str | None = None) -> Model:  # noqa: A002
     """Read a model file into its 2-D convolution layers.
 
     The format is detected from the content unless given. Any failure is a
-    :class:`ReadError` naming the file and the reason.
+    :class:`ReadError` naming the file and the reason. A live object (torch ``nn.Module``,
+    state dict, Keras model, ``onnx.ModelProto``) is read by :mod:`filterdb.readers.live`.
     """
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        from .live import to_model as live_model  # start-up time: live objects only
+
+        return live_model(path)
     fmt = format or detect_format(path)
     if fmt not in READER_MODULES:
         raise ReadError(path, f"unknown format {fmt!r}; known: {', '.join(sorted(READER_MODULES))}")
@@ -41,4 +48,15 @@ def read_model(path, format: str | None = None) -> Model:  # noqa: A002
 
 
 __all__ = ["ConvLayer", "Model", "Skipped", "read_model", "detect_format",
-           "assign_conv_depths", "assign_order_depths"]
+           "assign_conv_depths", "assign_order_depths", "find_models", "expand_inputs",
+           "to_model"]
+
+
+def to_model(obj, name: str | None = None) -> Model:
+    """A :class:`Model` from a path or a live object (torch ``nn.Module``, state dict, Keras
+    model, ``onnx.ModelProto``): see :mod:`filterdb.readers.live`."""
+    if isinstance(obj, (str, bytes, os.PathLike)):
+        return read_model(obj)
+    from .live import to_model as live_model  # start-up time: live objects only
+
+    return live_model(obj, name)

@@ -25,28 +25,35 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
-def open_zip(path, what: str = "zip archive") -> zipfile.ZipFile:
-    """The archive opened and checked by :func:`check_zip` (a ReadError when refused)."""
+def open_zip(path, what: str = "zip archive", source=None) -> zipfile.ZipFile:
+    """The archive opened and checked by :func:`check_zip` (a ReadError when refused);
+    ``source``: a seekable file object read instead of ``path`` (which then only names it)."""
     p = os.fspath(path)
+    size = None
+    if source is not None:
+        size = source.seek(0, os.SEEK_END)
+        source.seek(0)
     try:
-        z = zipfile.ZipFile(p)
+        z = zipfile.ZipFile(p if source is None else source)
     except UnicodeDecodeError:
         raise ReadError(p, f"corrupt {what}: a member name is flagged UTF-8 but is not valid "
                            "UTF-8") from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
         raise ReadError(p, f"corrupt or truncated {what} ({type(e).__name__}: {e})") from None
     try:
-        check_zip(z, p, what)
+        check_zip(z, p, what, size)
     except BaseException:
         z.close()
         raise
     return z
 
 
-def check_zip(z: zipfile.ZipFile, path, what: str = "zip archive") -> None:
-    """Refuse a hostile archive from its central directory alone (see the module doc)."""
+def check_zip(z: zipfile.ZipFile, path, what: str = "zip archive",
+              size: int | None = None) -> None:
+    """Refuse a hostile archive from its central directory alone (see the module doc);
+    ``size``: the archive's bytes (default: the file's size)."""
     p = os.fspath(path)
-    size = os.path.getsize(p)
+    size = os.path.getsize(p) if size is None else size
     seen: set[str] = set()
     total = 0
     for info in z.infolist():

@@ -59,6 +59,11 @@ class ConvLayer:
     def has_nonfinite(self) -> bool:
         return not bool(np.isfinite(self.weight).all())
 
+    def __repr__(self) -> str:  # shapes, never the weights
+        return (f"ConvLayer({self.name!r}, {self.op}, shape {'x'.join(map(str, self.shape))}, "
+                f"groups {self.groups}, conv_depth {self.conv_depth} "
+                f"({self.conv_depth_norm:.3f}))")
+
 
 @dataclass
 class Skipped:
@@ -119,6 +124,13 @@ class Model:
     @property
     def n_conv_depths(self) -> int:
         return len({l.conv_depth for l in self.layers})
+
+    def __repr__(self) -> str:  # sizes, never the weights
+        more = f", {len(self.skipped)} skipped" if self.skipped else ""
+        warn = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        return (f"Model({self.path!r}, format={self.format!r}, {len(self.layers)} conv layers"
+                f"{more}, {self.n_filters_3x3:,} 3x3 filters, depth from {self.depth_source}"
+                f"{warn})")
 
     def layers_3x3(self) -> list[ConvLayer]:
         return [l for l in self.layers if l.kernel == (3, 3)]

@@ -287,8 +287,9 @@ def _weight_kind(weight_name: str) -> str:
 
 
 def _build(path: str, fmt: str, entries, config: dict | None, producer_version, backend,
-           warnings: list[str]) -> Model:
-    """entries: (layer name, class or None, {kind: _Var}) in layer order."""
+           warnings: list[str], sha256: str | None = None) -> Model:
+    """entries: (layer name, class or None, {kind: _Var}) in layer order; ``sha256`` given
+    for a live model (:mod:`filterdb.readers.live`), else the file's."""
     model_cls, cfgs = _config_layers(config)
     by_name = dict(flat_configs(cfgs))
     layers: list[ConvLayer] = []
@@ -330,7 +331,7 @@ def _build(path: str, fmt: str, entries, config: dict | None, producer_version, 
                             "conv depth follows the layer order")
         assign_order_depths(layers)
     producer = "keras" if not backend else f"keras ({backend})"
-    return Model(path=path, format=fmt, sha256=file_sha256(path), layers=layers,
+    return Model(path=path, format=fmt, sha256=sha256 or file_sha256(path), layers=layers,
                  skipped=skipped, depth_source=depth_source, producer=producer,
                  producer_version=producer_version, op_counts=op_counts, warnings=warnings)
 
@@ -538,9 +539,11 @@ def _keras3_entries(f, cfgs: list[dict], warnings: list[str]) -> list:
     return out + after.get(None, [])
 
 
-def read_keras(p: str, fmt: str) -> Model:
+def read_keras(p: str, fmt: str, source=None, sha256: str | None = None) -> Model:
+    """A ``.keras`` archive: the file ``p``, or ``source`` (a file object, named ``p``: a live
+    model written in memory by :mod:`filterdb.readers.live`)."""
     try:  # sizes, names and the zip-bomb ratio checked before anything is decompressed
-        with open_zip(p, ".keras archive") as z:
+        with open_zip(p, ".keras archive", source=source) as z:
             names = z.namelist()
             config = json.loads(read_member(z, "config.json", p, ".keras archive"))
             meta = (json.loads(read_member(z, "metadata.json", p, ".keras archive"))
@@ -558,7 +561,7 @@ def read_keras(p: str, fmt: str) -> Model:
     with f:
         entries = _keras3_entries(f, cfgs, warnings)
         version = meta.get("keras_version") or config.get("keras_version")
-        return _build(p, fmt, entries, config, version, meta.get("backend"), warnings)
+        return _build(p, fmt, entries, config, version, meta.get("backend"), warnings, sha256)
 
 
 def _read_keras3_weights(p: str, fmt: str, f) -> Model:

@@ -448,7 +448,12 @@ def _foreign_warning(foreign: list[tuple[str, str]]) -> str:
 def read(path, fmt: str = "onnx") -> Model:
     """Read an ONNX model file (external data from the file's directory) into a Model."""
     p = check_file(path)
-    model = _load(p)
+    return read_proto(_load(p), p, file_sha256(p), fmt)
+
+
+def read_proto(model, p: str, sha256: str, fmt: str = "onnx") -> Model:
+    """A loaded ``onnx.ModelProto`` (external data already in place) into a Model named ``p``
+    (:mod:`filterdb.readers.live` passes in-memory protos here)."""
     warnings: list[str] = []
     if len(model.functions):
         model = _inline_functions(model, warnings)
@@ -520,7 +525,7 @@ def read(path, fmt: str = "onnx") -> Model:
     return Model(
         path=p,
         format=fmt or "onnx",
-        sha256=file_sha256(p),
+        sha256=sha256,
         layers=layers,
         skipped=skipped,
         depth_source=DEPTH_GRAPH,

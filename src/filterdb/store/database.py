@@ -366,6 +366,14 @@ class Database:
 
         return add_model(self, model, meta, replace=replace)
 
+    def add(self, obj, meta: dict | None = None, replace: bool = False, name: str | None = None):
+        """Add a model file, a :class:`~filterdb.readers.Model` or a live model (torch
+        ``nn.Module``, state dict, Keras model, ``onnx.ModelProto``; ``name`` becomes its
+        path, and its model id unless ``meta`` gives ``model``). Returns the ``AddResult``."""
+        from ..readers import to_model  # start-up time: on first use
+
+        return self.add_model(to_model(obj, name), meta, replace=replace)
+
     def remove_model(self, model) -> int:
         from .ingest import remove_model
 
