@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import FilterDBError
+from .catalog import refresh_views
 from .segments import DTYPE, ROW_FLOATS, SegmentWriter
 from .vocab import DERIVED_COLUMNS, EXTRA_PREFIX, TEXT_COLUMNS, normalize_meta
 
@@ -305,6 +306,7 @@ class BulkWriter:
                     f"INSERT INTO layers(model_id, {', '.join(_LAYER_COLS)}) VALUES "
                     f"({', '.join('?' * (len(_LAYER_COLS) + 1))})",
                     [(model_id, *r) for r in p.layer_rows])
+            refresh_views(con)
             dv = _bump(con, writer.position)
             for p in self._pending:
                 r = p.result

@@ -32,6 +32,13 @@ def columns(con: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
 
 
+def model_table(con: sqlite3.Connection) -> str:
+    """``model_view`` (typed free columns), or ``models`` in a database no writer has
+    upgraded yet."""
+    row = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'model_view'")
+    return "model_view" if row.fetchone() else "models"
+
+
 def where_clause(con: sqlite3.Connection, table: str, where: str | None) -> str:
     """``(where)`` checked to be one valid expression over ``table``'s columns."""
     if where is None or not str(where).strip():
