@@ -46,7 +46,8 @@ window.addEventListener("load", function () {
   function column(name) {
     var i = heads.findIndex(function (h) { return h.getAttribute("data-col") === name; });
     return Array.prototype.map.call(table.tBodies[0].rows,
-      function (tr) { return tr.cells[i].getAttribute("data-value"); });
+      function (tr) { var c = tr.cells[i], v = c.getAttribute("data-value");
+                      return v === null ? c.textContent.trim() : v; });
   }
   ["sparsity", "n", "name"].forEach(function (name) {
     var th = heads.find(function (h) { return h.getAttribute("data-col") === name; });
@@ -55,7 +56,8 @@ window.addEventListener("load", function () {
     th.click();
     res.sorts[name] = { asc: asc, desc: column(name), aria: [ariaAsc, th.getAttribute("aria-sort")],
                         classes: Array.prototype.map.call(table.tBodies[0].rows,
-                          function (tr) { return [tr.cells[0].getAttribute("data-value"),
+                          function (tr) { var c = tr.cells[0], v = c.getAttribute("data-value");
+                                          return [v === null ? c.textContent.trim() : v,
                                                   tr.className]; }) };
   });
   var pre = document.createElement("pre");

@@ -9,9 +9,11 @@ first-layer filters.
 from __future__ import annotations
 
 import base64
+import os
 import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +78,7 @@ class Page(HTMLParser):
     def __init__(self, text):
         super().__init__()
         self.sections, self.figures, self.tables, self.row_classes = [], {}, {}, {}
+        self.details, self.svgs, self.csv_links, self.search_boxes = [], [], [], []
         self.external = []
         self._table = self._cols = self._row = None
         self._cell = None
@@ -87,6 +90,14 @@ class Page(HTMLParser):
         a = dict(attrs)
         if tag == "section":
             self.sections.append(a["id"])
+        if tag == "details" and "id" in a:
+            self.details.append(a["id"])
+        if tag == "figure" and "data-svg" in a:
+            self.svgs.append(a["data-svg"])
+        if tag == "a" and "data-csv" in a:
+            self.csv_links.append((a["data-csv"], a.get("download")))
+        if tag == "input" and "data-filter" in a:
+            self.search_boxes.append(a["data-filter"])
         if tag == "img":
             self.figures[a["data-figure"]] = a["src"]
         if tag in ("link", "iframe") or (tag == "script" and "src" in a):
@@ -103,10 +114,14 @@ class Page(HTMLParser):
             self.row_classes[self._table].append(a.get("class") or "")
         if tag == "td" and self._row is not None:
             self._row.append(a.get("data-value"))
+            self._cell = [] if a.get("data-value") is None else None
         if tag == "script" and a.get("id") == "filterdb-data":
             self._json = []
 
     def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None and self._row:
+            self._row[-1] = "".join(self._cell)  # no data-value: the value is the text
+            self._cell = None
         if tag == "tr" and self._row is not None:
             self.tables[self._table].append(dict(zip(self._cols, self._row)))
             self._row = None
@@ -119,6 +134,8 @@ class Page(HTMLParser):
     def handle_data(self, data):
         if self._json is not None:
             self._json.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
 
 
 def _png(src):
@@ -133,12 +150,18 @@ def test_sections_and_figures(built):
     page = Page(text)
     assert page.external == []  # self-contained
     assert not re.search(r'src="(?!data:)', text)
-    model_sections = [s for s in page.sections if s.startswith("m-")]
-    assert page.sections[:6] == ["summary", "pca", "distributions", "drift", "noise", "health"]
+    model_sections = [s for s in page.details if s.startswith("m-")]
+    assert page.sections == ["findings", "summary", "pca", "distributions", "drift", "noise",
+                             "health", "models"]
+    # findings come before the contents, and every table can be searched and downloaded
+    assert text.index('id="findings"') < text.index('class="toc"')
+    assert set(page.csv_links) == {(t, f"{t}.csv") for t in page.search_boxes}
+    assert {"health-models", "health-layers", "by-task"} <= set(page.search_boxes)
+    assert page.svgs == ["health-scatter"]
     with open_database(tmp / "db.filterdb") as db:
         names = db.models()["model"].tolist()
     assert len(model_sections) == len(names) == len(ZOO) + 3
-    want = {"eigen-images", "evr", "c0-c1", "drift-box", "health-scatter", "health-depth",
+    want = {"eigen-images", "evr", "mean-filter", "c0-c1", "drift-box", "health-depth",
             "drift-task", "drift-visual-category", "drift-depth", "drift-architecture",
             "ridge-task", "ridge-visual-category", "ridge-depth",
             "noise-task", "noise-visual-category"}
@@ -150,7 +173,7 @@ def test_sections_and_figures(built):
     for src in page.figures.values():
         _png(src)
     # the 5x5-only model: skipped with a sentence, its table still there
-    sec = re.search(r'<section id="m-syn-5x5">(.*?)</section>', text, re.S).group(1)
+    sec = re.search(r'<details id="m-syn-5x5".*?>(.*?)</details>', text, re.S).group(1)
     assert "No 3x3 filters in this model" in sec
     assert "No assessed 3x3 layer" in sec
     assert "syn-5x5: no 3x3 filters" in res.skipped
@@ -172,7 +195,7 @@ def test_noise_section_equals_noise_floor(built):
     tmp, res, text = built
     page = Page(text)
     for col in ("task", "visual_category"):
-        nf = noise.noise_floor(tmp / "db.filterdb", col, n_permutations=500)
+        nf = noise.noise_floor(tmp / "db.filterdb", col)  # the CLI's count, as the report
         got = res.data["noise"][col]["pairs"]
         assert got["group_a"] == nf.pairs["group_a"].tolist()
         assert got["group_b"] == nf.pairs["group_b"].tolist()
@@ -265,13 +288,15 @@ def _compare_rows(rows, js, only_3x3=False):
     for L in js["layers"]:
         r = by_name[L["name"]]
         if only_3x3 and L["kernel"] != "3x3":
-            assert r["assessed"] == "false" and r["sparsity"] == ""  # not stored
+            assert r.get("assessed", "false") == "false" and r["sparsity"] == ""  # not stored
             continue
         n += 1
         assert r["kernel"] == L["kernel"] and int(r["n"]) == L["n"]
         assert r["flags"] == ",".join(L["flags"])
         for k in ("sparsity", "variance_entropy", "variance_entropy_norm",
                   "variance_entropy_clean", "orthogonality", "conv_depth_norm"):
+            if k not in r:  # the database report's compact table
+                continue
             if L[k] is None:
                 assert r[k] == "", k
             else:
@@ -384,6 +409,18 @@ REPORT_PROBE = """
 <script>
 window.addEventListener("load", function () {
   var res = { figures: {}, sections: [] };
+  var f = document.getElementById("findings").getBoundingClientRect();
+  res.findings = { top: f.top, bottom: f.bottom, screen: window.innerHeight };
+  res.csv = window.filterdbTableCSV("health-models");
+  var box = document.querySelector('input[data-filter="health-models"]');
+  var rows = document.querySelectorAll('table[data-table="health-models"] tbody tr');
+  box.value = rows[0].cells[0].getAttribute("data-value") || rows[0].cells[0].textContent;
+  box.dispatchEvent(new Event("input"));
+  res.searched = Array.prototype.filter.call(rows, function (tr) {
+    return tr.style.display !== "none"; }).length;
+  res.rows = rows.length;
+  res.hover = document.querySelectorAll('figure[data-svg="health-scatter"] circle > title').length;
+  document.querySelectorAll("details").forEach(function (d) { d.open = true; });
   document.querySelectorAll("img[data-figure]").forEach(function (im) {
     var r = im.getBoundingClientRect(), s = getComputedStyle(im);
     res.figures[im.getAttribute("data-figure")] = {
@@ -420,17 +457,38 @@ def test_real_report_in_chromium(built, tmp_path):
                      .replace("&gt;", ">").replace("&amp;", "&"))
     assert [s["id"] for s in got["sections"]] == page.sections
     assert all(s["height"] > 50 for s in got["sections"])
+    # the findings start on the first screen
+    assert 0 <= got["findings"]["top"] < 0.5 * got["findings"]["screen"]
+    # the CSV download holds the table's raw values, header first
+    import csv
+    import io
+
+    lines = list(csv.reader(io.StringIO(got["csv"])))
+    rows = page.tables["health-models"]
+    assert lines[0] == list(rows[0]) and len(lines) == len(rows) + 1
+    assert [dict(zip(lines[0], l)) for l in lines[1:]] == rows
+    # searching for one model's name keeps its row (and others containing it) only
+    name = rows[0]["model"]
+    assert got["searched"] == sum(1 for r in rows if name.lower() in " ".join(
+        v or "" for v in r.values()).lower()) and got["searched"] < got["rows"]
+    # every point of the health scatter says what it is on hover
+    assert got["hover"] == int(sum(1 for r in page.tables["health-layers"]))
     assert set(got["figures"]) == set(page.figures)
     for fid, f in got["figures"].items():
         assert f["complete"] and f["naturalWidth"] > 50, fid
         assert f["visible"] and f["width"] > 50 and f["height"] > 50, fid
         assert f["width"] <= 1120, fid
-    shot = tmp_path / "report.png"
-    _, console = chromium([f"--screenshot={shot}", "--window-size=1280,9000",
-                           "--hide-scrollbars", res.path.as_uri()], tmp_path, timeout=180)
-    assert console == []
+    # screenshots, kept as artefacts: the first screen and the page
+    art = Path(os.environ.get("FILTERDB_ARTIFACTS", tmp_path))
+    art.mkdir(parents=True, exist_ok=True)
     from matplotlib.image import imread
 
-    img = imread(shot)
-    assert img.shape[:2] == (9000, 1280) and img[..., :3].std() > 0.05
-    print(f"screenshot: {shot}")
+    for name, size in (("report-first-screen.png", "1280,900"), ("report.png", "1280,9000")):
+        shot = art / name
+        _, console = chromium([f"--screenshot={shot}", f"--window-size={size}",
+                               "--hide-scrollbars", res.path.as_uri()], tmp_path, timeout=180)
+        assert console == []
+        img = imread(shot)
+        w, h = (int(x) for x in size.split(","))
+        assert img.shape[:2] == (h, w) and img[..., :3].std() > 0.05
+        print(f"screenshot: {shot}")

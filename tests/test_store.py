@@ -497,7 +497,9 @@ def test_cli_manifest(tmp_path, capsys):
     ms = run_json(capsys, ["ls", db, "--json"])
     assert [(m["model"], m["task"], m["visual_category"]) for m in ms] == [
         ("net-a", "Classification", "natural"), ("net-b", "Segmentation", "medical mri")]
-    assert json.loads(ms[0]["extra"]) == {"seed": "1"} and ms[1]["extra"] is None
+    # free columns are typed: the manifest's "1" is stored as the number 1
+    assert json.loads(ms[0]["extra"]) == {"seed": 1} and ms[1]["extra"] is None
+    assert ms[0]["x_seed"] == 1 and ms[1]["x_seed"] is None
     with filterdb.open(db) as d:
         assert np.array_equal(bits(d.read_filters(0, 18 + 21)),
                               bits(np.concatenate([npz_3x3(f1), npz_3x3(f2)])))

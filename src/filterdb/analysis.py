@@ -303,7 +303,9 @@ def _labels_codes(ctx, by):
     index = {v: i for i, v in enumerate(uniq)}
     codes = np.full(len(col), -1, np.int64)
     codes[valid] = [index[v] for v in values]
-    return [str(v) for v in uniq], codes
+    # an integer column with NULLs comes back as float: label 8.0 as "8"
+    return [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+            for v in uniq], codes
 
 
 def _group_counts(ctx, p, rng, columns: Sequence[str], bins: int) -> dict:

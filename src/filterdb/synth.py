@@ -9,6 +9,16 @@ depth (channel widths double every quarter of the depth) and with a per-model sc
 are ``c_out x c_in/groups`` with a few depthwise layers; parallel branches share a
 ``conv_depth`` now and then.
 
+Widths (``widths="real"``, the default): the per-model scale is log-normal with sigma 0.5 and
+a layer's share is capped at 1,048,576 filters (1024 x 1024, the widest 3x3 conv of Wide
+ResNet-50-2; what the cap removes goes to the other layers in proportion; a layer may take a
+few filters more when its neighbour's remainder carries over). At the published
+size (1,464,797,156 filters) the filter-weighted mean ``c_out`` is 469 and the largest 2,046:
+common architectures give 408 (ResNet-50: 64..512 channels), about 480 (VGG-16) and 32
+(DenseNet-121's 128 -> 32 convs). ``widths="legacy"`` is the generator before that (sigma
+1.2, no cap: mean 748 and up to 7,001 channels at the published size; mean 202 at 100 M), kept
+so that earlier benchmark databases can be rebuilt.
+
 Filters: like trained 3x3 filters, low rank and smooth. Each filter is ``z @ M`` with ``z``
 standard normal (rows of a reused pool, read at a random offset) and ``M = diag(s) Q B``:
 ``B`` the 3x3 DCT basis (constant/centre, edges, second order, ...), ``s`` a decaying
@@ -44,6 +54,9 @@ _PAIRS = [("Style Transfer", "art", 5), ("Depth Estimation", "depth", 2),
           ("Segmentation", "medical xray", 3), ("Segmentation", "seismic", 2)]
 _ARCHS = ("resnet", "vgg", "mobilenet", "densenet", "unet", "efficientnet", "custom")
 POOL_ROWS = 1 << 20
+# widths: (per-model scale sigma, most filters in one layer, smallest c_in of an exact last
+# layer as a share of its square root)
+WIDTHS = {"real": (0.5, 1 << 20, 2), "legacy": (1.2, None, 8)}
 
 
 def labels(rng) -> list[tuple[str, str]]:
@@ -91,18 +104,36 @@ def conv_depths(rng, n: int) -> np.ndarray:
 MAX_DEPTHWISE = 2048  # widest depthwise layer (channels), as in real networks
 
 
-def _factor(s: int) -> tuple[int, int] | None:
+def _factor(s: int, thin: int = 8) -> tuple[int, int] | None:
     """``(c_out, c_in)`` with ``c_out * c_in == s`` and ``c_in`` the largest divisor of ``s``
-    up to its square root, when that divisor is at least 8 and an eighth of the root (a
+    up to its square root, when that divisor is at least 8 and ``1/thin`` of the root (a
     plausible conv, not a thin and very wide one); else None."""
     root = int(np.sqrt(s))
-    for cin in range(root, max(7, root // 8), -1):
+    for cin in range(root, max(7, root // thin), -1):
         if s % cin == 0:
             return s // cin, cin
     return None
 
 
-def layer_shapes(sizes: np.ndarray, rng):
+def split_capped(weights: np.ndarray, total: int, cap: int | None,
+                 minimum: int = 1) -> np.ndarray:
+    """:func:`split_exact`, then no part above ``cap``: the excess goes to the parts below it
+    in proportion to their weights, until none is above (water filling)."""
+    n = split_exact(weights, total, minimum)
+    if cap is None:
+        return n
+    if total > cap * len(n):
+        raise ValueError(f"{total} cannot give {len(n)} parts of at most {cap}")
+    w = np.asarray(weights, np.float64)
+    while (over := n > cap).any():
+        excess = int((n[over] - cap).sum())
+        n[over] = cap
+        free = n < cap
+        n[free] += split_exact(w[free], excess)
+    return n
+
+
+def layer_shapes(sizes: np.ndarray, rng, thin: int = 8):
     """``(c_out, c_in/groups, groups)`` per layer with ``c_out * c_in/groups`` summing to
     ``sizes.sum()`` exactly. A layer's remainder carries to the next one; a few layers of at
     most :data:`MAX_DEPTHWISE` filters are depthwise; the last layer is shaped exactly (the
@@ -121,13 +152,13 @@ def layer_shapes(sizes: np.ndarray, rng):
             continue
         cin = int(min(s, max(1, round(np.sqrt(s / ratio[i])))))
         if i == n - 1:
-            f = _factor(s)
+            f = _factor(s, thin)
             if f is not None:
                 out[i] = (*f, 1)
                 continue
         cout = s // cin
         if i == n - 2:  # leave the last layer a total that factorises
-            while cout > 1 and _factor(int(sizes[-1]) + s - cout * cin) is None \
+            while cout > 1 and _factor(int(sizes[-1]) + s - cout * cin, thin) is None \
                     and int(sizes[-1]) + s - cout * cin >= 64:
                 cout -= 1
         carry = s - cout * cin
@@ -153,11 +184,11 @@ _SPECTRUM = np.array([0.40, 0.18, 0.12, 0.10, 0.066, 0.055, 0.03, 0.028, 0.024])
 
 
 def model_layers(rng, basis, group_tilt, counts, depths, pool, buf, random_p=0.03,
-                 sparse_p=0.05):
+                 sparse_p=0.05, thin: int = 8):
     """:class:`LayerSpec` of one model; filters generated chunk by chunk into ``buf``."""
     from .store.bulk import LayerSpec
 
-    shapes = layer_shapes(counts, rng)
+    shapes = layer_shapes(counts, rng, thin)
     L = len(counts)
     last = max(int(depths[-1]), 1)
     norm = depths / last if depths[-1] > 0 else np.zeros(L)
@@ -198,18 +229,61 @@ def _chunks(n, pool, off, m, mean, sparse, rng, buf):
         off = (off + k) % len(pool)
 
 
+def plan(n_filters: int, seed: int = 0, widths: str = "real"):
+    """The database's shape without its filters: ``(labels, layers per model, conv depths
+    per model, filters per layer)`` (the last over all layers, model after model)."""
+    if widths not in WIDTHS:
+        raise ValueError(f"widths must be one of {sorted(WIDTHS)}, not {widths!r}")
+    sigma, cap, _ = WIDTHS[widths]
+    n_filters = int(n_filters)
+    if n_filters < N_LAYERS:
+        raise ValueError(f"n_filters must be at least {N_LAYERS} (one per layer)")
+    rng = np.random.default_rng(seed)
+    labs = labels(rng)
+    counts = layer_counts(rng)
+    scale = rng.lognormal(0, sigma, N_MODELS)
+    depths, weights = [], []
+    for i in range(N_MODELS):
+        mrng = np.random.default_rng([seed, i])
+        d = conv_depths(mrng, int(counts[i]))
+        stage = np.minimum((4 * d / max(int(d[-1]), 1)).astype(np.int64), 3)
+        depths.append(d)
+        weights.append(scale[i] * 4.0 ** stage * mrng.lognormal(0, 0.3, len(d)))
+    sizes = split_capped(np.concatenate(weights), n_filters, cap, minimum=1)
+    return labs, counts, depths, sizes
+
+
+def shapes(n_filters: int, seed: int = 0, widths: str = "real") -> np.ndarray:
+    """``(c_out, c_in/groups, groups)`` of every layer, as :func:`build_synthetic` makes them."""
+    _, counts, _, sizes = plan(n_filters, seed, widths)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    thin = WIDTHS[widths][2]
+    return np.concatenate([layer_shapes(sizes[bounds[i]:bounds[i + 1]],
+                                        np.random.default_rng([seed, i, 1]), thin)
+                           for i in range(N_MODELS)])
+
+
+def width_stats(n_filters: int, seed: int = 0, widths: str = "real") -> dict:
+    """The widths a database of this size gets: filter-weighted mean, median and largest
+    ``c_out`` (the orthogonality's cost is about ``4.5 c_out`` multiply-adds per filter)."""
+    sh = shapes(n_filters, seed, widths)
+    n = sh[:, 0] * sh[:, 1]
+    return {"filters": int(n.sum()), "weighted_mean_c_out": float(np.sum(sh[:, 0] * n) / n.sum()),
+            "median_c_out": float(np.median(sh[:, 0])), "max_c_out": int(sh[:, 0].max()),
+            "max_layer_filters": int(n.max())}
+
+
 def build_synthetic(db_path, n_filters: int, seed: int = 0, chunk_rows: int = 1 << 20,
                     commit_rows: int = 1 << 24, segment_rows: int | None = None,
-                    show_progress: bool = False) -> dict:
+                    show_progress: bool = False, widths: str = "real") -> dict:
     """Create (or complete) the synthetic database at ``db_path``; returns counts and the
     time taken. Models are committed in batches of ``commit_rows`` filters; a re-run after
-    a kill skips the models present (their sha256 is derived from seed, size and index)."""
+    a kill skips the models present (their sha256 is derived from seed, size, widths and
+    index)."""
     from .store import DEFAULT_SEGMENT_ROWS, init_database, is_database, open_database
     from .store.bulk import BulkWriter, ModelSpec
 
     n_filters = int(n_filters)
-    if n_filters < N_LAYERS:
-        raise ValueError(f"n_filters must be at least {N_LAYERS} (one per layer)")
     try:
         from threadpoolctl import threadpool_limits
 
@@ -217,17 +291,8 @@ def build_synthetic(db_path, n_filters: int, seed: int = 0, chunk_rows: int = 1 
     except ImportError:  # pragma: no cover
         limit = nullcontext()
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    labs = labels(rng)
-    counts = layer_counts(rng)
-    scale = rng.lognormal(0, 1.2, N_MODELS)
-    plan = []  # (per-layer weights) for every model
-    for i in range(N_MODELS):
-        mrng = np.random.default_rng([seed, i])
-        d = conv_depths(mrng, int(counts[i]))
-        stage = np.minimum((4 * d / max(int(d[-1]), 1)).astype(np.int64), 3)
-        plan.append((d, scale[i] * 4.0 ** stage * mrng.lognormal(0, 0.3, len(d))))
-    sizes = split_exact(np.concatenate([w for _, w in plan]), n_filters, minimum=1)
+    labs, counts, depths, sizes = plan(n_filters, seed, widths)
+    thin = WIDTHS[widths][2]
     bounds = np.concatenate([[0], np.cumsum(counts)])
     tilts = {}
     for t, v in sorted(set(labs)):
@@ -247,11 +312,12 @@ def build_synthetic(db_path, n_filters: int, seed: int = 0, chunk_rows: int = 1 
     added = 0
     with limit, open_database(db_path, mode="w") as db, BulkWriter(db, commit_rows) as bw:
         for i in range(N_MODELS):
-            d, _ = plan[i]
+            d = depths[i]
             mrng = np.random.default_rng([seed, i, 1])
             task, vc = labs[i]
             n_i = sizes[bounds[i]:bounds[i + 1]]
-            sha = hashlib.sha256(f"synthetic:{seed}:{n_filters}:{i}".encode()).hexdigest()
+            key = f"synthetic:{seed}:{n_filters}:{i}" + ("" if widths == "legacy" else f":{widths}")
+            sha = hashlib.sha256(key.encode()).hexdigest()
             arch = _ARCHS[i % len(_ARCHS)]
             meta = {"model": f"synth-{i:03d}", "name": f"{arch}-{i}", "task": task,
                     "visual_category": vc, "architecture": arch, "producer": "synthetic",
@@ -259,10 +325,10 @@ def build_synthetic(db_path, n_filters: int, seed: int = 0, chunk_rows: int = 1 
             spec = ModelSpec(sha256=sha, format="synthetic", name=meta["model"],
                              depth_source="graph", producer="synthetic",
                              op_counts={"Conv": len(d), "Relu": len(d)})
-            r = bw.add(spec, model_layers(mrng, basis, tilts[(task, vc)], n_i, d, pool, buf),
-                       meta)
+            r = bw.add(spec, model_layers(mrng, basis, tilts[(task, vc)], n_i, d, pool, buf,
+                                          thin=thin), meta)
             added += r.status != "exists"
             bar.update(int(n_i.sum()))
     bar.close()
-    return {"path": str(db_path), "models": N_MODELS, "layers": N_LAYERS,
+    return {"path": str(db_path), "models": N_MODELS, "layers": N_LAYERS, "widths": widths,
             "filters": n_filters, "added": added, "seconds": time.perf_counter() - t0}

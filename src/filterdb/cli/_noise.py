@@ -3,6 +3,7 @@ permutation p-values (filterdb.noise)."""
 from __future__ import annotations
 
 from .._table import format_table
+from ..kernels.stats import holm
 from ..errors import FilterDBError
 from ._common import print_json
 
@@ -39,6 +40,8 @@ def cmd_noise_floor(args, opts, rng) -> int:
     r = noise_floor(args.db, args.by, bins=args.bins, range=rng, weights=args.weights,
                     within=args.within, n_permutations=args.permutations, seed=args.seed,
                     **opts)
+    # Holm's correction over the pairs tested together (every pair of groups of --by)
+    r.pairs = r.pairs.assign(p_holm=holm(r.pairs["p_value"].to_numpy(float)))
     if args.json:
         print_json(r.to_dict())
         return 0
@@ -51,15 +54,17 @@ def cmd_noise_floor(args, opts, rng) -> int:
     print(f"within-group model-to-model drift{within}:")
     print(format_table(rows, [r.by, "models", "pairs", "median", "q25", "q75"]))
     rows = [[f"{t.group_a} | {t.group_b}", float(t.drift), _f(t.floor_a), _f(t.floor_b),
-             float(t.null_median), float(t.p_value), f"{t.n}{' exact' if t.exact else ''}"]
+             float(t.null_median), float(t.p_value), float(t.p_holm),
+             f"{t.n}{' exact' if t.exact else ''}"]
             for t in r.pairs.sort_values("drift", ascending=False).itertuples()]
     if rows:
-        print(f"pairs (p: permutation test, {r.n_permutations} relabellings, seed {r.seed}):")
+        print(f"pairs (drift D in nats; p: permutation test, {r.n_permutations} relabellings, "
+              f"seed {r.seed}; p Holm: corrected for the {len(rows)} pairs):")
         print(format_table(rows, ["pair", "drift", "floor a", "floor b", "null median",
-                                  "p", "relabellings"]))
+                                  "p", "p Holm", "relabellings"]))
     s = r.summary
     print(f"median between-group drift {s['between_median']:.4f}; median within-group "
           f"drift {s['within_median']:.4f} (ratio {s['ratio']:.3g}); median permutation "
           f"null {s['null_median']:.4f}; {s['significant_0.05']}/{s['pairs']} pairs with "
-          "p <= 0.05")
+          f"p <= 0.05, {int((r.pairs['p_holm'] <= 0.05).sum())} after Holm's correction")
     return 0

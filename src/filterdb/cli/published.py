@@ -45,8 +45,16 @@ def cmd_import(args) -> int:
 
     if not os.path.isfile(args.h5):
         raise ReadError(args.h5, "no such file")
-    with open_database(args.db, mode="w", create=True) as db:
-        results = import_h5(db, args.h5, chunk_rows=args.chunk_rows, replace=args.replace)
+    new = not os.path.exists(args.db)
+    try:
+        with open_database(args.db, mode="w", create=True) as db:
+            results = import_h5(db, args.h5, chunk_rows=args.chunk_rows, replace=args.replace)
+    except BaseException:
+        if new:  # a failed import leaves no database behind
+            import shutil
+
+            shutil.rmtree(args.db, ignore_errors=True)
+        raise
     added = [r for r in results if r.status != "exists"]
     if args.json:
         print_json([r.to_dict() for r in results])

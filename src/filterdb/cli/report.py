@@ -12,7 +12,14 @@ def register(sub) -> None:
                    help="output file (default report.html)")
     p.add_argument("--where", help="SQL expression over the layer and model columns")
     p.add_argument("--title", help="page title")
-    p.add_argument("--no-models", action="store_true", help="leave out the per-model sections")
+    p.add_argument("--no-models", action="store_true", help="leave out each model's detail")
+    p.add_argument("--model-figures", type=int, default=40, metavar="N",
+                   help="draw the figures of the N most degenerated models (default 40; "
+                        "the others get their tables), so the page stays small")
+    p.add_argument("--figures", metavar="DIR",
+                   help="also save every figure there as SVG")
+    p.add_argument("--json", action="store_true",
+                   help="print what was written (path, size, seconds, findings) as JSON")
     p.add_argument("--engine", choices=("local", "dask"), default="local",
                    help="run the passes on local threads (default) or on Dask")
     p.add_argument("--scheduler", metavar="ADDR", default=None,
@@ -26,7 +33,15 @@ def cmd_report(args) -> int:
 
     res = build_report(args.db, args.output, where=args.where, title=args.title,
                        models=not args.no_models, engine=args.engine, scheduler=args.scheduler,
-                       quiet=args.quiet)
+                       quiet=args.quiet, figures_dir=args.figures,
+                       model_figures=args.model_figures)
+    if args.json:
+        from ._common import print_json
+
+        print_json({"path": str(res.path), "bytes": res.path.stat().st_size,
+                    "seconds": res.seconds, "skipped": res.skipped,
+                    "findings": res.data.get("findings", []), "figures_dir": args.figures})
+        return 0
     print(f"wrote {res.path} in {res.seconds:.1f} s"
           + (f" ({len(res.skipped)} item(s) skipped, see the page)" if res.skipped else ""),
           file=sys.stderr)

@@ -35,13 +35,19 @@ def register(sub) -> None:
     p.add_argument("--replace", action="store_true",
                    help="replace a model already present (same file or same model id)")
     p.add_argument("--jobs", "-j", type=int, default=1, help="read files in N processes")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a new task or visual category close to a known one (a typo); "
+                        "without it, a warning")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("ls", help="list the models (or layers) of a database")
     p.add_argument("db", metavar="DB")
-    p.add_argument("--where", help="SQL expression over the columns, e.g. \"task = 'Segmentation'\"")
+    p.add_argument("--where", help="SQL expression over the columns, e.g. \"task = 'Segmentation'\" "
+                   "or \"x_seed = 3\" (free columns are typed); --columns lists them")
     p.add_argument("--layers", action="store_true", help="list layers (with model columns)")
+    p.add_argument("--columns", action="store_true",
+                   help="list the queryable columns with their types, and stop")
     p.add_argument("--json", action="store_true", help="print JSON (all columns)")
     p.set_defaults(func=cmd_ls)
 
@@ -80,7 +86,7 @@ def _records(df) -> list[dict]:
 
 def read_manifest(path) -> list[tuple[str, dict]]:
     """``[(file path, metadata)]`` from a manifest CSV, every column checked first."""
-    from ..store.vocab import column_name, normalize_meta
+    from ..store.vocab import EXTRA_PREFIX, column_name, normalize_meta, parse_value
 
     p = Path(path)
     try:
@@ -106,7 +112,7 @@ def read_manifest(path) -> list[tuple[str, dict]]:
     for i, r in enumerate(rows[1:], start=2):
         if len(r) != len(header):
             raise FilterDBError(f"{p}: line {i} has {len(r)} fields, the header has {len(header)}")
-        d = dict(zip(header, r))
+        d = {k: parse_value(v) if k.startswith(EXTRA_PREFIX) else v for k, v in zip(header, r)}
         file = d.pop("path").strip()
         if not file:
             raise FilterDBError(f"{p}: line {i} has an empty path")
@@ -156,6 +162,23 @@ def _expand_files(paths) -> list[str]:
         if not found:
             raise FilterDBError(f"{p}: no model files in this folder")
         out += found
+    return out
+
+
+def check_labels(db, jobs, strict: bool = False) -> list[str]:
+    """Warnings for new task / visual category values close to known ones (typos), one per
+    value; with ``strict`` they are an error, before anything is written."""
+    from ..store.vocab import label_warnings, normalize_meta
+
+    known = db.known_labels()
+    out = []
+    for path, meta in jobs:
+        for w in label_warnings(normalize_meta(meta), known):
+            if w not in out:
+                out.append(w)
+    if strict and out:
+        raise FilterDBError(f"{out[0]} (--strict: nothing added; fix the label, or drop "
+                            "--strict to add it as a new group)")
     return out
 
 
@@ -254,6 +277,8 @@ def cmd_add(args) -> int:
 
     jobs = _jobs_from_args(args)
     with open_database(args.db, mode="w", create=True) as db:
+        for w in check_labels(db, jobs, strict=args.strict):
+            print(f"filterdb: warning: {w}", file=sys.stderr)
         results = add_files(db, jobs, replace=args.replace, n_jobs=max(1, args.jobs))
     failed = [r for _, r in results if isinstance(r, str)]
     if args.json:
@@ -274,6 +299,14 @@ def cmd_ls(args) -> int:
     from ..store import open_database
 
     with open_database(args.db) as db:
+        if args.columns:
+            cols = db.columns("layers" if args.layers else "models")
+            if args.json:
+                print_json(cols)
+            else:
+                print(format_table([(c["name"], c["type"], c["about"]) for c in cols],
+                                   ["column", "type", "about"]))
+            return 0
         df = db.layers(args.where) if args.layers else db.models(args.where)
     if args.json:
         print_json(_records(df))
@@ -284,6 +317,7 @@ def cmd_ls(args) -> int:
     else:
         cols = ["model_id", "model", "format", "task", "visual_category", "architecture",
                 "n_layers", "filters_3x3", "total_filters"]
+    cols += [c for c in df.columns if c.startswith("x_")]  # the typed free columns
     rows = [[r[c] for c in cols] for r in _records(df[cols])]
     print(format_table(rows, cols))
     return 0

@@ -10,12 +10,12 @@ from .drift import drift_boxplot, drift_heatmap, drift_order, mean_drift, upper_
 from .filters import filter_mosaic, first_layer_filters, scale_by_peak
 from .health import (binned_median, health_by_depth, health_category, health_scatter,
                      model_health_vs_population)
-from .pca import cumulative_evr, density_c0_c1, eigen_images, ridge_plot, ridge_scale
+from .pca import cumulative_evr, density_c0_c1, eigen_images, mean_filter, ridge_plot, ridge_scale
 from .noise import drift_vs_noise
 
 __all__ = [
     "save", "size_label", "depth_bin", "depth_bin_labels",
-    "eigen_images", "cumulative_evr", "ridge_plot", "ridge_scale", "density_c0_c1",
+    "eigen_images", "mean_filter", "cumulative_evr", "ridge_plot", "ridge_scale", "density_c0_c1",
     "drift_heatmap", "drift_boxplot", "drift_vs_noise", "drift_order", "mean_drift", "upper_triangle",
     "health_scatter", "health_category", "health_by_depth", "binned_median",
     "model_health_vs_population",

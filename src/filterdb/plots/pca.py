@@ -178,3 +178,23 @@ def density_c0_c1(counts2d, lo, hi, title: str | None = "Filters in the c0-c1 pl
     if title:
         ax.set_title(title)
     return fig
+
+
+def mean_filter(mean, title: str | None = "Mean scaled filter"):
+    """The mean of the scaled filters as a 3x3 image, each weight written in its cell
+    (method.md 3: a mean of about -0.04 in every position on the published data set)."""
+    m = np.asarray(mean, dtype=float).reshape(3, 3)
+    fig = new_figure(2.6, 2.4)
+    ax = fig.add_subplot()
+    lim = float(np.max(np.abs(m))) or 1.0
+    im = ax.imshow(m, cmap=CMAP_DIVERGING, vmin=-lim, vmax=lim)
+    for (r, c), v in np.ndenumerate(m):
+        ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=8,
+                color="white" if abs(v) > 0.6 * lim else "black")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    cb = fig.colorbar(im, ax=ax, shrink=0.85, aspect=14, pad=0.03)
+    cb.ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title)
+    return fig

@@ -1,7 +1,10 @@
 """``filterdb report DB``: one self-contained HTML page about a database (or a selection).
 
-Sections: summary, PCA, coefficient distributions, drift per grouping column, the health of
-every model, then one section per model. The analyses come from :mod:`filterdb.analysis`
+Sections: the findings (sentences with numbers, first on the page), summary, PCA,
+coefficient distributions, drift per grouping column, drift against its noise floor, the
+health of every model, then each model's detail (collapsed; its figures for the
+``model_figures`` most degenerated models only, so the page stays small at the published
+647 models). The analyses come from :mod:`filterdb.analysis`
 and :mod:`filterdb.health` (both cache their results in the database), so a second report
 of an unchanged database only redraws the figures. What a selection cannot support (a
 column with a single group, a model without 3x3 filters) is skipped with a sentence.
@@ -22,16 +25,26 @@ import pandas as pd
 
 from .. import plots as P
 from ..errors import FilterDBError
-from .html import FIGURE_DPI, Report, figure_png
-from .model_report import add_model_blocks, first_filter_layer
+from .html import FIGURE_DPI, Report, figure_png, figure_svg
+from .model_report import COMPACT_COLUMNS, add_model_blocks, first_filter_layer
+from .svg import health_scatter_svg
 
 DRIFT_COLUMNS = ("task", "visual_category", "training_dataset", "architecture", "depth")
 RIDGE_COLUMNS = ("task", "visual_category", "depth")
 COLUMN_TITLES = {"task": "task", "visual_category": "visual category",
                  "training_dataset": "training data set", "architecture": "architecture",
                  "depth": "depth bin", "model": "model", "format": "format"}
-FIGURE_CACHE_VERSION = 2  # 2: the notebook's floor on the density, depth bins, precision
-MODEL_FIGURE_DPI = 100  # the per-model figures: smaller files, same size on the page
+FIGURE_CACHE_VERSION = 3  # 2: the notebook's floor on the density; 3: the findings-first page
+MODEL_FIGURE_DPI = 72  # the per-model figures: small files
+MODEL_FIGURES = 30  # models whose detail gets figures (the most degenerated first)
+WORST_LAYERS = 500  # rows of the page's table of assessed layers (the worst first)
+ANNOTATE_MAX = 12  # heat maps print their values up to this many groups (hover beyond)
+SMALL_GROUP_RATIO = 100  # a group this many times smaller than the largest is flagged
+UNIT = "nats"  # D: KL divergences in natural log
+# shared/spec/method.md sections 3-4: the published population's figures (a plausibility
+# check, read off the paper's figure where marked "about")
+PAPER_EVR = (0.398, 0.183, 0.117, 0.099, 0.066, 0.055, 0.030, 0.028, 0.024)
+PAPER_MEDIAN_DRIFT = {"task": 0.11, "visual_category": 0.42, "depth": 0.02}
 MODEL_COLUMNS = ("model", "name", "format", "task", "visual_category", "training_dataset",
                  "architecture", "n_layers", "filters_3x3", "total_filters", "depth_source")
 
@@ -81,13 +94,16 @@ def _json_block(data: dict) -> str:
 def build_report(db, out_path, where: str | None = None, title: str | None = None,
                  columns=DRIFT_COLUMNS, ridge_columns=RIDGE_COLUMNS, models: bool = True,
                  thresholds=None, engine="local", scheduler=None, workers: int = 2,
-                 keep_figures: bool = False, quiet: bool = False) -> ReportResult:
+                 keep_figures: bool = False, quiet: bool = False, figures_dir=None,
+                 model_figures: int = MODEL_FIGURES) -> ReportResult:
     """Write the report of database ``db`` (path or open database) restricted to ``where``
     (SQL over the layer and model columns) to ``out_path``.
 
     ``columns``: the grouping columns of the drift section (``"depth"`` = 10 depth bins);
-    ``ridge_columns``: those shown as ridge plots; ``models``: add a section per model.
-    Progress goes to stderr unless ``quiet``.
+    ``ridge_columns``: those shown as ridge plots; ``models``: add each model's detail;
+    ``model_figures``: how many of them (the most degenerated first) get figures;
+    ``figures_dir``: also save every figure there as SVG. Progress goes to stderr unless
+    ``quiet``.
     """
     from ..store import Database, open_database
 
@@ -97,7 +113,8 @@ def build_report(db, out_path, where: str | None = None, title: str | None = Non
     try:
         res = _build(d, Path(out_path), where, title, tuple(columns), tuple(ridge_columns),
                      models, thresholds, dict(engine=engine, scheduler=scheduler,
-                                              workers=workers), keep_figures, log)
+                                              workers=workers), keep_figures, log,
+                     Path(figures_dir) if figures_dir else None, int(model_figures))
     finally:
         if owned:
             d.close()
@@ -107,9 +124,11 @@ def build_report(db, out_path, where: str | None = None, title: str | None = Non
 
 
 def _build(db, out, where, title, columns, ridge_columns, with_models, thresholds, eng,
-           keep, log) -> ReportResult:
+           keep, log, figures_dir=None, model_figures=MODEL_FIGURES) -> ReportResult:
     res = ReportResult(out)
     figs = res.figures if keep else None
+    if figures_dir is not None:
+        figures_dir.mkdir(parents=True, exist_ok=True)
 
     salt = hashlib.sha256(json.dumps([FIGURE_CACHE_VERSION, where, repr(thresholds),
                                       list(columns), list(ridge_columns)]).encode()).hexdigest()
@@ -118,13 +137,19 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
         """Embed ``make()``; its PNG is cached in the database (valid for this data version,
         selection and settings), so an unchanged database's report only re-reads it."""
         key = f"report:figure:{salt[:24]}:{fid}:{dpi}"
-        png = None if keep else _cache_get(db, key)
+        png = None if keep or figures_dir else _cache_get(db, key)
         if not isinstance(png, (bytes, bytearray)):
             fig = make()
             png = figure_png(fig, dpi)
             _cache_put(db, key, png)
             if figs is not None:
                 figs[fid] = fig
+            if figures_dir is not None:
+                (figures_dir / f"{fid}.svg").write_bytes(figure_svg(fig))
+            import matplotlib.pyplot as plt
+
+            if figs is None:
+                plt.close(fig)
         sec.add_figure(png, fid, caption=caption, dpi=dpi)
 
     def skip(sec, sentence):
@@ -141,6 +166,7 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
     n3 = int(layers["filter_count"].fillna(0).sum())
     rep = Report(title or f"filterdb report: {db.path.name}",
                  subtitle=f"`{db.path}`" + (f", selection `{where}`" if where else ""))
+    findings = rep.section("findings", "Findings")
 
     # -- summary ------------------------------------------------------------------------------
     log(f"summary: {len(models)} models, {len(layers)} layers, {n3:,} 3x3 filters")
@@ -166,7 +192,8 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
 
     # -- PCA, distributions, drift ------------------------------------------------------------
     if n3 >= 9:
-        _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure, skip, log)
+        _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure, skip, log,
+                           layers)
     else:
         for sid, stitle in (("pca", "PCA"), ("distributions", "Distributions"),
                             ("drift", "Drift")):
@@ -181,11 +208,10 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
 
     hdf = database_health(db, where, thresholds, **eng)
     bands = population_bands(hdf)
+    t = _thresholds(thresholds)
     sec = rep.section("health", "Health of every model", intro=(
-        "Degeneration of each conv layer (method: sparsity S, variance entropy H against "
-        "its randomness threshold TH(n), orthogonality). A layer is degenerated when random "
-        "(H ≥ TH − 0.02) or both low in diversity (H < 0.5) and sparse (S ≥ 0.14). Only 3x3 "
-        "layers are assessed (the database stores 3x3 filters only)."))
+        "Degeneration of each conv layer (method.md, section 5): sparsity S, variance entropy "
+        "H against its randomness threshold TH(n), orthogonality. " + _rule_text(t)))
     by_model = summarise_groups(hdf, "model", thresholds)
     info = models.set_index("model")
     mh = pd.DataFrame({
@@ -194,6 +220,9 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
         "layers": by_model["n_layers"], "assessed": by_model["n_assessed"],
         "degenerated": by_model["n_degenerated"],
         "share_degenerated": by_model["share_degenerated"], "verdict": by_model["verdict"]})
+    for c in ("n_random", "n_low_diversity_sparse"):
+        if c in by_model:
+            mh[c.replace("n_", "")] = by_model[c].to_numpy()
     sec.add_heading("Models")
     sec.add_table(mh, "health-models", highlight=mh["degenerated"].to_numpy() > 0,
                   caption="Models with at least one degenerated layer are highlighted.")
@@ -204,26 +233,57 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
                      + ", ".join(f"`{m}`" for m in empty) + ".")
     a = hdf["assessed"].to_numpy(bool)
     if a.any():
-        figure(sec, lambda: P.health_scatter(hdf[a]), "health-scatter",
-               "H / TH against sparsity, one point per assessed layer, coloured by flag.")
+        svg = health_scatter_svg(hdf[a], low_diversity_H=t["low_diversity_H"],
+                                 sparse_S=t["sparse_S"])
+        sec.add_svg(svg, "health-scatter", caption=(
+            "Variance entropy H against sparsity S, one point per assessed layer (hover a "
+            "point for its model, layer and metrics). Dashed: the thresholds in use; shaded: "
+            "low diversity and sparse, which is degenerated. Random-like layers (vermilion) "
+            "depend on their own n, so their rule is not a line here."))
+        if figures_dir is not None:
+            (figures_dir / "health-scatter.svg").write_text(svg, encoding="utf-8")
         figure(sec, lambda: P.health_by_depth(hdf[a]), "health-depth",
                "Layer metrics over normalised conv depth; black: median per depth bin.")
     else:
         skip(sec, "No assessed 3x3 layer in the selection: no health figures.")
-    sec.add_heading("Layers")
-    cols = ["model", "name", "kernel", "conv_depth_norm", "n", "sparsity", "variance_entropy",
-            "variance_entropy_norm", "orthogonality", "random", "low_diversity", "sparse",
-            "degenerated"]
-    sec.add_table(hdf[cols].reset_index(drop=True), "health-layers",
-                  highlight=hdf["degenerated"].to_numpy(bool),
-                  caption="Every layer of the selection; degenerated layers highlighted.")
+    n_out = int((~a).sum())
+    if n_out:
+        kinds = hdf.loc[~a, "kernel"].astype(str).value_counts()
+        sec.add_text(f"{n_out:,} layer(s) not assessed (too few filters or 1x1 kernels: "
+                     + ", ".join(f"{k} {v:,}" for k, v in kinds.head(6).items())
+                     + "); they are left out of the table below.")
+    cols = [c for c in ("model", "name", "kernel", "conv_depth_norm", "n", "sparsity",
+                        "variance_entropy", "variance_entropy_norm", "orthogonality",
+                        "random", "low_diversity", "sparse", "degenerated") if c in hdf]
+    worst = _worst_layers(hdf[a])
+    shown = worst.head(WORST_LAYERS)
+    sec.add_heading("Assessed layers, worst first" if len(shown) < len(worst)
+                    else "Assessed layers")
+    sec.add_table(shown[cols + ["worst at"]].reset_index(drop=True), "health-layers",
+                  highlight=shown["degenerated"].to_numpy(bool),
+                  caption=(f"The {len(shown):,} worst of {len(worst):,} assessed layers "
+                           "(each model's detail below has all of its layers)"
+                           if len(shown) < len(worst) else "Every assessed layer")
+                  + ", sorted by what they are worst at: degenerated first, then by the "
+                    "number of flags and how far H/TH is from 0.9 (typical of trained "
+                    "layers); degenerated layers highlighted.")
+    _findings(findings, db, models, layers, hdf, mh, res, t)
 
-    # -- one section per model ------------------------------------------------------------------
+    # -- each model's detail (collapsed) ------------------------------------------------------
     if with_models:
         seen: set = set()
         res.data["model_tables"] = {}
         names = list(dict.fromkeys(hdf["model"]))
-        log(f"models: a section for each of {len(names)} models")
+        rank = mh.assign(_s=mh["share_degenerated"].fillna(-1)).sort_values(
+            ["_s", "degenerated"], ascending=False, kind="stable")["model"].tolist()
+        with_figs = set(rank[:max(0, model_figures)])
+        log(f"models: the detail of each of {len(names)} models "
+            f"(figures for {min(len(names), len(with_figs))})")
+        msec = rep.section("models", "Each model", intro=(
+            "One collapsed block per model (click to open): its verdict, worst layers and "
+            "per-layer table" + (f"; figures for the {len(with_figs)} most degenerated "
+                                 "models" if len(names) > len(with_figs) else "; its figures")
+            + "."))
         lay = layers.set_index("layer_id")
         for i, m in enumerate(names, 1):
             key = _slug(m, seen)
@@ -233,26 +293,39 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
                 f"{COLUMN_TITLES.get(c, c)}: {row[c]}" for c in
                 ("task", "visual_category", "training_dataset", "architecture", "format")
                 if row.get(c) not in (None, "") and row.get(c) == row.get(c))
-            msec = rep.section(key, f"Model {m}", intro=meta or None)
             summary = summarise(mdf, thresholds)
+            det = msec.details(key, f"Model {m}", summary=f"{summary['verdict']}"
+                               + (f" · {meta}" if meta else ""))
+            drawn = m in with_figs
             pop = hdf[hdf["model"] != m]
             pct = compare_to_population(mdf, pop) if pop["assessed"].any() else None
-            first = _first_layer(db, lay, mdf)
-            if first is None:
+            first = _first_layer(db, lay, mdf) if drawn else None
+            if drawn and first is None:
                 res.skipped.append(f"{m}: no 3x3 filters")
-            table = add_model_blocks(
-                msec, key, mdf, summary, bands if pct is not None else None, pct, first, figs,
-                "Its assessed layers (points; degenerated: red crosses) on the percentile "
-                "bands of all assessed layers of the selection per depth bin.",
-                "No 3x3 filters in this model: nothing to show (the database stores 3x3 "
-                "filters only).", add_figure=lambda s_, mk, fid, cap: figure(
-                    s_, mk, fid, cap, dpi=MODEL_FIGURE_DPI))
+            if drawn:
+                table = add_model_blocks(
+                    det, key, mdf, summary, bands if pct is not None else None, pct, first,
+                    figs, "Its assessed layers (black points; degenerated: vermilion crosses) "
+                    "on the percentile bands of all assessed layers of the selection per "
+                    "depth bin.",
+                    "No 3x3 filters in this model: nothing to show (the database stores 3x3 "
+                    "filters only).", add_figure=lambda s_, mk, fid, cap: figure(
+                        s_, mk, fid, cap, dpi=MODEL_FIGURE_DPI), columns=COMPACT_COLUMNS)
+            else:
+                table = add_model_blocks(det, key, mdf, summary, None, pct, None, None,
+                                         "Figures are drawn for the most degenerated models "
+                                         "only; this one's table follows.", "",
+                                         add_figure=lambda *a_: None, columns=COMPACT_COLUMNS)
             res.data["model_tables"][m] = {"section": key, "verdict": summary["verdict"],
                                            "layers": table.to_dict(orient="list")}
-            if i % 10 == 0 or i == len(names):
+            if i % 50 == 0 or i == len(names):
                 log(f"models: {i}/{len(names)}")
 
-    rep.sections[0].add_text(_json_block(res.data))
+    page_data = dict(res.data)
+    if len(page_data.get("model_tables", {})) > MODEL_FIGURES:  # the tables are on the page
+        page_data["model_tables"] = {m: {k: v for k, v in d.items() if k != "layers"}
+                                     for m, d in page_data["model_tables"].items()}
+    rep.sections[1].add_text(_json_block(page_data))
     log("writing the page")
     rep.write(out)
     return res
@@ -295,7 +368,8 @@ def _first_layer(db, lay: pd.DataFrame, mdf: pd.DataFrame):
 
 # -- the analysis sections (filterdb.analysis) ------------------------------------------------
 
-def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure, skip, log):
+def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure, skip, log,
+                           layers):
     from .. import analysis as A
 
     eng = dict(eng, progress=True)
@@ -311,9 +385,9 @@ def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure,
            "The eigen-images (components as 3x3) with their explained variance ratio.")
     figure(sec, lambda: P.cumulative_evr(evr), "evr",
            "Explained variance ratio per component and cumulative.")
-    sec.add_heading("Mean scaled filter")
-    sec.add_table(pd.DataFrame(mean.reshape(3, 3), columns=["col 0", "col 1", "col 2"]),
-                  "pca-mean", sortable=False, float_format="{:.4f}")
+    figure(sec, lambda: P.mean_filter(mean), "mean-filter",
+           "The mean scaled filter (the PCA's centre) as a 3x3 image; the published data "
+           "set's is about -0.04 in every position.")
     res.data["pca"] = {"n": int(p.n), "components": comps, "explained_variance_ratio": evr,
                        "mean": mean}
 
@@ -321,9 +395,12 @@ def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure,
         "Coefficients of the filters on the global PCA: KDE curves per group and component "
         "(ridge plots; Silverman bandwidth), and the density of the first two coefficients."))
     drift_sec = rep.section("drift", "Drift", intro=(
-        "Drift D between the coefficient distributions of groups: the symmetric KL "
-        "divergence per component, weighted by the explained variance ratio. Heat maps are "
-        "sorted by mean drift (depth bins kept in order); n = 3x3 filters per group."))
+        f"Drift D between the coefficient distributions of groups (method.md, section 4): "
+        f"the symmetric KL divergence per PCA component, in {UNIT}, weighted by the explained "
+        "variance ratio; 0 for identical distributions, unbounded above. Heat maps are sorted "
+        "by mean drift (depth bins kept in order) and share one colour scale, so their colours "
+        "compare across groupings. D grows as a group gets small (its histograms have more "
+        "empty bins), so compare groups of similar size, or use the noise floor below."))
 
     log(f"drift by {', '.join(columns)} (one pass for all columns, cached)")
     summ = A.drift_summary(db, columns, where=where, **eng)
@@ -334,6 +411,9 @@ def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure,
     box = {}
     res.data["drift"] = {}
     multi = set()
+    tops = [np.nanmax(np.where(np.eye(len(r.groups), dtype=bool), np.nan, r.matrix.to_numpy()))
+            for r in summ.results.values() if r is not None and len(r.groups) >= 2]
+    vmax = float(max(tops)) if tops and np.isfinite(max(tops)) and max(tops) > 0 else None
     for col in columns:
         title = COLUMN_TITLES.get(col, col)
         r = summ.results.get(col)
@@ -346,17 +426,37 @@ def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure,
         multi.add(col)
         M = r.matrix.to_numpy()
         fid = f"drift-{col}".replace("_", "-")
-        figure(drift_sec, lambda: P.drift_heatmap(M, r.groups, r.sizes.to_numpy(), order="keep",
-                                          title=f"Drift by {title}"), fid,
-               f"Pairwise drift between the {len(r.groups)} {title} groups"
-               + (" (bins of normalised conv depth)." if col == "depth" else
-                  ", sorted by mean drift."))
+        G = len(r.groups)
+        drift_sec.add_heading(f"By {title}")
+        figure(drift_sec, lambda: P.drift_heatmap(
+            M, r.groups, r.sizes.to_numpy(), order="keep", title=f"Drift by {title}",
+            annotate=G <= ANNOTATE_MAX, vmax=vmax, cbar_label=f"drift D ({UNIT})"), fid,
+            f"Pairwise drift D ({UNIT}) between the {G} {title} groups"
+            + (" (bins of normalised conv depth)" if col == "depth" else
+               ", sorted by mean drift") + "; n = 3x3 filters per group"
+            + ("; values on hover in the table below" if G > ANNOTATE_MAX else "") + ".")
+        sizes = _group_sizes(layers, col, r.groups)
+        g = pd.DataFrame({title: r.groups, "models": sizes["models"],
+                          "filters": r.sizes.to_numpy(np.int64),
+                          f"mean drift ({UNIT})": r.mean_drift.reindex(r.groups).to_numpy()})
+        det = drift_sec.details(f"{fid}-values", f"{title}: groups and values",
+                                summary=f"{G} groups; hover a cell for its pair and value")
+        det.add_heatmap(M, r.groups, f"{fid}-matrix", vmax=vmax, unit=UNIT,
+                        annotate=G <= ANNOTATE_MAX,
+                        row_notes=[f"{int(n):,} models" for n in sizes["models"]])
+        det.add_table(g, f"{fid}-groups", caption=f"Models and 3x3 filters per {title} "
+                      "group, and each group's mean drift to the others.")
+        warn = _small_group_warning(r.groups, r.sizes.to_numpy(np.int64))
+        if warn:
+            drift_sec.add_text(warn)
         box[title] = r.upper_triangle()
         res.data["drift"][col] = {"labels": r.groups, "sizes": r.sizes.to_numpy(),
-                                  "matrix": M}
+                                  "models": sizes["models"], "matrix": M, "unit": UNIT,
+                                  "median": float(np.median(r.upper_triangle()))}
     if box:
         figure(drift_sec, lambda: P.drift_boxplot(box), "drift-box",
-               "Pairwise drifts (upper triangle of each matrix) per grouping column.")
+               f"Pairwise drifts D ({UNIT}; upper triangle of each matrix) per grouping "
+               "column.")
 
     _noise_section(rep, db, where, eng, res, figure, skip, log)
 
@@ -390,20 +490,28 @@ def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure,
 NOISE_COLUMNS = ("visual_category", "task", "trained")
 
 
-def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=500):
+def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=None):
     """Drift beside its noise floor: per column, the between-group drift of every pair with
     the within-group model-to-model drift and a permutation p-value (:mod:`filterdb.noise`).
     ``trained`` is the free column our trained zoo sets (trained vs untrained twins)."""
-    from .. import noise as N
+    import dataclasses
+    import inspect
 
+    from .. import noise as N
+    from ..kernels.stats import holm
+
+    if n_permutations is None:  # the same count as `filterdb drift --noise-floor`
+        n_permutations = inspect.signature(N.noise_floor).parameters["n_permutations"].default
     sec = rep.section("noise", "Drift against the noise floor", intro=(
         "Is a drift between two groups more than the spread between models of one group? "
         "Grey: the drift between models of the same group (median and quartiles); points: "
         "the drift of each pair of groups, filled when a permutation test (group labels "
-        f"shuffled over the models of the pair, {n_permutations} relabellings) gives "
-        "p <= 0.05; orange ticks: the median drift under that shuffling. Single models with "
-        "few filters leave many histogram bins empty, which inflates model-to-model drift: "
-        "the orange tick, at the pair's own sample size, is the floor to compare with."))
+        f"shuffled over the models of the pair, {n_permutations:,} relabellings) gives "
+        "p <= 0.05 after Holm's correction for the pairs of that column; orange ticks: the "
+        "median drift under that shuffling. Single models with few filters leave many "
+        "histogram bins empty, which inflates model-to-model drift: the orange tick, at the "
+        "pair's own sample size, is the floor to compare with. The tables give both the "
+        "raw p and Holm's."))
     res.data["noise"] = {}
     shown = 0
     for col in NOISE_COLUMNS:
@@ -422,14 +530,18 @@ def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=5
             continue
         log(f"noise floor by {title}")
         fid = f"noise-{col}".replace("_", "-")
-        figure(sec, lambda: _noise_figure(nf, title), fid,
+        adjusted = dataclasses.replace(nf, pairs=nf.pairs.assign(  # filled points: Holm's p
+            p_value=holm(nf.pairs["p_value"].to_numpy(float))))
+        figure(sec, lambda: _noise_figure(adjusted, title), fid,
                f"Drift of each pair of {title} groups against the within-group floor.")
-        pairs = nf.pairs[["group_a", "group_b", "drift", "null_median", "p_value"]]
+        pairs = nf.pairs[["group_a", "group_b", "drift", "null_median", "p_value"]].copy()
+        pairs["p_holm"] = holm(pairs["p_value"].to_numpy(float))
         sec.add_table(pairs.reset_index(drop=True), f"{fid}-pairs",
-                      highlight=pairs["p_value"].to_numpy() <= 0.05,
-                      caption="Pairs with p <= 0.05 highlighted.")
+                      highlight=pairs["p_holm"].to_numpy() <= 0.05,
+                      caption=f"Drift D in {UNIT}; pairs with Holm-corrected p <= 0.05 "
+                              "highlighted.")
         res.data["noise"][col] = {"pairs": pairs.to_dict(orient="list"),
-                                  "n_permutations": nf.n_permutations,
+                                  "n_permutations": nf.n_permutations, "unit": UNIT,
                                   "provenance": nf.drift.provenance}
         shown += 1
     if not shown:
@@ -452,3 +564,138 @@ def _provenance_items(prov: dict) -> dict:
 
 def _noise_figure(nf, title):
     return P.drift_vs_noise(nf, title=f"Drift by {title} against the noise floor")
+
+
+# -- findings and helpers ---------------------------------------------------------------------
+
+def _thresholds(thresholds) -> dict:
+    """The thresholds in use as a dict (the method's defaults where not given)."""
+    from ..health.check import HealthThresholds
+
+    t = thresholds or HealthThresholds()
+    d = t.to_dict() if hasattr(t, "to_dict") else dict(vars(t))
+    return {"low_diversity_H": d.get("low_diversity_H", 0.5), "sparse_S": d.get("sparse_S", 0.14),
+            "random_margin": d.get("random_margin", 0.02), **d}
+
+
+def _rule_text(t: dict) -> str:
+    """The degeneration rule in words, with the thresholds in use."""
+    rule = t.get("rule") or t.get("random_rule")
+    if rule in (None, "paper"):
+        rnd = f"random-like (H ≥ TH(n) − {t['random_margin']:g})"
+    else:
+        rnd = "random-like (its H inside the range of H of random layers of the same n)"
+    return (f"A layer is degenerated when {rnd}, or both low in diversity (H < "
+            f"{t['low_diversity_H']:g}) and sparse (S ≥ {t['sparse_S']:g}).")
+
+
+def _group_sizes(layers: pd.DataFrame, col: str, groups) -> dict:
+    """Models per drift group (layers owning 3x3 filters), in ``groups`` order."""
+    from ..kernels.drift import depth_bin, depth_bin_labels
+
+    lay = layers[layers["filter_count"].fillna(0) > 0]
+    if col == "depth":
+        key = pd.Series([depth_bin_labels()[i] for i in
+                         depth_bin(lay["conv_depth_norm"].to_numpy(np.float64))],
+                        index=lay.index)
+    else:
+        v = lay[col]
+        key = v.map(lambda x: str(int(x)) if isinstance(x, float) and x == x and x.is_integer()
+                    else str(x))
+    n = lay.assign(_k=key).groupby("_k")["model_id"].nunique()
+    return {"models": [int(n.get(str(g), 0)) for g in groups]}
+
+
+def _small_group_warning(groups, sizes) -> str | None:
+    """A sentence naming the groups far smaller than the largest, whose drift their size
+    inflates (empty histogram bins), or None."""
+    sizes = np.asarray(sizes, np.int64)
+    if not len(sizes) or sizes.max() <= 0:
+        return None
+    small = [(g, int(n)) for g, n in zip(groups, sizes) if n * SMALL_GROUP_RATIO < sizes.max()]
+    if not small:
+        return None
+    names = ", ".join(f"{g} ({n:,} filters)" for g, n in small[:8])
+    more = f" and {len(small) - 8} more" if len(small) > 8 else ""
+    return (f"**Small groups:** {names}{more} hold under 1/{SMALL_GROUP_RATIO} of the largest "
+            f"group's {int(sizes.max()):,} filters. Much of their drift comes from their size "
+            "(empty histogram bins), not from different filters; see the noise floor.")
+
+
+def _worst_layers(df: pd.DataFrame) -> pd.DataFrame:
+    """Assessed layers sorted worst first (degenerated, number of flags, ``|H/TH - 0.9|``),
+    each labelled with what it is worst at."""
+    flags = df[["random", "low_diversity", "sparse"]].astype(bool)
+    dev = (df["variance_entropy_norm"] - 0.9).abs().fillna(0.0)
+    label = np.where(df["random"].astype(bool), "random-like",
+                     np.where(flags["low_diversity"] & flags["sparse"], "low diversity + sparse",
+                              np.where(flags["low_diversity"], "low diversity",
+                                       np.where(flags["sparse"], "sparse",
+                                                "H/TH " + np.where(df["variance_entropy_norm"]
+                                                                    > 0.9, "high", "low")))))
+    out = df.assign(**{"worst at": label, "_deg": df["degenerated"].astype(int),
+                       "_nf": flags.sum(axis=1), "_dev": dev})
+    return out.sort_values(["_deg", "_nf", "_dev"], ascending=False, kind="stable")
+
+
+def _verdict_kind(v) -> str:
+    return str(v).split(":")[0].strip() if v is not None else "not assessed"
+
+
+def _findings(sec, db, models, layers, hdf, mh, res, t) -> None:
+    """The findings: the population, verdicts, the most degenerated models, drifts against
+    their noise floor and the PCA against the paper, in sentences with numbers."""
+    items = []
+    n3 = int(layers["filter_count"].fillna(0).sum())
+    fmts = models["format"].fillna("?").value_counts()
+    items.append(f"**Population:** {len(models):,} models in {len(fmts)} format(s) ("
+                 + ", ".join(f"{k} {v}" for k, v in fmts.items()) + f"), {len(layers):,} conv "
+                 f"layers, {n3:,} 3x3 filters.")
+    kinds = mh["verdict"].map(_verdict_kind).value_counts()
+    items.append("**Verdicts:** " + ", ".join(f"{v} {k}" for k, v in kinds.items())
+                 + f" (of {len(mh):,} models with conv layers). " + _rule_text(t))
+    worst = mh[mh["degenerated"] > 0].assign(_s=lambda d: d["share_degenerated"].fillna(0)) \
+        .sort_values(["_s", "degenerated"], ascending=False, kind="stable").head(10)
+    if len(worst):
+        parts = []
+        for r in worst.itertuples():
+            why = []
+            if getattr(r, "random", 0):
+                why.append(f"{int(r.random)} random-like")
+            if getattr(r, "low_diversity_sparse", 0):
+                why.append(f"{int(r.low_diversity_sparse)} low-diversity and sparse")
+            parts.append(f"`{r.model}` {int(r.degenerated)} of {int(r.assessed)} "
+                         f"({r.share_degenerated:.0%}" + (f": {', '.join(why)}" if why else "")
+                         + ")")
+        items.append(f"**Most degenerated** ({len(worst)} of {int((mh['degenerated'] > 0).sum())}"
+                     " models with a degenerated layer): " + "; ".join(parts) + ".")
+    else:
+        items.append("**No degenerated layer** in the selection.")
+    drift = res.data.get("drift", {})
+    med = [f"{COLUMN_TITLES.get(c, c)} {d['median']:.3g}"
+           + (f" (paper about {PAPER_MEDIAN_DRIFT[c]:g})" if c in PAPER_MEDIAN_DRIFT else "")
+           for c, d in drift.items()]
+    if med:
+        items.append(f"**Median pairwise drift D** ({UNIT}): " + "; ".join(med) + ".")
+    noise = res.data.get("noise", {})
+    clear, within = [], []
+    for c, d in noise.items():
+        p = d["pairs"]
+        for a, b, ph, dv in zip(p["group_a"], p["group_b"], p["p_holm"], p["drift"]):
+            (clear if ph <= 0.05 else within).append((COLUMN_TITLES.get(c, c), a, b, dv))
+    if clear or within:
+        top = sorted(clear, key=lambda x: -x[3])[:5]
+        items.append(f"**Against the noise floor:** {len(clear)} of {len(clear) + len(within)} "
+                     "pairs of groups drift apart beyond the spread between models of a group "
+                     "(permutation test, Holm-corrected p <= 0.05)"
+                     + (": " + "; ".join(f"{c} {a} vs {b} (D {v:.3g})" for c, a, b, v in top)
+                        if top else "") + (f"; {len(within)} do not" if within else "") + ".")
+    pca = res.data.get("pca")
+    if pca is not None:
+        evr = np.asarray(pca["explained_variance_ratio"])
+        items.append("**PCA:** the first three components explain "
+                     + ", ".join(f"{v:.3f}" for v in evr[:3])
+                     + " of the variance (paper: " + ", ".join(f"{v:.3f}" for v in PAPER_EVR[:3])
+                     + f"); together {evr[:3].sum():.1%} against {sum(PAPER_EVR[:3]):.1%}.")
+    res.data["findings"] = items
+    sec.add_text("\n".join(f"- {i}" for i in items))

@@ -19,6 +19,9 @@ TABLE_COLUMNS = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", "
                  "variance_entropy_clean", "orthogonality", "assessed", "flags")
 PERCENTILE_COLUMNS = {"sparsity": "S percentile", "variance_entropy_norm": "H/TH percentile",
                       "orthogonality": "orth percentile"}
+# the compact table of each model's detail in the database report
+COMPACT_COLUMNS = ("name", "kernel", "conv_depth_norm", "n", "sparsity", "variance_entropy",
+                   "variance_entropy_norm", "orthogonality", "flags")
 
 
 def flags_text(df: pd.DataFrame) -> list[str]:
@@ -27,12 +30,12 @@ def flags_text(df: pd.DataFrame) -> list[str]:
     return [",".join(f for f in present if bool(r[f])) for _, r in df[present].iterrows()]
 
 
-def layer_table(df: pd.DataFrame, percentiles=None) -> pd.DataFrame:
+def layer_table(df: pd.DataFrame, percentiles=None, columns=TABLE_COLUMNS) -> pd.DataFrame:
     """The per-layer table shown in the report: :data:`TABLE_COLUMNS` from a
     :func:`~filterdb.health.model_health` or :func:`~filterdb.health.database_health` table,
     plus each metric's percentile among comparable population layers when given (a list of
     :func:`~filterdb.health.database.compare_to_population` results)."""
-    out = pd.DataFrame({c: df[c].to_numpy() for c in TABLE_COLUMNS if c in df and c != "flags"})
+    out = pd.DataFrame({c: df[c].to_numpy() for c in columns if c in df and c != "flags"})
     out["flags"] = flags_text(df)
     if percentiles is not None:
         for m, label in PERCENTILE_COLUMNS.items():
@@ -61,7 +64,7 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
                      bands_note: str | None = None,
                      no_filters_note: str = "No layer with a kernel larger than 1x1: no "
                                             "filters to show.",
-                     add_figure=None) -> pd.DataFrame:
+                     add_figure=None, columns=TABLE_COLUMNS) -> pd.DataFrame:
     """Add a model's verdict, health figures, first-layer filters and per-layer table to
     ``sec``; figure and table ids are prefixed with ``key``. ``first_layer``: ``(weight,
     name, note)`` or None; ``bands``: :func:`~filterdb.health.population_bands` or None.
@@ -88,8 +91,8 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
         add_figure(sec, lambda: P.model_health_vs_population(
             df[assessed], bands, metrics=list(PERCENTILE_COLUMNS),
             title="Its layers against the population"), f"{key}-population", bands_note or (
-            "Each assessed layer (point; degenerated: red cross) on the percentile bands of "
-            "the population's layers per depth bin."))
+            "Each assessed layer (black point; degenerated: vermilion cross) on the "
+            "percentile bands of the population's layers per depth bin."))
     elif bands is None:
         sec.add_text(bands_note or "No population given: the model is not compared.")
     else:
@@ -100,7 +103,7 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
                    note)
     else:
         sec.add_text(no_filters_note)
-    table = layer_table(df, percentiles)
+    table = layer_table(df, percentiles, columns)
     if len(table):
         sec.add_table(table, f"{key}-layers", highlight=df["degenerated"].to_numpy(bool),
                       caption="Degenerated layers are highlighted. Click a header to sort.")
@@ -129,7 +132,7 @@ def write_check_html(path, model, df: pd.DataFrame, summary: dict, db=None, thre
         bands = population_bands(pop)
         percentiles = compare_to_population(df, pop)
         n_pop = int(pop["assessed"].sum())
-        note = (f"The model's assessed layers (points; degenerated: red crosses) on the "
+        note = (f"The model's assessed layers (black points; degenerated: vermilion crosses) on the "
                 f"percentile bands of {n_pop:,} assessed layers of `{db}` per depth bin"
                 + (f" (left out: {', '.join(same)})" if same else "") + ".")
     else:

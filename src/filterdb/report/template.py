@@ -48,6 +48,29 @@ table.kv { width: auto; min-width: 24rem; margin: 1rem 0; }
 table.kv th { font-weight: 600; color: var(--muted); background: none; position: static; }
 footer.page { color: var(--muted); font-size: .85rem; border-top: 1px solid var(--line);
               margin-top: 3rem; padding-top: .75rem; }
+.table-tools { display: flex; gap: .75rem; align-items: center; margin: .75rem 0 -.5rem; }
+.table-tools input[type=search] { font: inherit; font-size: .88rem; padding: .15rem .45rem;
+                                  border: 1px solid var(--line); border-radius: 4px; width: 16rem; }
+.table-tools a.csv { font-size: .88rem; }
+table.heat { width: auto; font-size: .78rem; }
+table.heat td { min-width: 2.6rem; height: 1.7rem; text-align: center; border: 1px solid #fff;
+                padding: .1rem .25rem; font-variant-numeric: tabular-nums; }
+table.heat.small td { min-width: 1rem; height: 1rem; padding: 0; }
+table.heat tbody tr:nth-child(even) { background: none; }
+table.heat th { font-weight: 500; white-space: nowrap; }
+table.heat thead th { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left;
+                      vertical-align: bottom; max-height: 10rem; position: static; }
+.note { color: var(--muted); font-weight: normal; font-size: .85em; }
+details.detail { border: 1px solid var(--line); border-radius: 6px; margin: .5rem 0;
+                 padding: .3rem .8rem; }
+details.detail > summary { cursor: pointer; font-weight: 600; }
+details.detail[open] > summary { margin-bottom: .5rem; }
+section#findings { background: #f3f7fb; border: 1px solid var(--line); border-radius: 6px;
+                   padding: 0 1.2rem .6rem; }
+section#findings h2 { border: 0; margin-top: .6rem; }
+section#findings li { margin: .2rem 0; }
+figure.svg svg { max-width: 100%; height: auto; }
+figure.svg svg circle:hover { stroke: #000; stroke-width: 1.5; }
 @media print { nav.toc { display: none; } .table-wrap { max-height: none; overflow: visible; } }
 """
 
@@ -83,7 +106,53 @@ JS = """
     th.setAttribute("aria-sort", dir);
     keyed.forEach(function (k) { body.appendChild(k.row); });
   }
+  function csvCell(v) {
+    return /[",\\n\\r]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v;
+  }
+  // The table's rows as CSV: the header's column names and each cell's raw data-value.
+  function tableCSV(id) {
+    var table = document.querySelector('table[data-table="' + id + '"]');
+    if (!table) return null;
+    var lines = [];
+    if (table.tHead && table.tHead.rows.length) {
+      lines.push(Array.prototype.map.call(table.tHead.rows[0].cells, function (th) {
+        return csvCell(th.getAttribute("data-col") || th.textContent.trim());
+      }).join(","));
+    }
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (tr) {
+      lines.push(Array.prototype.map.call(tr.cells, function (td) {
+        var v = td.getAttribute("data-value");
+        return csvCell(v === null ? td.textContent.trim() : v);
+      }).join(","));
+    });
+    return lines.join("\\r\\n") + "\\r\\n";
+  }
+  window.filterdbTableCSV = tableCSV;
+  function initTools() {
+    document.querySelectorAll("input[data-filter]").forEach(function (box) {
+      var table = document.querySelector('table[data-table="' + box.getAttribute("data-filter") + '"]');
+      if (!table) return;
+      box.addEventListener("input", function () {
+        var q = box.value.trim().toLowerCase();
+        Array.prototype.forEach.call(table.tBodies[0].rows, function (tr) {
+          var text = Array.prototype.map.call(tr.cells, function (td) {
+            return (td.getAttribute("data-value") || "") + " " + td.textContent;
+          }).join(" ").toLowerCase();
+          tr.style.display = !q || text.indexOf(q) >= 0 ? "" : "none";
+        });
+      });
+    });
+    document.querySelectorAll("a[data-csv]").forEach(function (a) {
+      a.addEventListener("click", function () {
+        var text = tableCSV(a.getAttribute("data-csv"));
+        if (text === null) return;
+        if (a.href && a.href.indexOf("blob:") === 0) URL.revokeObjectURL(a.href);
+        a.href = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+      });
+    });
+  }
   function init() {
+    initTools();
     var tables = document.querySelectorAll("table.sortable");
     Array.prototype.forEach.call(tables, function (table) {
       if (!table.tHead || !table.tHead.rows.length) return;

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import FilterDBError
-from .catalog import catalog_error, rollback
+from .catalog import catalog_error, refresh_views, rollback
 from .digest import digest_hex, piece_sums
 from .segments import DTYPE, ROW_FLOATS, SegmentWriter
 from .vocab import DERIVED_COLUMNS, EXTRA_PREFIX, TEXT_COLUMNS, normalize_meta
@@ -311,6 +311,7 @@ class BulkWriter:
                     f"INSERT INTO layers(model_id, {', '.join(_LAYER_COLS)}) VALUES "
                     f"({', '.join('?' * (len(_LAYER_COLS) + 1))})",
                     [(model_id, *r) for r in p.layer_rows])
+            refresh_views(con)
             dv = _bump(con, writer.position)
             for p in self._pending:
                 r = p.result

@@ -1,7 +1,9 @@
 """The SQLite catalog (``catalog.sqlite``, WAL mode): models, layers, meta, cache."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import sqlite3
 
 from ..errors import DiskFullError, FilterDBError
@@ -66,17 +68,69 @@ LAYER_COLUMNS = (
 )
 
 # layer_view: every layer column, then every model column except model_id; the model's
-# display name is renamed model_name (name is the layer's name).
+# display name is renamed model_name (name is the layer's name). model_view: the models
+# table. Both add one typed column x_KEY per free metadata key (json_extract of the model's
+# extra keeps numbers, booleans (1/0) and strings as such), and compare the controlled
+# columns without regard to case, as their values are stored normalised.
 _VIEW_MODEL_COLS = [c for c, _ in MODEL_COLUMNS if c != "model_id"]
+CONTROLLED = ("task", "visual_category")
+_FREE_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
-def _view_sql() -> str:
-    mcols = ", ".join(f"m.{c} AS model_name" if c == "name" else f"m.{c}" for c in _VIEW_MODEL_COLS)
+def _model_col(c: str, alias: str = "m") -> str:
+    if c in CONTROLLED:
+        return f"{alias}.{c} COLLATE NOCASE AS {c}"
+    return f"{alias}.{c}"
+
+
+def _free_cols(keys, alias: str = "m") -> str:
+    return "".join(f", json_extract({alias}.extra, '$.\"{k}\"') AS x_{k}" for k in keys)
+
+
+def _view_sql(keys=()) -> str:
+    mcols = ", ".join(f"m.{c} AS model_name" if c == "name" else _model_col(c)
+                      for c in _VIEW_MODEL_COLS)
     # the layer's extra is layer_extra (extra is the model's)
     lcols = ", ".join(f"l.{c} AS layer_extra" if c == "extra" else f"l.{c}"
                       for c, _ in LAYER_COLUMNS)
-    return (f"CREATE VIEW IF NOT EXISTS layer_view AS SELECT {lcols}, {mcols} "
+    return (f"CREATE VIEW IF NOT EXISTS layer_view AS SELECT {lcols}, {mcols}{_free_cols(keys)} "
             "FROM layers l JOIN models m ON l.model_id = m.model_id")
+
+
+def _model_view_sql(keys=()) -> str:
+    cols = ", ".join(_model_col(c) for c, _ in MODEL_COLUMNS)
+    return f"CREATE VIEW IF NOT EXISTS model_view AS SELECT {cols}{_free_cols(keys)} FROM models m"
+
+
+def declared_type(column: str) -> str:
+    """The SQL type a ``models`` or ``layers`` column is declared with ('' if none)."""
+    for c, t in MODEL_COLUMNS + LAYER_COLUMNS:
+        if c == column:
+            return t.split()[0]
+    return ""
+
+
+def free_keys(con: sqlite3.Connection) -> list[str]:
+    """The free metadata keys of the stored models that can be columns (``x_KEY``)."""
+    rows = con.execute("SELECT DISTINCT j.key FROM models m, json_each(m.extra) j "
+                       "WHERE m.extra IS NOT NULL ORDER BY j.key").fetchall()
+    return [k for (k,) in rows if isinstance(k, str) and _FREE_KEY.match(k)]
+
+
+def refresh_views(con: sqlite3.Connection) -> None:
+    """Rebuild the views when the set of free keys changed (inside the writer's transaction)."""
+    keys = free_keys(con)
+    have = con.execute("SELECT value FROM meta WHERE key = 'view_keys'").fetchone()
+    exists = con.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'view' AND "
+                         "name = 'model_view'").fetchone()[0]
+    if exists and have is not None and have[0] == json.dumps(keys):
+        return
+    con.execute("DROP VIEW IF EXISTS layer_view")
+    con.execute("DROP VIEW IF EXISTS model_view")
+    con.execute(_view_sql(keys))
+    con.execute(_model_view_sql(keys))
+    con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('view_keys', ?)",
+                (json.dumps(keys),))
 
 
 def _table_sql(name, cols) -> str:
@@ -90,6 +144,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS layers_model ON layers(model_id)",
     "CREATE INDEX IF NOT EXISTS layers_start ON layers(filter_start)",
     _view_sql(),
+    _model_view_sql(),
     # filter-id ranges no longer referenced (a removed or replaced model's filters)
     "CREATE TABLE IF NOT EXISTS free_ranges (start INTEGER NOT NULL, count INTEGER NOT NULL, "
     "model TEXT, removed_at TEXT)",
@@ -171,18 +226,18 @@ def create(con: sqlite3.Connection, segment_rows: int, version: str) -> None:
 
 
 def upgrade(con: sqlite3.Connection) -> None:
-    """Add columns introduced after a database was created (writer only): ``layers.extra``,
-    ``layers.digest`` (NULL for the layers already there: passes check their crc32)."""
-    have = {r[1] for r in con.execute("PRAGMA table_info(layers)")}
-    missing = [(c, t) for c, t in LAYER_COLUMNS if c not in have]
-    if not missing:
-        return
+    """Bring a database created by an earlier filterdb up to date (writer only): columns
+    introduced since (``layers.extra``; ``layers.digest``, NULL for the layers already there:
+    passes check their crc32), and the views with their typed free columns."""
     con.execute("BEGIN IMMEDIATE")
     try:
+        have = {r[1] for r in con.execute("PRAGMA table_info(layers)")}
+        missing = [(c, t) for c, t in LAYER_COLUMNS if c not in have]
         for c, t in missing:
             con.execute(f"ALTER TABLE layers ADD COLUMN {c} {t}")
-        con.execute("DROP VIEW IF EXISTS layer_view")
-        con.execute(_view_sql())
+        if missing:
+            con.execute("DELETE FROM meta WHERE key = 'view_keys'")
+        refresh_views(con)
         con.execute("COMMIT")
     except BaseException:
         rollback(con)

@@ -288,9 +288,36 @@ class Database:
 
     # -- queries ----------------------------------------------------------------------------
     def models(self, where: str | None = None):
-        """The ``models`` table (optionally filtered by a SQL expression) as a DataFrame."""
-        return query.select_frame(self._con, "models", where, "model_id",
+        """The models (``model_view``: the ``models`` table with a typed ``x_KEY`` column per
+        free metadata key), optionally filtered by a SQL expression, as a DataFrame."""
+        return query.select_frame(self._con, query.model_table(self._con), where, "model_id",
                                   limit=self.sql_time_limit)
+
+    def columns(self, of: str = "layers") -> list[dict]:
+        """The columns a ``where`` can use over the layers (``layer_view``) or the models:
+        ``[{"name", "type", "about"}]``; a free column's type is that of its stored values."""
+        table = "layer_view" if of == "layers" else query.model_table(self._con)
+        out = []
+        for _, name, decl, *_ in self._con.execute(f"PRAGMA table_info({table})").fetchall():
+            about = ""
+            if name.startswith("x_"):
+                types = sorted({t for (t,) in self._con.execute(
+                    f"SELECT DISTINCT typeof({name}) FROM {table} WHERE {name} IS NOT NULL")})
+                decl = "/".join({"integer": "INTEGER", "real": "REAL", "text": "TEXT"}.get(t, t)
+                                for t in types) or "NULL"
+                about = "free column (typed: booleans are 1/0)"
+            elif name in catalog.CONTROLLED:
+                about = "controlled vocabulary; compared without regard to case"
+            if not decl:  # a view column computed with a collation has no declared type
+                decl = catalog.declared_type(name)
+            out.append({"name": name, "type": decl or "", "about": about})
+        return out
+
+    def known_labels(self) -> dict:
+        """``{column: [values in use]}`` of the controlled columns (task, visual category)."""
+        return {c: [v for (v,) in self._con.execute(
+            f"SELECT DISTINCT {c} FROM models WHERE {c} IS NOT NULL ORDER BY {c}")]
+            for c in ("task", "visual_category")}
 
     def layers(self, where: str | None = None, columns=None):
         """``layer_view`` (every layer with its model's columns; the model's display name is

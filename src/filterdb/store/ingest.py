@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import FilterDBError
 from ..readers.base import Model
-from .catalog import catalog_error, rollback
+from .catalog import catalog_error, refresh_views, rollback
 from .segments import DTYPE
 
 
@@ -130,6 +130,7 @@ def remove_model(db, model) -> int:
     try:
         sha = con.execute("SELECT sha256 FROM models WHERE model_id = ?", (mid,)).fetchone()[0]
         freed = _free_model(con, mid, name)
+        refresh_views(con)
         dv = _bump(con)
         _log(con, "removed", name, sha, None, None, freed, None, dv)
         con.execute("COMMIT")

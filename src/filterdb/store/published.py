@@ -27,7 +27,18 @@ Export (:func:`export_h5`) writes the same layout: ``filters`` streamed in chunk
 (pandas HDFStore, fixed format) with the published column names, the MultiIndex
 ``(model_id, conv_depth, conv_depth_norm)``, ``filter_ids`` renumbered from 0 and the
 carried-through columns; only layers owning 3x3 filters are rows; ``model_id`` is
-renumbered 0..K-1 in filter order. It writes ``out.h5.tmp-PID`` and renames it at the end.
+renumbered 0..K-1 in filter order. A free column is written under its own name unless that
+name would read back as something else (a published or catalog column, a kernel or operator
+count, an index level): then as ``x_NAME``, which imports as the free column ``NAME``. It
+writes ``out.h5.tmp-PID`` and renames it at the end.
+
+Lossless round trips: beside ``meta`` (which published notebooks read) the export writes
+``filterdb_catalog``, a JSON document of the exported catalog rows: every model column (free
+columns typed, under their own names) and every selected layer, non-3x3 ones included, with
+its row in ``filters``. An import that finds it restores those models and layers exactly
+(sha256, format, layer names and shapes, extras), taking the filters from ``filters``; a file
+without it is imported from ``meta`` as above. A failed import leaves nothing behind: the
+database it created is removed, and the models it added to an existing one are removed again.
 """
 from __future__ import annotations
 
@@ -58,6 +69,10 @@ OTHER_TEXT = ("architecture", "url", "source", "producer_version")
 INDEX = ("model_id", "conv_depth", "conv_depth_norm")
 LAYER_COLUMNS = ("filter_ids", "conv_depth", "conv_depth_norm")
 FORMAT = "published-h5"
+CATALOG_KEY = "filterdb_catalog"  # the lossless catalog rows of an export (JSON, uint8)
+CATALOG_VERSION = 1
+# catalog columns a lossless import recomputes or sets itself
+_NOT_CARRIED = ("model_id", "added_at", "n_layers", "filters_3x3")
 _KERNEL_RE = re.compile(r"^\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*filters$")
 _OP_RE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _RANGE_RE = r"\s*(\d+)\s*:\s*(\d+)\s*"
@@ -205,6 +220,8 @@ def _role(col: str, df) -> str:
         return "layer"
     if col == "model_id":
         return "group"
+    if str(col).startswith("x_") and len(str(col)) > 2:
+        return "free"  # an exported free column that would clash under its own name
     if _KERNEL_RE.match(str(col)):
         return "kernel"
     try:
@@ -254,7 +271,7 @@ def plan_import(df, n_rows: int, path, identity_prefix: str = "") -> list[Publis
 
     roles = {c: _role(c, df) for c in df.columns}
     groups = df.groupby(key, sort=False, dropna=False).indices
-    extra_cols = [c for c, r in roles.items() if r == "extra"]
+    extra_cols = [c for c, r in roles.items() if r in ("extra", "free")]
     layer_level = set()
     for c in extra_cols:
         n = df.groupby(key, sort=False, dropna=False)[c].nunique(dropna=False)
@@ -286,6 +303,8 @@ def plan_import(df, n_rows: int, path, identity_prefix: str = "") -> list[Publis
                 ops[str(c)] = int(v)
             elif r == "extra" and c not in layer_level and v is not None:
                 meta[f"x_{c}"] = v
+            elif r == "free" and c not in layer_level and v is not None:
+                meta[c] = v
         if kernels:
             meta["kernel_counts"] = kernels
         if ops:
@@ -294,7 +313,7 @@ def plan_import(df, n_rows: int, path, identity_prefix: str = "") -> list[Publis
             meta["model"] = f"published-{_py(gid)}"
         lx = []
         for i in idx:
-            d = {c: _py(values[c][i]) for c in layer_level}
+            d = {c[2:] if roles[c] == "free" else c: _py(values[c][i]) for c in layer_level}
             lx.append({k: v for k, v in d.items() if v is not None} or None)
         sha = hashlib.sha256(f"published:{identity}:{_py(gid)}".encode()).hexdigest()
         models.append(PublishedModel(
@@ -308,6 +327,158 @@ def plan_import(df, n_rows: int, path, identity_prefix: str = "") -> list[Publis
         except FilterDBError as e:
             raise ReadError(path, f"model {m.model_id}: {e}") from None
     return models
+
+
+_LAYER_FIELDS = ("layer_index", "name", "op", "c_out", "c_in", "kh", "kw", "groups",
+                 "n_filters", "graph_depth", "conv_depth", "conv_depth_norm")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class ImportPlan:
+    """One model to import: its facts, metadata and layers (``rows``: each layer's first
+    row in ``filters``, None for a layer without 3x3 filters)."""
+
+    spec: ModelSpec
+    meta: dict
+    layers: list  # dicts of LayerSpec fields
+    rows: list
+
+    @property
+    def n_filters(self) -> int:
+        return sum(int(d["n_filters"]) for d, r in zip(self.layers, self.rows) if r is not None)
+
+
+def catalog_document(layers, models, rows: dict) -> bytes:
+    """The ``filterdb_catalog`` JSON of an export: the models (catalog columns, free
+    columns typed under their own names) and their selected ``layers`` (layer_view rows),
+    each with its first row in the exported ``filters`` (``rows``: layer_id -> row)."""
+    doc = {"version": CATALOG_VERSION, "models": []}
+    for mid, lay in layers.groupby("model_id", sort=False):
+        rec = models.loc[mid]
+        m = {c: _py(rec[c]) for c in models.columns
+             if c not in _NOT_CARRIED and not str(c).startswith("x_")}
+        for c in ("kernel_counts", "op_counts", "extra", "warnings"):
+            v = m.get(c)
+            m[c] = json.loads(v) if isinstance(v, str) else v
+        m["layers"] = []
+        for r in lay.sort_values("layer_index").itertuples(index=False):
+            d = {c: _py(getattr(r, c)) for c in _LAYER_FIELDS}
+            x = _py(getattr(r, "layer_extra"))
+            d["extra"] = json.loads(x) if isinstance(x, str) else x
+            d["row"] = rows.get(int(r.layer_id))
+            m["layers"].append(d)
+        doc["models"].append(m)
+    return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+
+
+def read_catalog_document(f, path):
+    """The ``filterdb_catalog`` document of an h5py file, or None when it has none."""
+    import h5py
+
+    obj = f.get(CATALOG_KEY)
+    if obj is None:
+        return None
+    if not isinstance(obj, h5py.Dataset) or obj.dtype != np.uint8 or obj.ndim != 1 \
+            or obj.shape[0] > 1 << 30:
+        raise ReadError(path, f"'{CATALOG_KEY}' is not a JSON byte array")
+    try:
+        doc = json.loads(obj[...].tobytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ReadError(path, f"'{CATALOG_KEY}' is not readable JSON ({_first_line(e)})") \
+            from None
+    if not isinstance(doc, dict) or doc.get("version") != CATALOG_VERSION \
+            or not isinstance(doc.get("models"), list):
+        raise ReadError(path, f"'{CATALOG_KEY}' is not a version {CATALOG_VERSION} catalog")
+    return doc
+
+
+def _int_or_none(v, what, path):
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ReadError(path, f"'{CATALOG_KEY}': {what} is {v!r}, not an integer")
+    return v
+
+
+def plan_catalog(doc: dict, n_rows: int, path) -> list[ImportPlan]:
+    """Models and layers of a ``filterdb_catalog`` document, checked (types, every range
+    inside ``filters``, no two overlapping) before anything is written; raises ReadError."""
+    from .vocab import DERIVED_COLUMNS, TEXT_COLUMNS
+
+    plans, spans = [], []
+    for i, m in enumerate(doc["models"]):
+        if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not m["model"] \
+                or not isinstance(m.get("layers"), list):
+            raise ReadError(path, f"'{CATALOG_KEY}': model {i} has no id or no layer list")
+        name = m["model"]
+        meta = {c: m[c] for c in TEXT_COLUMNS + DERIVED_COLUMNS if m.get(c) is not None}
+        extra = m.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise ReadError(path, f"'{CATALOG_KEY}': model {name!r}: extra is not an object")
+        meta.update({f"x_{k}": v for k, v in extra.items() if v is not None})
+        try:
+            meta = normalize_meta(meta)
+        except FilterDBError as e:
+            raise ReadError(path, f"'{CATALOG_KEY}': model {name!r}: {e}") from None
+        sha = m.get("sha256")
+        if not isinstance(sha, str) or not _HEX64.match(sha):
+            sha = hashlib.sha256(f"published-catalog:{name}:{len(plans)}".encode()).hexdigest()
+        warn = m.get("warnings") or []
+        spec = ModelSpec(sha256=sha, format=m.get("format"), path=m.get("path"), name=name,
+                         depth_source=m.get("depth_source"), producer=m.get("producer"),
+                         producer_version=m.get("producer_version"),
+                         opset=_int_or_none(m.get("op_set"), "op_set", path),
+                         op_counts=dict(m.get("op_counts") or {}),
+                         warnings=[str(w) for w in warn] if isinstance(warn, list) else [])
+        layers, rows = [], []
+        for j, d in enumerate(m["layers"]):
+            what = f"model {name!r} layer {j}"
+            if not isinstance(d, dict):
+                raise ReadError(path, f"'{CATALOG_KEY}': {what} is not an object")
+            n = _int_or_none(d.get("n_filters"), f"{what} n_filters", path)
+            kh = _int_or_none(d.get("kh"), f"{what} kh", path)
+            kw = _int_or_none(d.get("kw"), f"{what} kw", path)
+            row = _int_or_none(d.get("row"), f"{what} row", path)
+            if n is None or n < 0:
+                raise ReadError(path, f"'{CATALOG_KEY}': {what} has no filter count")
+            if (kh, kw) == (3, 3) and n > 0:
+                if row is None or row < 0 or row + n > n_rows:
+                    raise ReadError(path, f"'{CATALOG_KEY}': {what}: rows {row}..+{n} are not "
+                                          f"inside the {n_rows} rows of 'filters'")
+                spans.append((row, row + n, what))
+            else:
+                row = None
+            x = d.get("extra")
+            if x is not None and not isinstance(x, dict):
+                raise ReadError(path, f"'{CATALOG_KEY}': {what}: extra is not an object")
+            ld = {c: d.get(c) for c in _LAYER_FIELDS if c != "layer_index"}
+            for c in ("c_out", "c_in", "groups", "graph_depth", "conv_depth"):
+                ld[c] = _int_or_none(ld[c], f"{what} {c}", path)
+            ld["conv_depth"] = ld["conv_depth"] or 0
+            ld["conv_depth_norm"] = float(ld["conv_depth_norm"] or 0.0)
+            ld["extra"] = x
+            layers.append(ld)
+            rows.append(row)
+        plans.append(ImportPlan(spec, meta, layers, rows))
+    spans.sort()
+    for (a0, a1, wa), (b0, b1, wb) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise ReadError(path, f"'{CATALOG_KEY}': {wa} and {wb} overlap in 'filters'")
+    return plans
+
+
+def _published_plans(models: list[PublishedModel], path) -> list[ImportPlan]:
+    """The :class:`ImportPlan` of models read from the ``meta`` table."""
+    out = []
+    for m in models:
+        spec = ModelSpec(sha256=m.sha256, format=FORMAT, path=path, name=m.meta["model"],
+                         depth_source="graph")
+        layers = [dict(n_filters=int(c), kh=3, kw=3, op="Conv", conv_depth=m.conv_depth[i],
+                       conv_depth_norm=m.conv_depth_norm[i], extra=m.layer_extra[i])
+                  for i, c in enumerate(m.counts.tolist())]
+        out.append(ImportPlan(spec, m.meta, layers, [int(s) for s in m.starts.tolist()]))
+    return out
 
 
 def _range_chunks(ds, start: int, count: int, raw: np.ndarray, out: np.ndarray):
@@ -338,53 +509,93 @@ def import_h5(db, path, chunk_rows: int = 1 << 20, replace: bool = False,
         raise ReadError(path, "no such file")
     chunk_rows = max(1, int(chunk_rows))
     f, ds = open_filters(path)
+    results = []
     try:
         n_rows = int(ds.shape[0])
-        df = read_meta_table(path, _identity(f))
-        models = plan_import(df, n_rows, path, f"{tuple(ds.shape)}|{ds.dtype.str}|")
+        check_storage(f, ds, path)
+        doc = read_catalog_document(f, path)
+        if doc is not None:
+            plans = plan_catalog(doc, n_rows, path)
+        else:
+            df = read_meta_table(path, _identity(f))
+            plans = _published_plans(
+                plan_import(df, n_rows, path, f"{tuple(ds.shape)}|{ds.dtype.str}|"), path)
         if not replace:  # model ids already taken by other files: refuse before writing
             con = db._con
-            for m in models:
-                r = con.execute("SELECT sha256 FROM models WHERE model = ?",
-                                (m.meta["model"],)).fetchone()
-                if r and r[0] != m.sha256:
-                    raise FilterDBError(f"{path}: model id {m.meta['model']!r} is already in "
+            for p in plans:
+                name = p.meta.get("model", p.spec.name)
+                r = con.execute("SELECT sha256 FROM models WHERE model = ?", (name,)).fetchone()
+                if r and r[0] != p.spec.sha256:
+                    raise FilterDBError(f"{path}: model id {name!r} is already in "
                                         f"{db.path} (another source); use --replace")
-        rows = min(chunk_rows, max((int(c.max()) for m in models for c in [m.counts]),
+        rows = min(chunk_rows, max((int(d["n_filters"]) for p in plans
+                                    for d, r in zip(p.layers, p.rows) if r is not None),
                                    default=1))
         out = _aligned((rows, 9), np.float32)
         raw = None if ds.dtype == np.dtype("<f4") else _aligned((rows,) + ds.shape[1:],
                                                                   ds.dtype)
-        total = sum(m.n_filters for m in models)
+        total = sum(p.n_filters for p in plans)
         bar = progress(total=total, desc="importing", unit="filter", disable=show_progress
                        if show_progress is None else not show_progress)
-        results = []
         try:
             with BulkWriter(db) as bw:
-                for m in models:
-                    spec = ModelSpec(sha256=m.sha256, format=FORMAT, path=path,
-                                     name=m.meta["model"], depth_source="graph")
-
-                    def layers(m=m):
-                        for i, (s, c) in enumerate(zip(m.starts.tolist(), m.counts.tolist())):
-                            yield LayerSpec(
-                                n_filters=c, kh=3, kw=3, op="Conv",
-                                conv_depth=m.conv_depth[i], conv_depth_norm=m.conv_depth_norm[i],
-                                chunks=_range_chunks(ds, s, c, raw, out), extra=m.layer_extra[i])
-                            bar.update(c)
+                for p in plans:
+                    def layers(p=p):
+                        for d, r in zip(p.layers, p.rows):
+                            chunks = None if r is None else _range_chunks(
+                                ds, r, int(d["n_filters"]), raw, out)
+                            yield LayerSpec(**d, chunks=chunks)
+                            if r is not None:
+                                bar.update(int(d["n_filters"]))
 
                     try:
-                        results.append(bw.add(spec, layers(), m.meta, replace=replace))
+                        results.append(bw.add(p.spec, layers(), p.meta, replace=replace))
                     except OSError as e:
                         raise ReadError(path, f"reading 'filters' failed ({_first_line(e)})") \
                             from None
                     if results[-1].status == "exists":
-                        bar.update(m.n_filters)
+                        bar.update(p.n_filters)
         finally:
             bar.close()
+    except BaseException:
+        _undo(db, results)
+        raise
     finally:
         f.close()
     return results
+
+
+def _undo(db, results) -> None:
+    """Remove the models a failed import added (committed before it failed)."""
+    for r in results:
+        if r.status == "added":
+            try:
+                db.remove_model(r.model)
+            except Exception:  # pragma: no cover - the original error matters more
+                pass
+
+
+def check_storage(f, ds, path) -> None:
+    """Refuse a truncated file before anything is written: every stored byte of
+    ``filters`` (contiguous, or each allocated chunk) lies inside the file."""
+    size = os.fstat(f.id.get_vfd_handle()).st_size if hasattr(f.id, "get_vfd_handle") \
+        else os.path.getsize(path)
+    dcpl = ds.id.get_create_plist()
+    import h5py
+
+    layout = dcpl.get_layout()
+    if layout == h5py.h5d.CONTIGUOUS:
+        off = ds.id.get_offset()
+        need = ds.id.get_storage_size()
+        if off is not None and off + need > size:
+            raise ReadError(path, f"truncated: 'filters' needs bytes up to {off + need:,}, the "
+                                  f"file has {size:,}")
+    elif layout == h5py.h5d.CHUNKED:
+        for i in range(ds.id.get_num_chunks()):
+            c = ds.id.get_chunk_info(i)
+            if c.byte_offset + c.size > size:
+                raise ReadError(path, f"truncated: chunk {i} of 'filters' ends at byte "
+                                      f"{c.byte_offset + c.size:,}, the file has {size:,}")
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -409,6 +620,28 @@ def _column(values, integral: bool = False):
     if vals and all(isinstance(v, bool) for v in vals) and len(vals) == len(values):
         return np.array(values, dtype=bool)
     return s.where(s.notna(), np.nan).to_numpy(dtype=object)
+
+
+def free_column_name(key: str, taken, values=()) -> str:
+    """The ``meta`` column of the free column ``key``: ``key`` itself when an import reads it
+    back as that free column, else ``x_key`` (a name the vocabulary never takes)."""
+    k = str(key)
+    clash = k in taken or k in INDEX or k in LAYER_COLUMNS or k.startswith("x_") \
+        or bool(_KERNEL_RE.match(k))
+    if not clash:
+        try:
+            column_name(k)
+            clash = True  # a catalog column (Task, architecture, ...)
+        except FilterDBError:
+            pass
+    if not clash and _OP_RE.match(k):
+        vals = [v for v in values if v is not None]
+        clash = bool(vals) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   for v in vals)  # read back as an operator count
+    name = f"x_{k}" if clash else k
+    if name in taken:
+        raise FilterDBError(f"free column {k!r}: its export name {name!r} is taken")
+    return name
 
 
 def build_meta(layers, models):
@@ -445,11 +678,11 @@ def build_meta(layers, models):
     for o in sorted({k for d in ops.values() for k in d}):
         cols.setdefault(o, _column([ops[m].get(o) for m in lm], integral=True))
     for x in dict.fromkeys(k for m in mids for k in mextra[m]):
-        if x not in cols and x not in INDEX:
-            cols[x] = _column([mextra[m].get(x) for m in lm])
+        vals = [mextra[m].get(x) for m in lm]
+        cols[free_column_name(x, cols, vals)] = _column(vals)
     for x in dict.fromkeys(k for d in lextra for k in d):
-        if x not in cols and x not in INDEX:
-            cols[x] = _column([d.get(x) for d in lextra])
+        vals = [d.get(x) for d in lextra]
+        cols[free_column_name(x, cols, vals)] = _column(vals)
     counts = layers["filter_count"].to_numpy(np.int64)
     ends = np.cumsum(counts)
     starts = ends - counts
@@ -475,13 +708,20 @@ def export_h5(db, out, where: str | None = None, dtype: str = "float32", shape: 
     if shape not in ("flat", "3x3"):
         raise FilterDBError(f"--shape must be flat or 3x3, got {shape!r}")
     out = os.fspath(out)
-    lay = db.layers(where)
-    lay = lay[lay["filter_count"].fillna(0) > 0].sort_values("filter_start")
+    lay_all = db.layers(where)
+    lay = lay_all[lay_all["filter_count"].fillna(0) > 0].sort_values("filter_start")
     if lay.empty:
         raise FilterDBError(f"{db.path}: the selection holds no 3x3 filters; nothing to export")
     models = db.models().set_index("model_id")
     meta = build_meta(lay, models)
     n = int(lay["filter_count"].sum())
+    counts = lay["filter_count"].to_numpy(np.int64)
+    rows = dict(zip(lay["layer_id"].astype(int).tolist(),
+                    (np.cumsum(counts) - counts).tolist()))
+    order = list(dict.fromkeys(lay["model_id"].tolist() + lay_all["model_id"].tolist()))
+    ranked = lay_all.assign(_m=lay_all["model_id"].map({m: i for i, m in enumerate(order)}))
+    doc = catalog_document(ranked.sort_values(["_m", "layer_index"], kind="stable"), models,
+                           rows)
     tail = (9,) if shape == "flat" else (3, 3)
     tmp = f"{out}.tmp-{os.getpid()}"
     chunk_rows = max(1, min(int(chunk_rows), n))
@@ -504,6 +744,10 @@ def export_h5(db, out, where: str | None = None, dtype: str = "float32", shape: 
             if pos != n:
                 raise FilterDBError(f"{db.path}: the selection changed during the export "
                                     f"({pos} filters streamed, {n} expected)")
+            cat = f.create_dataset(CATALOG_KEY, data=np.frombuffer(doc, np.uint8),
+                                   compression="gzip")
+            cat.attrs["format"] = "filterdb catalog rows (JSON, UTF-8)"
+            cat.attrs["version"] = CATALOG_VERSION
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with pd.HDFStore(tmp, mode="a") as st:

@@ -32,8 +32,8 @@ class FilterChunk:
 # ---- user SQL: read only, the query tables only, a time limit --------------------------------
 
 SQL_TIME_LIMIT = 10.0  # seconds a statement holding a user's SQL may run (Database.sql_time_limit)
-QUERY_TABLES = ("layer_view", "models")  # what a user's SQL may read
-_VIEW_TABLES = {"layer_view": ("layers", "models")}  # read through the view only
+QUERY_TABLES = ("layer_view", "model_view", "models")  # what a user's SQL may read
+_VIEW_TABLES = {"layer_view": ("layers", "models"), "model_view": ("models",)}  # through them
 _EPONYMOUS = ("json_each", "json_tree")  # table-valued functions that read only their argument
 _DENIED_FUNCTIONS = {"load_extension"}
 # SQLite reads (and "updates") these itself when it (re)loads the schema; the schema is
@@ -133,6 +133,13 @@ def _allow_all(*args):
 
 def columns(con: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
+
+
+def model_table(con: sqlite3.Connection) -> str:
+    """``model_view`` (typed free columns), or ``models`` in a database no writer has
+    upgraded yet."""
+    row = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'model_view'")
+    return "model_view" if row.fetchone() else "models"
 
 
 def where_clause(con: sqlite3.Connection, table: str, where: str | None,

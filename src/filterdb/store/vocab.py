@@ -6,9 +6,12 @@ characters become ``_``) and then looked up in the aliases, so the published nam
 map to their columns.
 
 The rule for names outside the vocabulary: a name starting with ``x_`` is a free column,
-stored in the model's ``extra`` JSON under the name without the prefix (query it with
-``json_extract(extra, '$.name')``); any other unknown name is refused with the list of
-known columns.
+stored in the model's ``extra`` JSON under the name without the prefix, typed: a value given
+as text (``--meta x_seed=3``, a manifest cell) that reads as an integer, a number or
+``true``/``false`` is stored as such, anything else (or a value in quotes) as a string. Query
+it as the column ``x_name`` (``x_seed = 3``, ``x_width > 100``) or with
+``json_extract(extra, '$.name')``. Any other unknown name is refused with the list of known
+columns.
 
 Values: ``task`` and ``visual_category`` take the published spelling when they match a
 published value ignoring case and punctuation; any task containing "segmentation" is
@@ -20,6 +23,8 @@ from __future__ import annotations
 import json
 import math
 import re
+
+import numpy as np
 
 from ..errors import FilterDBError
 
@@ -128,8 +133,85 @@ def normalize_value(column: str, value):
     if column in ("training_dataset", "pretraining_dataset"):
         return normalize_list(value) or None
     if column.startswith(EXTRA_PREFIX):
-        return value if isinstance(value, (int, float, bool)) else str(value).strip()
+        if isinstance(value, (bool, int, float, np.generic)):
+            return value.item() if isinstance(value, np.generic) else value
+        return str(value).strip()
     return str(value).strip()
+
+
+_INT = re.compile(r"^[+-]?\d+$")
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def parse_value(text: str):
+    """A free column's value given as text, typed: ``"3"`` -> 3, ``"1.5"`` -> 1.5,
+    ``"true"`` -> True, ``'"3"'`` -> ``"3"`` (quotes keep a string), else the stripped text.
+
+    >>> [parse_value(v) for v in ("3", "-2.5e3", "False", "'07'", "resnet")]
+    [3, -2500.0, False, '07', 'resnet']
+    """
+    if not isinstance(text, str):
+        return text
+    t = text.strip()
+    if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":
+        return t[1:-1]
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    if _INT.match(t):
+        return int(t)
+    if _FLOAT.match(t):
+        return float(t)
+    return t
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def similar_label(value: str, known) -> str | None:
+    """A known label that ``value`` is probably a typo of (same letters ignoring case and
+    punctuation, or within an edit distance of 1 per 4 letters, at most 3), else None.
+    ``value`` itself being known gives None.
+
+    >>> similar_label("Classifcation", ["Classification", "Segmentation"])
+    'Classification'
+    """
+    known = [k for k in dict.fromkeys(known) if isinstance(k, str) and k]
+    if value in known:
+        return None
+    v = _squash(value)
+    best, best_d = None, None
+    for k in known:
+        kk = _squash(k)
+        d = 0 if kk == v else _edit_distance(v, kk)
+        if d <= min(3, max(1, len(kk) // 4)) and (best_d is None or d < best_d):
+            best, best_d = k, d
+    return best
+
+
+def label_warnings(meta: dict, known: dict) -> list[str]:
+    """Warnings for new values of the controlled columns close to a known one; ``known``
+    maps a column to the values already in use (the vocabulary is added here)."""
+    out = []
+    vocab = {"task": TASKS, "visual_category": VISUAL_CATEGORIES}
+    for col, base in vocab.items():
+        v = meta.get(col)
+        if v is None:
+            continue
+        have = list(base) + [k for k in known.get(col, ()) if k]
+        if v in have:
+            continue
+        near = similar_label(v, have)
+        if near is not None:
+            out.append(f"{col} {v!r} is new, but close to the known {near!r}")
+    return out
 
 
 def normalize_meta(meta: dict | None) -> dict:
@@ -157,5 +239,6 @@ def parse_meta_args(items) -> dict:
         k, v = item.split("=", 1)
         if not k.strip():
             raise FilterDBError(f"--meta {item!r}: empty key")
-        out[k.strip()] = v
+        k = k.strip()
+        out[k] = parse_value(v) if k.startswith(EXTRA_PREFIX) else v
     return out
