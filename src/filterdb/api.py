@@ -274,7 +274,8 @@ def check_model(model, thresholds=None, orthogonality: bool = True) -> CheckResu
         d = {c: _json_safe(r[c]) if not isinstance(r[c], float) else float(r[c]) for c in cols}
         d["flags"] = flag_names(r)
         layers.append(d)
-    data = {"path": model.path, "format": model.format, "layers": layers, "summary": summary}
+    data = {"path": model.path, "format": model.format, "layers": layers, "summary": summary,
+            "warnings": list(model.warnings)}
     return CheckResult(data, model)
 
 

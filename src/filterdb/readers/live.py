@@ -220,7 +220,7 @@ def from_torch_module(module, label: str) -> Model:
     if layers:
         scripted = isinstance(module, torch.jit.ScriptModule)
         try:
-            depths = tr._graph_depths(module) if scripted else _fx_depths(module)
+            depths = tr._graph_depths(module)[0] if scripted else _fx_depths(module)
         except Exception as e:  # noqa: BLE001 - untraceable forward: fall back to the order
             depths = {}
             how = "TorchScript graph not walkable" if scripted else "torch.fx cannot trace it"
