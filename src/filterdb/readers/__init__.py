@@ -17,6 +17,9 @@ READER_MODULES = {
     "npz": "npz",
     "keras_h5": "keras",
     "keras": "keras",
+    "tfjs_graph": "tfjs",
+    "tfjs_layers": "tfjs",
+    "tfjs_weights": "tfjs",
 }
 
 

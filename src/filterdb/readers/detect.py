@@ -21,6 +21,7 @@ SAFETENSORS = "safetensors"
 NPZ = "npz"
 KERAS_H5 = "keras_h5"
 KERAS = "keras"  # Keras 3 .keras zip archive
+TFJS_GRAPH, TFJS_LAYERS, TFJS_WEIGHTS = "tfjs_graph", "tfjs_layers", "tfjs_weights"
 
 EXTENSION_HINTS = {
     ".onnx": ONNX,
@@ -112,6 +113,12 @@ def detect_format(path) -> str:
                     pass
         if _looks_like_onnx(head):
             return ONNX
+        if head.lstrip()[:1] in (b"{", b"["):  # JSON: a TF.js model or weights manifest
+            from .tfjs import sniff
+
+            kind = sniff(p)
+            if kind is not None:
+                return kind
     hint = EXTENSION_HINTS.get(os.path.splitext(p)[1].lower())
     why = f" (named like {hint}, but its content is not)" if hint else ""
     raise ReadError(p, f"unknown model format{why}")
