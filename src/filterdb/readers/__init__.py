@@ -20,6 +20,7 @@ READER_MODULES = {
     "tfjs_graph": "tfjs",
     "tfjs_layers": "tfjs",
     "tfjs_weights": "tfjs",
+    "dlib": "dlib",
 }
 
 

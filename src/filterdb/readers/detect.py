@@ -22,6 +22,7 @@ NPZ = "npz"
 KERAS_H5 = "keras_h5"
 KERAS = "keras"  # Keras 3 .keras zip archive
 TFJS_GRAPH, TFJS_LAYERS, TFJS_WEIGHTS = "tfjs_graph", "tfjs_layers", "tfjs_weights"
+DLIB = "dlib"  # dlib::serialize of a DNN net_type (.dat)
 
 EXTENSION_HINTS = {
     ".onnx": ONNX,
@@ -36,6 +37,7 @@ EXTENSION_HINTS = {
     ".h5": KERAS_H5,
     ".hdf5": KERAS_H5,
     ".keras": KERAS,
+    ".dat": DLIB,
 }
 
 
@@ -111,6 +113,10 @@ def detect_format(path) -> str:
                     return SAFETENSORS
                 except (ValueError, UnicodeDecodeError):
                     pass
+        from .dlib import looks_like_dlib
+
+        if looks_like_dlib(head):
+            return DLIB
         if _looks_like_onnx(head):
             return ONNX
         if head.lstrip()[:1] in (b"{", b"["):  # JSON: a TF.js model or weights manifest
