@@ -21,6 +21,8 @@ READER_MODULES = {
     "tfjs_layers": "tfjs",
     "tfjs_weights": "tfjs",
     "dlib": "dlib",
+    "ncnn": "ncnn",
+    "openvino": "openvino",
 }
 
 

@@ -23,6 +23,8 @@ KERAS_H5 = "keras_h5"
 KERAS = "keras"  # Keras 3 .keras zip archive
 TFJS_GRAPH, TFJS_LAYERS, TFJS_WEIGHTS = "tfjs_graph", "tfjs_layers", "tfjs_weights"
 DLIB = "dlib"  # dlib::serialize of a DNN net_type (.dat)
+NCNN = "ncnn"  # .param text + .bin
+OPENVINO = "openvino"  # IR .xml + .bin
 
 EXTENSION_HINTS = {
     ".onnx": ONNX,
@@ -38,6 +40,8 @@ EXTENSION_HINTS = {
     ".hdf5": KERAS_H5,
     ".keras": KERAS,
     ".dat": DLIB,
+    ".param": NCNN,
+    ".xml": OPENVINO,
 }
 
 
@@ -125,6 +129,13 @@ def detect_format(path) -> str:
             kind = sniff(p)
             if kind is not None:
                 return kind
+        from .ncnn import looks_like_ncnn
+        from .openvino import looks_like_openvino
+
+        if looks_like_ncnn(head):
+            return NCNN
+        if looks_like_openvino(head):
+            return OPENVINO
     hint = EXTENSION_HINTS.get(os.path.splitext(p)[1].lower())
     why = f" (named like {hint}, but its content is not)" if hint else ""
     raise ReadError(p, f"unknown model format{why}")
