@@ -23,6 +23,7 @@ READER_MODULES = {
     "dlib": "dlib",
     "ncnn": "ncnn",
     "openvino": "openvino",
+    "savedmodel": "savedmodel",
 }
 
 

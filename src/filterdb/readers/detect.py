@@ -25,6 +25,7 @@ TFJS_GRAPH, TFJS_LAYERS, TFJS_WEIGHTS = "tfjs_graph", "tfjs_layers", "tfjs_weigh
 DLIB = "dlib"  # dlib::serialize of a DNN net_type (.dat)
 NCNN = "ncnn"  # .param text + .bin
 OPENVINO = "openvino"  # IR .xml + .bin
+SAVEDMODEL = "savedmodel"  # TensorFlow SavedModel folder (saved_model.pb + variables/)
 
 EXTENSION_HINTS = {
     ".onnx": ONNX,
@@ -93,7 +94,12 @@ def _looks_like_onnx(head: bytes) -> bool:
 
 def detect_format(path) -> str:
     """The format name of ``path``, from its bytes. Raises ReadError when unknown."""
+    if os.path.isdir(os.fspath(path)) and os.path.isfile(
+            os.path.join(os.fspath(path), "saved_model.pb")):
+        return SAVEDMODEL
     p = check_file(path)
+    if os.path.basename(p) == "saved_model.pb":  # (its bytes look like an ONNX file's)
+        return SAVEDMODEL
     size = os.path.getsize(p)
     with open(p, "rb") as f:
         head = f.read(64)
