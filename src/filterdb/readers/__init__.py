@@ -24,6 +24,7 @@ READER_MODULES = {
     "ncnn": "ncnn",
     "openvino": "openvino",
     "savedmodel": "savedmodel",
+    "coreml": "coreml",
 }
 
 

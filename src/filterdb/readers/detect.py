@@ -26,6 +26,7 @@ DLIB = "dlib"  # dlib::serialize of a DNN net_type (.dat)
 NCNN = "ncnn"  # .param text + .bin
 OPENVINO = "openvino"  # IR .xml + .bin
 SAVEDMODEL = "savedmodel"  # TensorFlow SavedModel folder (saved_model.pb + variables/)
+COREML = "coreml"  # .mlmodel file or .mlpackage folder
 
 EXTENSION_HINTS = {
     ".onnx": ONNX,
@@ -43,6 +44,7 @@ EXTENSION_HINTS = {
     ".dat": DLIB,
     ".param": NCNN,
     ".xml": OPENVINO,
+    ".mlmodel": COREML,
 }
 
 
@@ -94,12 +96,18 @@ def _looks_like_onnx(head: bytes) -> bool:
 
 def detect_format(path) -> str:
     """The format name of ``path``, from its bytes. Raises ReadError when unknown."""
-    if os.path.isdir(os.fspath(path)) and os.path.isfile(
-            os.path.join(os.fspath(path), "saved_model.pb")):
-        return SAVEDMODEL
+    if os.path.isdir(os.fspath(path)):
+        d = os.fspath(path)
+        if os.path.isfile(os.path.join(d, "saved_model.pb")):
+            return SAVEDMODEL
+        if os.path.isfile(os.path.join(d, "Data", "com.apple.CoreML", "model.mlmodel")):
+            return COREML
     p = check_file(path)
-    if os.path.basename(p) == "saved_model.pb":  # (its bytes look like an ONNX file's)
+    # protobuf files whose first bytes look like an ONNX file's: known by their names
+    if os.path.basename(p) == "saved_model.pb":
         return SAVEDMODEL
+    if p.lower().endswith(".mlmodel"):
+        return COREML
     size = os.path.getsize(p)
     with open(p, "rb") as f:
         head = f.read(64)
