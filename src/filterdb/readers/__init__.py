@@ -25,6 +25,7 @@ READER_MODULES = {
     "openvino": "openvino",
     "savedmodel": "savedmodel",
     "coreml": "coreml",
+    "paddle": "paddle",
 }
 
 

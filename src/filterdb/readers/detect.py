@@ -27,6 +27,7 @@ NCNN = "ncnn"  # .param text + .bin
 OPENVINO = "openvino"  # IR .xml + .bin
 SAVEDMODEL = "savedmodel"  # TensorFlow SavedModel folder (saved_model.pb + variables/)
 COREML = "coreml"  # .mlmodel file or .mlpackage folder
+PADDLE = "paddle"  # .pdmodel (ProgramDesc) or PIR .json, + .pdiparams
 
 EXTENSION_HINTS = {
     ".onnx": ONNX,
@@ -45,6 +46,7 @@ EXTENSION_HINTS = {
     ".param": NCNN,
     ".xml": OPENVINO,
     ".mlmodel": COREML,
+    ".pdmodel": PADDLE,
 }
 
 
@@ -108,6 +110,8 @@ def detect_format(path) -> str:
         return SAVEDMODEL
     if p.lower().endswith(".mlmodel"):
         return COREML
+    if p.lower().endswith(".pdmodel"):
+        return PADDLE
     size = os.path.getsize(p)
     with open(p, "rb") as f:
         head = f.read(64)
@@ -143,6 +147,10 @@ def detect_format(path) -> str:
             kind = sniff(p)
             if kind is not None:
                 return kind
+            from .paddle import sniff as paddle_sniff
+
+            if paddle_sniff(p):
+                return PADDLE
         from .ncnn import looks_like_ncnn
         from .openvino import looks_like_openvino
 
