@@ -26,6 +26,7 @@ READER_MODULES = {
     "savedmodel": "savedmodel",
     "coreml": "coreml",
     "paddle": "paddle",
+    "huggingface": "huggingface",
 }
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ReadError
 from . import protowire as pw
 from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, file_sha256)
+                   count_ops, files_sha256)
 from .graph import longest_path_depths
 
 MAX_FILE = 2 << 30
@@ -394,10 +394,31 @@ def _read(p: str) -> Model:
     if unreached:
         warnings.append(f"{unreached} conv(s) not reached from a model input; depth set to 1")
     assign_conv_depths(layers)
-    return Model(path=p, format="coreml", sha256=file_sha256(spec), layers=layers,
+    return Model(path=p, format="coreml", sha256=files_sha256(files(p)), layers=layers,
                  skipped=skipped, depth_source=DEPTH_GRAPH, producer=f"coreml {kind}",
                  producer_version=f"specification {version}", op_counts=count_ops(ops),
                  warnings=warnings)
+
+
+def files(path) -> list[str]:
+    """The spec and, in a package, its weight files (what the model's sha256 covers)."""
+    p = os.fspath(path)
+    root = p if os.path.isdir(p) else None
+    if root is None and os.path.basename(p) == "model.mlmodel":
+        up = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(p))))
+        root = up if package_spec(up) else None
+    if root is None:
+        return [p]
+    spec = package_spec(root)
+    wdir = os.path.join(os.path.dirname(spec), "weights")
+    real_root = os.path.realpath(root)
+    extra = []
+    if os.path.isdir(wdir):
+        for name in sorted(os.listdir(wdir)):
+            f = os.path.join(wdir, name)
+            if os.path.isfile(f) and os.path.commonpath([os.path.realpath(f), real_root]) == real_root:
+                extra.append(f)
+    return [spec] + extra
 
 
 def read(path, fmt: str = "coreml") -> Model:

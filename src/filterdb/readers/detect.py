@@ -28,6 +28,7 @@ OPENVINO = "openvino"  # IR .xml + .bin
 SAVEDMODEL = "savedmodel"  # TensorFlow SavedModel folder (saved_model.pb + variables/)
 COREML = "coreml"  # .mlmodel file or .mlpackage folder
 PADDLE = "paddle"  # .pdmodel (ProgramDesc) or PIR .json, + .pdiparams
+HUGGINGFACE = "huggingface"  # a folder: config.json + model.safetensors / pytorch_model.bin
 
 EXTENSION_HINTS = {
     ".onnx": ONNX,
@@ -104,6 +105,10 @@ def detect_format(path) -> str:
             return SAVEDMODEL
         if os.path.isfile(os.path.join(d, "Data", "com.apple.CoreML", "model.mlmodel")):
             return COREML
+        from .folders import is_hf_folder
+
+        if is_hf_folder(d):
+            return HUGGINGFACE
     p = check_file(path)
     # protobuf files whose first bytes look like an ONNX file's: known by their names
     if os.path.basename(p) == "saved_model.pb":

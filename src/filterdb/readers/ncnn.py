@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ReadError
 from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, file_sha256)
+                   count_ops, files_sha256)
 from .graph import longest_path_depths
 
 MAGIC = "7767517"
@@ -294,7 +294,8 @@ def _read(p: str) -> Model:
     with open(p, "rb") as f:
         text = f.read().decode("utf-8", "replace")
     net = parse_param_file(text)
-    with open(_bin_beside(p), "rb") as f:
+    bin_path = _bin_beside(p)
+    with open(bin_path, "rb") as f:
         b = Bin(f.read())
     layers: list[ConvLayer] = []
     skipped: list[Skipped] = []
@@ -328,9 +329,14 @@ def _read(p: str) -> Model:
     if unreached:
         warnings.append(f"{unreached} conv(s) not reached from an Input layer; depth set to 1")
     assign_conv_depths(layers)
-    return Model(path=p, format="ncnn", sha256=file_sha256(p), layers=layers, skipped=skipped,
+    return Model(path=p, format="ncnn", sha256=files_sha256([p, bin_path]), layers=layers, skipped=skipped,
                  depth_source=DEPTH_GRAPH, producer="ncnn", producer_version=None,
                  op_counts=count_ops(l["type"] for l in net), warnings=warnings)
+
+
+def files(path) -> list[str]:
+    """The ``.param`` and its ``.bin`` (what the model's sha256 covers)."""
+    return [os.fspath(path), _bin_beside(os.fspath(path))]
 
 
 def read(path, fmt: str = "ncnn") -> Model:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ReadError
 from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, file_sha256)
+                   count_ops, files_sha256)
 from .graph import longest_path_depths
 
 CONV_OPS = {"Convolution", "GroupConvolution"}
@@ -301,10 +301,16 @@ def _read(p: str) -> Model:
     if rt is not None:
         v = rt.find("Runtime_version")
         version = v.get("value") if v is not None else None
-    return Model(path=p, format="openvino", sha256=file_sha256(p), layers=layers,
+    return Model(path=p, format="openvino", sha256=files_sha256([p] + ([ir.bin_path] if ir.bin_path else [])), layers=layers,
                  skipped=skipped, depth_source=DEPTH_GRAPH, producer="openvino",
                  producer_version=version or f"IR v{root.get('version')}",
                  op_counts=count_ops(ops), warnings=warnings)
+
+
+def files(path) -> list[str]:
+    """The ``.xml`` and its ``.bin`` (what the model's sha256 covers)."""
+    b = _bin_beside(os.fspath(path))
+    return [os.fspath(path)] + ([b] if b else [])
 
 
 def read(path, fmt: str = "openvino") -> Model:

@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import ReadError
 from . import protowire as pw
 from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, file_sha256)
+                   count_ops, files_sha256)
 from .graph import longest_path_depths
 
 CONV_OPS = {"conv2d", "depthwise_conv2d", "conv2d_fusion", "fused_conv2d_add_act",
@@ -243,7 +243,8 @@ def _read(p: str) -> Model:
     persist = sorted(v["name"] for v in prog["vars"]
                      if v["persistable"] and v["name"] not in FEED_FETCH
                      and v["kind"] == LOD_TENSOR)
-    with open(_beside(p, ".pdiparams"), "rb") as f:
+    params_path = _beside(p, ".pdiparams")
+    with open(params_path, "rb") as f:
         params = read_params(f.read(), persist)
     for v in prog["vars"]:  # the program's shapes must be the stored ones
         if v["name"] in params and v["dims"] and list(params[v["name"]].shape) != v["dims"] \
@@ -299,10 +300,15 @@ def _read(p: str) -> Model:
     if prog["n_blocks"] > 1:
         warnings.append("the program has sub-blocks (control flow), which were not read")
     assign_conv_depths(layers)
-    return Model(path=p, format="paddle", sha256=file_sha256(p), layers=layers,
+    return Model(path=p, format="paddle", sha256=files_sha256([p, params_path]), layers=layers,
                  skipped=skipped, depth_source=DEPTH_GRAPH, producer="paddlepaddle",
                  producer_version=str(prog["version"]) if prog["version"] else None,
                  op_counts=count_ops(op["type"] for op in ops), warnings=warnings)
+
+
+def files(path) -> list[str]:
+    """The program and its ``.pdiparams`` (what the model's sha256 covers)."""
+    return [os.fspath(path), _beside(os.fspath(path), ".pdiparams")]
 
 
 def read(path, fmt: str = "paddle") -> Model:

@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import ReadError
 from . import protowire as pw
 from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, file_sha256)
+                   count_ops, files_sha256)
 from .graph import longest_path_depths
 from .tfjs import depthwise_to_oihw, hwio_to_oihw
 
@@ -483,10 +483,23 @@ def _read(p: str) -> Model:
         short = short.lstrip("/") or l.name
         names[short] = names.get(short, 0) + 1
         l.name = short if names[short] == 1 else f"{short}#{names[short]}"
-    return Model(path=p, format="savedmodel", sha256=file_sha256(pb), layers=layers,
+    return Model(path=p, format="savedmodel", sha256=files_sha256(files(p)), layers=layers,
                  skipped=skipped, depth_source=DEPTH_GRAPH, producer="tensorflow",
                  producer_version=tf_version,
                  op_counts=count_ops(n["op"] for n in flat.nodes.values()), warnings=warnings)
+
+
+def files(path) -> list[str]:
+    """``saved_model.pb``, ``variables/variables.index`` and the data shards (what the
+    model's sha256 covers), those present."""
+    folder = folder_of(os.fspath(path))
+    out = [_inside(folder, "saved_model.pb", os.fspath(path))]
+    var = os.path.join(folder, "variables")
+    if os.path.isdir(var):
+        for name in sorted(os.listdir(var)):
+            if name == "variables.index" or name.startswith("variables.data-"):
+                out.append(_inside(folder, os.path.join("variables", name), os.fspath(path)))
+    return out
 
 
 def read(path, fmt: str = "savedmodel") -> Model:
