@@ -5,7 +5,6 @@ below follows dlib/serialize.h, dnn/core.h and dnn/layers.h)."""
 from __future__ import annotations
 
 import re
-import struct
 import tarfile
 
 import numpy as np

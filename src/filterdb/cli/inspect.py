@@ -41,8 +41,8 @@ def render(model) -> str:
 
 def cmd_inspect(args) -> int:
     from ..readers import read_model
-
     from ..readers.folders import expand
+
 
     models = []
     for f, err in expand(args.files):  # folders: the models they hold

@@ -27,8 +27,16 @@ import numpy as np
 
 from ..errors import ReadError
 from . import protowire as pw
-from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, files_sha256)
+from .base import (
+    DEPTH_GRAPH,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_conv_depths,
+    check_file,
+    count_ops,
+    files_sha256,
+)
 from .graph import longest_path_depths
 
 MAX_FILE = 2 << 30
@@ -436,4 +444,4 @@ def read(path, fmt: str = "coreml") -> Model:
         raise ReadError(p, f"corrupt Core ML model: {msg}") from None
 
 
-__all__ = ["read", "weight_values", "package_spec"]
+__all__ = ["package_spec", "read", "weight_values"]

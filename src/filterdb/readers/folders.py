@@ -173,4 +173,4 @@ def expand(paths) -> list[tuple[str, str | None]]:
     return out
 
 
-__all__ = ["expand", "model_id", "model_files", "identity_file", "folder_kind", "is_hf_folder"]
+__all__ = ["expand", "folder_kind", "identity_file", "is_hf_folder", "model_files", "model_id"]

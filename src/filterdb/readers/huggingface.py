@@ -56,7 +56,7 @@ def _inside(folder: str, name, p: str) -> str:
 def card_metadata(text: str) -> dict:
     """The YAML front matter of a model card, the few flat keys used here (no YAML library:
     ``key: value`` and ``key:`` followed by ``- item`` lines)."""
-    m = re.match(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", text, re.S)
+    m = re.match(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", text, re.DOTALL)
     if not m:
         return {}
     out: dict = {}
@@ -160,4 +160,4 @@ def read(path, fmt: str = "huggingface") -> Model:
     return model
 
 
-__all__ = ["read", "card_metadata", "folder_metadata"]
+__all__ = ["card_metadata", "folder_metadata", "read"]

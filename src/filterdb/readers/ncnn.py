@@ -29,8 +29,16 @@ import os
 import numpy as np
 
 from ..errors import ReadError
-from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, files_sha256)
+from .base import (
+    DEPTH_GRAPH,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_conv_depths,
+    check_file,
+    count_ops,
+    files_sha256,
+)
 from .graph import longest_path_depths
 
 MAGIC = "7767517"
@@ -54,15 +62,15 @@ CONV_LIKE = {
     "DeformableConv2D": (5, None, "deformable convolution (offsets at run time), not read"),
 }
 # layers that load nothing from the .bin
-NO_WEIGHTS = set("""
-Input Split Concat Eltwise ReLU ReLU6 Sigmoid TanH Softmax Pooling Pooling1D Pooling3D Flatten
-Reshape Permute Crop Interp BinaryOp UnaryOp Clip HardSigmoid HardSwish Swish Mish GELU ELU
-SELU Dropout Noop Slice ShuffleChannel PixelShuffle Reorg AbsVal Exp Log Power Threshold
-ExpandDims Squeeze Reduction ArgMax Cast Packing Tile CumulativeSum CopyTo Fold Unfold
-GridSample Einsum MatMul DeepCopy Erf Shrink Spp PriorBox DetectionOutput Proposal ROIPooling
-ROIAlign PSROIPooling Yolov3DetectionOutput YoloDetectionOutput Flip LRN MVN StatisticsPooling
-Softplus Diag Celu Sin Cos Bnll Dequantize_ AdaptiveAvgPool2d Gemm_ Requantize_ Quantize_
-""".split())
+NO_WEIGHTS = frozenset((
+    "Input Split Concat Eltwise ReLU ReLU6 Sigmoid TanH Softmax Pooling Pooling1D Pooling3D "
+    "Flatten Reshape Permute Crop Interp BinaryOp UnaryOp Clip HardSigmoid HardSwish Swish "
+    "Mish GELU ELU SELU Dropout Noop Slice ShuffleChannel PixelShuffle Reorg AbsVal Exp Log "
+    "Power Threshold ExpandDims Squeeze Reduction ArgMax Cast Packing Tile CumulativeSum "
+    "CopyTo Fold Unfold GridSample Einsum MatMul DeepCopy Erf Shrink Spp PriorBox "
+    "DetectionOutput Proposal ROIPooling ROIAlign PSROIPooling Yolov3DetectionOutput "
+    "YoloDetectionOutput Flip LRN MVN StatisticsPooling Softplus Diag Celu Sin Cos Bnll"
+).split())
 
 
 class _Corrupt(Exception):
@@ -351,4 +359,4 @@ def read(path, fmt: str = "ncnn") -> Model:
         raise ReadError(p, f"corrupt ncnn model: {msg}") from None
 
 
-__all__ = ["read", "parse_param_file", "parse_params", "Bin", "looks_like_ncnn"]
+__all__ = ["Bin", "looks_like_ncnn", "parse_param_file", "parse_params", "read"]

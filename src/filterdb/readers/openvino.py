@@ -29,8 +29,16 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from ..errors import ReadError
-from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, files_sha256)
+from .base import (
+    DEPTH_GRAPH,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_conv_depths,
+    check_file,
+    count_ops,
+    files_sha256,
+)
 from .graph import longest_path_depths
 
 CONV_OPS = {"Convolution", "GroupConvolution"}
@@ -326,4 +334,4 @@ def read(path, fmt: str = "openvino") -> Model:
         raise ReadError(p, f"corrupt OpenVINO IR: {msg}") from None
 
 
-__all__ = ["read", "group_conv_weight", "bf16_to_f32", "unpack_4bit", "looks_like_openvino"]
+__all__ = ["bf16_to_f32", "group_conv_weight", "looks_like_openvino", "read", "unpack_4bit"]

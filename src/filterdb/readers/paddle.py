@@ -31,8 +31,16 @@ import numpy as np
 
 from ..errors import ReadError
 from . import protowire as pw
-from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, files_sha256)
+from .base import (
+    DEPTH_GRAPH,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_conv_depths,
+    check_file,
+    count_ops,
+    files_sha256,
+)
 from .graph import longest_path_depths
 
 CONV_OPS = {"conv2d", "depthwise_conv2d", "conv2d_fusion", "fused_conv2d_add_act",
@@ -325,4 +333,4 @@ def read(path, fmt: str = "paddle") -> Model:
         raise ReadError(p, f"corrupt Paddle model: {msg}") from None
 
 
-__all__ = ["read", "parse_program", "parse_pir", "read_params", "sniff"]
+__all__ = ["parse_pir", "parse_program", "read", "read_params", "sniff"]

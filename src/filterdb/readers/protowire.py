@@ -132,5 +132,16 @@ def map_entries(values: list) -> dict[str, memoryview]:
     return out
 
 
-__all__ = ["ProtoError", "fields", "one", "text", "sub", "subs", "varint", "packed_varints",
-           "packed_floats", "map_entries", "signed64"]
+__all__ = [
+    "ProtoError",
+    "fields",
+    "map_entries",
+    "one",
+    "packed_floats",
+    "packed_varints",
+    "signed64",
+    "sub",
+    "subs",
+    "text",
+    "varint",
+]

@@ -34,8 +34,16 @@ import numpy as np
 
 from ..errors import ReadError
 from . import protowire as pw
-from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, files_sha256)
+from .base import (
+    DEPTH_GRAPH,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_conv_depths,
+    check_file,
+    count_ops,
+    files_sha256,
+)
 from .graph import longest_path_depths
 from .tfjs import depthwise_to_oihw, hwio_to_oihw
 
@@ -517,4 +525,4 @@ def read(path, fmt: str = "savedmodel") -> Model:
         raise ReadError(p, f"corrupt SavedModel: {msg}") from None
 
 
-__all__ = ["read", "read_table", "Bundle"]
+__all__ = ["Bundle", "read", "read_table"]

@@ -40,8 +40,16 @@ import struct
 import numpy as np
 
 from ..errors import ReadError
-from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, files_sha256)
+from .base import (
+    DEPTH_GRAPH,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_conv_depths,
+    check_file,
+    count_ops,
+    files_sha256,
+)
 from .graph import longest_path_depths
 
 GRAPH, LAYERS, WEIGHTS = "tfjs_graph", "tfjs_layers", "tfjs_weights"
@@ -187,7 +195,7 @@ def _n_values(shape) -> int:
 class _Weight:
     """One manifest weight inside its group's concatenated shards (decoded on call)."""
 
-    def __init__(self, spec: dict, group: "_Group", offset: int):
+    def __init__(self, spec: dict, group: _Group, offset: int):
         self.name = str(spec.get("name"))
         self.shape = tuple(spec.get("shape") or [])
         self.ndim = len(self.shape)
@@ -572,4 +580,4 @@ def read(path, fmt: str | None = None) -> Model:
         raise ReadError(p, f"corrupt TF.js model: {msg}") from None
 
 
-__all__ = ["read", "sniff", "dequantize", "hwio_to_oihw", "depthwise_to_oihw", "load_manifest"]
+__all__ = ["depthwise_to_oihw", "dequantize", "hwio_to_oihw", "load_manifest", "read", "sniff"]
