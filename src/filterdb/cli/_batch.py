@@ -12,7 +12,9 @@ from ._common import print_json
 
 def is_batch(paths, csv: bool = False) -> bool:
     """Several inputs, a folder, or CSV output: the batch form (one line per model)."""
-    return csv or len(paths) != 1 or os.path.isdir(paths[0])
+    from ..readers.folders import folder_kind  # start-up time: on first use
+
+    return csv or len(paths) != 1 or (os.path.isdir(paths[0]) and not folder_kind(paths[0]))
 
 
 def run(paths, fn, format=None):  # noqa: A002

@@ -4,6 +4,7 @@ reports with ``--layers``; ``--json`` a list, ``--csv`` a table. A bad file fail
 from __future__ import annotations
 
 from .._table import format_table, shorten
+from ..errors import FilterDBError
 from ._common import print_json
 
 

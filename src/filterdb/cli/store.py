@@ -186,16 +186,17 @@ def add_files(db, jobs, replace=False, n_jobs=1, show_progress=True):
     """Add ``[(path, meta)]``; returns ``[(path, AddResult or error text)]``. Files are
     read in ``n_jobs`` processes and written one after another by this process."""
     from ..readers import read_model
-    from ..readers.base import file_sha256
+    from ..readers.base import files_sha256
+    from ..readers.folders import model_files
     from ..store.ingest import AddResult
 
     results: list = [None] * len(jobs)
     todo = []
     for i, (path, meta) in enumerate(jobs):
         try:
-            if not os.path.isfile(path):
+            if not os.path.exists(path):
                 raise FilterDBError(f"{path}: no such file")
-            sha = file_sha256(path)
+            sha = files_sha256(model_files(path))  # a model of several files: all of them
         except (OSError, FilterDBError) as e:
             results[i] = str(e)
             continue

@@ -19,6 +19,16 @@ READER_MODULES = {
     "npz": "npz",
     "keras_h5": "keras",
     "keras": "keras",
+    "tfjs_graph": "tfjs",
+    "tfjs_layers": "tfjs",
+    "tfjs_weights": "tfjs",
+    "dlib": "dlib",
+    "ncnn": "ncnn",
+    "openvino": "openvino",
+    "savedmodel": "savedmodel",
+    "coreml": "coreml",
+    "paddle": "paddle",
+    "huggingface": "huggingface",
 }
 
 

@@ -11,7 +11,8 @@ def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = F
     """Fetch the zoo models (once) and add each; returns ``[(zoo id, AddResult or error
     message)]``. A model that fails to read fails alone."""
     from ..readers import read_model
-    from ..readers.base import file_sha256
+    from ..readers.base import files_sha256
+    from ..readers.folders import model_files
     from ..zoo import CATALOG, fetch
     from .ingest import AddResult
 
@@ -22,7 +23,7 @@ def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = F
         path = paths[m.id]
         try:
             if not replace:
-                sha = file_sha256(path)
+                sha = files_sha256(model_files(path))  # all files of a multi-file model
                 existing = db.has_sha256(sha)
                 if existing:
                     r = db.models(f"sha256 = '{sha}'").iloc[0]
