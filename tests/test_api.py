@@ -285,8 +285,9 @@ def test_add_folder(capsys, three_models, tmp_path):
 def test_find_models_skips_other_files(three_models):
     from filterdb.readers import find_models
 
-    found = [Path(p).name for p in find_models(three_models)]
-    assert found == ["good_a.onnx", "random.onnx", "good_b.onnx"]  # sorted walk, top first
+    found = find_models(three_models)
+    assert sorted(Path(p).name for p in found) == ["good_a.onnx", "good_b.onnx", "random.onnx"]
+    assert found == sorted(found)  # sorted by path
 
 
 # ---- reprs and discoverability ------------------------------------------------------------------
