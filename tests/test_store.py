@@ -538,7 +538,7 @@ def test_cli_batch_with_corrupt_file(tmp_path):
     db = tmp_path / "db"
     r = subprocess.run([PY, "-m", "filterdb.cli", "add", str(db), str(good1), str(bad),
                         str(missing), str(good2), "--jobs", "2"], capture_output=True, text=True)
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 2, r.stderr
     assert "FAILED" in r.stdout and "Traceback" not in r.stderr
     err = [l for l in r.stderr.splitlines() if l.startswith("filterdb:")]
     assert len(err) == 2 and any("bad.npz" in l for l in err) and any("missing.onnx" in l for l in err)

@@ -293,7 +293,7 @@ def cmd_add(args) -> int:
               f"already present, {len(failed)} failed")
     for r in failed:
         print(f"filterdb: {r}", file=sys.stderr)
-    return 1 if failed else 0
+    return 2 if failed else 0  # as check and inspect: a bad file fails alone, exit 2
 
 
 def cmd_ls(args) -> int:
@@ -413,4 +413,4 @@ def cmd_zoo_ingest(args) -> int:
                                  {"status": "failed", "reason": r})} for i, r in results])
     else:
         print(_summary(results))
-    return 1 if failed else 0
+    return 2 if failed else 0
