@@ -233,8 +233,11 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
                      + ", ".join(f"`{m}`" for m in empty) + ".")
     a = hdf["assessed"].to_numpy(bool)
     if a.any():
-        svg = health_scatter_svg(hdf[a], low_diversity_H=t["low_diversity_H"],
-                                 sparse_S=t["sparse_S"])
+        paper = (t.get("rule") or t.get("random_rule")) in (None, "paper")
+        svg = health_scatter_svg(
+            hdf[a], low_diversity_H=t["low_diversity_H"], sparse_S=t["sparse_S"],
+            random_rule=(f"random-like (H ≥ TH(n) − {t['random_margin']:g})" if paper else
+                         "random-like (its H in the range of random layers of its n)"))
         sec.add_svg(svg, "health-scatter", caption=(
             "Variance entropy H against sparsity S, one point per assessed layer (hover a "
             "point for its model, layer and metrics). Dashed: the thresholds in use; shaded: "

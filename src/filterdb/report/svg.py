@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..plots.health import CATEGORIES, health_category
 
-W, H_, LEFT, RIGHT, TOP, BOTTOM = 640, 440, 58, 190, 16, 46
+W, H_, LEFT, RIGHT, TOP, BOTTOM = 660, 450, 58, 200, 26, 46
 H_MAX = math.log10(9)  # the largest variance entropy of 3x3 filters
 
 
@@ -48,7 +48,9 @@ def health_scatter_svg(df: pd.DataFrame, low_diversity_H: float = 0.5, sparse_S:
     cat = health_category(df, sparse_S)
     keep = ok.copy()
     plain = np.flatnonzero(ok & (cat == "ok"))
-    budget = max_points - int((ok & (cat != "ok")).sum())
+    # unflagged layers fill what the flagged leave of max_points, and at least a quarter of
+    # it, so that the population they stand out from is always drawn
+    budget = max(max_points - int((ok & (cat != "ok")).sum()), max_points // 4)
     thinned = 0
     if len(plain) > max(budget, 0):
         rng = np.random.default_rng(seed)
@@ -68,12 +70,12 @@ def health_scatter_svg(df: pd.DataFrame, low_diversity_H: float = 0.5, sparse_S:
                f'(H &lt; {low_diversity_H:g}, S ≥ {sparse_S:g})</title></rect>')
     out.append(f'<line x1="{xs:.1f}" y1="{y1:.1f}" x2="{xs:.1f}" y2="{y0:.1f}" stroke="#555" '
                'stroke-dasharray="4 3"/>')
-    out.append(f'<text x="{xs + 3:.1f}" y="{y1 + 11:.1f}" fill="#555">sparse: S ≥ '
-               f"{sparse_S:g}</text>")
+    out.append(f'<text x="{xs:.1f}" y="{y1 - 4:.1f}" fill="#555" text-anchor="middle">'
+               f"sparse: S ≥ {sparse_S:g}</text>")
     out.append(f'<line x1="{x0:.1f}" y1="{yl:.1f}" x2="{x1:.1f}" y2="{yl:.1f}" stroke="#555" '
                'stroke-dasharray="4 3"/>')
-    out.append(f'<text x="{x0 + 3:.1f}" y="{yl - 4:.1f}" fill="#555">low diversity: H &lt; '
-               f"{low_diversity_H:g}</text>")
+    out.append(f'<text x="{x1 + 4:.1f}" y="{yl + 4:.1f}" fill="#555" font-size="10">'
+               f"low diversity: H &lt; {low_diversity_H:g}</text>")
     ym = _y(H_MAX, top)
     out.append(f'<line x1="{x0:.1f}" y1="{ym:.1f}" x2="{x1:.1f}" y2="{ym:.1f}" stroke="#bbb"/>')
     out.append(f'<text x="{x1 - 3:.1f}" y="{ym - 4:.1f}" fill="#888" text-anchor="end">'
@@ -115,7 +117,7 @@ def health_scatter_svg(df: pd.DataFrame, low_diversity_H: float = 0.5, sparse_S:
                        f"{escape(names[i])}: S {S[i]:.3f}, H {Hv[i]:.3f}{hn}, n {int(n[i]):,}"
                        f"{escape(flags)}</title></circle>")
     # legend (right)
-    lx, ly = W - RIGHT + 12, TOP + 8
+    lx, ly = W - RIGHT + 12, TOP + 40
     out.append(f'<text x="{lx}" y="{ly}" font-weight="600">layers ({int(ok.sum()):,})</text>')
     for k, (colour, text, _) in enumerate(reversed(legend)):
         y = ly + 18 + 30 * k
@@ -135,8 +137,18 @@ def health_scatter_svg(df: pd.DataFrame, low_diversity_H: float = 0.5, sparse_S:
         notes.append(f"{thinned:,} unflagged layers not drawn (every flagged one is)")
     if int((~ok).sum()):
         notes.append(f"{int((~ok).sum()):,} without finite metrics")
-    for j, t in enumerate(notes):
-        out.append(f'<text x="{lx}" y="{H_ - BOTTOM + 14 * j}" font-size="9.5" fill="#666">'
-                   f"{escape(t)}</text>")
+    lines = []
+    for t in notes:  # wrapped to the legend's width
+        line = ""
+        for w in t.split():
+            if len(line) + len(w) > 34 and line:
+                lines.append(line)
+                line = w
+            else:
+                line = f"{line} {w}".strip()
+        lines.append(line)
+    for j, t in enumerate(lines):
+        out.append(f'<text x="{lx}" y="{H_ - BOTTOM - 12 * (len(lines) - 1 - j)}" '
+                   f'font-size="9.5" fill="#666">{escape(t)}</text>')
     out.append("</svg>")
     return "".join(out)
