@@ -200,7 +200,8 @@ def verdict_sentence(counts: dict, thresholds: HealthThresholds | None = None) -
         share = f"{g / a:.0%}"
         how = (f"at most the {limit} limit of a poor start" if cls == "caution"
                else f"more than the {limit} limit")
-        s = (f"{cls}: {g} of {a} assessed layers ({share}, {how}) are degenerated: "
+        s = (f"{cls}: {g} of {a} assessed layers ({share}, {how}) "
+             f"{'is' if g == 1 else 'are'} degenerated: "
              f"{counts['n_random']} random-like, {counts['n_low_diversity_sparse']} sparse "
              "and low-diversity")
     extra = []
@@ -223,16 +224,17 @@ def worst_label(r) -> str:
         return f"low diversity (H {r['variance_entropy']:.3f})"
     if r["sparse"]:
         return f"sparse (S {r['sparsity']:.3f})"
-    return f"closest to random (p {r['p_random']:.2f})"
+    return (f"closest to random (H {r['variance_entropy']:.3f}, random layers "
+            f"{r['random_mean']:.3f}, p {r['p_random']:.3f})")
 
 
 def summarise(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> dict:
     """The summary of an assessed table (a model's layers, from a file or the database).
 
     - ``share_degenerated`` = degenerated / assessed layers (NaN if none assessed).
-    - worst layers: the assessed layers, degenerated first, then flagged ones, each group
-      by ``p_random`` (closeness to random) then sparsity, descending; the top 5, each
-      labelled by what it is worst at.
+    - worst layers: the assessed layers, degenerated first, then flagged ones, then the
+      rest, each group by ``p_random``, then ``H / random_mean`` (closeness to random), then
+      sparsity, descending; the top 5, each labelled by what it is worst at.
     - ``not_assessed``: ``{reason: number of layers}``.
     """
     t = thresholds or HealthThresholds()
@@ -257,10 +259,12 @@ def summarise(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> d
         flagged = (a[["random", "low_diversity", "sparse"]].to_numpy(bool).any(axis=1))
         order = pd.DataFrame({"deg": deg.astype(int), "fl": flagged.astype(int),
                               "p": a["p_random"].fillna(-1.0).to_numpy(),
+                              "h": (a["variance_entropy"] / a["random_mean"]).fillna(-1.0)
+                              .to_numpy(),
                               "s": a["sparsity"].fillna(-1.0).to_numpy(),
                               "pos": np.arange(na)})
-        order = order.sort_values(["deg", "fl", "p", "s", "pos"],
-                                  ascending=[False, False, False, False, True])
+        order = order.sort_values(["deg", "fl", "p", "h", "s", "pos"],
+                                  ascending=[False, False, False, False, False, True])
         for i in order["pos"].to_numpy()[:N_WORST]:
             r = a.iloc[int(i)]
             worst.append({"name": r["name"], "label": worst_label(r), "flags": flag_names(r),

@@ -351,8 +351,8 @@ def model_summaries(df: pd.DataFrame, thresholds: HealthThresholds | None = None
 
 def summarise_groups(df: pd.DataFrame, by: str,
                      thresholds: HealthThresholds | None = None) -> pd.DataFrame:
-    """Per group of column ``by``: layers, assessed, degenerated (random, sparse and
-    low-diversity), share degenerated, mean S / H/TH / orthogonality over assessed layers,
+    """Per group of column ``by``: layers, assessed, degenerated (random-like, sparse and
+    low-diversity), random-like by the paper's rule, share degenerated, mean S / H/TH / orthogonality over assessed layers,
     and (``by='model'``) the verdict."""
     t = thresholds or HealthThresholds()
     key = df[by].fillna("").astype(str) if by != "depth_bin" else df[by]
@@ -363,6 +363,7 @@ def summarise_groups(df: pd.DataFrame, by: str,
         "n_assessed": a.astype(int),
         "n_degenerated": (df["degenerated"].to_numpy(bool) & a).astype(int),
         "n_random": (df["random"].to_numpy(bool) & a).astype(int),
+        "n_random_paper": (df["random_paper"].to_numpy(bool) & a).astype(int),
         "n_low_diversity_sparse": (df["low_diversity"].to_numpy(bool)
                                    & df["sparse"].to_numpy(bool) & a).astype(int),
         "sparsity": np.where(a, df["sparsity"], np.nan),
@@ -370,7 +371,7 @@ def summarise_groups(df: pd.DataFrame, by: str,
         "orthogonality": np.where(a, df["orthogonality"], np.nan),
     })
     g = tmp.groupby("key", sort=True)
-    out = g[["n_layers", "n_assessed", "n_degenerated", "n_random",
+    out = g[["n_layers", "n_assessed", "n_degenerated", "n_random", "n_random_paper",
              "n_low_diversity_sparse"]].sum()
     for m in ("sparsity", "variance_entropy_norm", "orthogonality"):
         out[m] = g[m].mean()
