@@ -315,7 +315,7 @@ def legend(thresholds: HealthThresholds | None = None) -> list[str]:
                f"flag is p >= {t.alpha:g}")
     else:
         rnd = (f"random-like (rule calibrated): p >= {t.alpha:g}; the paper's rule "
-               f"H >= TH(n) - {t.random_margin:g} is the column 'paper'")
+               f"H >= TH(n) - {t.random_margin:g} is the column (count) 'paper'")
     return [
         f"S: sparsity, share of filters with every |w| < {t.sparsity_eps:g} * max|W|; "
         f"sparse: S >= {t.sparse_S:g}",

@@ -176,27 +176,38 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
     # -- health ---------------------------------------------------------------------------------
     log("health: per-layer metrics (stored in the database after the first run)")
     from ..health import database_health, population_bands
-    from ..health.check import summarise
+    from ..health.assess import HealthThresholds, legend, not_assessed_line, summarise
     from ..health.database import compare_to_population, summarise_groups
 
     hdf = database_health(db, where, thresholds, **eng)
     bands = population_bands(hdf)
+    ht = thresholds or HealthThresholds()
     sec = rep.section("health", "Health of every model", intro=(
         "Degeneration of each conv layer (method: sparsity S, variance entropy H against "
-        "its randomness threshold TH(n), orthogonality). A layer is degenerated when random "
-        "(H ≥ TH − 0.02) or both low in diversity (H < 0.5) and sparse (S ≥ 0.14). Only 3x3 "
-        "layers are assessed (the database stores 3x3 filters only)."))
+        "the H of i.i.d. random layers of the same size, the paper's threshold TH(n), "
+        "orthogonality). A layer is degenerated when random-like or both low in diversity "
+        "and sparse. Layers of every kernel larger than 1x1 are assessed, as `filterdb "
+        "check` does (kernels other than 3x3 from the metrics stored at ingest). Legend: "
+        + " · ".join(legend(ht)) + "."))
+    overall = summarise(hdf, ht)
+    line = not_assessed_line(overall)
+    if line:
+        sec.add_text(line[0].upper() + line[1:] + " (in the layer table, not assessed).")
     by_model = summarise_groups(hdf, "model", thresholds)
     info = models.set_index("model")
     mh = pd.DataFrame({
         "model": by_model["model"],
         "task": [info["task"].get(m) if m in info.index else None for m in by_model["model"]],
         "layers": by_model["n_layers"], "assessed": by_model["n_assessed"],
-        "degenerated": by_model["n_degenerated"],
+        "degenerated": by_model["n_degenerated"], "random_like": by_model["n_random"],
+        "sparse_low_diversity": by_model["n_low_diversity_sparse"],
+        "random_paper": by_model["n_random_paper"],
         "share_degenerated": by_model["share_degenerated"], "verdict": by_model["verdict"]})
     sec.add_heading("Models")
     sec.add_table(mh, "health-models", highlight=mh["degenerated"].to_numpy() > 0,
-                  caption="Models with at least one degenerated layer are highlighted.")
+                  caption="Models with at least one degenerated layer are highlighted. "
+                          "random_paper: layers random-like by the paper's rule. "
+                          + legend(ht)[-1] + ".")
     res.data["health_models"] = mh.to_dict(orient="list")
     empty = sorted(set(models["model"]) - set(hdf["model"]))
     if empty:
@@ -209,14 +220,16 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
         figure(sec, lambda: P.health_by_depth(hdf[a]), "health-depth",
                "Layer metrics over normalised conv depth; black: median per depth bin.")
     else:
-        skip(sec, "No assessed 3x3 layer in the selection: no health figures.")
+        skip(sec, "No assessed layer in the selection: no health figures.")
     sec.add_heading("Layers")
     cols = ["model", "name", "kernel", "conv_depth_norm", "n", "sparsity", "variance_entropy",
-            "variance_entropy_norm", "orthogonality", "random", "low_diversity", "sparse",
-            "degenerated"]
+            "variance_entropy_norm", "random_mean", "p_random", "random_paper",
+            "orthogonality", "random", "low_diversity", "sparse", "degenerated", "assessed",
+            "not_assessed", "reason"]
     sec.add_table(hdf[cols].reset_index(drop=True), "health-layers",
                   highlight=hdf["degenerated"].to_numpy(bool),
-                  caption="Every layer of the selection; degenerated layers highlighted.")
+                  caption="Every layer of the selection; degenerated layers highlighted. "
+                          + " · ".join(legend(ht)) + ".")
 
     # -- one section per model ------------------------------------------------------------------
     if with_models:
