@@ -113,7 +113,8 @@ def layers_json(df) -> list[dict]:
             "variance_entropy_clean": float(r["variance_entropy_clean"]),
             "orthogonality": float(r["orthogonality"]),
             "random_mean": float(r["random_mean"]), "random_sd": float(r["random_sd"]),
-            "p_random": float(r["p_random"]), "random_paper": bool(r["random_paper"]),
+            "p_random": float(r["p_random"]), "random_method": r["random_method"],
+            "random_paper": bool(r["random_paper"]),
             "assessed": bool(r["assessed"]), "not_assessed": r["not_assessed"],
             "flags": flag_names(r), "reason": r["reason"],
         })
@@ -154,23 +155,23 @@ def render(model, df, summary, base=None, thresholds=None) -> str:
         row += [r["orthogonality"], ",".join(flag_names(r)) or "-"]
         rows.append(row)
     out = [f"{model.path}  ({model.format}, {len(model.layers)} conv layers)", ""]
-    out += render_summary(summary, rows, headers, thresholds)
+    out += render_summary(summary, rows, headers, thresholds, df)
     for w in model.warnings:
         out.append(f"  warning: {w}")
     return "\n".join(out)
 
 
-def render_summary(summary, rows, headers, thresholds=None) -> list[str]:
+def render_summary(summary, rows, headers, thresholds=None, df=None) -> list[str]:
     """Table, non-assessed line, reasons, worst layers, verdict and legend (``check``)."""
-    from ..health.assess import legend, not_assessed_line
+    from ..health.assess import extrapolated_line, legend, not_assessed_line
 
     s = summary
     out = []
     if rows:
         out += [format_table(rows, headers), ""]
-    line = not_assessed_line(s)
-    if line:
-        out.append("  " + line)
+    for line in (not_assessed_line(s), "" if df is None else extrapolated_line(df)):
+        if line:
+            out.append("  " + line)
     share = s["share_degenerated"]
     out.append(f"  degenerated: {s['n_degenerated']} of {s['n_assessed']} assessed layers"
                + (f" ({share:.1%})" if share == share else "")

@@ -37,7 +37,7 @@ MIN_FILTERS = 3
 N_WORST = 5
 VERDICTS = ("good start", "caution", "poor start", "not assessed")
 ASSESS_COLUMNS = ("threshold", "variance_entropy_norm", "random_mean", "random_sd",
-                  "p_random", "random_paper", "random", "low_diversity", "sparse",
+                  "p_random", "random_method", "random_paper", "random", "low_diversity", "sparse",
                   "degenerated", "assessed", "not_assessed", "reason")
 
 
@@ -105,6 +105,7 @@ def assess(n, kh, kw, S, H, thresholds: HealthThresholds | None = None,
     mean = np.full(n.shape, nan)
     sd = np.full(n.shape, nan)
     p = np.full(n.shape, nan)
+    method = np.full(n.shape, "", dtype=object)
     is3 = d == 9
     TH[is3 & (n >= 1)] = K.randomness_threshold(n[is3 & (n >= 1)].astype(np.float64))
     sim = (d > 1) & (n >= MIN_FILTERS)
@@ -114,6 +115,7 @@ def assess(n, kh, kw, S, H, thresholds: HealthThresholds | None = None,
         sel = sim & (n == nn) & (d == dd)
         mean[sel], sd[sel] = r.mean, r.sd
         p[sel] = r.p_value(H[sel])
+        method[sel] = r.method
         if dd != 9:
             TH[sel] = r.mean
     assessed = sim & np.isfinite(H) & np.isfinite(S) & ~missing
@@ -132,6 +134,7 @@ def assess(n, kh, kw, S, H, thresholds: HealthThresholds | None = None,
     why[d <= 1] = "1x1 kernel"
     df = pd.DataFrame({"threshold": TH, "variance_entropy_norm": norm, "random_mean": mean,
                        "random_sd": sd, "p_random": np.where(assessed, p, nan),
+                       "random_method": method,
                        "random_paper": random_paper, "random": random, "low_diversity": low,
                        "sparse": sparse, "degenerated": deg, "assessed": assessed,
                        "not_assessed": why})
@@ -296,6 +299,21 @@ def summarise(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> d
             "verdict": verdict_sentence(counts, t), "thresholds": t.to_dict()}
 
 
+def extrapolated_line(df: pd.DataFrame) -> str:
+    """Which layers' random reference is extrapolated, and how ("" when none is)."""
+    from ..kernels.randomness import K_EXACT
+
+    if not len(df) or "random_method" not in df:
+        return ""
+    sel = df["assessed"].to_numpy(bool) & (df["random_method"] == "extrapolated").to_numpy()
+    k = int(np.count_nonzero(sel))
+    if not k:
+        return ""
+    return (f"H random of {k} layer{'s' if k != 1 else ''} with min(n - 1, kh*kw) > "
+            f"{K_EXACT} is extrapolated (bounded cost): drawn at {K_EXACT} dimensions with "
+            "the same ratio and mapped by the Marchenko-Pastur limit")
+
+
 def not_assessed_line(summary: dict) -> str:
     """The non-assessed layers in one line ("" when every layer is assessed)."""
     nota = summary.get("not_assessed") or {}
@@ -332,6 +350,6 @@ def legend(thresholds: HealthThresholds | None = None) -> list[str]:
 
 
 __all__ = ["HealthThresholds", "assess", "summarise", "verdict_class", "verdict_sentence",
-           "legend", "not_assessed_line", "flag_names", "paper_threshold",
+           "legend", "not_assessed_line", "extrapolated_line", "flag_names", "paper_threshold",
            "low_diversity_limit", "reasons", "worst_label", "FLAGS", "RULES", "MIN_FILTERS",
            "ASSESS_COLUMNS", "VERDICTS"]

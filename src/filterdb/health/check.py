@@ -28,7 +28,8 @@ METRIC_COLUMNS = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", 
                   "variance_entropy", "variance_entropy_clean", "orthogonality")
 COLUMNS = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", "sparsity",
            "variance_entropy", "threshold", "variance_entropy_norm", "variance_entropy_clean",
-           "orthogonality", "random_mean", "random_sd", "p_random", "random_paper", "random",
+           "orthogonality", "random_mean", "random_sd", "p_random", "random_method",
+           "random_paper", "random",
            "low_diversity", "sparse", "degenerated", "assessed", "not_assessed", "reason")
 
 

@@ -49,7 +49,8 @@ LAYER_COLUMNS = ("layer_id", "model", "model_name", "task", "visual_category", "
                  "kernel", "c_out", "conv_depth", "conv_depth_norm", "depth_bin", "n",
                  "sparsity", "variance_entropy", "threshold", "variance_entropy_norm",
                  "variance_entropy_clean", "orthogonality", "random_mean", "random_sd",
-                 "p_random", "random_paper", "random", "low_diversity", "sparse",
+                 "p_random", "random_method", "random_paper", "random", "low_diversity",
+                 "sparse",
                  "degenerated", "assessed", "not_assessed", "reason")
 
 
