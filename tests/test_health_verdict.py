@@ -259,3 +259,23 @@ def test_calibration_trained_and_random_sets(zoo_paths):
                     for W in pools for _ in range(120)])
     a = assess(np.full(len(H12), 12), 3, 3, np.zeros(len(H12)), H12, t)
     assert a["random_paper"].mean() >= 0.3
+
+
+def test_interpolation_in_n_against_exact_simulation():
+    """n above N_EXACT between grid sizes: within a fraction of the spread of a simulation
+    at n itself (mean to 0.1 sd, the 5 % quantile to 0.25 sd, Monte Carlo noise included)."""
+    for d in (9, 25):
+        for n in (100, 1000, 3001):
+            r = R.random_entropy(n, d)
+            assert r.interpolated
+            g0, g1 = R.grid_neighbours(n)
+            assert g0 < n < g1 and g1 / g0 < 1.1
+            e = R._random_entropy(n, d, R.SEED)  # simulated at n itself
+            assert abs(r.mean - e.mean) < 0.1 * e.sd, (d, n)
+            assert abs(r.quantile(0.05) - e.quantile(0.05)) < 0.25 * e.sd, (d, n)
+            assert r.sd == pytest.approx(e.sd, rel=0.1)
+    # a database with every n from 3 to 10^5 needs a bounded number of simulations
+    R._random_entropy.cache_clear()
+    for n in range(3, 100001, 7):
+        R.random_entropy(n, 9)
+    assert R._random_entropy.cache_info().currsize <= R.N_EXACT + 8 * 11

@@ -19,6 +19,13 @@ Bounded cost for any kernel size:
   ``delta_k = delta_inf + (delta_k0 - delta_inf) * k0 / k``. The result says so
   (``method = "extrapolated"``).
 
+Bounded count of simulations: ``n <= N_EXACT`` is simulated at ``n`` itself; a larger
+``n`` between two points of the grid ``N_EXACT * 2^(j / GRID_PER_OCTAVE)`` gets the
+quantile function interpolated linearly in ``1 / n`` between the grid points' (``H``'s
+mean moves as ``1 / n`` there; the error is a small fraction of the spread, tested), so a
+database of any number of distinct layer sizes needs at most ``N_EXACT`` plus
+``GRID_PER_OCTAVE`` simulations per octave of ``n`` for each kernel size.
+
 The p-value of an observed ``H`` is the share of random draws with ``H`` at most the
 observed one (:func:`p_value`): small when the layer is more structured (lower ``H``)
 than random layers of its size.
@@ -39,6 +46,8 @@ MIN_DRAWS = 500
 COST_PER_BATCH = 4000 * 16 ** 3  # k^3 units: 4000 draws up to k = 16
 BATCH_ELEMENTS = 1 << 22        # floats per batch of Bartlett factors (32 MB)
 SEED = 0
+N_EXACT = 64           # n up to this: simulated at n itself
+GRID_PER_OCTAVE = 8    # larger n: interpolated between grid points
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class RandomEntropy:
     d: int
     draws: np.ndarray
     method: str
+    interpolated: bool = False  # between two grid sizes (see the module docstring)
 
     @property
     def mean(self) -> float:
@@ -122,9 +132,36 @@ def mp_deficit(y: float) -> float:
     return float(val)
 
 
+def grid_neighbours(n: int) -> tuple[int, int]:
+    """The grid sizes ``g0 <= n <= g1`` around ``n > N_EXACT`` (equal when ``n`` is one)."""
+    j = math.floor(GRID_PER_OCTAVE * math.log2(n / N_EXACT) + 1e-9)
+    g0 = int(round(N_EXACT * 2 ** (j / GRID_PER_OCTAVE)))
+    g1 = int(round(N_EXACT * 2 ** ((j + 1) / GRID_PER_OCTAVE)))
+    if g0 > n:  # rounding at the boundary
+        g0, g1 = int(round(N_EXACT * 2 ** ((j - 1) / GRID_PER_OCTAVE))), g0
+    if n >= g1:
+        g0 = g1 = n if n == g1 else g0
+    return (n, n) if n == g0 else (g0, g1)
+
+
 def random_entropy(n: int, d: int, seed: int = SEED) -> RandomEntropy:
     """The (cached) :class:`RandomEntropy` of ``n`` filters of dimension ``d``."""
-    return _random_entropy(int(n), int(d), int(seed))
+    n, d, seed = int(n), int(d), int(seed)
+    if n <= N_EXACT or d < 2:
+        return _random_entropy(n, d, seed)
+    return _interpolated(n, d, seed)
+
+
+@lru_cache(maxsize=8192)
+def _interpolated(n: int, d: int, seed: int) -> RandomEntropy:
+    g0, g1 = grid_neighbours(n)
+    if g0 == g1:
+        return _random_entropy(n, d, seed)
+    a, b = _random_entropy(g0, d, seed), _random_entropy(g1, d, seed)
+    if a.draws.size != b.draws.size:  # cannot happen for n > N_EXACT (see the docstring)
+        return _random_entropy(n, d, seed)
+    w = (1 / n - 1 / g1) / (1 / g0 - 1 / g1)
+    return RandomEntropy(n, d, w * a.draws + (1 - w) * b.draws, a.method, True)
 
 
 @lru_cache(maxsize=8192)
@@ -156,4 +193,5 @@ def random_entropy_many(n, d) -> list[RandomEntropy]:
 
 
 __all__ = ["RandomEntropy", "random_entropy", "random_entropy_many", "p_value", "n_draws",
-           "wishart_entropy", "mp_deficit", "K_EXACT", "MAX_DRAWS", "MIN_DRAWS"]
+           "wishart_entropy", "mp_deficit", "grid_neighbours", "K_EXACT", "MAX_DRAWS",
+           "MIN_DRAWS", "N_EXACT", "GRID_PER_OCTAVE"]
