@@ -279,3 +279,26 @@ def test_interpolation_in_n_against_exact_simulation():
     for n in range(3, 100001, 7):
         R.random_entropy(n, 9)
     assert R._random_entropy.cache_info().currsize <= R.N_EXACT + 8 * 11
+
+
+def test_file_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
+    from filterdb.health.random_cache import FileStore
+
+    store = FileStore(tmp_path / "re")
+    monkeypatch.setattr(R, "STORE", store)
+    R._random_entropy.cache_clear()
+    a = R.random_entropy(20, 9)
+    files = list((tmp_path / "re").glob("*.npy"))
+    assert len(files) == 1 and files[0].name == R.store_key(20, 9, 0) + ".npy"
+    R._random_entropy.cache_clear()
+    b = R.random_entropy(20, 9)  # from the file
+    np.testing.assert_array_equal(a.draws, b.draws)
+    for junk in (b"not numpy", None):  # garbage, then a well-formed but wrong array
+        if junk is None:
+            np.save(files[0], np.arange(5.0))
+        else:
+            files[0].write_bytes(junk)
+        R._random_entropy.cache_clear()
+        c = R.random_entropy(20, 9)  # simulated again, and the same
+        np.testing.assert_array_equal(a.draws, c.draws)
+    R._random_entropy.cache_clear()

@@ -11,6 +11,9 @@ from .check import (COLUMNS, FLAGS, HealthThresholds, flags, health_from_moments
                     layer_metrics, model_health, randomness_threshold_for, summarise)
 from .database import (compare_to_population, database_health, health_summary,
                        model_summaries, population_bands)
+from .random_cache import install as _install_random_cache
+
+_install_random_cache()
 
 __all__ = ["HealthThresholds", "layer_metrics", "model_health", "summarise", "flags",
            "health_from_moments", "randomness_threshold_for", "random_baseline",

@@ -26,6 +26,9 @@ mean moves as ``1 / n`` there; the error is a small fraction of the spread, test
 database of any number of distinct layer sizes needs at most ``N_EXACT`` plus
 ``GRID_PER_OCTAVE`` simulations per octave of ``n`` for each kernel size.
 
+Simulated draws are cached in-process; a store (``STORE``: ``load(key)`` / ``save(key,
+draws)``, installed by :mod:`filterdb.health` as a file cache) keeps them across processes.
+
 The p-value of an observed ``H`` is the share of random draws with ``H`` at most the
 observed one (:func:`p_value`): small when the layer is more structured (lower ``H``)
 than random layers of its size.
@@ -46,6 +49,8 @@ MIN_DRAWS = 500
 COST_PER_BATCH = 4000 * 16 ** 3  # k^3 units: 4000 draws up to k = 16
 BATCH_ELEMENTS = 1 << 22        # floats per batch of Bartlett factors (32 MB)
 SEED = 0
+STORE = None           # optional cross-process store of simulated draws (see above)
+VERSION = 1            # of the simulation; part of the store's key
 N_EXACT = 64           # n up to this: simulated at n itself
 GRID_PER_OCTAVE = 8    # larger n: interpolated between grid points
 
@@ -164,11 +169,32 @@ def _interpolated(n: int, d: int, seed: int) -> RandomEntropy:
     return RandomEntropy(n, d, w * a.draws + (1 - w) * b.draws, a.method, True)
 
 
+def store_key(n: int, d: int, seed: int) -> str:
+    """The store's key of a simulation (changes with :data:`VERSION` and the draw counts)."""
+    k = min(n - 1, d)
+    return f"v{VERSION}-d{d}-n{n}-s{seed}-k{K_EXACT}-m{n_draws(min(k, K_EXACT))}"
+
+
 @lru_cache(maxsize=8192)
 def _random_entropy(n: int, d: int, seed: int) -> RandomEntropy:
-    m = n - 1
     if n <= 2 or d < 2:
         return RandomEntropy(n, d, np.zeros(0), "degenerate")
+    method = "exact" if min(n - 1, d) <= K_EXACT else "extrapolated"
+    key = store_key(n, d, seed)
+    if STORE is not None:
+        got = STORE.load(key)
+        want = n_draws(min(n - 1, d, K_EXACT))
+        if (got is not None and got.shape == (want,) and np.isfinite(got).all()
+                and (np.diff(got) >= 0).all()):
+            return RandomEntropy(n, d, got, method)
+    r = _simulate(n, d, seed)
+    if STORE is not None:
+        STORE.save(key, r.draws)
+    return r
+
+
+def _simulate(n: int, d: int, seed: int) -> RandomEntropy:
+    m = n - 1
     k, dof = min(m, d), max(m, d)
     rng = np.random.default_rng([seed, n, d])
     if k <= K_EXACT:
