@@ -29,7 +29,9 @@ def weight_metrics(weight, eps: float = 0.01, orthogonality: bool = True) -> dic
         out["sparsity"] = K.sparsity(W, eps)
         out["n_sparse"] = float(n if peak == 0 else K.sparse_count(W, eps * peak))
         out["variance_entropy"] = K.variance_entropy(W)
-        out["variance_entropy_clean"] = K.variance_entropy_clean(W, eps)
+        # no sparse filter: the clean entropy is H itself (and costs a second Gram)
+        out["variance_entropy_clean"] = (out["variance_entropy"] if out["n_sparse"] == 0
+                                         and n >= 2 else K.variance_entropy_clean(W, eps))
     if orthogonality:
         out["orthogonality"] = K.orthogonality(w)
     return out
