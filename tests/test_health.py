@@ -432,13 +432,13 @@ def test_model_summary_and_verdict():
     df, s = model_health(model(good + [zero]))  # 1 of 5 = 0.2: caution
     assert s["n_degenerated"] == 1 and s["share_degenerated"] == 0.2
     assert s["verdict"] == ("caution: 1 of 5 assessed layers (20%, at most the 20% limit of a "
-                            "poor start) is degenerated: 0 random-like, 1 sparse and "
+                            "poor start) is degenerated: 0 random-like, 1 both sparse and "
                             "low-diversity.")
     assert s["worst_layers"][0]["name"] == "l4"
     assert s["worst_layers"][0]["label"] == "sparse and low-diversity (S 1.000, H 0.000)"
     df, s = model_health(model(good[:3] + [rand, zero]))  # 2 of 5: poor
     assert s["verdict"] == ("poor start: 2 of 5 assessed layers (40%, more than the 20% "
-                            "limit) are degenerated: 1 random-like, 1 sparse and "
+                            "limit) are degenerated: 1 random-like, 1 both sparse and "
                             "low-diversity.")
     # degenerated first, by closeness to random (p_random): the random layer, then the zeros
     assert [w["name"] for w in s["worst_layers"][:2]] == ["l3", "l4"]

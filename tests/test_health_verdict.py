@@ -105,8 +105,10 @@ def test_wide_kernels_under_a_memory_limit(tmp_path):
         dd = int(np.prod([int(x) for x in l["kernel"].split("x")]))
         assert 0 < l["random_mean"] <= np.log10(dd) and l["random_sd"] >= 0
         assert abs(l["variance_entropy"] - l["random_mean"]) < 5 * l["random_sd"] + 1e-4, name
-        assert "random" in l["flags"], name
-    assert elapsed < 60, elapsed  # about 5 s on an idle 2-core machine
+        assert l["p_random"] > 0.002, name  # random-like at alpha 0.05 but 5 % of the time
+    assert sum("random" in l["flags"] for l in d["layers"]) >= 3
+    assert elapsed < 60, elapsed  # 16 s on a 2-core machine at load 4.5; the 2112 x 2048 H
+    # Gram (9e9 multiply-adds) is most of it
     r = subprocess.run([sys.executable, "-c", code, "check", str(p)], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0

@@ -341,7 +341,7 @@ def cmd_health(args) -> int:
     total = summarise(df, t)
     out = [f"{args.db}: {len(df)} layers, {total['n_assessed']} assessed, "
            f"{total['n_degenerated']} degenerated ({total['n_random']} random-like, "
-           f"{total['n_low_diversity_sparse']} sparse and low-diversity)"]
+           f"{total['n_low_diversity_sparse']} both sparse and low-diversity)"]
     line = not_assessed_line(total)
     if line:
         out.append(line)

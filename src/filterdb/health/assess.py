@@ -205,8 +205,8 @@ def verdict_sentence(counts: dict, thresholds: HealthThresholds | None = None) -
                else f"more than the {limit} limit")
         s = (f"{cls}: {g} of {a} assessed layers ({share}, {how}) "
              f"{'is' if g == 1 else 'are'} degenerated: "
-             f"{counts['n_random']} random-like, {counts['n_low_diversity_sparse']} sparse "
-             "and low-diversity")
+             f"{counts['n_random']} random-like, {counts['n_low_diversity_sparse']} both "
+             "sparse and low-diversity")
     extra = []
     if counts.get("n_low_diversity_only"):
         extra.append(f"{counts['n_low_diversity_only']} low-diversity only")
