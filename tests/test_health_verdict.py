@@ -304,3 +304,21 @@ def test_file_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
         c = R.random_entropy(20, 9)  # simulated again, and the same
         np.testing.assert_array_equal(a.draws, c.draws)
     R._random_entropy.cache_clear()
+
+
+def test_random_stats_equals_one_by_one():
+    """The vectorised statistics (grouped by grid interval, never building the interpolated
+    draws) equal random_entropy's, size by size."""
+    rng = np.random.default_rng(5)
+    n = np.concatenate([rng.integers(3, 200, 200), rng.integers(65, 20000, 300)])
+    d = rng.choice([4, 9, 25], n.size)
+    H = rng.uniform(0.3, 1.3, n.size)
+    H[:3] = np.nan
+    H[3] = R.random_entropy(int(n[3]), int(d[3])).draws[50]  # exactly on a draw
+    mean, sd, p, method = R.random_stats(n, d, H)
+    for i in range(n.size):
+        r = R.random_entropy(int(n[i]), int(d[i]))
+        assert mean[i] == pytest.approx(r.mean, abs=1e-12)
+        assert sd[i] == pytest.approx(r.sd, abs=1e-12)
+        assert (np.isnan(p[i]) and np.isnan(H[i])) or p[i] == r.p_value(H[i])
+        assert method[i] == r.method

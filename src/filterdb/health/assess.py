@@ -29,7 +29,7 @@ import pandas as pd
 
 from ..errors import FilterDBError
 from ..kernels import health as K
-from ..kernels.randomness import random_entropy
+from ..kernels.randomness import random_entropy, random_stats
 
 FLAGS = ("random", "low_diversity", "sparse", "degenerated")
 RULES = ("calibrated", "paper")
@@ -109,15 +109,11 @@ def assess(n, kh, kw, S, H, thresholds: HealthThresholds | None = None,
     is3 = d == 9
     TH[is3 & (n >= 1)] = K.randomness_threshold(n[is3 & (n >= 1)].astype(np.float64))
     sim = (d > 1) & (n >= MIN_FILTERS)
-    pairs = np.unique(np.stack([n[sim], d[sim]], axis=1), axis=0) if sim.any() else []
-    for nn, dd in pairs:
-        r = random_entropy(int(nn), int(dd))
-        sel = sim & (n == nn) & (d == dd)
-        mean[sel], sd[sel] = r.mean, r.sd
-        p[sel] = r.p_value(H[sel])
-        method[sel] = r.method
-        if dd != 9:
-            TH[sel] = r.mean
+    idx = np.flatnonzero(sim)
+    if len(idx):
+        mean[idx], sd[idx], p[idx], method[idx] = random_stats(n[idx], d[idx], H[idx])
+        other = idx[d[idx] != 9]
+        TH[other] = mean[other]
     assessed = sim & np.isfinite(H) & np.isfinite(S) & ~missing
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.where(sim & (TH > 0), H / np.where(TH > 0, TH, 1.0), nan)
