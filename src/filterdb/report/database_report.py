@@ -192,7 +192,7 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
     overall = summarise(hdf, ht)
     line = not_assessed_line(overall)
     if line:
-        sec.add_text(line[0].upper() + line[1:] + " (in the layer table, not assessed).")
+        sec.add_text(line[0].upper() + line[1:] + " (not in the layer table).")
     by_model = summarise_groups(hdf, "model", thresholds)
     info = models.set_index("model")
     mh = pd.DataFrame({
@@ -224,12 +224,12 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
     sec.add_heading("Layers")
     cols = ["model", "name", "kernel", "conv_depth_norm", "n", "sparsity", "variance_entropy",
             "variance_entropy_norm", "random_mean", "p_random", "random_paper",
-            "orthogonality", "random", "low_diversity", "sparse", "degenerated", "assessed",
-            "not_assessed", "reason"]
-    sec.add_table(hdf[cols].reset_index(drop=True), "health-layers",
-                  highlight=hdf["degenerated"].to_numpy(bool),
-                  caption="Every layer of the selection; degenerated layers highlighted. "
-                          + " · ".join(legend(ht)) + ".")
+            "orthogonality", "random", "low_diversity", "sparse", "degenerated", "reason"]
+    shown = hdf[a]
+    sec.add_table(shown[cols].reset_index(drop=True), "health-layers",
+                  highlight=shown["degenerated"].to_numpy(bool),
+                  caption="Every assessed layer of the selection (the others: the line above); "
+                          "degenerated layers highlighted. " + " · ".join(legend(ht)) + ".")
 
     # -- one section per model ------------------------------------------------------------------
     if with_models:
