@@ -16,7 +16,6 @@ from filterdb.cli import main
 from filterdb.health import HealthThresholds, database_health, model_health, model_summaries
 from filterdb.kernels import randomness as R
 from filterdb.kernels.health import variance_entropy
-from filterdb.store import init_database
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 

@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FilterDBError
-from ..kernels import health as K
 from ..kernels.drift import depth_bin, depth_bin_labels
 from .assess import ASSESS_COLUMNS, HealthThresholds, assess, summarise, verdict_class
 
