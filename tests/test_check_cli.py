@@ -76,7 +76,11 @@ def test_json_equals_model_health(npz_model, capsys):
     assert "random" in by["conv3"]["flags"] and "random" in by["conv5"]["flags"]
     assert by["conv4"]["variance_entropy"] is None and by["conv4"]["flags"] == []
     assert d["summary"]["n_assessed"] == 4 and d["summary"]["n_degenerated"] == 3
-    assert d["summary"]["verdict"].startswith("poor start: 3 of 4 layers degenerated")
+    assert d["summary"]["verdict"].startswith("poor start: 3 of 4 assessed layers (75%")
+    assert d["summary"]["verdict_class"] == "poor start"
+    assert by["conv4"]["not_assessed"] == "1x1 kernel"
+    assert by["conv3"]["random_paper"] and by["conv3"]["p_random"] >= 0.05
+    assert by["conv3"]["reason"].startswith("random-like: H ")
     assert "baseline" not in d
 
 
@@ -112,7 +116,12 @@ def test_real_model_text_and_json(zoo_path, capsys):
     assert main(["check", str(p)]) == 0
     out = capsys.readouterr().out
     assert f"verdict: {summary['verdict']}" in out
-    assert all(name in out for name in df["name"])
+    from filterdb._table import shorten
+
+    first = {line.split()[0] for line in out.splitlines() if line.strip()}  # table rows
+    assert all(shorten(name) in first for name in df.loc[df["assessed"], "name"])
+    assert not any(shorten(name) in first for name in df.loc[~df["assessed"], "name"])
+    assert "legend: " in out and "rule calibrated" in out
 
 
 def test_bad_file_one_line_error(tmp_path):
@@ -134,3 +143,61 @@ def test_db_option_needs_a_database(npz_model, capsys):
 def test_bad_threshold_option(npz_model, capsys):
     assert main(["check", "--eps", "-1", str(npz_model)]) == 2
     assert "--eps" in capsys.readouterr().err
+
+
+def test_text_shows_legend_rule_reasons_and_not_assessed(npz_model, capsys):
+    assert main(["check", str(npz_model)]) == 0
+    out = capsys.readouterr().out
+    df, summary = model_health(read_model(npz_model))
+    assert "not assessed: 1 layer (1x1 kernel 1)" in out
+    assert "conv4" not in out  # the 1x1 layer is not a row
+    assert "nan" not in out.split("not assessed")[0]
+    for _, r in df[df["assessed"]].iterrows():  # H random = mean +- sd, p per row
+        assert f"{r['random_mean']:.3f}+-" in out and f"{r['p_random']:.3f}" in out
+    for _, r in df[df["degenerated"]].iterrows():  # one reason per flagged layer
+        assert r["reason"] and r["reason"] in out
+    assert "random-like (rule calibrated): p >= 0.05" in out
+    assert "sparse: S >= 0.14" in out and "low diversity: H < 0.5" in out
+    assert "degenerated = random-like, or low-diversity and sparse" in out
+    assert "caution up to 20%" in out
+    assert f"verdict: {summary['verdict']}" in out
+    assert main(["check", "--rule", "paper", str(npz_model)]) == 0
+    out = capsys.readouterr().out
+    assert "random-like (rule paper): H >= TH(n) - 0.02" in out
+    assert "random-like (paper rule): H " in out
+
+
+def test_rule_paper_is_the_published_flag(npz_model, capsys):
+    d = check_json(capsys, npz_model, "--rule", "paper")
+    for l in d["layers"]:
+        if l["assessed"]:
+            assert ("random" in l["flags"]) == (l["variance_entropy"] >= l["threshold"] - 0.02)
+            assert l["random_paper"] == ("random" in l["flags"])
+
+
+def test_fail_on_exit_codes(npz_model, tmp_path, capsys):
+    # npz_model is a poor start: --fail-on poor and caution both fail with exit 3
+    assert main(["check", "--fail-on", "poor", str(npz_model)]) == 3
+    assert main(["check", "--fail-on", "caution", "--json", str(npz_model)]) == 3
+    capsys.readouterr()
+    rng = np.random.default_rng(3)
+    # a structured layer (strongly graded filters) and one zero (sparse, low-diversity)
+    # layer in five: 1 of 5 degenerated is "caution"
+    good = [(rng.standard_normal((16, 8, 3, 3)) * 0.5 ** np.arange(9).reshape(3, 3))
+            for _ in range(4)]
+    p = tmp_path / "caution.npz"
+    np.savez(p, **{f"c{i}.weight": w.astype(np.float32)
+                   for i, w in enumerate(good + [np.zeros((16, 8, 3, 3))])})
+    s = model_health(read_model(p))[1]
+    assert s["verdict_class"] == "caution"
+    assert main(["check", "--fail-on", "poor", str(p)]) == 0
+    assert main(["check", "--fail-on", "caution", str(p)]) == 3
+    assert main(["check", str(p)]) == 0
+    p2 = tmp_path / "good.npz"
+    np.savez(p2, **{f"c{i}.weight": w.astype(np.float32) for i, w in enumerate(good)})
+    assert main(["check", "--fail-on", "caution", str(p2)]) == 0
+    capsys.readouterr()
+    r = run_cli("check", "--fail-on", "poor", npz_model)  # the real process exit status
+    assert r.returncode == 3 and "verdict: poor start" in r.stdout
+    r = run_cli("check", "--fail-on", "bad", npz_model)
+    assert r.returncode == 2

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from filterdb.health import (HealthThresholds, flags, health_from_moments, layer_metrics,
+from filterdb.health import (COLUMNS, HealthThresholds, flags, health_from_moments, layer_metrics,
                              model_health, random_baseline, simulated_threshold)
 from filterdb.health.baseline import fans, init_weight, simulate_iid_entropy
 from filterdb.kernels import health as K
@@ -132,7 +133,7 @@ def test_real_layers_match_definitions(zoo_path, model_id, loader):
             assert same(row["sparsity"], ref_S(W))
             assert same(row["threshold"], ref_TH(W.shape[0]))
             assert same(row["variance_entropy_norm"], ref_H(W) / ref_TH(W.shape[0]))
-            assert row["random"] == (ref_H(W) >= ref_TH(W.shape[0]) - 0.02)
+            assert row["random_paper"] == (ref_H(W) >= ref_TH(W.shape[0]) - 0.02)
             assert row["sparse"] == (ref_S(W) >= 0.14)
             assert row["low_diversity"] == (ref_H(W) < 0.5)
         elif (kh, kw) == (1, 1):
@@ -424,22 +425,34 @@ def test_model_summary_and_verdict():
         return Model("m.npz", "npz", "0" * 64, ls)
 
     df, s = model_health(model(good))
-    assert s["n_degenerated"] == 0 and s["verdict"].startswith("good start: 0 of 4 layers")
+    assert s["n_degenerated"] == 0 and s["verdict_class"] == "good start"
+    assert s["verdict"] == ("good start: none of the 4 assessed layers is degenerated "
+                            "(random-like, or sparse and low-diversity).")
     df, s = model_health(model(good + [zero]))  # 1 of 5 = 0.2: caution
     assert s["n_degenerated"] == 1 and s["share_degenerated"] == 0.2
-    assert s["verdict"].startswith("caution: 1 of 5 layers degenerated")
+    assert s["verdict"] == ("caution: 1 of 5 assessed layers (20%, at most the 20% limit of a "
+                            "poor start) is degenerated: 0 random-like, 1 both sparse and "
+                            "low-diversity.")
     assert s["worst_layers"][0]["name"] == "l4"
+    assert s["worst_layers"][0]["label"] == "sparse and low-diversity (S 1.000, H 0.000)"
     df, s = model_health(model(good[:3] + [rand, zero]))  # 2 of 5: poor
-    assert s["verdict"].startswith("poor start: 2 of 5 layers degenerated (1 random, 1 sparse")
-    assert [w["name"] for w in s["worst_layers"][:2]] == ["l4", "l3"]  # 3 flags before 2
-    assert list(df.columns)[:16] == [
-        "name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", "sparsity",
-        "variance_entropy", "threshold", "variance_entropy_norm", "variance_entropy_clean",
-        "orthogonality", "random", "low_diversity", "sparse", "degenerated"]
-    # worst order = (degenerated, number of flags, |H/TH - 0.9|), descending
+    assert s["verdict"] == ("poor start: 2 of 5 assessed layers (40%, more than the 20% "
+                            "limit) are degenerated: 1 random-like, 1 both sparse and "
+                            "low-diversity.")
+    # degenerated first, by closeness to random (p_random): the random layer, then the zeros
+    assert [w["name"] for w in s["worst_layers"][:2]] == ["l3", "l4"]
+    assert s["worst_layers"][0]["label"].startswith("random-like (p ")
+    r = df.iloc[3]
+    assert s["worst_layers"][0]["reason"] == (
+        f"random-like: H {r['variance_entropy']:.3f}, random layers of n=4096 give "
+        f"{r['random_mean']:.3f} +- {r['random_sd']:.3f} (p {r['p_random']:.2f} >= 0.05)")
+    assert list(df.columns) == list(COLUMNS)
+    # then the others by p_random, then H / mean H of random layers, descending
     rest = df[~df["degenerated"]]
-    dev = (rest["variance_entropy_norm"] - 0.9).abs().sort_values(ascending=False)
-    assert [w["name"] for w in s["worst_layers"][2:]] == list(rest.loc[dev.index, "name"])
+    key = pd.DataFrame({"p": rest["p_random"], "h": rest["variance_entropy"] / rest["random_mean"]})
+    key = key.sort_values(["p", "h"], ascending=False)
+    assert [w["name"] for w in s["worst_layers"][2:]] == list(rest.loc[key.index, "name"])
+    assert all(w["label"].startswith("closest to random") for w in s["worst_layers"][2:])
     _, s = model_health(Model("e.npz", "npz", "0" * 64, []))
     assert s["n_layers"] == 0 and s["verdict"].startswith("not assessed")
 

@@ -16,7 +16,8 @@ from filterdb.store import init_database, open_database
 
 ZOO = ("digit-recognizer", "mtcnn-onet", "ppocr-mobile-v2-cls", "mp-face-detection-short")
 METRICS = ("sparsity", "variance_entropy", "variance_entropy_clean", "orthogonality",
-           "threshold", "variance_entropy_norm")
+           "threshold", "variance_entropy_norm", "random_mean", "random_sd", "p_random")
+FLAG_COLUMNS = ("random", "random_paper", "low_diversity", "sparse", "degenerated", "assessed")
 
 
 def _model(name, weights, seed=0):
@@ -100,15 +101,22 @@ def assert_matches(df, models, t=None):
     for r in df.itertuples(index=False):
         e = exp[(r.model, r.name)]
         assert r.n == e["n"] and r.kernel == e["kernel"]
-        if e["kernel"] != "3x3":
-            assert not r.assessed and np.isnan(r.sparsity) and not r.degenerated
+        if e["kernel"] == "1x1":  # not assessed alike (orthogonality is not stored for 1x1)
+            assert not r.assessed and not e["assessed"] and np.isnan(r.sparsity)
+            assert r.not_assessed == e["not_assessed"] == "1x1 kernel" and not r.degenerated
             continue
-        n3 += 1
+        if e["kernel"] != "3x3" and t is not None and t.sparsity_eps != 0.01:
+            # stored at ingest with eps 0.01 only: the database cannot assess them
+            assert not r.assessed and r.not_assessed == "no stored metrics"
+            continue
+        # every other kernel: the same metrics (non-3x3 ones stored at ingest) and flags
+        n3 += e["kernel"] == "3x3"
         for m in METRICS:
             a, b = getattr(r, m), e[m]
             assert (np.isnan(a) and np.isnan(b)) or abs(a - b) <= 1e-9, (r.model, r.name, m, a, b)
-        for f in ("random", "low_diversity", "sparse", "degenerated", "assessed"):
+        for f in FLAG_COLUMNS:
             assert bool(getattr(r, f)) == bool(e[f]), (r.model, r.name, f)
+        assert r.not_assessed == e["not_assessed"] and r.reason == e["reason"], (r.model, r.name)
         assert r.conv_depth_norm == pytest.approx(e["conv_depth_norm"])
     return n3
 
@@ -173,7 +181,8 @@ def test_store_and_reuse(db_path, models, monkeypatch):
     import sqlite3
 
     con = sqlite3.connect(db_path / "catalog.sqlite")
-    rows = con.execute("SELECT layer_id, params, metrics, data_version FROM layer_metrics").fetchall()
+    rows = con.execute("SELECT layer_id, params, metrics, data_version FROM layer_metrics "
+                       "WHERE params = ?", (HD.metrics_params(0.01),)).fetchall()
     con.close()
     assert {r[3] for r in rows} == {dv}
     one = first[first["kernel"] == "3x3"].iloc[3]
@@ -223,7 +232,7 @@ def pop_db(tmp_path_factory, models):
 def test_percentiles_by_hand(pop_db):
     path, ms = pop_db
     pop = database_health(path)
-    a = pop[pop["assessed"]]
+    a = pop[pop["assessed"] & (pop["kernel"] == "3x3")]  # the model's layers are all 3x3
     x = a["conv_depth_norm"].to_numpy()
     # depth bins [0, .1], (.1, .2], ... and size classes floor(log10 n), by hand
     b = np.clip(np.ceil(np.round(x * 10, 9)) - 1, 0, 9).astype(int)

@@ -166,8 +166,9 @@ def test_sections_and_figures(built):
             "ridge-task", "ridge-visual-category", "ridge-depth",
             "noise-task", "noise-visual-category"}
     for s in model_sections:
+        want.add(f"{s}-population")  # every model has assessed layers (5x5 ones too)
         if s != "m-syn-5x5":
-            want |= {f"{s}-filters", f"{s}-population"}
+            want.add(f"{s}-filters")
     assert set(page.figures) == want
     assert set(res.figures) == want
     for src in page.figures.values():
@@ -175,7 +176,6 @@ def test_sections_and_figures(built):
     # the 5x5-only model: skipped with a sentence, its table still there
     sec = re.search(r'<details id="m-syn-5x5".*?>(.*?)</details>', text, re.S).group(1)
     assert "No 3x3 filters in this model" in sec
-    assert "No assessed 3x3 layer" in sec
     assert "syn-5x5: no 3x3 filters" in res.skipped
     # summary counts against the models read by hand
     n3 = sum(l.n_filters for zid in ZOO for l in filterdb.read_model(zoo_path_of(zid)).layers
@@ -282,19 +282,22 @@ def _check_json(path, capsys, *extra):
     return json.loads(capsys.readouterr().out)
 
 
-def _compare_rows(rows, js, only_3x3=False):
+def _compare_rows(rows, js):
+    """The report's table holds check's assessed layers, with check's numbers and flags."""
     by_name = {r["name"]: r for r in rows}
     n = 0
     for L in js["layers"]:
-        r = by_name[L["name"]]
-        if only_3x3 and L["kernel"] != "3x3":
-            assert r.get("assessed", "false") == "false" and r["sparsity"] == ""  # not stored
+        if not L["assessed"]:
+            assert L["name"] not in by_name
             continue
+        r = by_name[L["name"]]
         n += 1
+        assert r["reason"] == L["reason"]
         assert r["kernel"] == L["kernel"] and int(r["n"]) == L["n"]
         assert r["flags"] == ",".join(L["flags"])
         for k in ("sparsity", "variance_entropy", "variance_entropy_norm",
-                  "variance_entropy_clean", "orthogonality", "conv_depth_norm"):
+                  "variance_entropy_clean", "orthogonality", "conv_depth_norm", "p_random",
+                  "random_mean"):
             if k not in r:  # the database report's compact table
                 continue
             if L[k] is None:
@@ -311,8 +314,10 @@ def test_model_table_equals_check_json(built, zid, zoo_path, capsys):
     js = _check_json(zoo_path(zid), capsys)
     key = "m-" + zid
     rows = page.tables[f"{key}-layers"]
-    assert [r["name"] for r in rows] == [L["name"] for L in js["layers"]]
-    assert _compare_rows(rows, js, only_3x3=True) > 0
+    assert [r["name"] for r in rows] == [L["name"] for L in js["layers"] if L["assessed"]]
+    assert _compare_rows(rows, js) > 0
+    # the same verdict as check
+    assert res.data["model_tables"][zid]["verdict"] == js["summary"]["verdict"]
     # degenerated rows highlighted
     cls = page.row_classes[f"{key}-layers"]
     assert ["degenerated" in c for c in cls] == [r["flags"].endswith("degenerated")
@@ -392,9 +397,10 @@ def test_check_html(built, zoo_path, tmp_path, capsys):
     for src in page.figures.values():
         _png(src)
     rows = page.tables["model-layers"]
-    assert [r["name"] for r in rows] == [L["name"] for L in js["layers"]]
-    assert _compare_rows(rows, js) == len(js["layers"])
+    assert [r["name"] for r in rows] == [L["name"] for L in js["layers"] if L["assessed"]]
+    assert _compare_rows(rows, js) == sum(L["assessed"] for L in js["layers"])
     assert js["summary"]["verdict"] in text
+    assert "Legend: " in text and "random-like (rule calibrated): p &gt;= 0.05" in text
     assert "left out: mtcnn-onet" in text  # its own file is not its population
     # without --db: no population figure, a sentence instead
     assert cli(["check", str(path), "--html", str(out)]) == 0

@@ -11,6 +11,9 @@ from ..errors import FilterDBError
 from ._common import print_json
 
 CLI_BASELINE_INITS = ("kaiming_uniform", "kaiming_normal")
+# ``check --fail-on LEVEL``: exit code when the verdict is at LEVEL or worse (2 is errors)
+FAIL_EXIT = 3
+FAIL_LEVELS = {"caution": ("caution", "poor start"), "poor": ("poor start",)}
 
 
 def register(sub) -> None:
@@ -34,6 +37,9 @@ def register(sub) -> None:
                         "(kaiming_uniform, kaiming_normal, xavier_uniform, normal)")
     p.add_argument("--seed", type=int, default=0, help="seed of --baseline (default 0)")
     add_threshold_args(p)
+    p.add_argument("--fail-on", choices=tuple(FAIL_LEVELS), default=None,
+                   help=f"exit {FAIL_EXIT} when the verdict is 'poor start' (poor) or "
+                        "'caution' or worse (caution), for CI gates; exit 2 stays errors")
     p.add_argument("--db", metavar="DB", default=None,
                    help="also give each metric's percentile among the database's layers of "
                         "similar depth and size")
@@ -51,10 +57,16 @@ def register(sub) -> None:
 
 
 def add_threshold_args(p) -> None:
+    p.add_argument("--rule", choices=("calibrated", "paper"), default="calibrated",
+                   help="randomness rule: calibrated (default: random-like when p >= alpha, "
+                        "p the share of simulated i.i.d. random layers of the same n and "
+                        "kernel with H at most the layer's) or paper (H >= TH(n) - margin)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="calibrated rule: random-like when p >= alpha (default 0.05)")
     p.add_argument("--eps", type=float, default=0.01,
                    help="sparsity epsilon: t = eps * max|W| (default 0.01)")
     p.add_argument("--random-margin", type=float, default=0.02,
-                   help="random when H >= TH(n) - margin (default 0.02)")
+                   help="paper rule: random when H >= TH(n) - margin (default 0.02)")
     p.add_argument("--low-diversity-h", type=float, default=0.5,
                    help="low diversity when H < this, for 3x3 (default 0.5)")
     p.add_argument("--sparse-s", type=float, default=0.14,
@@ -77,18 +89,25 @@ def add_engine_args(p) -> None:
 def thresholds_from_args(args):
     from ..health import HealthThresholds
 
-    for name in ("eps", "random_margin", "low_diversity_h", "sparse_s", "poor_share"):
+    for name in ("eps", "random_margin", "low_diversity_h", "sparse_s", "poor_share", "alpha"):
         v = getattr(args, name)
         if not math.isfinite(v) or v < 0:
             raise FilterDBError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+    if not 0 < args.alpha < 1:
+        raise FilterDBError(f"--alpha must lie strictly between 0 and 1, got {args.alpha}")
     return HealthThresholds(sparsity_eps=args.eps, random_margin=args.random_margin,
                             low_diversity_H=args.low_diversity_h, sparse_S=args.sparse_s,
-                            poor_share=args.poor_share)
+                            poor_share=args.poor_share, rule=args.rule, alpha=args.alpha)
+
+
+def _f(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 def layers_json(df) -> list[dict]:
     """The ``layers`` list of ``check --json``, from a :func:`model_health` table."""
-    from ..health.check import flag_names
+    from ..health.assess import flag_names
 
     out = []
     for _, r in df.iterrows():
@@ -100,46 +119,80 @@ def layers_json(df) -> list[dict]:
             "variance_entropy_norm": float(r["variance_entropy_norm"]),
             "variance_entropy_clean": float(r["variance_entropy_clean"]),
             "orthogonality": float(r["orthogonality"]),
-            "assessed": bool(r["assessed"]), "flags": flag_names(r),
+            "random_mean": float(r["random_mean"]), "random_sd": float(r["random_sd"]),
+            "p_random": float(r["p_random"]), "random_method": r["random_method"],
+            "random_paper": bool(r["random_paper"]),
+            "assessed": bool(r["assessed"]), "not_assessed": r["not_assessed"],
+            "flags": flag_names(r), "reason": r["reason"],
         })
     return out
 
 
-def render(model, df, summary, base=None) -> str:
-    """The human-readable report."""
-    from ..health.check import flag_names
+def _random_h(r) -> str:
+    m, sd = float(r["random_mean"]), float(r["random_sd"])
+    if not math.isfinite(m):
+        return ""
+    return f"{m:.3f}+-{sd:.2g}" if math.isfinite(sd) else f"{m:.3f}"
 
-    headers = ["layer", "kernel", "depth", "n", "S", "H", "H/TH", "orth", "flags"]
+
+def render(model, df, summary, base=None, thresholds=None) -> str:
+    """The human-readable report: the assessed layers' table, the non-assessed layers in
+    one line, the reasons of the flagged layers, the worst layers, the verdict sentence
+    and the legend."""
+    from ..health.assess import flag_names
+
+    headers = ["layer", "kernel", "depth", "n", "S", "H", "H/TH", "H random", "p", "paper",
+               "orth", "flags"]
     extra = []
     if base is not None:
         extra = list(dict.fromkeys(base["init"]))
-        headers[7:7] = [f"H/TH {i}" for i in extra]
+        headers[10:10] = [f"H/TH {i}" for i in extra]
         by_layer = {}
         for _, b in base.iterrows():
             by_layer.setdefault((b["name"], b["init"]), float(b["variance_entropy_norm"]))
+    a = df[df["assessed"].to_numpy(bool)] if len(df) else df
     rows = []
-    for _, r in df.iterrows():
-        row = [shorten(r["name"]), r["kernel"], round(float(r["conv_depth_norm"]), 3), int(r["n"]),
-               r["sparsity"], r["variance_entropy"], r["variance_entropy_norm"]]
+    for _, r in a.iterrows():
+        row = [shorten(r["name"]), r["kernel"], round(float(r["conv_depth_norm"]), 3),
+               int(r["n"]), r["sparsity"], r["variance_entropy"], r["variance_entropy_norm"],
+               _random_h(r), f"{float(r['p_random']):.3f}",
+               "random" if r["random_paper"] else "-"]
         for i in extra:
             row.append(by_layer.get((r["name"], i)))
         row += [r["orthogonality"], ",".join(flag_names(r)) or "-"]
         rows.append(row)
     out = [f"{model.path}  ({model.format}, {len(model.layers)} conv layers)", ""]
-    if rows:
-        out += [format_table(rows, headers), ""]
-    s = summary
-    share = s["share_degenerated"]
-    out.append(f"  degenerated: {s['n_degenerated']} of {s['n_assessed']} assessed layers"
-               + (f" ({share:.1%})" if share == share else ""))
-    if s["worst_layers"]:
-        out.append("  worst layers: " + "; ".join(
-            f"{shorten(w['name'])} ({','.join(w['flags']) or 'H/TH ' + _fmt(w['variance_entropy_norm'])})"
-            for w in s["worst_layers"]))
-    out.append(f"  verdict: {s['verdict']}")
+    out += render_summary(summary, rows, headers, thresholds, df)
     for w in model.warnings:
         out.append(f"  warning: {w}")
     return "\n".join(out)
+
+
+def render_summary(summary, rows, headers, thresholds=None, df=None) -> list[str]:
+    """Table, non-assessed line, reasons, worst layers, verdict and legend (``check``)."""
+    from ..health.assess import extrapolated_line, legend, not_assessed_line
+
+    s = summary
+    out = []
+    if rows:
+        out += [format_table(rows, headers), ""]
+    for line in (not_assessed_line(s), "" if df is None else extrapolated_line(df)):
+        if line:
+            out.append("  " + line)
+    share = s["share_degenerated"]
+    out.append(f"  degenerated: {s['n_degenerated']} of {s['n_assessed']} assessed layers"
+               + (f" ({share:.1%})" if share == share else "")
+               + f"; random-like by the paper's rule: {s.get('n_random_paper', 0)}")
+    if s["worst_layers"]:
+        out.append("  worst layers:")
+        for w in s["worst_layers"]:
+            out.append(f"    {shorten(w['name'])}: {w['label']}"
+                       + (f" - {w['reason']}" if w["reason"] else ""))
+    out.append(f"  verdict: {s['verdict']}")
+    out.append("")
+    out += ["  legend: " + legend(thresholds)[0]] + ["          " + x
+                                                     for x in legend(thresholds)[1:]]
+    return out
 
 
 def _fmt(v) -> str:
@@ -214,13 +267,22 @@ def check_one(args) -> int:
                  "sparsity": float(r["sparsity"]), "variance_entropy": float(r["variance_entropy"]),
                  "variance_entropy_norm": float(r["variance_entropy_norm"]),
                  "orthogonality": float(r["orthogonality"]),
+                 "p_random": _f(r["p_random"]),
                  "flags": [f for f in ("random", "low_diversity", "sparse", "degenerated") if r[f]]}
                 for _, r in base.iterrows()]
         print_json(obj)
     else:
-        print(render(model, df, summary, base))
+        print(render(model, df, summary, base, t))
         if pct is not None:
             print(render_percentiles(df, pct, pop_info))
+    return exit_code(summary, args.fail_on)
+
+
+def exit_code(summary, fail_on) -> int:
+    """0, or :data:`FAIL_EXIT` when ``--fail-on`` is given and the verdict is at that level
+    or worse ("not assessed" never fails: there is nothing to judge)."""
+    if fail_on and summary["verdict_class"] in FAIL_LEVELS[fail_on]:
+        return FAIL_EXIT
     return 0
 
 
@@ -305,24 +367,42 @@ def cmd_health(args) -> int:
     finally:
         bar.close()
     summ = health_summary(df, t)
+    from ..health import model_summaries, summarise
+    from ..health.assess import legend, not_assessed_line
+
+    models = model_summaries(df, t)
     if args.json:
         print_json({"layers": _records(df), **{k: _records(v) for k, v in summ.items()},
-                    "thresholds": t.to_dict()})
+                    "models": {m: {k: v for k, v in ms.items() if k != "thresholds"}
+                               for m, ms in models.items()},
+                    "thresholds": t.to_dict(), "legend": legend(t)})
         return 0
-    a = df[df["assessed"]]
-    out = [f"{args.db}: {len(df)} layers, {len(a)} assessed, {int(a['degenerated'].sum())} "
-           f"degenerated ({len(df) - len(a)} not assessed: other kernels, < 3 filters or "
-           "non-finite weights)", ""]
+    total = summarise(df, t)
+    out = [f"{args.db}: {len(df)} layers, {total['n_assessed']} assessed, "
+           f"{total['n_degenerated']} degenerated ({total['n_random']} random-like, "
+           f"{total['n_low_diversity_sparse']} both sparse and low-diversity)"]
+    line = not_assessed_line(total)
+    if line:
+        out.append(line)
+    out.append("")
+    rule = (f"p >= {t.alpha:g}, rule calibrated" if t.rule == "calibrated"
+            else f"H >= TH(n) - {t.random_margin:g}, rule paper")
+    under = (f"  degenerated = random-like ({rule}) or sparse and low-diversity; share = "
+             "degenerated / assessed; paper: random-like by H >= TH(n) - "
+             f"{t.random_margin:g}; S, H/TH, orth: means over assessed layers")
     for key, title in (("by_model", "model"), ("by_task", "task"),
                        ("by_visual_category", "visual_category"), ("by_depth_bin", "depth_bin")):
         g = summ[key]
-        headers = [title, "layers", "assessed", "degenerated", "share", "S", "H/TH", "orth"]
-        cols = [title, "n_layers", "n_assessed", "n_degenerated", "share_degenerated",
-                "sparsity", "variance_entropy_norm", "orthogonality"]
+        headers = [title, "layers", "assessed", "degenerated", "random", "low+sparse", "share",
+                   "paper", "S", "H/TH", "orth"]
+        cols = [title, "n_layers", "n_assessed", "n_degenerated", "n_random",
+                "n_low_diversity_sparse", "share_degenerated", "n_random_paper", "sparsity",
+                "variance_entropy_norm", "orthogonality"]
         if key == "by_model":
             headers.append("verdict")
             cols.append("verdict")
-        out += [f"by {title}:", format_table(g[cols].values.tolist(), headers), ""]
+        out += [f"by {title}:", format_table(g[cols].values.tolist(), headers), under, ""]
+    out += ["legend: " + legend(t)[0]] + ["        " + x for x in legend(t)[1:]]
     print("\n".join(out).rstrip())
     return 0
 

@@ -5,7 +5,7 @@
   the published ``TH(n)`` of :func:`filterdb.kernels.health.randomness_threshold`).
   ``H`` of i.i.d. filters depends on ``n`` and ``d`` only: the centred scatter matrix of
   ``n`` i.i.d. ``N(0, I_d)`` rows is Wishart ``W_d(n - 1, I)``, drawn here with the Bartlett
-  decomposition (cost independent of ``n``) when ``n - 1 >= d``, and from the rows otherwise.
+  decomposition (:mod:`filterdb.kernels.randomness`: bounded cost for any kernel size).
 - :func:`random_baseline`: every conv layer of a model re-drawn with common initialisers
   (numpy only) and measured like the trained layer. ``H``, ``S`` and orthogonality are
   scale-invariant, so an initialiser's scale does not matter, only its shape: with the same
@@ -15,49 +15,30 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
-from ..kernels.health import entropy_from_eigenvalues
+from ..kernels.randomness import random_entropy
 
-SIM_DRAWS = 256
 SIM_SEED = 0
 
 
-def simulated_threshold(n: int, d: int, n_draws: int = SIM_DRAWS, seed: int = SIM_SEED) -> float:
-    """Mean ``H`` of ``n`` i.i.d. Gaussian filters of dimension ``d`` over ``n_draws`` draws.
-
-    Deterministic for a given ``(n, d, n_draws, seed)`` and cached in-process.
-    NaN for ``n < 1`` or ``d < 2``; 0 for ``n <= 2`` (``H`` is 0 for any two filters).
-    """
-    return _simulated_threshold(int(n), int(d), int(n_draws), int(seed))
-
-
-@lru_cache(maxsize=4096)
-def _simulated_threshold(n: int, d: int, n_draws: int, seed: int) -> float:
+def simulated_threshold(n: int, d: int, seed: int = SIM_SEED) -> float:
+    """Mean ``H`` of ``n`` i.i.d. Gaussian filters of dimension ``d``
+    (:func:`filterdb.kernels.randomness.random_entropy`: bounded cost for any ``d``,
+    deterministic, cached). NaN for ``n < 1`` or ``d < 2``; 0 for ``n <= 2``."""
+    n, d = int(n), int(d)
     if n < 1 or d < 2:
         return float("nan")
-    return float(simulate_iid_entropy(n, d, n_draws, seed).mean())
+    if n <= 2:
+        return 0.0
+    return random_entropy(n, d, seed).mean
 
 
-def simulate_iid_entropy(n: int, d: int, n_draws: int = SIM_DRAWS, seed: int = SIM_SEED):
-    """``n_draws`` samples of ``H`` for ``n`` i.i.d. ``N(0, I_d)`` filters."""
-    rng = np.random.default_rng([seed, n, d])
-    m = n - 1  # degrees of freedom of the centred scatter matrix
-    if m >= d:  # Bartlett: scatter = L L^T, L lower triangular
-        L = np.zeros((n_draws, d, d))
-        rows, cols = np.tril_indices(d, -1)
-        L[:, rows, cols] = rng.standard_normal((n_draws, rows.size))
-        diag = np.arange(d)
-        L[:, diag, diag] = np.sqrt(rng.chisquare(m - diag, size=(n_draws, d)))
-        G = L @ np.swapaxes(L, -1, -2)
-    else:
-        X = rng.standard_normal((n_draws, n, d))
-        X -= X.mean(axis=1, keepdims=True)
-        G = np.swapaxes(X, -1, -2) @ X
-    return entropy_from_eigenvalues(np.linalg.eigvalsh(G))
+def simulate_iid_entropy(n: int, d: int, seed: int = SIM_SEED):
+    """The sorted simulated samples of ``H`` for ``n`` i.i.d. ``N(0, I_d)`` filters."""
+    return random_entropy(int(n), int(d), seed).draws
 
 
 # --- random initialisations (numpy, from the definitions) -------------------------------
@@ -119,7 +100,7 @@ def random_baseline(model, inits=DEFAULT_INITS, seed: int = 0, thresholds=None,
     Columns: ``name``, ``init`` and the metric columns of :func:`model_health`.
     """
     from ..readers.base import ConvLayer
-    from .check import HealthThresholds, layer_metrics
+    from .check import HealthThresholds, assess_frame, raw_metrics
 
     thresholds = thresholds or HealthThresholds()
     rows = []
@@ -129,14 +110,16 @@ def random_baseline(model, inits=DEFAULT_INITS, seed: int = 0, thresholds=None,
             fake = ConvLayer(layer.name, layer.op, w, groups=layer.groups,
                              graph_depth=layer.graph_depth, conv_depth=layer.conv_depth,
                              conv_depth_norm=layer.conv_depth_norm)
-            row = layer_metrics(fake, thresholds, orthogonality)
+            row = raw_metrics(fake, thresholds, orthogonality)
             row["init"] = init
             rows.append(row)
     from .check import COLUMNS
 
     cols = ["name", "init"] + [c for c in COLUMNS if c != "name"]
-    return pd.DataFrame(rows, columns=cols)
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    return assess_frame(pd.DataFrame(rows), thresholds)[cols]
 
 
 __all__ = ["simulated_threshold", "simulate_iid_entropy", "random_baseline", "init_weight",
-           "fans", "INITS", "DEFAULT_INITS", "SIM_DRAWS", "SIM_SEED"]
+           "fans", "INITS", "DEFAULT_INITS", "SIM_SEED"]

@@ -5,8 +5,12 @@
   through :func:`filterdb.engine.map_reduce`, tasks cut on layer boundaries) and are stored
   in the catalog's ``layer_metrics`` table, keyed by layer id and the parameters that
   change them (the sparsity epsilon); later calls read them. Flags and ``H / TH`` are
-  derived on reading, so other flag thresholds need no new pass. Layers with other
-  kernels have no stored filters: they are listed as not assessed.
+  derived on reading (:func:`filterdb.health.assess.assess`, the assessment ``check``
+  uses), so other flag thresholds need no new pass. Layers with other kernels (larger
+  than 1x1) have no stored filters: their metrics are computed at ingest
+  (:data:`filterdb.store.bulk.INGEST_METRICS_PARAMS`, sparsity epsilon 0.01) and read
+  from there; with another epsilon, or for models added before ingest stored them, they
+  are not assessed ("no stored metrics").
 - :func:`summarise_groups`: share degenerated and verdict by model, task, visual category
   and depth bin (10 bins of ``conv_depth_norm``, ``[0, 0.1], (0.1, 0.2], ...``).
 - :func:`compare_to_population`: each metric's percentile among the database's layers of
@@ -31,9 +35,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FilterDBError
-from ..kernels import health as K
 from ..kernels.drift import depth_bin, depth_bin_labels
-from .check import MIN_FILTERS, HealthThresholds, flag_arrays
+from .assess import ASSESS_COLUMNS, HealthThresholds, assess, summarise, verdict_class
 
 METRICS_VERSION = 2  # 2: orthogonality normalises rows as torch.nn.functional.normalize
 DEFAULT_CHUNK_ROWS = 1 << 20
@@ -44,8 +47,10 @@ STORED = ("sparsity", "variance_entropy", "variance_entropy_clean", "orthogonali
 LAYER_COLUMNS = ("layer_id", "model", "model_name", "task", "visual_category", "name", "op",
                  "kernel", "c_out", "conv_depth", "conv_depth_norm", "depth_bin", "n",
                  "sparsity", "variance_entropy", "threshold", "variance_entropy_norm",
-                 "variance_entropy_clean", "orthogonality", "random", "low_diversity", "sparse",
-                 "degenerated", "assessed")
+                 "variance_entropy_clean", "orthogonality", "random_mean", "random_sd",
+                 "p_random", "random_method", "random_paper", "random", "low_diversity",
+                 "sparse",
+                 "degenerated", "assessed", "not_assessed", "reason")
 
 
 # ---- the pass ---------------------------------------------------------------------------
@@ -246,10 +251,27 @@ def database_health(db, where: str | None = None, thresholds: HealthThresholds |
             if store:
                 write_stored_metrics(db, params, sel, new)
             frames.append(new[list(STORED)])
+        ing = ingest_metrics(db, layers[~has], t.sparsity_eps)
+        if len(ing):
+            if not orthogonality:
+                ing["orthogonality"] = np.nan
+            frames.append(ing)
         return health_table(layers, pd.concat(frames) if frames else _values_frame({}), t)
     finally:
         if owned:
             db.close()
+
+
+def ingest_metrics(db, layers: pd.DataFrame, eps: float) -> pd.DataFrame:
+    """The metrics stored at ingest for ``layers`` (those without stored filters), as a
+    :func:`_values_frame`; empty unless ``eps`` is the ingest epsilon."""
+    from ..store.bulk import INGEST_EPS, INGEST_METRICS_PARAMS
+
+    if not len(layers) or float(eps) != INGEST_EPS:
+        return _values_frame({})
+    stored = read_stored_metrics(db, INGEST_METRICS_PARAMS)
+    want = set(layers["layer_id"].astype(np.int64).tolist())
+    return _values_frame({k: v for k, v in stored.items() if k in want})
 
 
 # the catalog columns the pass and the table use (a narrow query: a third of the time)
@@ -272,21 +294,16 @@ def health_table(layers: pd.DataFrame, values: pd.DataFrame,
     """The per-layer table from catalog rows and the layers' metrics (a frame indexed by
     layer id with the :data:`STORED` columns; layers missing from it get NaN)."""
     t = thresholds
-    nan = float("nan")
     lid = layers["layer_id"].to_numpy(np.int64)
     kh = layers["kh"].fillna(0).to_numpy(np.int64)
     kw = layers["kw"].fillna(0).to_numpy(np.int64)
     n = layers["n_filters"].fillna(0).to_numpy(np.int64)
+    missing = ~np.isin(lid, values.index.to_numpy(np.int64))
     values = values.reindex(lid)
     cols = {k: values[k].to_numpy(np.float64) for k in STORED}
-    is3 = (kh == 3) & (kw == 3)
     H = cols["variance_entropy"]
     S = cols["sparsity"]
-    TH = np.where(is3 & (n >= 1), K.randomness_threshold(np.maximum(n, 1).astype(float)), nan)
-    ok = is3 & (n >= MIN_FILTERS) & (TH > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.where(ok, H / np.where(ok, TH, 1.0), nan)
-    assessed = is3 & (n >= MIN_FILTERS) & np.isfinite(H) & np.isfinite(S)
+    a = assess(n, kh, kw, S, H, t, missing)
     df = pd.DataFrame({
         "layer_id": lid,
         "model": layers["model"].to_numpy(object),
@@ -295,20 +312,18 @@ def health_table(layers: pd.DataFrame, values: pd.DataFrame,
         "visual_category": layers["visual_category"].to_numpy(object),
         "name": layers["name"].to_numpy(object),
         "op": layers["op"].to_numpy(object),
-        "kernel": [f"{a}x{b}" for a, b in zip(kh.tolist(), kw.tolist())],
+        "kernel": [f"{a_}x{b}" for a_, b in zip(kh.tolist(), kw.tolist())],
         "c_out": layers["c_out"].fillna(0).to_numpy(np.int64),
         "conv_depth": layers["conv_depth"].fillna(0).to_numpy(np.int64),
         "conv_depth_norm": layers["conv_depth_norm"].to_numpy(np.float64),
         "depth_bin": _depth_bins(layers["conv_depth_norm"].to_numpy(np.float64)),
-        "n": n, "sparsity": S, "variance_entropy": H, "threshold": TH,
-        "variance_entropy_norm": norm,
+        "n": n, "sparsity": S, "variance_entropy": H,
         "variance_entropy_clean": cols["variance_entropy_clean"],
         "orthogonality": cols["orthogonality"],
     })
-    for f, v in flag_arrays(H, S, TH, n, 9, t).items():
-        df[f] = v & assessed
-    df["assessed"] = assessed
-    return df
+    for c in ASSESS_COLUMNS:
+        df[c] = a[c].to_numpy()
+    return df[list(LAYER_COLUMNS)]
 
 
 def _depth_bins(x) -> np.ndarray:
@@ -323,18 +338,21 @@ def _depth_bins(x) -> np.ndarray:
 # ---- summaries --------------------------------------------------------------------------------
 
 def verdict(n_assessed: int, n_degenerated: int, thresholds: HealthThresholds) -> str:
-    """The verdict rule of :func:`filterdb.health.check.summarise`, short form."""
-    if not n_assessed:
-        return "not assessed"
-    if not n_degenerated:
-        return "good start"
-    return "caution" if n_degenerated / n_assessed <= thresholds.poor_share else "poor start"
+    """The verdict class (:func:`filterdb.health.assess.verdict_class`)."""
+    return verdict_class(n_assessed, n_degenerated, thresholds)
+
+
+def model_summaries(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> dict:
+    """``{model: summary}`` of a :func:`database_health` table, each the
+    :func:`~filterdb.health.assess.summarise` dict ``check`` gives for the model file."""
+    return {m: summarise(g.reset_index(drop=True), thresholds)
+            for m, g in df.groupby("model", sort=False)}
 
 
 def summarise_groups(df: pd.DataFrame, by: str,
                      thresholds: HealthThresholds | None = None) -> pd.DataFrame:
-    """Per group of column ``by``: layers, assessed, degenerated (random, sparse and
-    low-diversity), share degenerated, mean S / H/TH / orthogonality over assessed layers,
+    """Per group of column ``by``: layers, assessed, degenerated (random-like, sparse and
+    low-diversity), random-like by the paper's rule, share degenerated, mean S / H/TH / orthogonality over assessed layers,
     and (``by='model'``) the verdict."""
     t = thresholds or HealthThresholds()
     key = df[by].fillna("").astype(str) if by != "depth_bin" else df[by]
@@ -345,6 +363,7 @@ def summarise_groups(df: pd.DataFrame, by: str,
         "n_assessed": a.astype(int),
         "n_degenerated": (df["degenerated"].to_numpy(bool) & a).astype(int),
         "n_random": (df["random"].to_numpy(bool) & a).astype(int),
+        "n_random_paper": (df["random_paper"].to_numpy(bool) & a).astype(int),
         "n_low_diversity_sparse": (df["low_diversity"].to_numpy(bool)
                                    & df["sparse"].to_numpy(bool) & a).astype(int),
         "sparsity": np.where(a, df["sparsity"], np.nan),
@@ -352,7 +371,7 @@ def summarise_groups(df: pd.DataFrame, by: str,
         "orthogonality": np.where(a, df["orthogonality"], np.nan),
     })
     g = tmp.groupby("key", sort=True)
-    out = g[["n_layers", "n_assessed", "n_degenerated", "n_random",
+    out = g[["n_layers", "n_assessed", "n_degenerated", "n_random", "n_random_paper",
              "n_low_diversity_sparse"]].sum()
     for m in ("sparsity", "variance_entropy_norm", "orthogonality"):
         out[m] = g[m].mean()
@@ -399,23 +418,28 @@ def compare_to_population(model_df: pd.DataFrame, population: pd.DataFrame,
                           min_comparable: int = MIN_COMPARABLE) -> list[dict]:
     """Per row of ``model_df`` (needs ``conv_depth_norm``, ``n``, ``kernel`` and the
     metrics): ``{metric: percentile, "above": {metric: share above}, "n_comparable": k,
-    "comparable": "depth and size" | "depth"}`` among the population's assessed layers of the same depth bin and size
-    class (the depth bin alone when fewer than ``min_comparable``); None for layers that
-    are not 3x3 (the population holds only 3x3 layers)."""
+    "comparable": "depth and size" | "depth"}`` among the population's assessed layers
+    of the same kernel, depth bin and size class (kernel and depth bin alone when fewer
+    than ``min_comparable``); None when the population holds no assessed layer of that
+    kernel and depth bin."""
     pop = population[population["assessed"].to_numpy(bool)]
     pb = pop["depth_bin"].to_numpy(np.int64)
     ps = size_class(pop["n"].to_numpy())
+    pk = pop["kernel"].astype(str).to_numpy()
     out = []
     mb = _depth_bins(model_df["conv_depth_norm"].to_numpy(np.float64))
     ms = size_class(model_df["n"].to_numpy())
+    mk = (model_df["kernel"].astype(str).to_numpy() if "kernel" in model_df
+          else np.full(len(model_df), "3x3"))
     for i, (_, r) in enumerate(model_df.iterrows()):
-        if r.get("kernel", "3x3") != "3x3" or mb[i] < 0:
+        same = (pk == mk[i]) & (pb == mb[i])
+        if mb[i] < 0 or not same.any():
             out.append(None)
             continue
-        sel = (pb == mb[i]) & (ps == ms[i])
+        sel = same & (ps == ms[i])
         how = "depth and size"
         if np.count_nonzero(sel) < min_comparable:
-            sel = pb == mb[i]
+            sel = same
             how = "depth"
         comp = pop[sel]
         res = {m: percentile_of(comp[m].to_numpy(np.float64), float(r[m])) for m in metrics}
@@ -450,6 +474,7 @@ def population_bands(db, metrics=PERCENTILE_METRICS, where: str | None = None,
 
 __all__ = ["database_health", "health_table", "compute_layer_metrics", "plan_layers",
            "layer_groups", "metrics_params", "read_stored_metrics", "write_stored_metrics",
-           "summarise_groups", "health_summary", "verdict", "compare_to_population",
+           "summarise_groups", "health_summary", "verdict", "model_summaries",
+           "compare_to_population", "ingest_metrics",
            "percentile_of", "size_class", "population_bands", "LAYER_COLUMNS",
            "PERCENTILE_METRICS", "MIN_COMPARABLE"]

@@ -88,7 +88,9 @@ def variance_entropy(W) -> float:
     """Variance entropy of the filters ``W`` (rows): ``0 <= H <= log10 d``.
 
     The squared singular values of the centred ``W`` are the eigenvalues of its
-    centred ``d x d`` Gram matrix; the factor ``1 / (n - 1)`` cancels in ``p``.
+    centred ``d x d`` Gram matrix, or (fewer filters than dimensions, wide kernels) the
+    nonzero ones of the ``n x n`` Gram of the centred rows; the factor ``1 / (n - 1)``
+    cancels in ``p``.
     """
     X = np.asarray(W, dtype=np.float64)
     n = X.shape[0]
@@ -98,7 +100,11 @@ def variance_entropy(W) -> float:
         return 0.0 if np.isfinite(X).all() else float("nan")
     if not np.isfinite(X).all():
         return float("nan")
-    ev = np.linalg.eigvalsh(centred_gram(X))
+    if n < X.shape[1]:
+        Xc = X - X.mean(axis=0)
+        ev = np.linalg.eigvalsh(Xc @ Xc.T)
+    else:
+        ev = np.linalg.eigvalsh(centred_gram(X))
     return float(entropy_from_eigenvalues(ev, ref=np.einsum("ij,ij->", X, X)))
 
 

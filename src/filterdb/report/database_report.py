@@ -203,29 +203,39 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
     # -- health ---------------------------------------------------------------------------------
     log("health: per-layer metrics (stored in the database after the first run)")
     from ..health import database_health, population_bands
-    from ..health.check import summarise
+    from ..health.assess import HealthThresholds, legend, not_assessed_line, summarise
     from ..health.database import compare_to_population, summarise_groups
 
     hdf = database_health(db, where, thresholds, **eng)
     bands = population_bands(hdf)
-    t = _thresholds(thresholds)
+    ht = thresholds or HealthThresholds()
+    t = _thresholds(ht)
     sec = rep.section("health", "Health of every model", intro=(
-        "Degeneration of each conv layer (method.md, section 5): sparsity S, variance entropy "
-        "H against its randomness threshold TH(n), orthogonality. " + _rule_text(t)))
+        "Degeneration of each conv layer (method: sparsity S, variance entropy H against "
+        "the H of i.i.d. random layers of the same size, the paper's threshold TH(n), "
+        "orthogonality). A layer is degenerated when random-like or both low in diversity "
+        "and sparse. Layers of every kernel larger than 1x1 are assessed, as `filterdb "
+        "check` does (kernels other than 3x3 from the metrics stored at ingest). Legend: "
+        + " · ".join(legend(ht)) + "."))
+    overall = summarise(hdf, ht)
+    line = not_assessed_line(overall)
+    if line:
+        sec.add_text(line[0].upper() + line[1:] + " (not in the layer table).")
     by_model = summarise_groups(hdf, "model", thresholds)
     info = models.set_index("model")
     mh = pd.DataFrame({
         "model": by_model["model"],
         "task": [info["task"].get(m) if m in info.index else None for m in by_model["model"]],
         "layers": by_model["n_layers"], "assessed": by_model["n_assessed"],
-        "degenerated": by_model["n_degenerated"],
+        "degenerated": by_model["n_degenerated"], "random_like": by_model["n_random"],
+        "sparse_low_diversity": by_model["n_low_diversity_sparse"],
+        "random_paper": by_model["n_random_paper"],
         "share_degenerated": by_model["share_degenerated"], "verdict": by_model["verdict"]})
-    for c in ("n_random", "n_low_diversity_sparse"):
-        if c in by_model:
-            mh[c.replace("n_", "")] = by_model[c].to_numpy()
     sec.add_heading("Models")
     sec.add_table(mh, "health-models", highlight=mh["degenerated"].to_numpy() > 0,
-                  caption="Models with at least one degenerated layer are highlighted.")
+                  caption="Models with at least one degenerated layer are highlighted. "
+                          "random_paper: layers random-like by the paper's rule. "
+                          + legend(ht)[-1] + ".")
     res.data["health_models"] = mh.to_dict(orient="list")
     empty = sorted(set(models["model"]) - set(hdf["model"]))
     if empty:
@@ -248,16 +258,11 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
         figure(sec, lambda: P.health_by_depth(hdf[a]), "health-depth",
                "Layer metrics over normalised conv depth; black: median per depth bin.")
     else:
-        skip(sec, "No assessed 3x3 layer in the selection: no health figures.")
-    n_out = int((~a).sum())
-    if n_out:
-        kinds = hdf.loc[~a, "kernel"].astype(str).value_counts()
-        sec.add_text(f"{n_out:,} layer(s) not assessed (too few filters or 1x1 kernels: "
-                     + ", ".join(f"{k} {v:,}" for k, v in kinds.head(6).items())
-                     + "); they are left out of the table below.")
+        skip(sec, "No assessed layer in the selection: no health figures.")
     cols = [c for c in ("model", "name", "kernel", "conv_depth_norm", "n", "sparsity",
-                        "variance_entropy", "variance_entropy_norm", "orthogonality",
-                        "random", "low_diversity", "sparse", "degenerated") if c in hdf]
+                        "variance_entropy", "variance_entropy_norm", "random_mean", "p_random",
+                        "random_paper", "orthogonality", "random", "low_diversity", "sparse",
+                        "degenerated", "reason") if c in hdf]
     worst = _worst_layers(hdf[a])
     shown = worst.head(WORST_LAYERS)
     sec.add_heading("Assessed layers, worst first" if len(shown) < len(worst)
@@ -267,9 +272,10 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
                   caption=(f"The {len(shown):,} worst of {len(worst):,} assessed layers "
                            "(each model's detail below has all of its layers)"
                            if len(shown) < len(worst) else "Every assessed layer")
-                  + ", sorted by what they are worst at: degenerated first, then by the "
-                    "number of flags and how far H/TH is from 0.9 (typical of trained "
-                    "layers); degenerated layers highlighted.")
+                  + " (the others: the line above), sorted by what they are worst at: "
+                    "degenerated first, then by the number of flags and how far H/TH is from "
+                    "0.9 (typical of trained layers); degenerated layers highlighted. "
+                  + " · ".join(legend(ht)) + ".")
     _findings(findings, db, models, layers, hdf, mh, res, t)
 
     # -- each model's detail (collapsed) ------------------------------------------------------
@@ -587,7 +593,8 @@ def _rule_text(t: dict) -> str:
     if rule in (None, "paper"):
         rnd = f"random-like (H ≥ TH(n) − {t['random_margin']:g})"
     else:
-        rnd = "random-like (its H inside the range of H of random layers of the same n)"
+        rnd = ("random-like (its H inside the range of H of i.i.d. random layers of the same n "
+               f"and kernel: p >= {t.get('alpha', 0.05):g})")
     return (f"A layer is degenerated when {rnd}, or both low in diversity (H < "
             f"{t['low_diversity_H']:g}) and sparse (S ≥ {t['sparse_S']:g}).")
 
@@ -663,10 +670,10 @@ def _findings(sec, db, models, layers, hdf, mh, res, t) -> None:
         parts = []
         for r in worst.itertuples():
             why = []
-            if getattr(r, "random", 0):
-                why.append(f"{int(r.random)} random-like")
-            if getattr(r, "low_diversity_sparse", 0):
-                why.append(f"{int(r.low_diversity_sparse)} low-diversity and sparse")
+            if getattr(r, "random_like", 0):
+                why.append(f"{int(r.random_like)} random-like")
+            if getattr(r, "sparse_low_diversity", 0):
+                why.append(f"{int(r.sparse_low_diversity)} low-diversity and sparse")
             parts.append(f"`{r.model}` {int(r.degenerated)} of {int(r.assessed)} "
                          f"({r.share_degenerated:.0%}" + (f": {', '.join(why)}" if why else "")
                          + ")")

@@ -10,18 +10,19 @@ import numpy as np
 import pandas as pd
 
 from .. import plots as P
-from ..health.check import FLAGS
+from ..health.assess import FLAGS, legend, not_assessed_line
 from .html import Report
 
-# The per-layer table: the keys of ``filterdb check --json``'s layers, in that order.
+# The per-layer table (assessed layers): keys of ``filterdb check --json``'s layers.
 TABLE_COLUMNS = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", "sparsity",
-                 "variance_entropy", "threshold", "variance_entropy_norm",
-                 "variance_entropy_clean", "orthogonality", "assessed", "flags")
+                 "variance_entropy", "threshold", "variance_entropy_norm", "random_mean",
+                 "random_sd", "p_random", "random_paper", "variance_entropy_clean",
+                 "orthogonality", "flags", "reason")
 PERCENTILE_COLUMNS = {"sparsity": "S percentile", "variance_entropy_norm": "H/TH percentile",
                       "orthogonality": "orth percentile"}
 # the compact table of each model's detail in the database report
 COMPACT_COLUMNS = ("name", "kernel", "conv_depth_norm", "n", "sparsity", "variance_entropy",
-                   "variance_entropy_norm", "orthogonality", "flags")
+                   "variance_entropy_norm", "p_random", "orthogonality", "flags", "reason")
 
 
 def flags_text(df: pd.DataFrame) -> list[str]:
@@ -35,8 +36,9 @@ def layer_table(df: pd.DataFrame, percentiles=None, columns=TABLE_COLUMNS) -> pd
     :func:`~filterdb.health.model_health` or :func:`~filterdb.health.database_health` table,
     plus each metric's percentile among comparable population layers when given (a list of
     :func:`~filterdb.health.database.compare_to_population` results)."""
-    out = pd.DataFrame({c: df[c].to_numpy() for c in columns if c in df and c != "flags"})
+    out = pd.DataFrame({c: df[c].to_numpy() for c in columns if c in df})
     out["flags"] = flags_text(df)
+    out = out[[c for c in columns if c in out]]
     if percentiles is not None:
         for m, label in PERCENTILE_COLUMNS.items():
             out[label] = [np.nan if p is None else p.get(m, np.nan) for p in percentiles]
@@ -77,15 +79,21 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
             if figures is not None:
                 figures[fid] = fig
     share = summary["share_degenerated"]
+    t = summary.get("thresholds") or {}
     sec.add_kv({"verdict": summary["verdict"], "conv layers": summary["n_layers"],
                 "assessed layers": summary["n_assessed"],
                 "degenerated layers": summary["n_degenerated"],
-                "share degenerated": "–" if share != share else f"{share:.1%}"})
+                "share degenerated": "–" if share != share else f"{share:.1%}",
+                "randomness rule": t.get("rule", "calibrated"),
+                "random-like by the paper's rule": summary.get("n_random_paper", 0)})
+    line = not_assessed_line(summary)
+    if line:
+        sec.add_text(line[0].upper() + line[1:] + " (not in the table).")
     if summary["worst_layers"]:
         sec.add_text("Worst layers: " + "; ".join(
-            f"`{w['name']}` ({', '.join(w['flags']) or 'no flag'}, H/TH "
-            f"{w['variance_entropy_norm']:.3f}, S {w['sparsity']:.3f})"
+            f"`{w['name']}`: {w['label']}" + (f" ({w['reason']})" if w["reason"] else "")
             for w in summary["worst_layers"]))
+    sec.add_text("Legend: " + " · ".join(legend(_thresholds(t))) + ".")
     assessed = df["assessed"].to_numpy(bool) if len(df) else np.zeros(0, bool)
     if bands is not None and assessed.any() and bands["p50"].notna().any():
         add_figure(sec, lambda: P.model_health_vs_population(
@@ -103,13 +111,28 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
                    note)
     else:
         sec.add_text(no_filters_note)
-    table = layer_table(df, percentiles, columns)
+    shown = df[assessed].reset_index(drop=True) if len(df) else df
+    pct = None if percentiles is None else [p for p, a in zip(percentiles, assessed) if a]
+    table = layer_table(shown, pct, columns)
     if len(table):
-        sec.add_table(table, f"{key}-layers", highlight=df["degenerated"].to_numpy(bool),
-                      caption="Degenerated layers are highlighted. Click a header to sort.")
+        sec.add_table(table, f"{key}-layers", highlight=shown["degenerated"].to_numpy(bool),
+                      caption="The assessed layers; degenerated layers are highlighted, the "
+                              "reason says why a layer is flagged. Click a header to sort. "
+                              + " · ".join(legend(_thresholds(t))) + ".")
+    elif len(df):
+        sec.add_text("No layer of the model can be assessed.")
     else:
         sec.add_text("The model has no 2-D conv layer.")
     return table
+
+
+def _thresholds(t: dict):
+    from ..health.assess import HealthThresholds
+
+    try:
+        return HealthThresholds(**t) if t else HealthThresholds()
+    except TypeError:
+        return HealthThresholds()
 
 
 def write_check_html(path, model, df: pd.DataFrame, summary: dict, db=None, thresholds=None,
@@ -140,9 +163,12 @@ def write_check_html(path, model, df: pd.DataFrame, summary: dict, db=None, thre
     rep = Report(f"Layer health: {_basename(model.path)}",
                  subtitle=f"`{model.path}` ({model.format}, {len(model.layers)} conv layers)")
     sec = rep.section("health", "Layer health", intro=(
-        "Sparsity S, variance entropy H, its randomness threshold TH(n), H / TH, the clean "
-        "entropy (non-sparse filters only) and orthogonality per conv layer. A layer is "
-        "degenerated when random (H ≥ TH − margin) or both low in diversity and sparse."))
+        "Sparsity S, variance entropy H, the paper's randomness threshold TH(n), H / TH, the "
+        "distribution of H of i.i.d. random layers of the same size (mean ± sd, and p: the "
+        "share of them with H at most the layer's), the clean entropy (non-sparse filters "
+        "only) and orthogonality per conv layer. A layer is degenerated when random-like "
+        "or both low in diversity and sparse; the legend below gives the thresholds and "
+        "the rule."))
     figures: dict = {}
     first = None
     if model.layers:

@@ -31,6 +31,14 @@ from .digest import digest_hex, piece_sums
 from .segments import DTYPE, ROW_FLOATS, SegmentWriter
 from .vocab import DERIVED_COLUMNS, EXTRA_PREFIX, TEXT_COLUMNS, normalize_meta
 
+# Layers whose filters are not stored (kernels other than 3x3, larger than 1x1) get their
+# metrics computed at ingest (filterdb.kernels.assessment.weight_metrics with this sparsity
+# epsilon) and stored in layer_metrics under this params key, so the database can assess
+# them exactly as ``filterdb check`` does.
+INGEST_EPS = 0.01
+INGEST_METRICS_PARAMS = json.dumps({"eps": INGEST_EPS, "orthogonality": True,
+                                    "source": "ingest", "version": 1}, sort_keys=True)
+
 
 @dataclass
 class LayerSpec:
@@ -54,6 +62,7 @@ class LayerSpec:
     conv_depth_norm: float = 0.0
     chunks: Iterable[np.ndarray] | None = None
     extra: dict | None = None
+    metrics: dict | None = None  # ingest metrics of a layer whose filters are not stored
 
     @property
     def is_3x3(self) -> bool:
@@ -90,15 +99,21 @@ def model_spec(model) -> ModelSpec:
 
 
 def layer_specs(model) -> Iterator[LayerSpec]:
-    """The :class:`LayerSpec` of each layer of a :class:`~filterdb.readers.Model`."""
+    """The :class:`LayerSpec` of each layer of a :class:`~filterdb.readers.Model`; layers
+    with kernels other than 3x3 and 1x1 carry their metrics (see :data:`INGEST_EPS`)."""
+    from ..kernels.assessment import weight_metrics
+
     for layer in model.layers:
         c_out, c_in_g, kh, kw = layer.shape
+        metrics = None
+        if (kh, kw) != (3, 3) and kh * kw > 1 and layer.n_filters > 0:
+            metrics = weight_metrics(layer.weight, INGEST_EPS)
         yield LayerSpec(
             n_filters=layer.n_filters, kh=kh, kw=kw, name=layer.name, op=layer.op,
             c_out=c_out, c_in=c_in_g * layer.groups, groups=layer.groups,
             graph_depth=layer.graph_depth, conv_depth=layer.conv_depth,
             conv_depth_norm=float(layer.conv_depth_norm),
-            chunks=[layer.filters()] if (kh, kw) == (3, 3) else None)
+            chunks=[layer.filters()] if (kh, kw) == (3, 3) else None, metrics=metrics)
 
 
 def computed_facts(spec: ModelSpec, kernels: Counter, depths: set) -> dict:
@@ -160,6 +175,7 @@ class _Pending:
     layer_rows: list
     old_ids: set
     start: int
+    metrics_rows: list = field(default_factory=list)  # (layer_index, metrics JSON)
 
 
 class BulkWriter:
@@ -231,7 +247,7 @@ class BulkWriter:
             return existing
         writer = self.writer
         start = writer.position
-        layer_rows, kernels, depths = [], Counter(), set()
+        layer_rows, kernels, depths, metrics_rows = [], Counter(), set(), []
         try:
             for i, layer in enumerate(layers):
                 lstart, count, crc, dig = None, 0, None, None
@@ -240,6 +256,9 @@ class BulkWriter:
                 if layer.kh is not None and layer.kw is not None:
                     kernels[(int(layer.kh), int(layer.kw))] += int(layer.n_filters)
                 depths.add(layer.conv_depth)
+                if layer.metrics is not None:
+                    metrics_rows.append((i, json.dumps(
+                        {k: (float(v) if v == v else None) for k, v in layer.metrics.items()})))
                 layer_rows.append((i, layer.name, layer.op, layer.c_out, layer.c_in, layer.kh,
                                    layer.kw, layer.groups, int(layer.n_filters),
                                    layer.graph_depth, int(layer.conv_depth),
@@ -253,7 +272,7 @@ class BulkWriter:
                         len(layer_rows), n_filters)
         result = AddResult("replaced" if old_ids else "added", -1, len(layer_rows), n_filters,
                            name)
-        self._pending.append(_Pending(result, row, layer_rows, old_ids, start))
+        self._pending.append(_Pending(result, row, layer_rows, old_ids, start, metrics_rows))
         self._pending_sha[spec.sha256] = self._pending[-1]
         self._pending_names.add(name)
         self._pending_rows += n_filters
@@ -317,6 +336,12 @@ class BulkWriter:
                     [(model_id, *r) for r in p.layer_rows])
             refresh_views(con)
             dv = _bump(con, writer.position)
+            for p, model_id in zip(self._pending, ids):
+                con.executemany(
+                    "INSERT OR REPLACE INTO layer_metrics(layer_id, params, metrics, "
+                    "data_version) SELECT layer_id, ?, ?, ? FROM layers WHERE model_id = ? "
+                    "AND layer_index = ?",
+                    [(INGEST_METRICS_PARAMS, m, dv, model_id, i) for i, m in p.metrics_rows])
             for p in self._pending:
                 r = p.result
                 _log(con, r.status, r.model, p.row["sha256"], p.row["path"], r.n_layers,
