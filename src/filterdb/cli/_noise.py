@@ -1,5 +1,7 @@
 """``filterdb drift --noise-floor``: between-group drift beside the within-group floor and
 permutation p-values (filterdb.noise)."""
+# Imports inside functions: start-up time (`filterdb --help` and each subcommand load only
+# what they use).
 from __future__ import annotations
 
 from .._table import format_table

@@ -1,4 +1,6 @@
 """``filterdb pca`` and ``filterdb drift``: the drift analysis of a database."""
+# Imports inside functions: start-up time (`filterdb --help` and each subcommand load only
+# what they use).
 from __future__ import annotations
 
 from .._table import format_table

@@ -1,6 +1,8 @@
 """``filterdb check MODEL_FILE [--db DB]``: layer health of one model, optionally against a
 database's population; ``filterdb health DB``: layer health of a whole database
 (method.md, section 5)."""
+# Imports inside functions: start-up time (`filterdb --help` and each subcommand load only
+# what they use).
 from __future__ import annotations
 
 import math

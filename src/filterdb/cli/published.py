@@ -2,6 +2,8 @@
 
 See :mod:`filterdb.store.published` for the layout, the column mapping and the guarantees.
 """
+# Imports inside functions: start-up time (`filterdb --help` and each subcommand load only
+# what they use).
 from __future__ import annotations
 
 from ._common import print_json

@@ -1,4 +1,6 @@
 """``filterdb report DB -o report.html [--where SQL]``: one self-contained HTML report."""
+# Imports inside functions: start-up time (`filterdb --help` and each subcommand load only
+# what they use).
 from __future__ import annotations
 
 import sys

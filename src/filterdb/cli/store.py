@@ -5,6 +5,8 @@
 value wins over ``--meta``). Column names follow :mod:`filterdb.store.vocab`: published
 names are accepted, unknown ones refused unless prefixed ``x_`` (free columns).
 """
+# Imports inside functions: start-up time (`filterdb --help` and each subcommand load only
+# what they use).
 from __future__ import annotations
 
 import csv
@@ -399,7 +401,7 @@ def cmd_verify(args) -> int:
 
 def cmd_zoo_ingest(args) -> int:
     from ..store import open_database
-    from ..store.zoo_ingest import ingest_zoo
+    from ..zoo.ingest import ingest_zoo
     from ..zoo import find
 
     models = [find(i) for i in args.models] if args.models else None

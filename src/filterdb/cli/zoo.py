@@ -1,4 +1,6 @@
 """``filterdb zoo list|fetch``: the curated catalog of real trained models."""
+# Imports inside functions: start-up time (`filterdb --help` and each subcommand load only
+# what they use).
 from __future__ import annotations
 
 import sys

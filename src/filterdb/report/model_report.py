@@ -12,6 +12,8 @@ import pandas as pd
 from .. import plots as P
 from ..health.check import FLAGS
 from .html import Report
+from ..health import compare_to_population, database_health, population_bands
+from ..store import open_database
 
 # The per-layer table: the keys of ``filterdb check --json``'s layers, in that order.
 TABLE_COLUMNS = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", "sparsity",
@@ -117,9 +119,6 @@ def write_check_html(path, model, df: pd.DataFrame, summary: dict, db=None, thre
     """The one-model page of ``filterdb check MODEL --html``. With ``db`` (a path) the
     model's layers are placed on the population bands of the database (its own file, if
     present there, left out) and each gets its percentiles. Returns ``(path, figures)``."""
-    from ..health import compare_to_population, database_health, population_bands
-    from ..store import open_database
-
     bands = percentiles = None
     note = None
     if db is not None:
