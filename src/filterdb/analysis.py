@@ -38,14 +38,6 @@ from .kernels import hist as _hist
 from .kernels import pca as _pca
 from .kernels.drift import (depth_bin, depth_bin_labels, drift_matrix, drift_to_reference,
                             resolve_weights)
-from .store import Database, open_database
-from .store.query import columns as view_columns
-from .readers import read_model
-from .readers.base import Model
-from .store.query import user_frame, where_clause
-from .engine import get_engine, map_reduce
-from .utils import progress as bar
-from .engine import make_plan
 
 __all__ = ["pca", "pca_frame", "distributions", "drift", "drift_summary", "drift_to_model",
            "Distributions", "DriftResult", "DriftSummary", "ModelDrift", "group_columns",
@@ -63,6 +55,8 @@ SUMMARY_COLUMNS = ("task", "visual_category", "training_dataset", "architecture"
 
 @contextmanager
 def _opened(db):
+    from .store import Database, open_database
+
     if isinstance(db, Database):
         yield db
     else:
@@ -101,9 +95,13 @@ class _Ctx:
 
     @property
     def columns(self) -> list[str]:
-        return view_columns(self.db._con, "layer_view")
+        from .store.query import columns
+
+        return columns(self.db._con, "layer_view")
 
     def _select(self, cols) -> pd.DataFrame:
+        from .store.query import user_frame, where_clause
+
         lim = self.db.sql_time_limit
         w = where_clause(self.db._con, "layer_view", self.where, lim)
         sql = (f"SELECT {', '.join(cols)} FROM layer_view WHERE filter_count > 0 AND {w} "
@@ -132,6 +130,8 @@ class _Ctx:
     @property
     def plan(self):
         if self._plan is None:
+            from .engine import make_plan
+
             df = self.layers.sort_values("filter_start")
             self._plan = make_plan(df["filter_start"].to_numpy(np.int64),
                                    df["filter_count"].to_numpy(np.int64),
@@ -144,6 +144,8 @@ class _Ctx:
 
     # -- engine
     def run(self, desc, kernel, params):
+        from .engine import get_engine, map_reduce
+
         if self._engine is None:
             self._engine = get_engine(self._engine_spec, self.scheduler, self.workers)
         cb, done = _progress(self.progress, desc, self.plan.n_rows)
@@ -196,6 +198,8 @@ def _progress(progress, desc, total):
     if progress is None or progress is False:
         return None, lambda: None
     if progress is True:
+        from .cli._common import progress as bar
+
         b = bar(total=total, desc=desc, unit="filter")
         b.unit_scale = True
         return b.update, b.close
@@ -262,8 +266,10 @@ def _range(ctx, p, range_) -> tuple[float, float]:  # noqa: A002
 
 def group_columns(db) -> list[str]:
     """The names ``by`` accepts: every column of the layer view, and ``"depth"``."""
+    from .store.query import columns
+
     with _opened(db) as d:
-        cols = view_columns(d._con, "layer_view")
+        cols = columns(d._con, "layer_view")
     return cols + ([DEPTH] if DEPTH not in cols else [])
 
 
@@ -741,6 +747,9 @@ def drift_to_model(db, model, where=None, by=None, bins: int = 70, range=None,  
     selection: its filters are scaled and projected onto the selection's PCA and binned
     over the selection's shared range, at the same ``precision``. With ``by``, also against
     each group."""
+    from .readers import read_model
+    from .readers.base import Model
+
     m = model if isinstance(model, Model) else read_model(model)
     name = str(m.path) if m.path else m.sha256[:12]
     X = m.filters_3x3()

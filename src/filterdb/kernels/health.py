@@ -14,8 +14,6 @@ in float64. Conventions where the method is silent:
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 # Relative size of the centred sum of squares below which a layer has no variance.
@@ -130,46 +128,6 @@ def randomness_threshold(n):
     return float(th) if th.ndim == 0 else th
 
 
-# --- simulated randomness threshold (kernels other than 3x3; method.md, layer health) ---
-
-SIM_DRAWS = 256
-SIM_SEED = 0
-
-
-def simulated_threshold(n: int, d: int, n_draws: int = SIM_DRAWS, seed: int = SIM_SEED) -> float:
-    """Mean ``H`` of ``n`` i.i.d. Gaussian filters of dimension ``d`` over ``n_draws`` draws.
-
-    Deterministic for a given ``(n, d, n_draws, seed)`` and cached in-process.
-    NaN for ``n < 1`` or ``d < 2``; 0 for ``n <= 2`` (``H`` is 0 for any two filters).
-    """
-    return _simulated_threshold(int(n), int(d), int(n_draws), int(seed))
-
-
-@lru_cache(maxsize=4096)
-def _simulated_threshold(n: int, d: int, n_draws: int, seed: int) -> float:
-    if n < 1 or d < 2:
-        return float("nan")
-    return float(simulate_iid_entropy(n, d, n_draws, seed).mean())
-
-
-def simulate_iid_entropy(n: int, d: int, n_draws: int = SIM_DRAWS, seed: int = SIM_SEED):
-    """``n_draws`` samples of ``H`` for ``n`` i.i.d. ``N(0, I_d)`` filters."""
-    rng = np.random.default_rng([seed, n, d])
-    m = n - 1  # degrees of freedom of the centred scatter matrix
-    if m >= d:  # Bartlett: scatter = L L^T, L lower triangular
-        L = np.zeros((n_draws, d, d))
-        rows, cols = np.tril_indices(d, -1)
-        L[:, rows, cols] = rng.standard_normal((n_draws, rows.size))
-        diag = np.arange(d)
-        L[:, diag, diag] = np.sqrt(rng.chisquare(m - diag, size=(n_draws, d)))
-        G = L @ np.swapaxes(L, -1, -2)
-    else:
-        X = rng.standard_normal((n_draws, n, d))
-        X -= X.mean(axis=1, keepdims=True)
-        G = np.swapaxes(X, -1, -2) @ X
-    return entropy_from_eigenvalues(np.linalg.eigvalsh(G))
-
-
 GRAM_BLOCK_ELEMENTS = 1 << 23  # 64 MB of float64 per block of Gram rows
 NORM_EPS = 1e-12  # torch.nn.functional.normalize's default: x / max(||x||, 1e-12)
 
@@ -245,7 +203,7 @@ def _entropy_from_moments(n, s, sxx):
     return np.where(n > 0, H, np.nan)
 
 
-__all__ = ["simulated_threshold", "simulate_iid_entropy", "sparse_count", "sparsity_threshold", "sparsity", "variance_entropy",
+__all__ = ["sparse_count", "sparsity_threshold", "sparsity", "variance_entropy",
            "variance_entropy_clean", "randomness_threshold", "orthogonality",
            "entropy_from_eigenvalues", "centred_gram", "metrics_from_moments", "REL_TOL",
            "NORM_EPS"]

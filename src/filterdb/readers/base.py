@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
-from ..errors import ReadError
 
 DEPTH_GRAPH = "graph"  # longest path from the real graph inputs
 DEPTH_ORDER = "order"  # graphless format: the order of the tensors
@@ -226,6 +225,8 @@ def count_ops(ops: Iterable[str]) -> dict[str, int]:
 
 def check_file(path) -> str:
     """Refuse what is not a readable, non-empty regular file; return the path as str."""
+    from ..errors import ReadError
+
     p = os.fspath(path)
     if not os.path.exists(p):
         raise ReadError(p, "no such file")

@@ -112,7 +112,7 @@ def from_state_dict(sd: Mapping, label: str = "state_dict") -> Model:
     warnings: list[str] = []
     torch_values = any(library_of(v) == "torch" for v in _leaves(sd))
     if torch_values:
-        from . import torch as tr  # heavy: torch is imported only when a torch object was passed
+        from . import torch as tr  # torch is imported here only: a torch object was passed
 
         items, key = tr.find_state_dict(sd)
         if key:

@@ -24,20 +24,10 @@ import numpy as np
 import pandas as pd
 
 from .. import plots as P
-from ..utils import to_json
 from ..errors import FilterDBError
 from .html import FIGURE_DPI, Report, figure_png, figure_svg
 from .model_report import COMPACT_COLUMNS, add_model_blocks, first_filter_layer
 from .svg import health_scatter_svg
-from ..store import Database, open_database
-from ..health import database_health, population_bands
-from ..health.check import summarise
-from ..health.database import compare_to_population, summarise_groups
-from .. import analysis as A
-from .. import noise as N
-from ..kernels.stats import holm
-from ..health.check import HealthThresholds
-from ..kernels.drift import depth_bin, depth_bin_labels
 
 DRIFT_COLUMNS = ("task", "visual_category", "training_dataset", "architecture", "depth")
 RIDGE_COLUMNS = ("task", "visual_category", "depth")
@@ -94,7 +84,9 @@ def _slug(text: str, seen: set) -> str:
 
 
 def _json_block(data: dict) -> str:
-    text = to_json(data, indent=None)
+    from ..cli._common import _clean, _default
+
+    text = json.dumps(_clean(json.loads(json.dumps(data, default=_default))))
     text = text.replace("</", "<\\/")
     return f'<script type="application/json" id="filterdb-data">{text}</script>'
 
@@ -113,6 +105,8 @@ def build_report(db, out_path, where: str | None = None, title: str | None = Non
     ``figures_dir``: also save every figure there as SVG. Progress goes to stderr unless
     ``quiet``.
     """
+    from ..store import Database, open_database
+
     log = _Log(quiet)
     owned = not isinstance(db, Database)
     d = open_database(db) if owned else db
@@ -208,6 +202,10 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
 
     # -- health ---------------------------------------------------------------------------------
     log("health: per-layer metrics (stored in the database after the first run)")
+    from ..health import database_health, population_bands
+    from ..health.check import summarise
+    from ..health.database import compare_to_population, summarise_groups
+
     hdf = database_health(db, where, thresholds, **eng)
     bands = population_bands(hdf)
     t = _thresholds(thresholds)
@@ -372,6 +370,8 @@ def _first_layer(db, lay: pd.DataFrame, mdf: pd.DataFrame):
 
 def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure, skip, log,
                            layers):
+    from .. import analysis as A
+
     eng = dict(eng, progress=True)
     log("PCA of the scaled 3x3 filters (cached in the database)")
     p = A.pca(db, where=where, **eng)
@@ -497,6 +497,9 @@ def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=N
     import dataclasses
     import inspect
 
+    from .. import noise as N
+    from ..kernels.stats import holm
+
     if n_permutations is None:  # the same count as `filterdb drift --noise-floor`
         n_permutations = inspect.signature(N.noise_floor).parameters["n_permutations"].default
     sec = rep.section("noise", "Drift against the noise floor", intro=(
@@ -567,6 +570,8 @@ def _noise_figure(nf, title):
 
 def _thresholds(thresholds) -> dict:
     """The thresholds in use as a dict (the method's defaults where not given)."""
+    from ..health.check import HealthThresholds
+
     t = thresholds or HealthThresholds()
     d = t.to_dict() if hasattr(t, "to_dict") else dict(vars(t))
     return {"low_diversity_H": d.get("low_diversity_H", 0.5), "sparse_S": d.get("sparse_S", 0.14),
@@ -586,6 +591,8 @@ def _rule_text(t: dict) -> str:
 
 def _group_sizes(layers: pd.DataFrame, col: str, groups) -> dict:
     """Models per drift group (layers owning 3x3 filters), in ``groups`` order."""
+    from ..kernels.drift import depth_bin, depth_bin_labels
+
     lay = layers[layers["filter_count"].fillna(0) > 0]
     if col == "depth":
         key = pd.Series([depth_bin_labels()[i] for i in

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from .template import CSS, JS
-from .. import __version__
 
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 FIGURE_DPI = 150  # PNG resolution; shown at 100 px per inch so all figures share a text size
@@ -83,7 +82,6 @@ def figure_png(fig, dpi: int = FIGURE_DPI) -> bytes:
     """PNG bytes of a matplotlib Figure (package style, tight bounding box, no metadata)."""
     import matplotlib as mpl
 
-    # heavy: matplotlib (the style module imports it)
     from ..plots._style import STYLE
 
     buf = io.BytesIO()
@@ -95,7 +93,6 @@ def figure_png(fig, dpi: int = FIGURE_DPI) -> bytes:
 def figure_svg(fig) -> bytes:
     import matplotlib as mpl
 
-    # heavy: matplotlib (the style module imports it)
     from ..plots._style import STYLE
 
     buf = io.BytesIO()
@@ -387,6 +384,8 @@ class Report:
         return s
 
     def html(self) -> str:
+        from .. import __version__
+
         toc = "".join(f'<li><a href="#{esc(s.id)}">{esc(s.title)}</a></li>'
                       for s in self.sections)
         sub = f'<p class="subtitle">{_inline(self.subtitle)}</p>' if self.subtitle else ""

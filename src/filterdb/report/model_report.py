@@ -12,8 +12,6 @@ import pandas as pd
 from .. import plots as P
 from ..health.check import FLAGS
 from .html import Report
-from ..health import compare_to_population, database_health, population_bands
-from ..store import open_database
 
 # The per-layer table: the keys of ``filterdb check --json``'s layers, in that order.
 TABLE_COLUMNS = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", "sparsity",
@@ -115,16 +113,20 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
 
 
 def write_check_html(path, model, df: pd.DataFrame, summary: dict, db=None, thresholds=None,
-                     engine: str = "local", scheduler=None, recompute: bool = False):
+                     engine: str = "local", scheduler=None, recompute: bool = False,
+                     workers: int = 2):
     """The one-model page of ``filterdb check MODEL --html``. With ``db`` (a path) the
     model's layers are placed on the population bands of the database (its own file, if
     present there, left out) and each gets its percentiles. Returns ``(path, figures)``."""
+    from ..health import compare_to_population, database_health, population_bands
+    from ..store import open_database
+
     bands = percentiles = None
     note = None
     if db is not None:
         with open_database(db) as d:
             pop = database_health(d, thresholds=thresholds, engine=engine, scheduler=scheduler,
-                                  recompute=recompute)
+                                  workers=workers, recompute=recompute)
             same = d.models(f"sha256 = '{model.sha256}'")["model"].tolist()
         if same:
             pop = pop[~pop["model"].isin(same)]

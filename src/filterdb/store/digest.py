@@ -27,7 +27,6 @@ import numpy as np
 from numba import njit
 
 from ..errors import FilterDBError
-from .catalog import CATALOG, connect
 
 KEY = "_layer_checks"  # the engine result key the partial checks travel under
 _M64 = (1 << 64) - 1
@@ -260,6 +259,8 @@ def layer_damaged(db_path, lid: int) -> FilterDBError:
     """The one-line error for a layer whose filters changed on disk."""
     what = f"layer {lid}"
     try:
+        from .catalog import CATALOG, connect
+
         con = connect(os.path.join(os.fspath(db_path), CATALOG), readonly=True)
         try:
             r = con.execute("SELECT m.model, l.layer_index, l.name FROM layers l JOIN models m "

@@ -55,8 +55,6 @@ from ..errors import FilterDBError, ReadError
 from .bulk import BulkWriter, LayerSpec, ModelSpec
 from .segments import ALIGN
 from .vocab import COLUMNS, column_name, normalize_meta
-from .vocab import DERIVED_COLUMNS, TEXT_COLUMNS
-from ..utils import progress
 
 # catalog column -> published column, in the published order
 PUBLISHED_COLUMNS = {
@@ -120,7 +118,6 @@ def open_filters(path):
     """``(h5py.File, dataset)`` of ``filters``, checked: ``(N, 9)`` or ``(N, 3, 3)``, float."""
     import h5py
 
-    # heavy: h5py / PyTables, loaded with the file format
     from ..readers._hdf5 import BUILTIN_FILTERS, PYTABLES_FILTERS, check_hdf5
 
     try:
@@ -171,7 +168,6 @@ def read_meta_table(path, identity=None):
     is read from it: a path swapped in between is refused."""
     import pandas as pd
 
-    # heavy: h5py / PyTables, loaded with the file format
     from ..readers._hdf5 import restricted_pytables_pickle
 
     try:
@@ -408,6 +404,8 @@ def _int_or_none(v, what, path):
 def plan_catalog(doc: dict, n_rows: int, path) -> list[ImportPlan]:
     """Models and layers of a ``filterdb_catalog`` document, checked (types, every range
     inside ``filters``, no two overlapping) before anything is written; raises ReadError."""
+    from .vocab import DERIVED_COLUMNS, TEXT_COLUMNS
+
     plans, spans = [], []
     for i, m in enumerate(doc["models"]):
         if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not m["model"] \
@@ -504,6 +502,8 @@ def import_h5(db, path, chunk_rows: int = 1 << 20, replace: bool = False,
     """Import a published-layout file into a database opened with ``mode='w'``.
 
     Returns ``[AddResult]`` (one per model, in file order)."""
+    from ..cli._common import progress
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ReadError(path, "no such file")
@@ -700,6 +700,8 @@ def export_h5(db, out, where: str | None = None, dtype: str = "float32", shape: 
     published-layout file; returns ``{"models", "layers", "filters", "path"}``."""
     import h5py
     import pandas as pd
+
+    from ..cli._common import progress
 
     if dtype not in ("float32", "float64"):
         raise FilterDBError(f"--dtype must be float32 or float64, got {dtype!r}")

@@ -12,8 +12,6 @@ import numpy as np
 
 from ..errors import FilterDBError
 from .segments import SegmentReader, aligned_empty
-from .digest import StreamChecks
-from .catalog import catalog_error
 
 
 @dataclass
@@ -115,6 +113,8 @@ class UserSQL:
     def error(self, e) -> FilterDBError:
         name = getattr(e, "sqlite_errorname", "") or ""
         if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_FULL", "SQLITE_IOERR")):
+            from .catalog import catalog_error
+
             db = self.con.execute("PRAGMA database_list").fetchone()
             return catalog_error(db[2] if db else "catalog", e)
         if self.stopped:
@@ -246,6 +246,8 @@ def stream(reader: SegmentReader, starts, counts, layer_ids, chunk_rows: int = 1
     bounds = np.concatenate([[0], np.cumsum(counts)])
     plans = chunk_plan(starts, counts, chunk_rows)
     if checks is not None:
+        from .digest import StreamChecks
+
         checks = StreamChecks(checks, layer_ids, counts)
     bufs = [aligned_empty(rows)] + ([aligned_empty(rows)] if prefetch else [])
 

@@ -13,13 +13,10 @@ import errno
 import mmap
 import os
 import sys
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ..errors import DiskFullError, FilterDBError, is_disk_full
-from .catalog import read_meta_readonly
 
 ROW_FLOATS = 9
 ROW_BYTES = ROW_FLOATS * 4
@@ -293,6 +290,8 @@ def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None,
     row past the committed ones. With ``mapped`` the rows normally come back as a view of
     the mapped file (:meth:`SegmentReader.map_rows`), else in ``out``.
     """
+    from .catalog import read_meta_readonly
+
     meta = read_meta_readonly(db_path)
     committed, segment_rows = int(meta["committed_filters"]), int(meta["segment_rows"])
     start, count = int(start), int(count)
@@ -307,32 +306,3 @@ def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None,
         return reader.read_into(start, count, aligned_empty(count) if out is None else out)
     finally:
         reader.close()
-
-
-@dataclass(frozen=True)
-class RowReaderSource:
-    """A source from a module-level function ``read_rows(path, start, count, out)`` (the
-    store's :func:`read_rows`): pickles as the function's name and the path. It meets the
-    engine's source protocol (:mod:`filterdb.engine`) by duck typing, so the store needs no
-    engine import; the engine re-exports it.
-
-    ``checks`` (optional) verifies what a pass reads: ``checks.for_plan(plan)`` gives an
-    object with ``check_task(task, x) -> dict`` (run where the task ran, after its read;
-    raises on damage; may return partial results that are summed like a kernel's) and
-    ``finish(summed partial or None)`` (run when the pass ends); the partial results travel
-    under the result key ``key``."""
-
-    read_rows: Callable
-    path: str
-    n_rows: int
-    checks: object = None
-
-    def read(self, start, count, out):
-        return self.read_rows(self.path, start, count, out)
-
-    def for_plan(self, plan) -> "RowReaderSource":
-        """This source with its checks bound to ``plan`` (only that plan's layers)."""
-        if self.checks is None or not hasattr(self.checks, "for_plan"):
-            return self
-        return RowReaderSource(self.read_rows, self.path, self.n_rows,
-                               self.checks.for_plan(plan))

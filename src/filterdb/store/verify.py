@@ -8,8 +8,6 @@ import numpy as np
 
 from ..errors import FilterDBError
 from .segments import ROW_BYTES, SegmentReader, aligned_empty, segment_name
-from .catalog import integrity_problems
-from .digest import digest_hex, piece_sums
 
 
 def segment_sizes(filters_dir) -> dict[int, int]:
@@ -68,6 +66,7 @@ def verify(db, checksums: bool = True, chunk_rows: int = 1 << 20) -> list[str]:
     """The problems found (an empty list when the database is consistent)."""
     import sqlite3
 
+    from .catalog import integrity_problems
 
     problems = integrity_problems(db._con)
     if problems:  # the rest reads the catalog: its answers cannot be trusted
@@ -127,6 +126,8 @@ def _digests(con) -> dict:
 
 def _check_checksums(db, layers, chunk_rows: int) -> list[str]:
     """Each layer's crc32 and digest (:mod:`.digest`) against its filters on disk."""
+    from .digest import digest_hex, piece_sums
+
     digests = _digests(db._con)
     problems = []
     reader = SegmentReader(db._filters_dir, db.segment_rows)

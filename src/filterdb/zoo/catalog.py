@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ..errors import FilterDBError
 
 
 @dataclass(frozen=True)
@@ -188,5 +187,6 @@ def find(model_id: str) -> ZooModel:
     for m in CATALOG:
         if m.id == model_id:
             return m
+    from ..errors import FilterDBError
 
     raise FilterDBError(f"no zoo model {model_id!r}; see 'filterdb zoo list'")

@@ -90,7 +90,7 @@ def preset_configs(preset: str = "small", seed: int = 0) -> list[Config]:
     (width 8, middle depth) and its width (4, 16) and depth varied one at a time, 3 seeds
     each: 630 trained models.
     """
-    from .nets import DEPTHS, FAMILIES, WIDTHS  # heavy: nets imports torch
+    from .nets import DEPTHS, FAMILIES, WIDTHS
 
     if preset == "small":
         cs = [Config("classification", d, "plain", 8, 2, seed + r, 3)
@@ -177,7 +177,7 @@ def build_net(c: Config, n_classes: int | None = None):
     """The net of a config, initialised from its seed."""
     import torch
 
-    from . import nets, tasks  # heavy: torch
+    from . import nets, tasks
 
     torch.manual_seed(c.seed)
     return nets.build(c.family, c.width, c.depth, tasks.kind(c.task), n_classes)
@@ -188,7 +188,7 @@ def train_config(c: Config, out, data_seed: int = 0) -> list[dict]:
     import numpy as np
     import torch
 
-    from . import data, nets, tasks  # heavy: torch
+    from . import data, nets, tasks
 
     _setup_torch()
     np.random.seed(c.seed)

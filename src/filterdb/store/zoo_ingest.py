@@ -1,20 +1,20 @@
-"""Add the curated zoo (:mod:`filterdb.zoo`) to a database, with each model's catalog metadata."""
+"""Add the curated zoo (filterdb.zoo) to a database, with each model's catalog metadata."""
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
 from ..errors import DiskFullError, FilterDBError
-from ..readers import read_model
-from ..readers.base import file_sha256
-from ..store.records import AddResult
-from .catalog import CATALOG
-from .fetch import fetch
 
 
 def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = False,
                log: Callable[[str], None] | None = None):
     """Fetch the zoo models (once) and add each; returns ``[(zoo id, AddResult or error
     message)]``. A model that fails to read fails alone."""
+    from ..readers import read_model
+    from ..readers.base import file_sha256
+    from ..zoo import CATALOG, fetch
+    from .ingest import AddResult
+
     models = list(CATALOG if models is None else models)
     paths = fetch(models, cache=cache, log=log)
     out = []
