@@ -142,7 +142,7 @@ def cmd_drift(args) -> int:
     if args.model:
         r = analysis.drift_to_model(args.db, args.model, by=args.by, bins=args.bins, range=rng,
                                     weights=args.weights, **opts)
-        if emit(args, r.to_dict(), lambda: model_drift_rows(r)):
+        if emit(args, r.to_dict(), lambda *_: model_drift_rows(r)):
             return 0
         print(f"{r.model}: {r.n_filters:,} 3x3 filters; drift against the selection "
               f"{r.drift:.4f}")
@@ -158,7 +158,7 @@ def cmd_drift(args) -> int:
         raise FilterDBError("drift needs --by COLUMN (or 'depth'), or --model FILE")
     r = analysis.drift(args.db, args.by, bins=args.bins, range=rng, weights=args.weights,
                        **opts)
-    if emit(args, r.to_dict(), lambda: drift_rows(r)):
+    if emit(args, r.to_dict(), lambda *_: drift_rows(r)):
         return 0
     M = r.matrix.to_numpy()
     mean = r.mean_drift.to_numpy()
