@@ -48,6 +48,8 @@ def progress(iterable=None, total=None, desc=None, unit="it", disable=None):
 
 
 # -- one vocabulary of options (issue 19): output format, output file, engine, jobs ---------
+# (self-contained: each function imports what it uses; print_json, _clean and _default are
+# this module's JSON helpers)
 def add_output_options(p, csv_help: str = "print CSV: the rows and columns of --json",
                        tables: dict | None = None, default_table: str | None = None):
     """``--json`` / ``--csv``, mutually exclusive; with ``tables`` ({name: what a row is}) also
@@ -140,6 +142,9 @@ def engine_kwargs(args) -> dict:
 
 # -- CSV ---------------------------------------------------------------------------------------
 def _cell(v):
+    import json
+    import math
+
     import numpy as np  # here, not at module level: start-up time
 
     if isinstance(v, np.generic):
@@ -161,6 +166,7 @@ def write_csv(rows, columns=None, file=None) -> None:
     """CSV of ``rows`` (a DataFrame or a list of dicts) on stdout: null and NaN empty, booleans
     true/false, floats in full precision, lists joined by ';', dicts as JSON."""
     import csv
+    import sys
 
     if hasattr(rows, "to_dict") and hasattr(rows, "columns"):  # a DataFrame
         columns = list(rows.columns) if columns is None else columns
