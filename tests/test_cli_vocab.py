@@ -267,7 +267,7 @@ def test_add_and_rm_csv_json(capsys, files, tmp_path):
 
 # ---- one vocabulary: output files, engine options --------------------------------------------
 
-def test_check_html_output_spellings(capsys, files, tmp_path):
+def test_check_html_output_spellings(capsys, files, tmp_path, monkeypatch):
     _, f = files
     out = tmp_path / "new.html"
     run(capsys, "check", f["cls0"], "--html", "-o", out)
@@ -281,6 +281,9 @@ def test_check_html_output_spellings(capsys, files, tmp_path):
     assert old.stat().st_size > 0 and "deprecated" in err and "--html -o" in err
     assert main(["check", str(f["cls0"]), "--html", str(old), "-o", str(out)]) == 2
     assert "two output files" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # --html alone: MODEL.html here
+    run(capsys, "check", f["cls0"], "--html")
+    assert (tmp_path / "cls0.html").stat().st_size > 0
 
 
 def test_export_h5_output_spellings(capsys, db, tmp_path):

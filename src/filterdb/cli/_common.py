@@ -51,11 +51,12 @@ def progress(iterable=None, total=None, desc=None, unit="it", disable=None):
 # (self-contained: each function imports what it uses; print_json, _clean and _default are
 # this module's JSON helpers)
 def add_output_options(p, csv_help: str = "print CSV: the rows and columns of --json",
-                       tables: dict | None = None, default_table: str | None = None):
+                       tables: dict | None = None, default_table: str | None = None,
+                       json_help: str = "print JSON"):
     """``--json`` / ``--csv``, mutually exclusive; with ``tables`` ({name: what a row is}) also
     ``--table NAME``: which of the JSON's tables ``--csv`` prints (default ``default_table``)."""
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true", help="print JSON")
+    g.add_argument("--json", action="store_true", help=json_help)
     g.add_argument("--csv", action="store_true", help=csv_help)
     if tables:
         default_table = default_table or next(iter(tables))

@@ -21,7 +21,8 @@ def register(sub) -> None:
                    help="model file(s) or folder(s) (read recursively); several: one line "
                         "per model")
     add_output_options(p, "print CSV: one row per model (per layer with --layers), the batch "
-                       "form of --json (a list: the models' summaries, or their layers)")
+                       "form of --json (a list: the models' summaries, or their layers)",
+                       json_help="print one JSON object (a list for several models)")
     p.add_argument("--layers", action="store_true",
                    help="several models: also each model's per-layer table")
     p.add_argument("--html", nargs="?", const=True, default=None, metavar="OUT",

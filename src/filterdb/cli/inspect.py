@@ -12,7 +12,8 @@ def register(sub) -> None:
     p.add_argument("files", nargs="+", metavar="PATH",
                    help="model file(s) or folder(s) (read recursively)")
     add_output_options(p, "print CSV: one row per model (per layer with --layers), the batch "
-                       "form of --json (a list of models)")
+                       "form of --json (a list of models)",
+                       json_help="print JSON (one object, or a list)")
     p.add_argument("--layers", action="store_true",
                    help="several models: also each model's layer table")
     p.set_defaults(func=cmd_inspect)

@@ -53,7 +53,8 @@ def register(sub) -> None:
     p.add_argument("--columns", action="store_true",
                    help="list the queryable columns with their types, and stop")
     add_output_options(p, "print CSV: one row per model (per layer with --layers; per column "
-                       "with --columns), all columns, as --json")
+                       "with --columns), all columns, as --json",
+                       json_help="print JSON (all columns)")
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("info", help="counts by task, visual category and format; sizes")
