@@ -78,7 +78,7 @@ def files(tmp_path_factory):
 def db(files):
     d, f = files
     path = d / "db.filterdb"
-    capsys = None  # noqa: F841 - the module fixture runs main() directly
+    capsys = None
     assert main(["add", str(path), str(f["cls0"]), str(f["cls1"]), "--meta",
                  "task=Classification", "--meta", "visual_category=natural", "--meta",
                  "x_seed=1", "--json"]) == 0
@@ -234,7 +234,7 @@ def test_check_and_inspect_csv_equal_json(capsys, files):
     # --layers: one row per layer, the models' JSON layers in order, every JSON column
     c = run(capsys, "check", *paths, "--csv", "--layers")
     flat = [dict(layer, model=o["path"]) for o in j for layer in o["layers"]]
-    header, got = parse_csv(c)
+    _, got = parse_csv(c)
     assert len(got) == len(flat) == 5  # 2 + 3 (the npz head is 1x1)
     for g, r in zip(got, flat):
         for k, v in r.items():
@@ -319,7 +319,7 @@ def test_recompute_and_no_cache_are_one_flag(capsys, db):
 
 def test_zoo_ingest_jobs(capsys, files, tmp_path, monkeypatch):
     """--jobs N reads in N processes and gives what the one-process ingest gives."""
-    import filterdb.zoo as zoo
+    from filterdb import zoo
 
     _, f = files
     ids = [m.id for m in zoo.CATALOG[:2]]
@@ -330,6 +330,8 @@ def test_zoo_ingest_jobs(capsys, files, tmp_path, monkeypatch):
     two = json.loads(run(capsys, "zoo", "ingest", tmp_path / "two", *ids, "--jobs", "2",
                          "--json"))
     assert one == two and [r["status"] for r in one] == ["added", "added"]
+    j, c = both(capsys, "zoo", "fetch", *ids)
+    assert_rows(c, [{"id": k, "path": v} for k, v in j.items()])
     c = run(capsys, "zoo", "ingest", tmp_path / "two", *ids, "-j", "2", "--csv")
     _, rows = parse_csv(c)
     assert [r["id"] for r in rows] == ids and {r["status"] for r in rows} == {"exists"}
@@ -354,7 +356,8 @@ def options(p) -> dict:
 
 
 TABLE_COMMANDS = {("ls",), ("info",), ("check",), ("health",), ("drift",), ("pca",),
-                  ("zoo", "list"), ("inspect",), ("add",), ("zoo", "ingest")}
+                  ("zoo", "list"), ("inspect",), ("add",), ("zoo", "ingest"), ("zoo", "fetch"),
+                  ("zoo", "train")}
 WRITERS = {("report",), ("check",), ("export-h5",), ("zoo", "train")}
 ENGINE_COMMANDS = {("drift",), ("pca",), ("health",), ("report",), ("check",)}
 JOBS_COMMANDS = {("add",), ("zoo", "ingest"), ("zoo", "train")}

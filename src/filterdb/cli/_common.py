@@ -66,12 +66,12 @@ def add_output_options(p, csv_help: str = "print CSV: the rows and columns of --
     return g
 
 
-def add_json_option(p, help: str = "print JSON") -> None:  # noqa: A002
+def add_json_option(p, help: str = "print JSON") -> None:
     """``--json`` alone: commands that print a result, not a table."""
     p.add_argument("--json", action="store_true", help=help)
 
 
-def add_output_file_option(p, metavar: str = "FILE", default=None, help: str | None = None):  # noqa: A002
+def add_output_file_option(p, metavar: str = "FILE", default=None, help: str | None = None):
     """``-o/--output FILE``: every file a command writes."""
     p.add_argument("-o", "--output", metavar=metavar, default=default,
                    help=help or "output file" + (f" (default {default})" if default else ""))

@@ -8,8 +8,14 @@ import sys
 
 from .._table import format_table, shorten
 from ..errors import FilterDBError
-from ._common import (add_engine_options, add_output_file_option, add_output_options,
-                      emit, engine_kwargs, print_json)
+from ._common import (
+    add_engine_options,
+    add_output_file_option,
+    add_output_options,
+    emit,
+    engine_kwargs,
+    print_json,
+)
 
 CLI_BASELINE_INITS = ("kaiming_uniform", "kaiming_normal")
 

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from ._common import add_engine_options, add_json_option, add_output_file_option, engine_kwargs
+from ._common import (
+    add_engine_options,
+    add_json_option,
+    add_output_file_option,
+    engine_kwargs,
+)
 
 
 def register(sub) -> None:

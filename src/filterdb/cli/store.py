@@ -14,8 +14,14 @@ from pathlib import Path
 
 from .._table import format_table
 from ..errors import DiskFullError, FilterDBError
-from ._common import (add_jobs_option, add_json_option, add_output_options, emit, print_json,
-                      progress)
+from ._common import (
+    add_jobs_option,
+    add_json_option,
+    add_output_options,
+    emit,
+    print_json,
+    progress,
+)
 
 ADD_CSV = "print CSV: one row per file (the list of --json)"
 
@@ -431,7 +437,7 @@ def cmd_zoo_ingest(args) -> int:
     from ..zoo import find
 
     models = [find(i) for i in args.models] if args.models else None
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    log = lambda m: print(m, file=sys.stderr)
     with open_database(args.db, mode="w", create=True) as db:
         if args.jobs is not None and args.jobs > 1:  # read in N processes, as add --jobs
             from ..zoo import CATALOG, fetch

@@ -4,8 +4,13 @@ from __future__ import annotations
 import sys
 
 from .._table import format_table
-from ._common import (add_jobs_option, add_json_option, add_output_file_option,
-                      add_output_options, emit, output_path, print_json)
+from ._common import (
+    add_jobs_option,
+    add_output_file_option,
+    add_output_options,
+    emit,
+    output_path,
+)
 
 
 def register(sub) -> None:
@@ -19,7 +24,7 @@ def register(sub) -> None:
 
     fe = zsub.add_parser("fetch", help="download (once), verify and extract the model files")
     fe.add_argument("--cache", help="cache directory (default: $FILTERDB_CACHE or ~/.cache/filterdb)")
-    add_json_option(fe)
+    add_output_options(fe, "print CSV: one row per model (id, path); --json: {id: path}")
     fe.add_argument("models", nargs="*", help="model ids (default: all)")
     fe.set_defaults(func=cmd_fetch)
 
@@ -58,9 +63,8 @@ def cmd_fetch(args) -> int:
 
     models = _selected(args.models)
     paths = fetch(models, cache=args.cache, log=lambda m: print(m, file=sys.stderr))
-    if args.json:
-        print_json({k: str(v) for k, v in paths.items()})
-    else:
+    if not emit(args, {k: str(v) for k, v in paths.items()},
+                [{"id": k, "path": str(v)} for k, v in paths.items()]):
         print(format_table([(k, str(v)) for k, v in paths.items()], ["id", "path"]))
     return 0
 
@@ -75,7 +79,8 @@ def _register_train(zsub) -> None:
                     help="small: the demo population (minutes); full: the study (hours)")
     tr.add_argument("--seed", type=int, default=0, help="first model seed and data seed")
     add_jobs_option(tr, None, "worker processes, one thread each")
-    add_json_option(tr, "print the trained models as JSON")
+    add_output_options(tr, "print CSV: one row per trained model (the list of --json)",
+                       json_help="print the trained models as JSON")
     tr.set_defaults(func=cmd_train)
 
 
@@ -83,9 +88,8 @@ def cmd_train(args) -> int:
     import os
     import time
 
-    from ..zoo.train import run
-
     from ..errors import FilterDBError
+    from ..zoo.train import run
 
     out = output_path(args, "out")
     if not out:
@@ -97,8 +101,8 @@ def cmd_train(args) -> int:
                log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"trained {len(rows)} models (+ untrained twins) in "
           f"{time.perf_counter() - t0:.1f} s into {args.out}", file=sys.stderr)
-    if args.json:
-        print_json(rows)
+    if emit(args, rows):
+        pass
     elif rows:
         print(format_table([(r["model"], r["task"], r["visual_category"], r["architecture"],
                              r["x_heldout_metric"], f"{float(r['x_heldout_value']):.4g}",
