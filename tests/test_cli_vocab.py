@@ -78,7 +78,6 @@ def files(tmp_path_factory):
 def db(files):
     d, f = files
     path = d / "db.filterdb"
-    capsys = None
     assert main(["add", str(path), str(f["cls0"]), str(f["cls1"]), "--meta",
                  "task=Classification", "--meta", "visual_category=natural", "--meta",
                  "x_seed=1", "--json"]) == 0
