@@ -440,3 +440,27 @@ def test_readme_lists_every_command():
             for line in readme_commands()}
     for name in leaves():
         assert any(u[:len(name)] == name for u in used), f"README has no 'filterdb {' '.join(name)}'"
+
+
+def test_workers_reach_the_engine(capsys, db, monkeypatch):
+    """--workers N is the engine's thread count (pca, drift, health), and the result does not
+    depend on it."""
+    import filterdb.engine as engine
+    import filterdb.engine.analysis as engine_analysis
+
+    seen = []
+    real = engine.get_engine
+
+    def spy(name="local", scheduler=None, workers=2):
+        if isinstance(name, str):  # an engine object passed on is not a new engine
+            seen.append((name, scheduler, workers))
+        return real(name, scheduler, workers)
+
+    monkeypatch.setattr(engine, "get_engine", spy)
+    monkeypatch.setattr(engine_analysis, "get_engine", spy)
+    for argv in (["pca", db], ["drift", db, "--by", "task"], ["health", db]):
+        one = json.loads(run(capsys, *argv, "--recompute", "--workers", "1", "--json"))
+        assert seen and seen[-1] == ("local", None, 1), argv
+        three = json.loads(run(capsys, *argv, "--recompute", "--workers", "3", "--json"))
+        assert seen[-1] == ("local", None, 3), argv
+        assert one == three
