@@ -7,7 +7,7 @@ import sys
 
 from .._table import format_table, shorten
 from ..errors import FilterDBError
-from ._common import print_json
+from ._common import print_json, write_csv
 
 
 def is_batch(paths, csv: bool = False) -> bool:
@@ -39,12 +39,7 @@ def run(paths, fn, format=None):  # noqa: A002
 
 
 def _csv(df) -> None:
-    df = df.copy()
-    for c in df.columns:
-        if df[c].map(lambda v: isinstance(v, (list, tuple))).any():
-            df[c] = df[c].map(lambda v: ";".join(map(str, v)) if isinstance(v, (list, tuple))
-                              else v)
-    df.to_csv(sys.stdout, index=False)
+    write_csv(df)  # the one CSV writer of the CLI (lists joined by ';')
 
 
 def report(results, args, columns, headers, details) -> int:

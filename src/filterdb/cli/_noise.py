@@ -5,7 +5,7 @@ from __future__ import annotations
 from .._table import format_table
 from ..kernels.stats import holm
 from ..errors import FilterDBError
-from ._common import print_json
+from ._common import emit
 
 
 def noise_args(p) -> None:
@@ -28,6 +28,15 @@ def _f(v) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
+def noise_rows(r, table: str) -> list[dict]:
+    """``drift --noise-floor --csv``: ``pairs`` (one row per pair of groups, the ``pairs``
+    of --json) or ``within`` (one row per group: the ``within`` of --json, the group first)."""
+    d = r.to_dict()
+    if table == "within":
+        return [{r.by: g, **w} for g, w in d["within"].items()]
+    return d["pairs"]
+
+
 def cmd_noise_floor(args, opts, rng) -> int:
     from ..analysis import provenance_text
     from ..noise import noise_floor
@@ -42,8 +51,7 @@ def cmd_noise_floor(args, opts, rng) -> int:
                     **opts)
     # Holm's correction over the pairs tested together (every pair of groups of --by)
     r.pairs = r.pairs.assign(p_holm=holm(r.pairs["p_value"].to_numpy(float)))
-    if args.json:
-        print_json(r.to_dict())
+    if emit(args, r.to_dict, lambda table: noise_rows(r, table)):
         return 0
     d = r.drift
     within = f" within {', '.join(r.within_columns)}" if r.within_columns else ""

@@ -3,23 +3,27 @@ from __future__ import annotations
 
 from .._table import format_table
 from ..errors import FilterDBError
-from ._common import print_json
+from ._common import add_engine_options, add_output_options, emit, engine_kwargs
 
 MAX_MATRIX_GROUPS = 30  # larger matrices: group sizes and mean drift only (full in --json)
 
 
-def _engine_args(p) -> None:
+DRIFT_CSV = ("print CSV. --by: one row per group (the group, its filters, its mean drift, "
+             "then its drift to each group, one column per group: the matrix of --json); "
+             "--model: one row for the selection (by and group empty), then one per group; "
+             "--noise-floor: see --table")
+
+
+def _engine_args(p, csv_help="print CSV: one row per component (explained_variance, evr, "
+                 "cumulative, eigen-image w0..w8 row-major), the mean as component 'mean'",
+                 tables=None) -> None:
     p.add_argument("--where", help="SQL expression over the layer columns, e.g. "
                    "\"task = 'Classification'\"")
-    p.add_argument("--engine", choices=("local", "dask"), default="local",
-                   help="local threads (default) or a Dask cluster")
-    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                   help="Dask scheduler address (default with --engine dask: a local cluster)")
     p.add_argument("--precision", metavar="{float32,float16}", default="float32",
                    help="float32 (default): the stored filters; float16: rounded to float16 "
                    "and scaled in float16 first, as the published notebook does")
-    p.add_argument("--no-cache", action="store_true", help="recompute every pass")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_engine_options(p)
+    add_output_options(p, csv_help, tables=tables)
 
 
 def register(sub) -> None:
@@ -43,16 +47,16 @@ def register(sub) -> None:
                    help="drift of this model file against the selection (and each --by group)")
     from ._noise import noise_args
     noise_args(p)
-    _engine_args(p)
+    _engine_args(p, DRIFT_CSV, tables={
+        "pairs": "--noise-floor: one row per pair of groups (the pairs of --json)",
+        "within": "--noise-floor: one row per group, its within-group drift"})
     p.set_defaults(func=cmd_drift)
 
 
 def _opts(args) -> dict:
-    if args.scheduler and args.engine != "dask":
-        raise FilterDBError("--scheduler needs --engine dask")
-    return dict(where=args.where, engine=args.engine, scheduler=args.scheduler,
-                progress=None if args.json else True, cache=not args.no_cache,
-                precision=args.precision)
+    quiet = args.json or args.csv
+    return dict(where=args.where, **engine_kwargs(args), progress=None if quiet else True,
+                cache=not args.recompute, precision=args.precision)
 
 
 def parse_range(text):
@@ -69,6 +73,40 @@ def parse_range(text):
     return lo, hi
 
 
+def pca_rows(p) -> list[dict]:
+    """``pca --csv``: one row per component, then the mean (component ``mean``)."""
+    import numpy as np  # here, not at module level: start-up time
+
+    cum = np.cumsum(p.explained_variance_ratio)
+    rows = [{"component": k, "explained_variance": float(ev), "evr": float(r),
+             "cumulative": float(cu), **{f"w{j}": float(x) for j, x in enumerate(c)}}
+            for k, (c, ev, r, cu) in enumerate(zip(np.asarray(p.components),
+                                                   p.explained_variance, p.explained_variance_ratio,
+                                                   cum))]
+    rows.append({"component": "mean", **{f"w{j}": float(x) for j, x in
+                                         enumerate(np.asarray(p.mean))}})
+    return rows
+
+
+def drift_rows(r) -> list[dict]:
+    """``drift --by --csv``: one row per group: the group, its filters, its mean drift and
+    its drift to every group (one column per group, named by the group)."""
+    M = r.matrix.to_numpy()
+    return [{r.by: g, "filters": int(r.sizes.iloc[i]), "mean_drift": float(r.mean_drift.iloc[i]),
+             **{str(h): float(M[i, j]) for j, h in enumerate(r.groups)}}
+            for i, g in enumerate(r.groups)]
+
+
+def model_drift_rows(r) -> list[dict]:
+    """``drift --model --csv``: the selection (by and group empty), then each group."""
+    rows = [{"model": r.model, "by": None, "group": None, "filters": None,
+             "n_filters": r.n_filters, "n_outside": r.n_outside, "drift": float(r.drift)}]
+    rows += [{"model": r.model, "by": r.by, "group": g, "filters": int(r.sizes[g]),
+              "n_filters": r.n_filters, "n_outside": r.n_outside, "drift": float(d)}
+             for g, d in r.groups.items()]
+    return rows
+
+
 def _row(v) -> str:
     return "  ".join(f"{x:+.4f}" for x in v)
 
@@ -78,8 +116,7 @@ def cmd_pca(args) -> int:
     from .. import analysis
 
     p = analysis.pca(args.db, **_opts(args))
-    if args.json:
-        print_json(dict(p.to_dict(), precision=args.precision))
+    if emit(args, dict(p.to_dict(), precision=args.precision), lambda: pca_rows(p)):
         return 0
     rows = []
     cum = np.cumsum(p.explained_variance_ratio)
@@ -105,8 +142,7 @@ def cmd_drift(args) -> int:
     if args.model:
         r = analysis.drift_to_model(args.db, args.model, by=args.by, bins=args.bins, range=rng,
                                     weights=args.weights, **opts)
-        if args.json:
-            print_json(r.to_dict())
+        if emit(args, r.to_dict(), lambda *_: model_drift_rows(r)):
             return 0
         print(f"{r.model}: {r.n_filters:,} 3x3 filters; drift against the selection "
               f"{r.drift:.4f}")
@@ -122,8 +158,7 @@ def cmd_drift(args) -> int:
         raise FilterDBError("drift needs --by COLUMN (or 'depth'), or --model FILE")
     r = analysis.drift(args.db, args.by, bins=args.bins, range=rng, weights=args.weights,
                        **opts)
-    if args.json:
-        print_json(r.to_dict())
+    if emit(args, r.to_dict(), lambda *_: drift_rows(r)):
         return 0
     M = r.matrix.to_numpy()
     mean = r.mean_drift.to_numpy()

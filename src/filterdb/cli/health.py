@@ -8,7 +8,14 @@ import sys
 
 from .._table import format_table, shorten
 from ..errors import FilterDBError
-from ._common import print_json
+from ._common import (
+    add_engine_options,
+    add_output_file_option,
+    add_output_options,
+    emit,
+    engine_kwargs,
+    print_json,
+)
 
 CLI_BASELINE_INITS = ("kaiming_uniform", "kaiming_normal")
 # ``check --fail-on LEVEL``: exit code when the verdict is at LEVEL or worse (2 is errors)
@@ -22,14 +29,15 @@ def register(sub) -> None:
     p.add_argument("files", nargs="+", metavar="PATH",
                    help="model file(s) or folder(s) (read recursively); several: one line "
                         "per model")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object (a list for several models)")
-    p.add_argument("--csv", action="store_true",
-                   help="print CSV: one row per model (per layer with --layers)")
+    add_output_options(p, "print CSV: one row per model (per layer with --layers), the batch "
+                       "form of --json (a list: the models' summaries, or their layers)",
+                       json_help="print one JSON object (a list for several models)")
     p.add_argument("--layers", action="store_true",
                    help="several models: also each model's per-layer table")
-    p.add_argument("--html", metavar="OUT", default=None,
-                   help="also write a one-model HTML page (with --db: against its population)")
+    p.add_argument("--html", nargs="?", const=True, default=None, metavar="OUT",
+                   help="also write a one-model HTML page (with --db: against its population) "
+                        "to -o FILE (default MODEL.html); '--html OUT' is the old spelling")
+    add_output_file_option(p, "HTML", help="the HTML page of --html (implies --html)")
     p.add_argument("--baseline", action="store_true",
                    help="also measure random initialisations of the same layer shapes")
     p.add_argument("--inits", default=",".join(CLI_BASELINE_INITS),
@@ -50,7 +58,11 @@ def register(sub) -> None:
                                       "summaries by model, task, visual category and depth")
     p.add_argument("db", metavar="DB", help="filter database")
     p.add_argument("--where", help="SQL expression over the layer and model columns")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_output_options(p, "print CSV: the rows of one table of --json, chosen by --table",
+                       tables={"layers": "one row per layer", "by_model": "one row per model",
+                               "by_task": "one row per task",
+                               "by_visual_category": "one row per visual category",
+                               "by_depth_bin": "one row per conv_depth_norm bin"})
     add_engine_args(p)
     add_threshold_args(p)
     p.set_defaults(func=cmd_health)
@@ -76,12 +88,7 @@ def add_threshold_args(p) -> None:
 
 
 def add_engine_args(p) -> None:
-    p.add_argument("--engine", choices=("local", "dask"), default="local",
-                   help="run the metrics pass on local threads (default) or on Dask")
-    p.add_argument("--scheduler", metavar="ADDR", default=None,
-                   help="Dask scheduler address (default: a local cluster)")
-    p.add_argument("--recompute", action="store_true",
-                   help="recompute the stored layer metrics of the database")
+    add_engine_options(p, what="the metrics pass")
     p.add_argument("--no-orthogonality", dest="orthogonality", action="store_false",
                    help="skip orthogonality (the costly metric; the flags do not use it)")
 
@@ -216,7 +223,7 @@ def check_many(args) -> int:
     from ..api import check_model  # start-up time: on first use
     from . import _batch  # start-up time: on first use
 
-    for opt in ("html", "db"):
+    for opt in ("html", "output", "db"):
         if getattr(args, opt):
             raise FilterDBError(f"--{opt} takes one model file, not several or a folder")
     if args.baseline:
@@ -230,6 +237,25 @@ def check_many(args) -> int:
                          lambda r: render(r.model, r.layers, r.summary))
 
 
+def html_output(args) -> str | None:
+    """The page of ``check --html [-o FILE]``; ``--html OUT`` (the old spelling) still works,
+    with a warning."""
+    import os
+
+    if args.html not in (None, True):
+        print("filterdb: warning: '--html OUT' is deprecated: use '--html -o OUT'",
+              file=sys.stderr)
+        if args.output and args.output != args.html:
+            raise FilterDBError(f"two output files given (--html {args.html} and -o "
+                                f"{args.output}): give one")
+        return args.html
+    if args.output:
+        return args.output
+    if args.html:
+        return os.path.splitext(os.path.basename(args.file))[0] + ".html"
+    return None
+
+
 def check_one(args) -> int:
     from ..health import model_health, random_baseline
     from ..readers import read_model
@@ -237,12 +263,12 @@ def check_one(args) -> int:
     t = thresholds_from_args(args)
     model = read_model(args.file)
     df, summary = model_health(model, t, orthogonality=args.orthogonality)
-    if args.html:
+    html = html_output(args)
+    if html:
         from ..report.model_report import write_check_html
 
-        out, _ = write_check_html(args.html, model, df, summary, db=args.db, thresholds=t,
-                                  engine=args.engine, scheduler=args.scheduler,
-                                  recompute=args.recompute)
+        out, _ = write_check_html(html, model, df, summary, db=args.db, thresholds=t,
+                                  **engine_kwargs(args), recompute=args.recompute)
         print(f"wrote {out}", file=sys.stderr)
     pct = pop_info = None
     if args.db is not None:
@@ -294,7 +320,7 @@ def population_percentiles(args, model, df, t):
     from ..store import open_database
 
     with open_database(args.db) as db:
-        pop = database_health(db, thresholds=t, engine=args.engine, scheduler=args.scheduler,
+        pop = database_health(db, thresholds=t, **engine_kwargs(args),
                               recompute=args.recompute, orthogonality=args.orthogonality)
         same = db.models(f"sha256 = '{model.sha256}'")["model"].tolist()
     if same:
@@ -358,10 +384,11 @@ def cmd_health(args) -> int:
     from ._common import progress
 
     t = thresholds_from_args(args)
+    eng = engine_kwargs(args)
     bar = progress(total=None, desc="health", unit="filters")
     try:
-        df = database_health(args.db, where=args.where, thresholds=t, engine=args.engine,
-                             scheduler=args.scheduler, recompute=args.recompute,
+        df = database_health(args.db, where=args.where, thresholds=t, **eng,
+                             recompute=args.recompute,
                              orthogonality=args.orthogonality,
                              progress=bar.update)
     finally:
@@ -371,11 +398,11 @@ def cmd_health(args) -> int:
     from ..health.assess import legend, not_assessed_line
 
     models = model_summaries(df, t)
-    if args.json:
-        print_json({"layers": _records(df), **{k: _records(v) for k, v in summ.items()},
-                    "models": {m: {k: v for k, v in ms.items() if k != "thresholds"}
-                               for m, ms in models.items()},
-                    "thresholds": t.to_dict(), "legend": legend(t)})
+    if emit(args, lambda: {"layers": _records(df), **{k: _records(v) for k, v in summ.items()},
+                           "models": {m: {k: v for k, v in ms.items() if k != "thresholds"}
+                                      for m, ms in models.items()},
+                           "thresholds": t.to_dict(), "legend": legend(t)},
+            lambda table: _records(df if table == "layers" else summ[table])):
         return 0
     total = summarise(df, t)
     out = [f"{args.db}: {len(df)} layers, {total['n_assessed']} assessed, "

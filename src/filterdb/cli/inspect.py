@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from .._table import format_table, shorten
 from ..errors import FilterDBError
-from ._common import print_json
+from ._common import add_output_options, print_json
 
 
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="list the 2-D convolution layers of model files")
     p.add_argument("files", nargs="+", metavar="PATH",
                    help="model file(s) or folder(s) (read recursively)")
-    p.add_argument("--json", action="store_true", help="print JSON (one object, or a list)")
-    p.add_argument("--csv", action="store_true",
-                   help="print CSV: one row per model (per layer with --layers)")
+    add_output_options(p, "print CSV: one row per model (per layer with --layers), the batch "
+                       "form of --json (a list of models)",
+                       json_help="print JSON (one object, or a list)")
     p.add_argument("--layers", action="store_true",
                    help="several models: also each model's layer table")
     p.set_defaults(func=cmd_inspect)

@@ -4,7 +4,7 @@ See :mod:`filterdb.store.published` for the layout, the column mapping and the g
 """
 from __future__ import annotations
 
-from ._common import print_json
+from ._common import add_json_option, add_output_file_option, output_path, print_json
 
 
 def register(sub) -> None:
@@ -16,13 +16,14 @@ def register(sub) -> None:
                    help="filters read per chunk (default 1,048,576 = 36 MB)")
     p.add_argument("--replace", action="store_true",
                    help="replace models already present (same model id)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(p)
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("export-h5", help="export a database (or a selection) as a "
                                          "published-layout dataset.h5")
     p.add_argument("db", metavar="DB")
-    p.add_argument("out", metavar="OUT.h5")
+    p.add_argument("out", metavar="OUT.h5", nargs="?", help="output file (or -o OUT.h5)")
+    add_output_file_option(p, "OUT.h5")
     p.add_argument("--where", help="SQL expression over the layer columns, e.g. "
                                    "\"task = 'Segmentation'\"")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
@@ -32,7 +33,7 @@ def register(sub) -> None:
                         "--shape 3x3 --dtype float64)")
     p.add_argument("--chunk-rows", type=int, default=1 << 20, metavar="N",
                    help="filters written per chunk")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(p)
     p.set_defaults(func=cmd_export)
 
 
@@ -67,11 +68,15 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from ..errors import FilterDBError
     from ..store import open_database
     from ..store.published import export_h5
 
+    out = output_path(args, "out")
+    if not out:
+        raise FilterDBError("export-h5 needs an output file: -o OUT.h5")
     with open_database(args.db) as db:
-        info = export_h5(db, args.out, where=args.where, dtype=args.dtype, shape=args.shape,
+        info = export_h5(db, out, where=args.where, dtype=args.dtype, shape=args.shape,
                          chunk_rows=args.chunk_rows)
     if args.json:
         print_json(info)

