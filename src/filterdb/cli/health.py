@@ -27,6 +27,8 @@ def register(sub) -> None:
                         "(kaiming_uniform, kaiming_normal, xavier_uniform, normal)")
     p.add_argument("--seed", type=int, default=0, help="seed of --baseline (default 0)")
     add_threshold_args(p)
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="without --db: no percentiles against the built-in reference")
     p.add_argument("--db", metavar="DB", default=None,
                    help="also give each metric's percentile among the database's layers of "
                         "similar depth and size")
@@ -156,6 +158,12 @@ def cmd_check(args) -> int:
     pct = pop_info = None
     if args.db is not None:
         pct, pop_info = population_percentiles(args, model, df, t)
+        summary["reference"] = {"name": str(args.db), "source": "database",
+                                "n_layers": pop_info["n_layers"]}
+    elif getattr(args, "reference", True):
+        pct, pop_info = builtin_percentiles(model, df)
+        summary["reference"] = {k: pop_info[k] for k in
+                                ("name", "source", "n_models", "n_layers", "n_filters_3x3")}
     base = None
     if args.baseline:
         inits = tuple(i.strip() for i in args.inits.split(",") if i.strip())
@@ -183,6 +191,16 @@ def cmd_check(args) -> int:
         if pct is not None:
             print(render_percentiles(df, pct, pop_info))
     return 0
+
+
+def builtin_percentiles(model, df):
+    """Percentiles against the built-in reference population (``check`` without ``--db``;
+    filterdb.zoo.reference)."""
+    from ..zoo.reference import percentiles
+
+    pct, info = percentiles(df, model.sha256)
+    info["db"] = f"the built-in reference {info['name']} ({info['n_models']} zoo models)"
+    return pct, info
 
 
 def population_percentiles(args, model, df, t):

@@ -65,6 +65,15 @@ def _read(m, path):
     return model, df, X, np.repeat(np.asarray(dn, np.float64), counts)
 
 
+def _moments(X):
+    """``(n, sum, sum of v v^T)`` of the scaled filters, in a fixed summation order (numpy's
+    pairwise sum and einsum's loops, no threads), so that builds repeat bit for bit."""
+    from ..kernels import pca as P
+
+    Xs = P.scale_filters(X).astype(np.float64)
+    return len(Xs), Xs.sum(axis=0), np.einsum("ni,nj->ij", Xs, Xs, optimize=False)
+
+
 def build(models=None, cache=None, log=None) -> dict:
     """Compute the reference arrays (``{name: array}``, plus ``meta`` as a JSON string)."""
     from ..kernels import hist as H
@@ -84,7 +93,7 @@ def build(models=None, cache=None, log=None) -> dict:
         filters.append(X)
         depths.append(depth_bin(np.clip(dn, 0.0, 1.0)) if len(dn) else np.zeros(0, np.int64))
         if len(X):
-            k, a, b = P.moments_chunk(X)
+            k, a, b = _moments(X)
             n, s, sxx = n + k, s + a, sxx + b
         info.append({"id": m.id, "task": m.task, "visual_category": m.visual_category,
                      "format": m.format, "architecture": m.architecture,
@@ -233,6 +242,85 @@ def load(path: str | None = None) -> Reference:
               a["pca_explained_variance"], a["pca_evr"])
     return Reference(meta, layers, pca, (float(a["hist_range"][0]), float(a["hist_range"][1])),
                      a["hist_model"], a["hist_depth"])
+
+
+def percentiles(layer_df: pd.DataFrame, sha256: str | None = None,
+                ref: Reference | None = None) -> tuple[list, dict]:
+    """Each layer's percentiles against the reference: ``(per-layer dicts or None, info)``.
+
+    ``layer_df`` is a health table (columns ``conv_depth_norm``, ``n``, ``kernel`` and the
+    metrics, as :func:`filterdb.health.model_health` gives); the comparison is
+    :func:`filterdb.health.database.compare_to_population` over the reference's assessed
+    layers of the same kernel, depth bin and size class (the depth bin alone when fewer
+    than 10); None for a kernel the reference does not hold. A model of the reference with the same file
+    (``sha256``) is left out of the population.
+    """
+    from ..health.database import compare_to_population
+
+    ref = ref or load()
+    pop = ref.layers
+    same = [m["id"] for m in ref.meta["models"] if sha256 and m["sha256"] == sha256]
+    if same:
+        ids = [i for i, m in enumerate(ref.meta["models"]) if m["id"] in same]
+        pop = pop[~pop["model"].isin(ids)]
+    pct: list = [None] * len(layer_df)
+    kernels = layer_df["kernel"].to_numpy(str) if len(layer_df) else np.zeros(0, str)
+    for k in dict.fromkeys(kernels):
+        # compare_to_population compares 3x3 layers; other kernels against their own kind
+        rows = np.flatnonzero(kernels == k)
+        kpop = pop[pop["kernel"] == k].assign(kernel="3x3")
+        if not len(kpop):
+            continue
+        got = compare_to_population(layer_df.iloc[rows].assign(kernel="3x3"), kpop)
+        for i, g in zip(rows, got):
+            pct[i] = g
+    info = {**ref.summary(), "n_layers": int(pop["assessed"].sum()), "excluded_models": same,
+            "percentile": "share of comparable layers (same kernel, depth bin and size "
+            "class) with a smaller value (%)"}
+    return pct, info
+
+
+def drift_to_model(model, by: str | None = None, weights="evr", ref: Reference | None = None):
+    """Drift of a model (path or :class:`~filterdb.readers.Model`) against the reference
+    population, and against each of its ``by`` groups (``model``, ``task``,
+    ``visual_category``, ``depth``): the model's filters on the reference PCA and range,
+    as :func:`filterdb.analysis.drift_to_model` does against a database."""
+    from ..analysis import ModelDrift, _model_hist, _weights_name
+    from ..kernels import hist as H
+    from ..kernels.drift import drift_to_reference, resolve_weights
+    from ..readers import read_model
+    from ..readers.base import Model
+
+    ref = ref or load()
+    m = model if isinstance(model, Model) else read_model(model)
+    name = str(m.path) if m.path else m.sha256[:12]
+    X = m.filters_3x3()
+    if len(X) == 0:
+        raise FilterDBError(f"{name}: the model has no 3x3 convolution filters")
+    w = resolve_weights(weights, ref.pca.explained_variance_ratio)
+    bins = int(ref.meta["bins"])
+    counts, outside = _model_hist(X, ref.pca, ref.range, bins)
+    if counts.sum() == 0:
+        raise FilterDBError(f"{name}: every filter's coefficients fall outside the "
+                            f"reference's range {ref.range}: no distribution to compare")
+    pm = H.normalise(counts)
+    _, allc = ref.group_counts("all")
+    d_all = float(drift_to_reference(H.normalise(allc), pm, w)[0])
+    groups = pd.Series(dtype=float, name="drift")
+    sizes = pd.Series(dtype=np.int64)
+    if by is not None:
+        labels, gc = ref.group_counts(by)
+        keep = gc[:, 0, :].sum(axis=1) > 0  # groups with 3x3 filters in the range
+        labels = [g for g, k in zip(labels, keep) if k]
+        gc = gc[keep]
+        d = drift_to_reference(H.normalise(gc), pm, w)
+        order = np.argsort(d, kind="stable") if by != "depth" else np.arange(len(d))
+        groups = pd.Series(d[order], index=pd.Index([labels[i] for i in order], name=by),
+                           name="drift")
+        sizes = pd.Series(gc[:, 0, :].sum(axis=1), index=labels)
+    return ModelDrift(name, len(X), outside, d_all, by, groups, sizes, counts, bins, ref.range,
+                      w, _weights_name(weights), ref.pca, None,
+                      extra={"reference": ref.summary()})
 
 
 def main(argv=None) -> int:
