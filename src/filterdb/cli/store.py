@@ -65,7 +65,10 @@ def register_zoo_ingest(zsub) -> None:
     """``filterdb zoo ingest DB``: called by cli/zoo.py."""
     p = zsub.add_parser("ingest", help="fetch the zoo and add every model to a database")
     p.add_argument("db", metavar="DB")
-    p.add_argument("models", nargs="*", help="zoo model ids (default: all)")
+    p.add_argument("models", nargs="*", help="zoo model ids (default: every readable model)")
+    p.add_argument("--distinct", action="store_true",
+                   help="leave out entries that are another entry's weights in a second "
+                   "container (the built-in reference's selection)")
     p.add_argument("--cache", help="cache directory (default: $FILTERDB_CACHE or ~/.cache/filterdb)")
     p.add_argument("--replace", action="store_true", help="re-add models already present")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -329,7 +332,7 @@ def cmd_zoo_ingest(args) -> int:
     models = [find(i) for i in args.models] if args.models else None
     with open_database(args.db, mode="w", create=True) as db:
         results = ingest_zoo(db, models, cache=args.cache, replace=args.replace,
-                             log=lambda m: print(m, file=sys.stderr))
+                             log=lambda m: print(m, file=sys.stderr), distinct=args.distinct)
     failed = [r for _, r in results if isinstance(r, str)]
     if args.json:
         print_json([{"id": i, **(r.to_dict() if not isinstance(r, str) else
