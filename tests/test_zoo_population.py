@@ -400,3 +400,34 @@ def test_drift_needs_a_database_without_model(capsys):
 
     assert main(["drift", "--by", "task"]) == 2
     assert "needs a database" in capsys.readouterr().err
+
+
+@pytest.mark.zoo
+def test_study_figures_match_the_cli(tmp_path, zoo_paths, capsys):
+    """python -m filterdb.zoo.study gives the figures `pca`, `drift --by` and `health` give."""
+    from filterdb.cli import main
+    from filterdb.store import open_database
+    from filterdb.zoo.study import study
+
+    db = tmp_path / "pop.filterdb"
+    ids = ["mtcnn-onet", "digit-recognizer", "human-age", "fa-tiny-face-detector",
+           "objectron-cup", "ppocrv3-det"]
+    assert main(["zoo", "ingest", str(db), *ids]) == 0
+    capsys.readouterr()
+    with open_database(db) as d:
+        s = study(d)
+    assert main(["pca", str(db), "--json"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert np.allclose(s["evr"], p["explained_variance_ratio"])
+    for col in ("task", "visual_category", "depth"):
+        assert main(["drift", str(db), "--by", col, "--json"]) == 0
+        M = np.array(json.loads(capsys.readouterr().out)["matrix"])
+        assert s["drift"][col]["median"] == pytest.approx(
+            float(np.median(M[np.triu_indices(len(M), 1)])))
+    assert main(["health", str(db), "--json"]) == 0
+    h = json.loads(capsys.readouterr().out)
+    layers = h["layers"]
+    for row in s["health"]["by"]["task"]:
+        sel = [l for l in layers if l["task"] == row["task"] and l["assessed"]]
+        assert row["n_assessed"] == len(sel)
+        assert row["n_degenerated"] == sum(bool(l["degenerated"]) for l in sel)
