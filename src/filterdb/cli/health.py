@@ -16,7 +16,8 @@ CLI_BASELINE_INITS = ("kaiming_uniform", "kaiming_normal")
 def register(sub) -> None:
     p = sub.add_parser("check", help="layer health of a model file: sparsity, entropy, "
                                      "orthogonality, degeneration flags")
-    p.add_argument("file", metavar="MODEL_FILE", help="model file")
+    p.add_argument("file", metavar="MODEL_FILE",
+                   help="model file, model folder, or a folder of models (each checked)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--html", metavar="OUT", default=None,
                    help="also write a one-model HTML page (with --db: against its population)")
@@ -142,11 +143,47 @@ def _fmt(v) -> str:
 
 
 def cmd_check(args) -> int:
+    """``check``: one model file or folder model; a folder of models: each in turn (with
+    ``--json`` one list)."""
+    import argparse
+    import contextlib
+    import io
+    import json
+
+    from ..readers.folders import expand
+
+    paths = []
+    for f, err in expand([args.file]):
+        if err:
+            raise FilterDBError(err)
+        paths.append(f)
+    if len(paths) == 1:
+        return _check_one(args, paths[0])
+    if args.html:
+        raise FilterDBError(f"{args.file} holds {len(paths)} models; --html takes one model")
+    rc, objs = 0, []
+    for i, path in enumerate(paths):
+        one = argparse.Namespace(**{**vars(args), "file": path})
+        if args.json:
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                rc = max(rc, _check_one(one, path))
+            objs.append(json.loads(buf.getvalue()))
+        else:
+            if i:
+                print()
+            rc = max(rc, _check_one(one, path))
+    if args.json:
+        print_json(objs)
+    return rc
+
+
+def _check_one(args, path) -> int:
     from ..health import model_health, random_baseline
     from ..readers import read_model
 
     t = thresholds_from_args(args)
-    model = read_model(args.file)
+    model = read_model(path)
     df, summary = model_health(model, t)
     if args.html:
         from ..report.model_report import write_check_html

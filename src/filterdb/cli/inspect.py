@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from .._table import format_table, shorten
+from ..errors import FilterDBError
 from ._common import print_json
 
 
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="list the 2-D convolution layers of a model file")
-    p.add_argument("files", nargs="+", metavar="FILE", help="model file(s)")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="model file(s) or folder(s) (folders are searched for models)")
     p.add_argument("--json", action="store_true", help="print JSON (one object, or a list)")
     p.set_defaults(func=cmd_inspect)
 
@@ -39,8 +41,14 @@ def render(model) -> str:
 
 def cmd_inspect(args) -> int:
     from ..readers import read_model
+    from ..readers.folders import expand
 
-    models = [read_model(f) for f in args.files]
+
+    models = []
+    for f, err in expand(args.files):  # folders: the models they hold
+        if err:
+            raise FilterDBError(err)
+        models.append(read_model(f))
     if args.json:
         print_json(models[0].to_dict() if len(models) == 1 else [m.to_dict() for m in models])
     else:

@@ -137,7 +137,13 @@ def _jobs_from_args(args) -> list[tuple[str, dict]]:
 
     meta = parse_meta_args(args.meta)
     normalize_meta(meta)  # refuse bad columns before anything is read or written
-    jobs = [(f, dict(meta)) for f in args.files]
+    from ..readers.folders import expand
+
+    jobs = []
+    for f, err in expand(args.files):  # folders: the models they hold
+        if err:
+            raise FilterDBError(err)
+        jobs.append((f, dict(meta)))
     if args.manifest:
         jobs += [(f, {**meta, **m}) for f, m in read_manifest(args.manifest)]
     if not jobs:
@@ -151,16 +157,17 @@ def add_files(db, jobs, replace=False, n_jobs=1, show_progress=True):
     """Add ``[(path, meta)]``; returns ``[(path, AddResult or error text)]``. Files are
     read in ``n_jobs`` processes and written one after another by this process."""
     from ..readers import read_model
-    from ..readers.base import file_sha256
+    from ..readers.base import files_sha256
+    from ..readers.folders import model_files
     from ..store.ingest import AddResult
 
     results: list = [None] * len(jobs)
     todo = []
     for i, (path, meta) in enumerate(jobs):
         try:
-            if not os.path.isfile(path):
+            if not os.path.exists(path):
                 raise FilterDBError(f"{path}: no such file")
-            sha = file_sha256(path)
+            sha = files_sha256(model_files(path))  # a model of several files: all of them
         except (OSError, FilterDBError) as e:
             results[i] = str(e)
             continue

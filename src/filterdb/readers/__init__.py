@@ -21,6 +21,12 @@ READER_MODULES = {
     "tfjs_layers": "tfjs",
     "tfjs_weights": "tfjs",
     "dlib": "dlib",
+    "ncnn": "ncnn",
+    "openvino": "openvino",
+    "savedmodel": "savedmodel",
+    "coreml": "coreml",
+    "paddle": "paddle",
+    "huggingface": "huggingface",
 }
 
 

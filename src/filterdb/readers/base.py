@@ -83,6 +83,9 @@ class Model:
     opset: int | None = None
     op_counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # what the file or folder says about the model, as database metadata columns (e.g. a
+    # Hugging Face config's architecture); user-given metadata takes precedence
+    metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
         bad = [l.name for l in self.layers if l.has_nonfinite()]
@@ -165,6 +168,8 @@ class Model:
             for l in self.layers
         ]
         d["skipped"] = [{"name": s.name, "op": s.op, "reason": s.reason} for s in self.skipped]
+        if self.metadata:
+            d["metadata"] = dict(self.metadata)
         return d
 
 
@@ -200,6 +205,18 @@ def file_sha256(path, bufsize: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(bufsize):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def files_sha256(paths: Sequence, bufsize: int = 1 << 20) -> str:
+    """sha256 of the files' bytes one after another: a model made of several files (a
+    topology and its weights) is identified by all of them; one file gives its
+    :func:`file_sha256`."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(bufsize):
+                h.update(chunk)
     return h.hexdigest()
 
 

@@ -23,6 +23,12 @@ KERAS_H5 = "keras_h5"
 KERAS = "keras"  # Keras 3 .keras zip archive
 TFJS_GRAPH, TFJS_LAYERS, TFJS_WEIGHTS = "tfjs_graph", "tfjs_layers", "tfjs_weights"
 DLIB = "dlib"  # dlib::serialize of a DNN net_type (.dat)
+NCNN = "ncnn"  # .param text + .bin
+OPENVINO = "openvino"  # IR .xml + .bin
+SAVEDMODEL = "savedmodel"  # TensorFlow SavedModel folder (saved_model.pb + variables/)
+COREML = "coreml"  # .mlmodel file or .mlpackage folder
+PADDLE = "paddle"  # .pdmodel (ProgramDesc) or PIR .json, + .pdiparams
+HUGGINGFACE = "huggingface"  # a folder: config.json + model.safetensors / pytorch_model.bin
 
 EXTENSION_HINTS = {
     ".onnx": ONNX,
@@ -38,6 +44,10 @@ EXTENSION_HINTS = {
     ".hdf5": KERAS_H5,
     ".keras": KERAS,
     ".dat": DLIB,
+    ".param": NCNN,
+    ".xml": OPENVINO,
+    ".mlmodel": COREML,
+    ".pdmodel": PADDLE,
 }
 
 
@@ -89,7 +99,24 @@ def _looks_like_onnx(head: bytes) -> bool:
 
 def detect_format(path) -> str:
     """The format name of ``path``, from its bytes. Raises ReadError when unknown."""
+    if os.path.isdir(os.fspath(path)):
+        d = os.fspath(path)
+        if os.path.isfile(os.path.join(d, "saved_model.pb")):
+            return SAVEDMODEL
+        if os.path.isfile(os.path.join(d, "Data", "com.apple.CoreML", "model.mlmodel")):
+            return COREML
+        from .folders import is_hf_folder
+
+        if is_hf_folder(d):
+            return HUGGINGFACE
     p = check_file(path)
+    # protobuf files whose first bytes look like an ONNX file's: known by their names
+    if os.path.basename(p) == "saved_model.pb":
+        return SAVEDMODEL
+    if p.lower().endswith(".mlmodel"):
+        return COREML
+    if p.lower().endswith(".pdmodel"):
+        return PADDLE
     size = os.path.getsize(p)
     with open(p, "rb") as f:
         head = f.read(64)
@@ -125,6 +152,17 @@ def detect_format(path) -> str:
             kind = sniff(p)
             if kind is not None:
                 return kind
+            from .paddle import sniff as paddle_sniff
+
+            if paddle_sniff(p):
+                return PADDLE
+        from .ncnn import looks_like_ncnn
+        from .openvino import looks_like_openvino
+
+        if looks_like_ncnn(head):
+            return NCNN
+        if looks_like_openvino(head):
+            return OPENVINO
     hint = EXTENSION_HINTS.get(os.path.splitext(p)[1].lower())
     why = f" (named like {hint}, but its content is not)" if hint else ""
     raise ReadError(p, f"unknown model format{why}")

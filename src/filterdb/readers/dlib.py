@@ -39,8 +39,16 @@ import struct
 import numpy as np
 
 from ..errors import ReadError
-from .base import (DEPTH_ORDER, ConvLayer, Model, Skipped, assign_order_depths, check_file,
-                   count_ops, file_sha256)
+from .base import (
+    DEPTH_ORDER,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_order_depths,
+    check_file,
+    count_ops,
+    file_sha256,
+)
 
 MAX_STRING = 1 << 16  # layer names and versions are short
 
@@ -242,10 +250,7 @@ def _input(s: Stream) -> str:
                 "input_rgb_image_pyramid", "input_rgb_image_pyramid2"):
         for _ in range(3):
             s.float()  # mean of each colour
-        if name == "input_rgb_image_sized":
-            s.int()
-            s.int()
-        elif name == "input_rgb_image_pyramid2":
+        if name == "input_rgb_image_sized" or name == "input_rgb_image_pyramid2":
             s.int()
             s.int()
     elif name == "input_grayscale_image_pyramid":
@@ -395,4 +400,4 @@ def read(path, fmt: str = "dlib") -> Model:
             pass
 
 
-__all__ = ["read", "parse", "Stream", "looks_like_dlib"]
+__all__ = ["Stream", "looks_like_dlib", "parse", "read"]

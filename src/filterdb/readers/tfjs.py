@@ -40,8 +40,16 @@ import struct
 import numpy as np
 
 from ..errors import ReadError
-from .base import (DEPTH_GRAPH, ConvLayer, Model, Skipped, assign_conv_depths, check_file,
-                   count_ops, file_sha256)
+from .base import (
+    DEPTH_GRAPH,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_conv_depths,
+    check_file,
+    count_ops,
+    files_sha256,
+)
 from .graph import longest_path_depths
 
 GRAPH, LAYERS, WEIGHTS = "tfjs_graph", "tfjs_layers", "tfjs_weights"
@@ -187,7 +195,7 @@ def _n_values(shape) -> int:
 class _Weight:
     """One manifest weight inside its group's concatenated shards (decoded on call)."""
 
-    def __init__(self, spec: dict, group: "_Group", offset: int):
+    def __init__(self, spec: dict, group: _Group, offset: int):
         self.name = str(spec.get("name"))
         self.shape = tuple(spec.get("shape") or [])
         self.ndim = len(self.shape)
@@ -497,6 +505,7 @@ def _read_layers(p: str, doc: dict, weights, warnings: list[str]) -> Model:
     names = [q for q, _ in _keras.flat_configs(cfgs)]
     entries = _entries(weights, names, warnings, bare=False)
     m = _keras._build(p, LAYERS, entries, config, version, backend, warnings)
+    m.sha256 = files_sha256(files(p))
     m.producer = f"tensorflowjs ({m.producer})"
     return m
 
@@ -538,13 +547,24 @@ def _read(p: str, fmt: str | None) -> Model:
 
         entries = _entries(weights, [], warnings, bare=True)
         m = _keras._build(p, WEIGHTS, entries, None, None, None, warnings)
+        m.sha256 = files_sha256(files(p))
         m.producer, m.producer_version = producer, version
         m.warnings.insert(0, "bare weights manifest: no topology, so layer classes come from "
                              "the weight names and conv depth from their order")
         return m
-    return Model(path=p, format=kind, sha256=file_sha256(p), layers=layers, skipped=skipped,
+    return Model(path=p, format=kind, sha256=files_sha256(files(p)), layers=layers, skipped=skipped,
                  depth_source=depth_source, producer=producer, producer_version=version,
                  op_counts=ops, warnings=warnings)
+
+
+def files(path) -> list[str]:
+    """The model JSON and its shards in manifest order (what its sha256 covers)."""
+    p = os.fspath(path)
+    with open(p, "rb") as f:
+        doc = json.loads(f.read())
+    manifest = doc if isinstance(doc, list) else doc.get("weightsManifest")
+    folder = os.path.dirname(os.path.abspath(p))
+    return [p] + [_shard_path(folder, rel, p) for g in manifest or [] for rel in g.get("paths", [])]
 
 
 def read(path, fmt: str | None = None) -> Model:
@@ -560,4 +580,4 @@ def read(path, fmt: str | None = None) -> Model:
         raise ReadError(p, f"corrupt TF.js model: {msg}") from None
 
 
-__all__ = ["read", "sniff", "dequantize", "hwio_to_oihw", "depthwise_to_oihw", "load_manifest"]
+__all__ = ["depthwise_to_oihw", "dequantize", "hwio_to_oihw", "load_manifest", "read", "sniff"]

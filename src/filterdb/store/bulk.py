@@ -19,8 +19,8 @@ import json
 import os
 import zlib
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -71,6 +71,7 @@ class ModelSpec:
     opset: int | None = None
     op_counts: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)  # from the file; user metadata overrides it
 
 
 def model_spec(model) -> ModelSpec:
@@ -81,7 +82,8 @@ def model_spec(model) -> ModelSpec:
                      name=_derived_id(model), depth_source=model.depth_source,
                      producer=model.producer, producer_version=model.producer_version,
                      opset=model.opset, op_counts=dict(model.op_counts),
-                     warnings=list(model.warnings))
+                     warnings=list(model.warnings),
+                     metadata=dict(getattr(model, "metadata", None) or {}))
 
 
 def layer_specs(model) -> Iterator[LayerSpec]:
@@ -219,6 +221,8 @@ class BulkWriter:
         from .ingest import AddResult
 
         meta = normalize_meta(meta)
+        if spec.metadata:  # what the file says, where the user says nothing
+            meta = {**normalize_meta(spec.metadata), **meta}
         existing, name, old_ids = self._resolve(spec, meta, replace)
         if existing is not None:
             return existing

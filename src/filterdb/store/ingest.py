@@ -18,7 +18,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
@@ -51,7 +50,11 @@ def layer_checksum(rows: np.ndarray) -> int:
 
 
 def _derived_id(model: Model) -> str:
-    stem = Path(model.path).stem if model.path else ""
+    """The model id when the metadata gives none: the file's stem, or the folder's name for
+    generic file names (``model.json``, ``saved_model.pb``, ...) and folder models."""
+    from ..readers.folders import model_id
+
+    stem = model_id(model.path) if model.path else ""
     return stem or model.sha256[:12]
 
 

@@ -13,7 +13,8 @@ def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = F
     models this installation can read; ``distinct`` leaves out the entries that are another
     entry's weights in a second container (the reference population's selection)."""
     from ..readers import read_model
-    from ..readers.base import file_sha256
+    from ..readers.base import files_sha256
+    from ..readers.folders import model_files
     from ..zoo import fetch, readable
     from .ingest import AddResult
 
@@ -26,7 +27,7 @@ def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = F
         path = paths[m.id]
         try:
             if not replace:
-                sha = file_sha256(path)
+                sha = files_sha256(model_files(path))  # all files of a multi-file model
                 existing = db.has_sha256(sha)
                 if existing:
                     r = db.models(f"sha256 = '{sha}'").iloc[0]
