@@ -215,12 +215,29 @@ def _safetensors_count(path):
                if k != "__metadata__" and len(v["shape"]) == 4 and v["shape"][2:] == [3, 3])
 
 
+def _ncnn_count(path):
+    """ncnn .param text: ``Convolution`` / ``ConvolutionDepthWise`` lines with ``1=kernel_w``
+    (``11=kernel_h``, default kernel_w) and ``6=weight_data_size`` = filters * kh * kw."""
+    n = 0
+    for line in open(path).read().splitlines()[2:]:
+        parts = line.split()
+        if not parts or parts[0] not in ("Convolution", "ConvolutionDepthWise"):
+            continue
+        kv = dict(p.split("=", 1) for p in parts[6:] if "=" in p)
+        kw = int(kv.get("1", 0))
+        kh = int(kv.get("11", kw))
+        if (kh, kw) == (3, 3):
+            n += int(kv["6"]) // 9
+    return n
+
+
 # dlib's own serialisation has no second parser here: shared/spec/real-models.md states the
 # ResNet's 618,496 3x3 filters, and the MMOD detector's 5x5 / 9x9 kernels
 _DLIB = {"dlib-face-recognition-resnet": 618_496, "dlib-mmod-face-detector": 0}
 _INDEPENDENT = {"onnx": _onnx_count, "tflite": _tflite_count, "tfjs_graph": _tfjs_count,
                 "tfjs_layers": _tfjs_count, "tfjs_weights": _tfjs_count, "torch": _torch_count,
-                "keras_h5": _h5_count, "safetensors": _safetensors_count}
+                "keras_h5": _h5_count, "safetensors": _safetensors_count,
+                "ncnn": _ncnn_count}
 
 
 @pytest.mark.zoo
@@ -279,7 +296,7 @@ def test_reference_is_shipped_small_and_describes_the_population():
     assert meta["name"] == NAME
     pop = population_models()
     assert [m["id"] for m in meta["models"]] == [m.id for m in pop]
-    assert [m["sha256"] for m in meta["models"]] == [m.sha256 for m in pop]
+    assert [m["file_sha256"] for m in meta["models"]] == [m.sha256 for m in pop]
     assert [m["filters_3x3"] for m in meta["models"]] == [m.filters_3x3 for m in pop]
     assert not any(m.same_weights_as for m in pop)
     total = sum(m.filters_3x3 for m in pop)

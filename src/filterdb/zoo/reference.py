@@ -97,7 +97,8 @@ def build(models=None, cache=None, log=None) -> dict:
             n, s, sxx = n + k, s + a, sxx + b
         info.append({"id": m.id, "task": m.task, "visual_category": m.visual_category,
                      "format": m.format, "architecture": m.architecture,
-                     "training_dataset": m.training_dataset, "sha256": m.sha256,
+                     "training_dataset": m.training_dataset, "sha256": model.sha256,
+                     "file_sha256": m.sha256,
                      "n_layers": int(len(df)), "filters_3x3": int(len(X)),
                      "depth_source": model.depth_source})
         log(f"{m.id}: {len(df)} layers, {len(X):,} 3x3 filters")
@@ -253,7 +254,8 @@ def percentiles(layer_df: pd.DataFrame, sha256: str | None = None,
     :func:`filterdb.health.database.compare_to_population` over the reference's assessed
     layers of the same kernel, depth bin and size class (the depth bin alone when fewer
     than 10); None for a kernel the reference does not hold. A model of the reference with the same file
-    (``sha256``) is left out of the population.
+    (``sha256``, the reader's: of all the files of a multi-file model) is left out of the
+    population.
     """
     from ..health.database import compare_to_population
 
