@@ -278,7 +278,7 @@ class _Flat:
 
     def add(self, nodes: list[dict], prefix: str, args: dict[str, str], depth: int = 0):
         if depth > MAX_INLINE:
-            raise _Corrupt("functions call each other more than {MAX_INLINE} deep")
+            raise _Corrupt(f"functions call each other more than {MAX_INLINE} deep")
         local = {n["name"] for n in nodes}
 
         def name_of(inp: str) -> str | None:
@@ -380,9 +380,8 @@ def _read(p: str) -> Model:
     else:
         graph_inputs = {n["name"] for n in main if n["op"] == "Placeholder"}
     # main graph: drop the saver's calls; keep the signature's calls (or all calls)
-    chosen = [n for n in main if not (n["op"] in CALL_OPS and keep and n["name"] not in keep
-                                      and not any(n["name"] == k for k in keep))]
-    chosen = [n for n in chosen if "saver_filename" not in n["input"]]
+    chosen = [n for n in main if not (n["op"] in CALL_OPS and keep and n["name"] not in keep)
+              and "saver_filename" not in n["input"]]
     flat = _Flat(functions)
     flat.add(chosen, "", {})
     # TF2: a main-graph variable handle -> object node id (bound inputs of the calls)
