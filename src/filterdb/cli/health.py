@@ -48,6 +48,8 @@ def register(sub) -> None:
     p.add_argument("--fail-on", choices=tuple(FAIL_LEVELS), default=None,
                    help=f"exit {FAIL_EXIT} when the verdict is 'poor start' (poor) or "
                         "'caution' or worse (caution), for CI gates; exit 2 stays errors")
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="without --db: no percentiles against the built-in reference")
     p.add_argument("--db", metavar="DB", default=None,
                    help="also give each metric's percentile among the database's layers of "
                         "similar depth and size")
@@ -273,6 +275,12 @@ def check_one(args) -> int:
     pct = pop_info = None
     if args.db is not None:
         pct, pop_info = population_percentiles(args, model, df, t)
+        summary["reference"] = {"name": str(args.db), "source": "database",
+                                "n_layers": pop_info["n_layers"]}
+    elif getattr(args, "reference", True):
+        pct, pop_info = builtin_percentiles(model, df)
+        summary["reference"] = {k: pop_info[k] for k in
+                                ("name", "source", "n_models", "n_layers", "n_filters_3x3")}
     base = None
     if args.baseline:
         inits = tuple(i.strip() for i in args.inits.split(",") if i.strip())
@@ -310,6 +318,16 @@ def exit_code(summary, fail_on) -> int:
     if fail_on and summary["verdict_class"] in FAIL_LEVELS[fail_on]:
         return FAIL_EXIT
     return 0
+
+
+def builtin_percentiles(model, df):
+    """Percentiles against the built-in reference population (``check`` without ``--db``;
+    filterdb.zoo.reference)."""
+    from ..zoo.reference import percentiles
+
+    pct, info = percentiles(df, model.sha256)
+    info["db"] = f"the built-in reference {info['name']} ({info['n_models']} zoo models)"
+    return pct, info
 
 
 def population_percentiles(args, model, df, t):

@@ -87,7 +87,10 @@ def register_zoo_ingest(zsub) -> None:
     """``filterdb zoo ingest DB``: called by cli/zoo.py."""
     p = zsub.add_parser("ingest", help="fetch the zoo and add every model to a database")
     p.add_argument("db", metavar="DB")
-    p.add_argument("models", nargs="*", help="zoo model ids (default: all)")
+    p.add_argument("models", nargs="*", help="zoo model ids (default: every readable model)")
+    p.add_argument("--distinct", action="store_true",
+                   help="leave out entries that are another entry's weights in a second "
+                   "container (the built-in reference's selection)")
     p.add_argument("--cache", help="cache directory (default: $FILTERDB_CACHE or ~/.cache/filterdb)")
     p.add_argument("--replace", action="store_true", help="re-add models already present")
     add_jobs_option(p)
@@ -441,15 +444,19 @@ def cmd_zoo_ingest(args) -> int:
     log = lambda m: print(m, file=sys.stderr)
     with open_database(args.db, mode="w", create=True) as db:
         if args.jobs is not None and args.jobs > 1:  # read in N processes, as add --jobs
-            from ..zoo import CATALOG, fetch
+            from ..zoo import fetch, readable
+            from ..zoo.catalog import distinct as distinct_models
 
-            models = list(CATALOG if models is None else models)
+            if models is None:
+                models = readable(distinct_models()) if args.distinct else readable()
+            models = list(models)
             paths = fetch(models, cache=args.cache, log=log)
             done = add_files(db, [(str(paths[m.id]), m.metadata()) for m in models],
                              replace=args.replace, n_jobs=args.jobs)
             results = [(m.id, r) for m, (_, r) in zip(models, done)]
         else:
-            results = ingest_zoo(db, models, cache=args.cache, replace=args.replace, log=log)
+            results = ingest_zoo(db, models, cache=args.cache, replace=args.replace, log=log,
+                                 distinct=args.distinct)
     failed = [r for _, r in results if isinstance(r, str)]
     if not emit(args, _result_rows("id", results)):
         print(_summary(results))

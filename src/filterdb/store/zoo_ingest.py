@@ -7,16 +7,20 @@ from ..errors import DiskFullError, FilterDBError
 
 
 def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = False,
-               log: Callable[[str], None] | None = None):
+               log: Callable[[str], None] | None = None, distinct: bool = False):
     """Fetch the zoo models (once) and add each; returns ``[(zoo id, AddResult or error
-    message)]``. A model that fails to read fails alone."""
+    message)]``. A model that fails to read fails alone. ``models`` defaults to the catalog
+    models this installation can read; ``distinct`` leaves out the entries that are another
+    entry's weights in a second container (the reference population's selection)."""
     from ..readers import read_model
     from ..readers.base import files_sha256
     from ..readers.folders import model_files
-    from ..zoo import CATALOG, fetch
+    from ..zoo import fetch, readable
     from .ingest import AddResult
 
-    models = list(CATALOG if models is None else models)
+    models = list(readable() if models is None else models)
+    if distinct:
+        models = [m for m in models if not m.same_weights_as]
     paths = fetch(models, cache=cache, log=log)
     out = []
     for m in models:
