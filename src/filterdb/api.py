@@ -255,19 +255,15 @@ def _thresholds(thresholds, options: dict):
     return HealthThresholds(**kw)
 
 
-def check_model(model, thresholds=None, orthogonality: bool = True) -> CheckResult:
-    """:class:`CheckResult` of a :class:`~filterdb.readers.Model` (already read)."""
+def check_model(model, thresholds=None, orthogonality: bool = True,
+                reference: bool = True) -> CheckResult:
+    """:class:`CheckResult` of a :class:`~filterdb.readers.Model` (already read): the JSON of
+    ``filterdb check --json``, percentiles against the built-in reference population included
+    unless ``reference=False`` (``--no-reference``)."""
     from .health import model_health  # start-up time: on first use
     from .health.check import FLAGS, flag_names  # start-up time: on first use
 
-    import inspect as _inspect  # start-up time: on first use
-
-    if orthogonality or "orthogonality" in _inspect.signature(model_health).parameters:
-        df, summary = model_health(model, thresholds,
-                                   **({} if orthogonality else {"orthogonality": False}))
-    else:  # a model_health without the switch: the metric is computed, then left out
-        df, summary = model_health(model, thresholds)
-        df["orthogonality"] = float("nan")
+    df, summary = model_health(model, thresholds, orthogonality=orthogonality)
     cols = [c for c in df.columns if c not in FLAGS]
     layers = []
     for r in df.to_dict(orient="records"):
@@ -276,6 +272,16 @@ def check_model(model, thresholds=None, orthogonality: bool = True) -> CheckResu
         layers.append(d)
     data = {"path": model.path, "format": model.format, "layers": layers, "summary": summary,
             "warnings": list(model.warnings)}
+    if reference:
+        from .zoo.reference import percentiles  # start-up time: on first use
+
+        pct, info = percentiles(df, model.sha256)
+        info["db"] = f"the built-in reference {info['name']} ({info['n_models']} zoo models)"
+        summary["reference"] = {k: info[k] for k in
+                                ("name", "source", "n_models", "n_layers", "n_filters_3x3")}
+        for row, p in zip(layers, pct):
+            row["percentiles"] = p
+        data["population"] = info
     return CheckResult(data, model)
 
 
@@ -306,8 +312,8 @@ def _each(obj, fn, format=None, name=None):  # noqa: A002
     return fn(to_model(obj, name))
 
 
-def check(obj, *, thresholds=None, orthogonality: bool = True, name: str | None = None,
-          format: str | None = None, **options):  # noqa: A002
+def check(obj, *, thresholds=None, orthogonality: bool = True, reference: bool = True,
+          name: str | None = None, format: str | None = None, **options):  # noqa: A002
     """Layer health of a model: sparsity, variance entropy, orthogonality and degeneration
     flags per conv layer, a summary and a verdict (method.md, section 5).
 
@@ -315,11 +321,12 @@ def check(obj, *, thresholds=None, orthogonality: bool = True, name: str | None 
     ``nn.Module``, a state dict, a Keras model or an ``onnx.ModelProto``. Options: the
     thresholds of :class:`~filterdb.health.HealthThresholds` by name (``sparsity_eps``,
     ``random_margin``, ``low_diversity_H``, ``sparse_S``, ``poor_share``; or ``thresholds=``),
-    ``orthogonality=False`` to skip that costly metric, ``name=`` for a live model, ``format=``
-    to force a file's format. Returns a :class:`CheckResult`.
+    ``orthogonality=False`` to skip that costly metric, ``reference=False`` for no percentiles
+    against the built-in reference population, ``name=`` for a live model, ``format=`` to
+    force a file's format. Returns a :class:`CheckResult`.
     """
     t = _thresholds(thresholds, options)
-    return _each(obj, lambda m: check_model(m, t, orthogonality), format, name)
+    return _each(obj, lambda m: check_model(m, t, orthogonality, reference), format, name)
 
 
 # ---- inspect --------------------------------------------------------------------------------

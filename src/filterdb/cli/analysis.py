@@ -203,8 +203,7 @@ def _drift_builtin(args) -> int:
                             "reference has fixed bins and range")
     r = drift_to_model(args.model, by=args.by, weights=args.weights)
     ref = r.extra["reference"]
-    if args.json:
-        print_json({**r.to_dict(), "reference": ref})
+    if emit(args, {**r.to_dict(), "reference": ref}, lambda *_: model_drift_rows(r)):
         return 0
     print(f"{r.model}: {r.n_filters:,} 3x3 filters; drift against the built-in reference "
           f"{ref['name']} ({ref['n_models']} models, {ref['n_filters_3x3']:,} filters) "

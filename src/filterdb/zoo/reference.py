@@ -10,8 +10,8 @@ catalog models that are not another entry's weights in a second container) and w
 - ``pca``: the population PCA of the scaled 3x3 filters (sec. 3);
 - ``hist_model`` / ``hist_depth``: coefficient **counts** ``(group, 9, bins)`` per model and
   per depth bin over one shared range (the global min and max, sec. 4); task and visual
-  category histograms are sums of model rows. Counts, not probabilities, so that whichever
-  floor :func:`filterdb.kernels.hist.normalise` applies is applied at use time.
+  category histograms are sums of model rows. Counts, not probabilities: the notebook's floor
+  (:func:`filterdb.kernels.hist.probabilities`, eps on the density) is applied at use time.
 
 The build is deterministic: models in catalog order, float64 sums in that order, and a zip
 written with fixed timestamps, so the same zoo and code give the same bytes.
@@ -305,9 +305,10 @@ def drift_to_model(model, by: str | None = None, weights="evr", ref: Reference |
     if counts.sum() == 0:
         raise FilterDBError(f"{name}: every filter's coefficients fall outside the "
                             f"reference's range {ref.range}: no distribution to compare")
-    pm = H.normalise(counts)
+    edges = H.bin_edges(*ref.range, bins)
+    pm = H.probabilities(counts, edges)  # the notebook's floor on the density (method.md 4)
     _, allc = ref.group_counts("all")
-    d_all = float(drift_to_reference(H.normalise(allc), pm, w)[0])
+    d_all = float(drift_to_reference(H.probabilities(allc, edges), pm, w)[0])
     groups = pd.Series(dtype=float, name="drift")
     sizes = pd.Series(dtype=np.int64)
     if by is not None:
@@ -315,7 +316,7 @@ def drift_to_model(model, by: str | None = None, weights="evr", ref: Reference |
         keep = gc[:, 0, :].sum(axis=1) > 0  # groups with 3x3 filters in the range
         labels = [g for g, k in zip(labels, keep) if k]
         gc = gc[keep]
-        d = drift_to_reference(H.normalise(gc), pm, w)
+        d = drift_to_reference(H.probabilities(gc, edges), pm, w)
         order = np.argsort(d, kind="stable") if by != "depth" else np.arange(len(d))
         groups = pd.Series(d[order], index=pd.Index([labels[i] for i in order], name=by),
                            name="drift")
