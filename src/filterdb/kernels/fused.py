@@ -121,11 +121,13 @@ def orthogonality_f32(rows, c: int, col_block: int = COL_BLOCK,
     :func:`filterdb.kernels.health.orthogonality` (``torch.nn.functional.normalize``)."""
     R = np.ascontiguousarray(rows, dtype=np.float32).reshape(c, -1)
     k = R.shape[1]
+    inv = np.empty(c, np.float64)
+    _inv_norms(R, inv)  # of the rows as given (the definition's clamp at 1e-12)
     peak = float(np.abs(R).max()) if R.size else 0.0
     if peak > 0 and not (2.0 ** -30 < peak < 2.0 ** 30):  # keep products clear of float32
-        R = R * np.float32(2.0 ** -np.floor(np.log2(peak)))  # under/overflow (exact scaling)
-    inv = np.empty(c, np.float64)
-    _inv_norms(R, inv)
+        s = 2.0 ** -np.floor(np.log2(peak))  # under/overflow: an exact power-of-2 scaling
+        R = R * np.float32(s)
+        inv = inv / s  # the Gram of the scaled rows is s^2 times the Gram
     rb = max(1, min(c, gram_elements // c))
     tot = 0.0
     for i0 in range(0, c, rb):
