@@ -78,7 +78,7 @@ class AnalyzeResult:
         h = self.health
         return {"pca": self.pca.to_dict(), "range": list(self.range),
                 "drift": self.summary.to_dict(),
-                "health": {"layers": int(len(h)), "assessed": int(h["assessed"].sum()),
+                "health": {"layers": len(h), "assessed": int(h["assessed"].sum()),
                            "degenerated": int(h["degenerated"].sum())},
                 "passes": [{"name": p.name, "parts": p.parts, "orthogonality_layers": p.n_orth,
                             "seconds": p.seconds} for p in self.passes],
@@ -103,7 +103,7 @@ def _ortho_cost(n, c_out) -> np.ndarray:
     return np.asarray(n, np.float64) * 4.5 * np.maximum(np.asarray(c_out, np.float64), 1)
 
 
-def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,  # noqa: A002
+def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             weights="evr", hist2d_bins: int = HIST2D_BINS, health: bool = True,
             orthogonality: bool = True, orthogonality_precision: str = "float32",
             thresholds=None, engine="local", scheduler=None, workers: int = 2,
@@ -415,4 +415,4 @@ class _Runner:
         return r
 
 
-__all__ = ["analyze", "AnalyzeResult", "PassInfo", "assign_orthogonality", "COLUMNS"]
+__all__ = ["COLUMNS", "AnalyzeResult", "PassInfo", "analyze", "assign_orthogonality"]

@@ -150,5 +150,11 @@ def orthogonality_f32(rows, c: int, col_block: int = COL_BLOCK,
     return 1.0 - tot / (c * (c - 1))
 
 
-__all__ = ["fused_task", "fused_reduce", "split", "orthogonality_task", "orthogonality_f32",
-           "COL_BLOCK"]
+__all__ = [
+    "COL_BLOCK",
+    "fused_reduce",
+    "fused_task",
+    "orthogonality_f32",
+    "orthogonality_task",
+    "split",
+]

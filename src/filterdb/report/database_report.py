@@ -195,7 +195,7 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
         from ..analyzer import analyze
 
         log("analyze: PCA + health, range, histograms of every column (<= 3 passes, cached)")
-        analyze(db, where, columns=tuple(dict.fromkeys(columns + ridge_columns)),
+        analyze(db, where, columns=tuple(dict.fromkeys(columns + ridge_columns + ("model",))),
                 thresholds=thresholds, **eng)
         _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure, skip, log,
                            layers)
