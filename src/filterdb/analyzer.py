@@ -22,7 +22,7 @@ pass. Results equal the separate commands' up to the order of float64 sums (the 
 moments are summed over other task boundaries: about 1e-16 relative).
 
 ``orthogonality_precision="float32"`` (default): float32 BLAS products over blocks of
-1,024 columns accumulated in float64 (:func:`filterdb.kernels.fused.orthogonality_f32`);
+4,096 columns accumulated in float64 (:func:`filterdb.kernels.fused.orthogonality_f32`);
 measured against the float64 definition: at most 4e-9 absolute on synthetic layers up to
 3,500 x 4,608 and on the zoo's layers (``tests/test_analyzer.py`` bounds it by 1e-6).
 ``"float64"`` is the exact path of ``filterdb health``. Layer helper: it combines

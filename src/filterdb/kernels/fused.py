@@ -20,9 +20,9 @@ from numba import njit
 
 from . import layer_stats as LS
 
-_OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
-COL_BLOCK = 1024  # columns (c_in / groups * 9 values) per float32 product block
-GRAM_ELEMENTS = 1 << 22  # float64 Gram elements per row block (32 MB)
+_OPTS = {"cache": True, "nogil": True, "boundscheck": False, "error_model": "numpy"}
+COL_BLOCK = 4096  # columns (c_in / groups * 9 values) per float32 product block
+GRAM_ELEMENTS = 1 << 23  # float64 Gram elements per row block (64 MB)
 
 
 def fused_task(filters, layer_ids, parts=(), ortho=None) -> dict:
