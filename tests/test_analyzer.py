@@ -112,7 +112,7 @@ def assert_same_as_separate(db, r, columns, rtol=1e-12):
 
 
 def test_analyze_equals_separate_commands_and_fills_the_caches(small, count_passes):
-    r = analyzer.analyze(small, columns=COLS, orthogonality_precision="float64")
+    r = analyzer.analyze(small, columns=COLS, matrices=COLS, orthogonality_precision="float64")
     assert len(count_passes) == 3 and len(r.passes) == 3  # PCA+health, range, histograms
     assert sum(p.n_orth for p in r.passes) == 4 * 5  # every layer's orthogonality once
     del count_passes[:]
@@ -130,7 +130,7 @@ def test_analyze_equals_separate_commands_and_fills_the_caches(small, count_pass
 
 
 def test_fixed_range_fuses_range_and_histograms(small, count_passes):
-    r = analyzer.analyze(small, columns=COLS, range=(-3, 3), recompute=True,
+    r = analyzer.analyze(small, columns=COLS, matrices=COLS, range=(-3, 3), recompute=True,
                          orthogonality_precision="float64")
     assert len(count_passes) == 2 and [p.parts for p in r.passes] == [
         ["moments", "health", "orthogonality"], ["hist", "hist2d", "orthogonality"]] or \
@@ -187,8 +187,8 @@ def test_report_runs_analyze_first(small, tmp_path, count_passes):
 
 @pytest.mark.skipif(not HAS_DISTRIBUTED, reason="dask.distributed is not installed")
 def test_dask_equals_local(small):
-    a = analyzer.analyze(small, columns=COLS, recompute=True, cache=False)
-    b = analyzer.analyze(small, columns=COLS, recompute=True, cache=False, engine="dask")
+    a = analyzer.analyze(small, columns=COLS, matrices=COLS, recompute=True, cache=False)
+    b = analyzer.analyze(small, columns=COLS, matrices=COLS, recompute=True, cache=False, engine="dask")
     np.testing.assert_allclose(a.pca.components, b.pca.components, atol=1e-12)
     for c in COLS:
         np.testing.assert_array_equal(a.summary.results[c].counts, b.summary.results[c].counts)

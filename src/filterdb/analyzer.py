@@ -108,12 +108,14 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             orthogonality: bool = True, orthogonality_precision: str = "float32",
             thresholds=None, engine="local", scheduler=None, workers: int = 2,
             progress=None, cache: bool = True, recompute: bool = False,
-            precision: str = "float32") -> AnalyzeResult:
+            precision: str = "float32", matrices=None) -> AnalyzeResult:
     """PCA, range, histograms of ``columns``, c0-c1 density and health, in <= 3 passes.
 
     ``recompute``: ignore cached results (and store the new ones); ``cache=False``: neither
     read nor store (the analysis caches; health metrics are stored unless ``cache=False``).
-    Other parameters as :func:`filterdb.analysis.drift_summary` and
+    ``matrices``: the columns whose drift matrix goes into ``summary`` (default: all but
+    ``"model"``, whose 647 x 647 matrix costs seconds; its histograms are cached all the
+    same). Other parameters as :func:`filterdb.analysis.drift_summary` and
     :func:`filterdb.health.database_health`.
     """
     from .health import HealthThresholds
@@ -328,9 +330,10 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
                                      else HD._values_frame({}), t)
         passes_run = runner.info
     w = A._norm_where(where)
+    mats = [c for c in columns if c != "model"] if matrices is None else list(matrices)
     res = {c: A._drift_result(c, *got[c], sizes[c], p, rng, bins, weights, w, precision,
                               range is not None)
-           for c in columns if c in got and got[c][0]}
+           for c in columns if c in mats and c in got and got[c][0]}
     prov = A.provenance(bins, rng, range is not None, A._weights_name(weights),
                         resolve_weights(weights, p.explained_variance_ratio), precision)
     if A.DEPTH in columns:
