@@ -275,7 +275,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             edges = _hist.bin_edges(rng[0], rng[1], int(bins))
             if hist_todo:
                 cells_info, lookup, n_cells = _cells(ctx, hist_todo)
-                parts.append(("hist", _hist.hist_task,
+                parts.append(("hist", F.hist_cells_task,
                               dict(A._pca_params(p, ctx.precision), lookup=lookup,
                                    n_groups=n_cells, edges=edges)))
             if hist2d_bins and h2 is None:
