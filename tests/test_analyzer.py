@@ -43,6 +43,7 @@ def model(name, seed, widths, shift=0.0):
             w[: c * c_in // 4] *= 1e-4  # a sparse part
         layers.append(ConvLayer(f"conv{i}", "Conv", w.reshape(c, c_in, 3, 3).astype(np.float32)))
         c_in = c
+    layers.append(ConvLayer("pw", "Conv", rng.standard_normal((8, c_in, 1, 1))))  # not 3x3
     assign_order_depths(layers)
     sha = hashlib.sha256(b"".join(l.weight.tobytes() for l in layers)).hexdigest()
     return Model(path=f"{name}.npz", format="npz", sha256=sha, layers=layers)

@@ -179,7 +179,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         passes[2].append("hist")  # tentatively (dropped if all cached)
 
         # health index / c_out by layer id
-        L = int(lids.max()) + 1
+        L = int(max(lids.max(), hlayers["layer_id"].max() if health and len(hlayers) else 0)) + 1
         c_out_by_id = np.zeros(L, np.int64)
         cnt_by_id = np.zeros(L, np.int64)
         c_out_by_id[lids] = sel["c_out"].fillna(0).to_numpy(np.int64) if "c_out" in sel else 0
