@@ -41,6 +41,11 @@ COMMANDS = {
     "drift-range": ["drift", "{db}", "--by", "task", "--range=-3,3", "--no-cache"],
     "health": ["health", "{db}", "--recompute"],
     "health-no-orth": ["health", "{db}", "--recompute", "--no-orthogonality"],
+    # everything the report needs: PCA + health, range, histograms of 6 columns (issue 21)
+    "analyze": ["analyze", "{db}", "--recompute"],
+    "analyze-range": ["analyze", "{db}", "--range=-3,3", "--recompute"],
+    "analyze-f64": ["analyze", "{db}", "--recompute", "--orthogonality-precision", "float64"],
+    "analyze-no-orth": ["analyze", "{db}", "--recompute", "--no-orthogonality"],
 }
 
 

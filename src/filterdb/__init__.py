@@ -16,6 +16,8 @@ The Python API mirrors the ``filterdb`` command line:
 - ``filterdb.analysis``: ``pca``, ``distributions``, ``drift``, ``drift_summary``,
   ``drift_to_model`` over a database.
 - ``filterdb.health``: ``model_health``, ``database_health``, thresholds, random baselines.
+- ``filterdb.analyze(db, ...)`` -> :class:`~filterdb.analyzer.AnalyzeResult`: PCA, drift of
+  every grouping column, c0-c1 density and health in at most 3 passes, cached for the rest.
 
 Submodules and heavy dependencies load on first use (PEP 562), so ``import filterdb`` is fast.
 """
@@ -36,6 +38,8 @@ _LAZY = {
     "InspectResult": ("filterdb.api", "InspectResult"),
     "Model": ("filterdb.readers.base", "Model"),
     "analysis": ("filterdb.analysis", None),
+    "analyze": ("filterdb.analyzer", "analyze"),
+    "analyzer": ("filterdb.analyzer", None),
     "health": ("filterdb.health", None),
     "readers": ("filterdb.readers", None),
     "store": ("filterdb.store", None),
@@ -67,5 +71,5 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["check", "inspect", "read_model", "open", "analysis", "health", "CheckResult",
+__all__ = ["check", "inspect", "read_model", "open", "analysis", "analyze", "health", "CheckResult",
            "InspectResult", "Model", "FilterDBError", "ReadError", "__version__"]

@@ -236,7 +236,13 @@ def combine(acc: dict | None, res: dict, reduce: dict) -> dict:
     if acc is None:
         return {k: np.array(v, copy=True) for k, v in res.items()}
     for k, v in res.items():
-        acc[k] = _OPS[reduce.get(k, "sum")](acc[k], v)
+        a = acc[k]
+        op = _OPS[reduce.get(k, "sum")]
+        if isinstance(a, np.ndarray) and a.ndim and np.shape(v) == a.shape and \
+                np.result_type(a, v) == a.dtype:
+            op(a, v, out=a)  # in place: a fresh array per task is slow to touch (large results)
+        else:
+            acc[k] = op(a, v)
     return acc
 
 

@@ -1,0 +1,422 @@
+"""Everything the report needs in the fewest passes over the filters (issue 21).
+
+:func:`analyze` computes, for a selection, the PCA, the exact shared coefficient range,
+the histograms of every grouping column (:data:`COLUMNS`), the c0-c1 density and the
+health metrics of every layer (method.md, sections 3-5), in at most three passes:
+
+1. PCA moments and the layers' health statistics (sparsity, variance entropies);
+2. the exact coefficient range (skipped with a fixed ``range``);
+3. the histograms of all columns at once and the c0-c1 density.
+
+Every pass runs on one layer-cut plan (tasks hold whole layers:
+:func:`filterdb.health.database.plan_layers`), so the costly orthogonality of a layer can
+be computed in any pass: layers are dealt to the passes (largest first, to the pass with
+the least estimated work, :func:`assign_orthogonality`) so that no pass is left waiting
+on one core. The engine (:mod:`filterdb.engine`: one reader thread, ``workers`` compute
+threads, or Dask) overlaps reading and compute.
+
+Results go to the database's caches under the keys of the separate commands
+(:mod:`filterdb.analysis` for pca / range / hist / hist2d, the catalog's ``layer_metrics``
+for health), so ``filterdb pca``, ``drift``, ``health`` and ``report`` afterwards do no
+pass. Results equal the separate commands' up to the order of float64 sums (the PCA
+moments are summed over other task boundaries: about 1e-16 relative).
+
+``orthogonality_precision="float32"`` (default): float32 BLAS products over blocks of
+4,096 columns accumulated in float64 (:func:`filterdb.kernels.fused.orthogonality_f32`);
+measured against the float64 definition: at most 4.5e-9 absolute on the zoo's layers and
+3.6e-10 on synthetic layers up to 7,001 channels (``benchmarks/orthogonality_f32.py``;
+``tests/test_analyzer.py`` bounds it by 1e-6).
+``"float64"`` is the exact path of ``filterdb health``. Layer helper: it combines
+:mod:`filterdb.analysis` and :mod:`filterdb.health` (layer 5), so it sits at layer 6.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import analysis as A
+from ._repr import dataclass_repr
+from .errors import FilterDBError
+from .kernels import fused as F
+from .kernels import hist as _hist
+from .kernels import pca as _pca
+from .kernels.drift import resolve_weights
+
+COLUMNS = ("task", "visual_category", "training_dataset", "architecture", A.DEPTH, "model")
+HIST2D_BINS = 256  # the report's c0-c1 density
+ORTHO_PRECISIONS = ("float32", "float64")
+# estimated compute per filter, in multiply-add units (for dealing orthogonality out)
+PASS_COST = {"moments": 40.0, "health": 60.0, "range": 30.0, "hist": 60.0, "hist2d": 20.0}
+
+
+@dataclass
+class PassInfo:
+    name: str
+    parts: list
+    n_orth: int  # layers whose orthogonality this pass computed
+    seconds: float
+
+
+@dataclass
+class AnalyzeResult:
+    """PCA, range, drift of every column, c0-c1 density and the health table."""
+
+    __repr__ = dataclass_repr
+
+    pca: _pca.PCA
+    range: tuple[float, float]
+    summary: A.DriftSummary
+    hist2d: np.ndarray | None
+    health: pd.DataFrame
+    passes: list = field(default_factory=list)  # PassInfo of the passes run (none: cached)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        h = self.health
+        return {"pca": self.pca.to_dict(), "range": list(self.range),
+                "drift": self.summary.to_dict(),
+                "health": {"layers": len(h), "assessed": int(h["assessed"].sum()),
+                           "degenerated": int(h["degenerated"].sum())},
+                "passes": [{"name": p.name, "parts": p.parts, "orthogonality_layers": p.n_orth,
+                            "seconds": p.seconds} for p in self.passes],
+                "seconds": self.seconds}
+
+
+def assign_orthogonality(cost, base) -> np.ndarray:
+    """Pass index for each layer: largest ``cost`` first, each to the pass whose ``base``
+    plus assigned cost is smallest (longest-processing-time greedy)."""
+    cost = np.asarray(cost, np.float64)
+    load = np.asarray(base, np.float64).copy()
+    out = np.zeros(len(cost), np.int64)
+    for i in np.argsort(-cost, kind="stable").tolist():
+        p = int(np.argmin(load))
+        out[i] = p
+        load[p] += cost[i]
+    return out
+
+
+def _ortho_cost(n, c_out) -> np.ndarray:
+    """Multiply-adds of a layer's orthogonality: about ``c_out * 9 n / 2`` (half a Gram)."""
+    return np.asarray(n, np.float64) * 4.5 * np.maximum(np.asarray(c_out, np.float64), 1)
+
+
+def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
+            weights="evr", hist2d_bins: int = HIST2D_BINS, health: bool = True,
+            orthogonality: bool = True, orthogonality_precision: str = "float32",
+            thresholds=None, engine="local", scheduler=None, workers: int = 2,
+            progress=None, cache: bool = True, recompute: bool = False,
+            precision: str = "float32", matrices=None) -> AnalyzeResult:
+    """PCA, range, histograms of ``columns``, c0-c1 density and health, in <= 3 passes.
+
+    ``recompute``: ignore cached results (and store the new ones); ``cache=False``: neither
+    read nor store (the analysis caches; health metrics are stored unless ``cache=False``).
+    ``matrices``: the columns whose drift matrix goes into ``summary`` (default: all but
+    ``"model"``, whose 647 x 647 matrix costs seconds; its histograms are cached all the
+    same). Other parameters as :func:`filterdb.analysis.drift_summary` and
+    :func:`filterdb.health.database_health`.
+    """
+    from .health import HealthThresholds
+    from .health import database as HD
+
+    if orthogonality_precision not in ORTHO_PRECISIONS:
+        raise FilterDBError(f"orthogonality precision {orthogonality_precision!r}: use "
+                            "float32 or float64")
+    resolve_weights(weights, np.ones(9) / 9)
+    columns = list(dict.fromkeys(columns))
+    t = thresholds or HealthThresholds()
+    t0 = time.perf_counter()
+    with A._context(db, where, engine, scheduler, workers, progress, cache, precision) as ctx:
+        for c in columns:
+            A._check_by(ctx, c)
+        get = (lambda key: None) if recompute else ctx.get
+        sel = ctx.layers.sort_values("filter_start")
+        lids = sel["layer_id"].to_numpy(np.int64)
+        runner = _Runner(ctx, sel)
+
+        # what is cached
+        pkey = ctx.key("pca")
+        hit = get(pkey)
+        p = _pca.PCA.from_dict(hit) if isinstance(hit, dict) else None
+        rng = A._range(ctx, None, range) if range is not None else None
+        if rng is None:
+            hit = get(ctx.key("range"))
+            if isinstance(hit, list) and len(hit) == 2:
+                rng = (float(hit[0]), float(hit[1]))
+        hlayers = hparams = None
+        todo_h = np.zeros(0, np.int64)
+        vals = {}
+        if health:
+            db_ = ctx.db
+            hlayers = db_.layers(ctx.where, columns=HD._LAYER_COLUMNS)
+            hparams = HD.metrics_params(t.sparsity_eps, orthogonality)
+            has = hlayers["filter_count"].fillna(0).astype(np.int64).to_numpy() > 0
+            stored = {} if (recompute or not cache) else HD.read_stored_metrics(db_, hparams)
+            todo = []
+            for l in hlayers[has].itertuples(index=False):
+                m = stored.get(int(l.layer_id))
+                if m is not None and HD._valid(m, l):
+                    vals[int(l.layer_id)] = m
+                else:
+                    todo.append(int(l.layer_id))
+            todo_h = np.asarray(todo, np.int64)
+            if not np.isin(todo_h, lids).all():
+                raise FilterDBError("internal error: health layers outside the selection")
+
+        # the passes and their parts
+        need_pca = p is None
+        need_range = rng is None
+        passes = [[], [], []]  # names of the parts per pass
+        if need_pca:
+            passes[0].append("moments")
+        if len(todo_h):
+            passes[0].append("health")
+        if need_range:
+            passes[1].append("range")
+        hist_todo = None  # decided once the range is known
+        passes[2].append("hist")  # tentatively (dropped if all cached)
+
+        # health index / c_out by layer id
+        L = int(max(lids.max(), hlayers["layer_id"].max() if health and len(hlayers) else 0)) + 1
+        c_out_by_id = np.zeros(L, np.int64)
+        cnt_by_id = np.zeros(L, np.int64)
+        c_out_by_id[lids] = sel["c_out"].fillna(0).to_numpy(np.int64) if "c_out" in sel else 0
+        if health:
+            hl = hlayers.set_index("layer_id")
+            c_out_by_id[hl.index.to_numpy(np.int64)] = hl["c_out"].fillna(0).to_numpy(np.int64)
+        cnt_by_id[lids] = sel["filter_count"].to_numpy(np.int64)
+        hindex = np.full(L, -1, np.int64)
+        hindex[todo_h] = np.arange(len(todo_h))
+        h_c_out = c_out_by_id[todo_h]
+
+        # hist: which columns are cached (needs the range; if unknown, assume all todo)
+        if rng is not None:
+            hist_todo = _hist_todo(ctx, get, columns, bins, rng)
+            h2_needed = hist2d_bins and _hist2d_hit(ctx, get, hist2d_bins, rng) is None
+            if not hist_todo and not h2_needed:
+                passes[2] = []
+        active = [i for i in (0, 1, 2) if passes[i]]
+        # deal orthogonality out over the passes that run (pass 1 if none)
+        orth_pass = np.zeros(len(todo_h), np.int64)
+        if health and orthogonality and len(todo_h):
+            n_sel = float(cnt_by_id[lids].sum())
+            act = active or [0]
+            base = [n_sel * sum(PASS_COST[k] for k in passes[i]) for i in act]
+            orth_pass = np.asarray(act, np.int64)[assign_orthogonality(
+                _ortho_cost(cnt_by_id[todo_h], h_c_out), base)]
+        ortho_f32 = orthogonality_precision == "float32"
+        orth_vals = np.full(len(todo_h), np.nan)
+        orth_seen = np.zeros(len(todo_h), np.int64)
+
+        def ortho_params(i):
+            if not (health and orthogonality and len(todo_h)):
+                return None
+            pick = orth_pass == i
+            if not pick.any():
+                return None
+            idx = np.full(L, -1, np.int64)
+            idx[todo_h[pick]] = np.flatnonzero(pick)
+            return {"index": idx, "c_out": h_c_out, "float32": ortho_f32}
+
+        def take_orth(res, i):
+            o = F.split(res, "orth")
+            if o:
+                pick = orth_pass == i
+                orth_vals[pick] = o["orth"][pick]
+                orth_seen[pick] += o["count"][pick]
+
+        # pass 1
+        hvalues = None
+        if passes[0]:
+            parts = []
+            if need_pca:
+                parts.append(("moments", _pca.moments_task, {"precision": ctx.precision}))
+            if len(todo_h):
+                parts.append(("health", _health_kernel(),
+                              {"index": hindex, "c_out": h_c_out, "eps": float(t.sparsity_eps),
+                               "orthogonality": False}))
+            r = runner.run("pass 1: " + " + ".join(passes[0]), parts, ortho_params(0), 0,
+                           int((orth_pass == 0).sum()))
+            take_orth(r, 0)
+            if need_pca:
+                m = F.split(r, "moments")
+                p = _pca.pca_from_moments(int(m["n"]), m["s"], m["sxx"])
+                ctx.put(pkey, p.to_dict())
+            if len(todo_h):
+                hv = F.split(r, "health")
+                if not (hv["count"] == 1).all():
+                    raise FilterDBError("internal error: layers not seen exactly once")
+                hvalues = hv["values"]
+        elif len(todo_h) and (orth_pass == 0).any():
+            r = runner.run("pass 1: orthogonality", [], ortho_params(0), 0,
+                           int((orth_pass == 0).sum()))
+            take_orth(r, 0)
+
+        # pass 2
+        if passes[1]:
+            parts = [("range", _pca.range_task, A._pca_params(p, ctx.precision))]
+            r = runner.run("pass 2: range", parts, ortho_params(1), 1,
+                           int((orth_pass == 1).sum()))
+            take_orth(r, 1)
+            rr = F.split(r, "range")
+            rng = _pca.shared_range(rr["cmin"], rr["cmax"])
+            ctx.put(ctx.key("range"), [float(rng[0]), float(rng[1])])
+            hist_todo = _hist_todo(ctx, get, columns, bins, rng)
+
+        # pass 3
+        got = {}
+        h2 = _hist2d_hit(ctx, get, hist2d_bins, rng) if hist2d_bins else None
+        if hist_todo is None:
+            hist_todo = _hist_todo(ctx, get, columns, bins, rng)
+        if passes[2] and (hist_todo or (hist2d_bins and h2 is None) or (orth_pass == 2).any()):
+            parts, cells_info = [], None
+            edges = _hist.bin_edges(rng[0], rng[1], int(bins))
+            if hist_todo:
+                cells_info, lookup, n_cells = _cells(ctx, hist_todo)
+                parts.append(("hist", F.hist_cells_task,
+                              dict(A._pca_params(p, ctx.precision), lookup=lookup,
+                                   n_groups=n_cells, edges=edges)))
+            if hist2d_bins and h2 is None:
+                e2 = _hist.bin_edges(rng[0], rng[1], int(hist2d_bins))
+                parts.append(("hist2d", _hist.hist2d_task,
+                              dict(A._pca_params(p, ctx.precision), a=0, b=1, edges_a=e2,
+                                   edges_b=e2)))
+            names = ([f"histograms ({len(hist_todo)} columns)"] if hist_todo else []) + \
+                (["c0-c1 density"] if any(n == "hist2d" for n, _, _ in parts) else [])
+            r = runner.run("pass 3: " + (" + ".join(names) or "orthogonality"), parts,
+                           ortho_params(2), 2, int((orth_pass == 2).sum()))
+            take_orth(r, 2)
+            if hist_todo:
+                cc = F.split(r, "hist")["counts"]
+                for c, key, labels, j, cells in cells_info:
+                    counts = np.zeros((len(labels), 9, int(bins)), np.int64)
+                    s = cells[:, j] >= 0
+                    np.add.at(counts, cells[s, j], cc[s])
+                    got[c] = (labels, counts)
+                    ctx.put(key, A._npz_bytes(counts=counts,
+                                              labels=np.array(json.dumps(labels))))
+            if hist2d_bins and h2 is None:
+                h2 = F.split(r, "hist2d")["counts"]
+                ctx.put(ctx.key("hist2d", bins=int(hist2d_bins), range=list(rng)),
+                        A._npz_bytes(counts=h2))
+        # the rest from the cache (just filled or hit)
+        rest = [c for c in columns if c not in got]
+        if rest:
+            got.update(A._group_counts(ctx, p, rng, rest, bins) if cache and not recompute
+                       else {})
+        sizes = {c: A._group_sizes(ctx, c, got[c][0]) for c in columns if c in got}
+
+        # health: combine and store
+        htable = None
+        if health:
+            frames = [HD._values_frame(vals)] if vals else []
+            if len(todo_h):
+                from .kernels.layer_stats import VALUES
+
+                hv = pd.DataFrame(hvalues, columns=list(VALUES),
+                                  index=pd.Index(todo_h, name="layer_id"))
+                if orthogonality:
+                    if not (orth_seen == 1).all():
+                        raise FilterDBError("internal error: orthogonality of some layers "
+                                            "not computed exactly once")
+                    hv["orthogonality"] = orth_vals
+                if cache:
+                    HD.write_stored_metrics(ctx.db, hparams,
+                                            hlayers[hlayers["layer_id"].isin(todo_h)], hv)
+                frames.append(hv[list(HD.STORED)])
+            htable = HD.health_table(hlayers, pd.concat(frames) if frames
+                                     else HD._values_frame({}), t)
+        passes_run = runner.info
+    w = A._norm_where(where)
+    mats = [c for c in columns if c != "model"] if matrices is None else list(matrices)
+    res = {c: A._drift_result(c, *got[c], sizes[c], p, rng, bins, weights, w, precision,
+                              range is not None)
+           for c in columns if c in mats and c in got and got[c][0]}
+    prov = A.provenance(bins, rng, range is not None, A._weights_name(weights),
+                        resolve_weights(weights, p.explained_variance_ratio), precision)
+    if A.DEPTH in columns:
+        prov["depth_bins"] = A.DEPTH_RULE
+    summ = A.DriftSummary(res, p, rng, prov)
+    return AnalyzeResult(p, rng, summ, h2, htable if htable is not None else pd.DataFrame(),
+                         passes_run, time.perf_counter() - t0)
+
+
+def _health_kernel():
+    from .kernels.layer_stats import health_task
+
+    return health_task
+
+
+def _hist_todo(ctx, get, columns, bins, rng) -> list:
+    out = []
+    for c in columns:
+        key = ctx.key("hist", by=c, bins=int(bins), range=list(rng))
+        if not isinstance(get(key), (bytes, bytearray)):
+            out.append((c, key))
+    return out
+
+
+def _hist2d_hit(ctx, get, bins, rng):
+    hit = get(ctx.key("hist2d", bins=int(bins), range=list(rng)))
+    return A._npz_load(hit)["counts"] if isinstance(hit, (bytes, bytearray)) else None
+
+
+def _cells(ctx, todo):
+    """Cells (distinct combinations of the columns' group codes) for one histogram pass:
+    ``(info, lookup layer id -> cell, n_cells)``."""
+    lids = ctx.layers["layer_id"].to_numpy(np.int64)
+    coded = [(c, key, *A._labels_codes(ctx, c)) for c, key in todo]
+    codes = np.stack([it[3] for it in coded], axis=1)
+    keep = (codes >= 0).any(axis=1)
+    cells, cell_of = np.unique(codes[keep], axis=0, return_inverse=True)
+    lookup = np.full(int(lids.max()) + 1, -1, np.int64)
+    lookup[lids[keep]] = cell_of.ravel()
+    info = [(c, key, labels, j, cells) for j, (c, key, labels, _) in enumerate(coded)]
+    return info, lookup, max(len(cells), 1)
+
+
+class _Runner:
+    """Runs fused passes on one layer-cut plan with the context's engine and progress."""
+
+    def __init__(self, ctx, sel):
+        self.ctx = ctx
+        self.sel = sel
+        self._plan = None
+        self.info: list[PassInfo] = []
+
+    @property
+    def plan(self):
+        if self._plan is None:
+            from .health.database import plan_layers
+
+            s = self.sel
+            self._plan = plan_layers(s["filter_start"].to_numpy(np.int64),
+                                     s["filter_count"].to_numpy(np.int64),
+                                     s["layer_id"].to_numpy(np.int64))
+        return self._plan
+
+    def run(self, desc, parts, ortho, index, n_orth) -> dict:
+        from .engine import get_engine, map_reduce
+        from .health.database import _with_single_blas
+
+        ctx = self.ctx
+        if ctx._engine is None:
+            ctx._engine = get_engine(ctx._engine_spec, ctx.scheduler, ctx.workers)
+        cb, done = A._progress(ctx.progress, desc, self.plan.n_rows)
+        t = time.perf_counter()
+        try:
+            r = _with_single_blas(lambda: map_reduce(
+                ctx.source, self.plan, F.fused_task, {"parts": parts, "ortho": ortho},
+                engine=ctx._engine, reduce=F.fused_reduce(parts), progress=cb))
+        finally:
+            done()
+        self.info.append(PassInfo(desc, [n for n, _, _ in parts] +
+                                  (["orthogonality"] if ortho else []), n_orth,
+                                  time.perf_counter() - t))
+        return r
+
+
+__all__ = ["COLUMNS", "AnalyzeResult", "PassInfo", "analyze", "assign_orthogonality"]

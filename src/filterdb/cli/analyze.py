@@ -1,0 +1,78 @@
+"""``filterdb analyze``: everything the report needs, in the fewest passes (issue 21)."""
+from __future__ import annotations
+
+from .._table import format_table
+from ..errors import FilterDBError
+from ._common import print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="PCA, range, drift by every grouping column, c0-c1 "
+                       "density and layer health in at most 3 passes, cached for pca, drift, "
+                       "health and report")
+    p.add_argument("db", metavar="DB", help="filter database")
+    p.add_argument("--where", help="SQL expression over the layer and model columns")
+    p.add_argument("--range", dest="range_", metavar="LO,HI",
+                   help="fixed coefficient range, e.g. --range=-3,3: passes 2 and 3 are one")
+    p.add_argument("--bins", type=int, default=70, help="histogram bins (default 70)")
+    p.add_argument("--columns", default=None, metavar="A,B,...",
+                   help="grouping columns (default: task, visual_category, training_dataset, "
+                   "architecture, depth, model)")
+    p.add_argument("--no-orthogonality", dest="orthogonality", action="store_false",
+                   help="skip orthogonality (the costly metric; the flags do not use it)")
+    p.add_argument("--orthogonality-precision", choices=("float32", "float64"),
+                   default="float32", help="float32 products accumulated in float64 (default; "
+                   "within 1e-8 of the definition as measured) or the exact float64 path")
+    p.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="local threads (default) or a Dask cluster")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="Dask scheduler address (default with --engine dask: a local cluster)")
+    p.add_argument("--precision", metavar="{float32,float16}", default="float32",
+                   help="float32 (default) or the notebook's float16 (see drift)")
+    p.add_argument("--recompute", "--no-cache", dest="recompute", action="store_true",
+                   help="ignore cached results and recompute every pass (results are stored)")
+    p.add_argument("--eps", type=float, default=0.01,
+                   help="sparsity epsilon: t = eps * max|W| (default 0.01)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_analyze)
+
+
+def cmd_analyze(args) -> int:
+    import math
+
+    from .. import analyzer
+    from ..health import HealthThresholds
+    from .analysis import parse_range
+
+    if args.scheduler and args.engine != "dask":
+        raise FilterDBError("--scheduler needs --engine dask")
+    if not math.isfinite(args.eps) or args.eps < 0:
+        raise FilterDBError(f"--eps must be a finite number >= 0, got {args.eps}")
+    if args.bins < 1:
+        raise FilterDBError(f"--bins must be at least 1, got {args.bins}")
+    cols = analyzer.COLUMNS if args.columns is None else \
+        tuple(c.strip() for c in args.columns.split(",") if c.strip())
+    r = analyzer.analyze(args.db, args.where, columns=cols, bins=args.bins,
+                         range=parse_range(args.range_), orthogonality=args.orthogonality,
+                         orthogonality_precision=args.orthogonality_precision,
+                         thresholds=HealthThresholds(sparsity_eps=args.eps),
+                         engine=args.engine, scheduler=args.scheduler,
+                         progress=None if args.json else True, recompute=args.recompute,
+                         precision=args.precision)
+    if args.json:
+        print_json(r.to_dict())
+        return 0
+    print(f"{r.pca.n:,} filters; range [{r.range[0]:.4g}, {r.range[1]:.4g}]; "
+          f"{len(r.passes)} pass(es) in {r.seconds:.1f} s"
+          + ("" if r.passes else " (all cached)"))
+    for p in r.passes:
+        print(f"  {p.name}: {p.seconds:.1f} s"
+              + (f", orthogonality of {p.n_orth:,} layers" if p.n_orth else ""))
+    rows = [[c, len(d.groups), float(d.upper_triangle().mean()) if len(d.groups) > 1 else None]
+            for c, d in r.summary.results.items()]
+    print(format_table(rows, ["column", "groups", "mean drift"]))
+    h = r.health
+    if len(h):
+        print(f"health: {int(h['assessed'].sum()):,} layers assessed, "
+              f"{int(h['degenerated'].sum()):,} degenerated")
+    return 0

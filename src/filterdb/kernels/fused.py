@@ -1,0 +1,187 @@
+"""Several task kernels in one pass, and orthogonality for a chosen subset of layers
+(method.md, sections 3-5; the driver is :mod:`filterdb.analyzer`).
+
+- :func:`fused_task` runs ``parts`` (``(prefix, kernel, params)``) on the same block of
+  filters and returns their results under ``prefix + "/" + key``; :func:`fused_reduce`
+  gives the matching reductions for :func:`filterdb.engine.map_reduce`.
+- :func:`orthogonality_task` computes the orthogonality of the layers it is given (whole
+  layers per block: a layer-cut plan, :func:`filterdb.health.database.plan_layers`), so
+  the costly metric can be spread over several passes.
+- :func:`orthogonality_f32`: float32 products (BLAS ``sgemm`` over blocks of
+  :data:`COL_BLOCK` columns) accumulated in float64, Gram rows in blocks (bounded memory
+  for wide layers). Against the float64 definition
+  (:func:`filterdb.kernels.health.orthogonality`) its error measured at most 4.5e-9
+  (``benchmarks/orthogonality_f32.py``; ``tests/test_analyzer.py`` bounds it by 1e-6).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import layer_stats as LS
+
+_OPTS = {"cache": True, "nogil": True, "boundscheck": False, "error_model": "numpy"}
+COL_BLOCK = 4096  # columns (c_in / groups * 9 values) per float32 product block
+GRAM_ELEMENTS = 1 << 23  # float64 Gram elements per row block (64 MB)
+
+
+def fused_task(filters, layer_ids, parts=(), ortho=None) -> dict:
+    """Each ``(prefix, kernel, params)`` of ``parts`` on the same block; ``ortho``
+    (``{"index", "c_out", "float32"}``) adds :func:`orthogonality_task` under ``"orth/"``."""
+    out = {}
+    for prefix, kernel, params in parts:
+        for k, v in kernel(filters, layer_ids, **params).items():
+            out[f"{prefix}/{k}"] = v
+    if ortho is not None:
+        for k, v in orthogonality_task(filters, layer_ids, **ortho).items():
+            out[f"orth/{k}"] = v
+    return out
+
+
+def fused_reduce(parts) -> dict:
+    """The ``reduce`` of :func:`filterdb.engine.map_reduce` for :func:`fused_task`."""
+    red = {}
+    for prefix, kernel, _ in parts:
+        for k, op in getattr(kernel, "reduce", {}).items():
+            red[f"{prefix}/{k}"] = op
+    return red
+
+
+def split(result: dict, prefix: str) -> dict:
+    """The results of one part of a fused pass, without the prefix."""
+    p = prefix + "/"
+    return {k[len(p):]: v for k, v in result.items() if k.startswith(p)}
+
+
+def hist_cells_task(filters, layer_ids, lookup, n_groups, mean, components, edges,
+                    precision="float32") -> dict:
+    """:func:`filterdb.kernels.hist.hist_task` (the same counts) for many groups: only the
+    groups of the block's layers are counted (a small array), then placed in the
+    ``(n_groups, 9, bins)`` result, whose untouched zero pages cost nothing to allocate."""
+    from . import _numba
+    from .pca import task_filters
+
+    nb = len(edges) - 1
+    out = np.zeros((int(n_groups), 9, nb), np.int64)
+    _, _, lids = LS.layer_runs(np.ascontiguousarray(layer_ids, dtype=np.int64))
+    if len(lids) == 0:
+        return {"counts": out}
+    g = lookup[lids]
+    u = np.unique(g[g >= 0])
+    if len(u) == 0:
+        return {"counts": out}
+    local = np.full(len(lookup), -1, np.int64)
+    local[lids] = np.where(g >= 0, np.searchsorted(u, g), -1)
+    counts = np.zeros((len(u), 9, nb), np.int64)
+    _numba.hist(task_filters(filters, layer_ids, precision), layer_ids, local, mean,
+                components, edges, counts)
+    out[u] = counts
+    return {"counts": out}
+
+
+@njit(**_OPTS)
+def _all_finite(x, a, b):
+    for r in range(a, b):
+        for j in range(9):
+            if not np.isfinite(x[r, j]):
+                return False
+    return True
+
+
+def orthogonality_task(x, ids, index, c_out, float32=False) -> dict:
+    """Orthogonality of the whole layers of the block that ``index[layer_id] >= 0`` selects.
+
+    Same conventions as :func:`filterdb.kernels.layer_stats.health_task` (NaN for
+    ``c_out < 2``, a ``c_out`` not dividing the filter count, or non-finite filters) and,
+    with ``float32=False``, the same functions and values. Returns ``orth`` ``(L,)`` (0 for
+    layers not in the block) and ``count`` ``(L,)`` (runs seen).
+    """
+    L = len(c_out)
+    orth = np.zeros(L, np.float64)
+    count = np.zeros(L, np.int64)
+    starts, ends, lids = LS.layer_runs(np.ascontiguousarray(ids, dtype=np.int64))
+    rows = index[lids] if len(lids) else np.empty(0, np.int64)
+    keep = rows >= 0
+    starts, ends, rows = starts[keep], ends[keep], rows[keep]
+    if len(rows) == 0:
+        return {"orth": orth, "count": count}
+    n = ends - starts
+    co = c_out[rows]
+    fin = np.array([_all_finite(x, a, b) for a, b in zip(starts.tolist(), ends.tolist())],
+                   np.bool_)
+    ok = (co >= 2) & fin & (n % np.maximum(co, 1) == 0)
+    o = np.full(len(rows), np.nan)
+    small = ok & LS.use_loops(co, n * 9 // np.maximum(co, 1))
+    if small.any():
+        v = np.empty(int(small.sum()))
+        LS.orthogonality_runs(x, starts[small], ends[small], co[small], v)
+        o[small] = v
+    for q in np.flatnonzero(ok & ~small).tolist():
+        rws = x[starts[q]:ends[q]]
+        o[q] = orthogonality_f32(rws, int(co[q])) if float32 else \
+            LS.orthogonality_blas(rws, int(co[q]))
+    orth[rows] = o
+    np.add.at(count, rows, 1)
+    return {"orth": orth, "count": count}
+
+
+@njit(**_OPTS)
+def _inv_norms(R, inv):
+    """``inv[i] = 1 / max(|R_i|, 1e-12)``, the float32 rows' norms summed in float64."""
+    c, k = R.shape
+    for i in range(c):
+        s = 0.0
+        for j in range(k):
+            v = np.float64(R[i, j])
+            s += v * v
+        inv[i] = 1.0 / max(np.sqrt(s), LS.NORM_EPS)
+
+
+def orthogonality_f32(rows, c: int, col_block: int = COL_BLOCK,
+                      gram_elements: int = GRAM_ELEMENTS) -> float:
+    """Orthogonality (method.md, section 5) of one layer from its float32 rows: the Gram
+    ``R R^T`` of the raw ``(c, k)`` rows as float32 BLAS products over blocks of
+    ``col_block`` columns, summed in float64; only Gram rows ``i`` against columns
+    ``j >= i0`` of their row block (the upper part: half the products), row blocks of at
+    most ``gram_elements`` elements; then normalised by the float64 row norms as
+    :func:`filterdb.kernels.health.orthogonality` (``torch.nn.functional.normalize``)."""
+    R = np.ascontiguousarray(rows, dtype=np.float32).reshape(c, -1)
+    k = R.shape[1]
+    inv = np.empty(c, np.float64)
+    _inv_norms(R, inv)  # of the rows as given (the definition's clamp at 1e-12)
+    peak = float(np.abs(R).max()) if R.size else 0.0
+    if peak > 0 and not (2.0 ** -30 < peak < 2.0 ** 30):  # keep products clear of float32
+        s = 2.0 ** -np.floor(np.log2(peak))  # under/overflow: an exact power-of-2 scaling
+        R = R * np.float32(s)
+        inv = inv / s  # the Gram of the scaled rows is s^2 times the Gram
+    rb = max(1, min(c, gram_elements // c))
+    tot = 0.0
+    for i0 in range(0, c, rb):
+        i1 = min(c, i0 + rb)
+        G = np.zeros((i1 - i0, c - i0), np.float64)
+        for k0 in range(0, k, col_block):
+            k1 = min(k, k0 + col_block)
+            if i1 == c and i0 == 0:  # one row block: A A^T (numpy calls syrk)
+                A = R if k1 - k0 == k else np.ascontiguousarray(R[:, k0:k1])
+                G += A @ A.T
+            else:
+                G += R[i0:i1, k0:k1] @ R[i0:, k0:k1].T
+        G *= inv[i0:i1, None]
+        G *= inv[None, i0:]
+        m = i1 - i0
+        sq = G[:, :m]
+        d = np.abs(np.diagonal(sq) - 1.0).sum()
+        upper = np.abs(np.triu(sq, 1)).sum() + np.abs(G[:, m:]).sum()
+        tot += d + 2.0 * upper
+    return 1.0 - tot / (c * (c - 1))
+
+
+__all__ = [
+    "COL_BLOCK",
+    "fused_reduce",
+    "fused_task",
+    "hist_cells_task",
+    "orthogonality_f32",
+    "orthogonality_task",
+    "split",
+]
