@@ -327,6 +327,12 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
                     HD.write_stored_metrics(ctx.db, hparams,
                                             hlayers[hlayers["layer_id"].isin(todo_h)], hv)
                 frames.append(hv[list(HD.STORED)])
+            # layers without stored 3x3 filters: the metrics stored at ingest, as health does
+            ing = HD.ingest_metrics(ctx.db, hlayers[~has], t.sparsity_eps)
+            if len(ing):
+                if not orthogonality:
+                    ing["orthogonality"] = np.nan
+                frames.append(ing)
             htable = HD.health_table(hlayers, pd.concat(frames) if frames
                                      else HD._values_frame({}), t)
         passes_run = runner.info

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .._table import format_table
 from ..errors import FilterDBError
-from ._common import print_json
+from ._common import add_engine_options, add_output_options, emit, engine_kwargs
 
 
 def register(sub) -> None:
@@ -23,17 +23,13 @@ def register(sub) -> None:
     p.add_argument("--orthogonality-precision", choices=("float32", "float64"),
                    default="float32", help="float32 products accumulated in float64 (default; "
                    "within 1e-8 of the definition as measured) or the exact float64 path")
-    p.add_argument("--engine", choices=("local", "dask"), default="local",
-                   help="local threads (default) or a Dask cluster")
-    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                   help="Dask scheduler address (default with --engine dask: a local cluster)")
     p.add_argument("--precision", metavar="{float32,float16}", default="float32",
                    help="float32 (default) or the notebook's float16 (see drift)")
-    p.add_argument("--recompute", "--no-cache", dest="recompute", action="store_true",
-                   help="ignore cached results and recompute every pass (results are stored)")
     p.add_argument("--eps", type=float, default=0.01,
                    help="sparsity epsilon: t = eps * max|W| (default 0.01)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_engine_options(p)
+    add_output_options(p, "print CSV: one row per grouping column (groups, mean drift)",
+                       json_help="print one JSON object")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -44,8 +40,7 @@ def cmd_analyze(args) -> int:
     from ..health import HealthThresholds
     from .analysis import parse_range
 
-    if args.scheduler and args.engine != "dask":
-        raise FilterDBError("--scheduler needs --engine dask")
+    eng = engine_kwargs(args)
     if not math.isfinite(args.eps) or args.eps < 0:
         raise FilterDBError(f"--eps must be a finite number >= 0, got {args.eps}")
     if args.bins < 1:
@@ -56,11 +51,15 @@ def cmd_analyze(args) -> int:
                          range=parse_range(args.range_), orthogonality=args.orthogonality,
                          orthogonality_precision=args.orthogonality_precision,
                          thresholds=HealthThresholds(sparsity_eps=args.eps),
-                         engine=args.engine, scheduler=args.scheduler,
-                         progress=None if args.json else True, recompute=args.recompute,
+                         engine=eng["engine"], scheduler=eng["scheduler"],
+                         workers=eng["workers"],
+                         progress=None if args.json or args.csv else True,
+                         recompute=args.recompute,
                          precision=args.precision)
-    if args.json:
-        print_json(r.to_dict())
+    rows = [{"column": c, "groups": len(d.groups),
+             "mean_drift": float(d.upper_triangle().mean()) if len(d.groups) > 1 else None}
+            for c, d in r.summary.results.items()]
+    if emit(args, r.to_dict, rows):
         return 0
     print(f"{r.pca.n:,} filters; range [{r.range[0]:.4g}, {r.range[1]:.4g}]; "
           f"{len(r.passes)} pass(es) in {r.seconds:.1f} s"
@@ -68,9 +67,8 @@ def cmd_analyze(args) -> int:
     for p in r.passes:
         print(f"  {p.name}: {p.seconds:.1f} s"
               + (f", orthogonality of {p.n_orth:,} layers" if p.n_orth else ""))
-    rows = [[c, len(d.groups), float(d.upper_triangle().mean()) if len(d.groups) > 1 else None]
-            for c, d in r.summary.results.items()]
-    print(format_table(rows, ["column", "groups", "mean drift"]))
+    print(format_table([[r_["column"], r_["groups"], r_["mean_drift"]] for r_ in rows],
+                       ["column", "groups", "mean drift"]))
     h = r.health
     if len(h):
         print(f"health: {int(h['assessed'].sum()):,} layers assessed, "
