@@ -19,8 +19,8 @@ def register(sub) -> None:
     p.add_argument("--where", help="SQL expression over the layer and model columns")
     p.add_argument("--title", help="page title")
     p.add_argument("--no-models", action="store_true", help="leave out each model's detail")
-    p.add_argument("--model-figures", type=int, default=40, metavar="N",
-                   help="draw the figures of the N most degenerated models (default 40; "
+    p.add_argument("--model-figures", type=int, default=20, metavar="N",
+                   help="draw the figures of the N most degenerated models (default 20; "
                         "the others get their tables), so the page stays small")
     p.add_argument("--figures", metavar="DIR",
                    help="also save every figure there as SVG")

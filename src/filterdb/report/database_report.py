@@ -36,7 +36,7 @@ COLUMN_TITLES = {"task": "task", "visual_category": "visual category",
                  "depth": "depth bin", "model": "model", "format": "format"}
 FIGURE_CACHE_VERSION = 3  # 2: the notebook's floor on the density; 3: the findings-first page
 MODEL_FIGURE_DPI = 72  # the per-model figures: small files
-MODEL_FIGURES = 30  # models whose detail gets figures (the most degenerated first)
+MODEL_FIGURES = 20  # models whose detail gets figures (the most degenerated first)
 WORST_LAYERS = 500  # rows of the page's table of assessed layers (the worst first)
 ANNOTATE_MAX = 12  # heat maps print their values up to this many groups (hover beyond)
 SMALL_GROUP_RATIO = 100  # a group this many times smaller than the largest is flagged
@@ -297,7 +297,7 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
             "One collapsed block per model (click to open): its verdict, worst layers and "
             "per-layer table" + (f"; figures for the {len(with_figs)} most degenerated "
                                  "models" if len(names) > len(with_figs) else "; its figures")
-            + "."))
+            + ". Legend of the tables: " + " · ".join(legend(ht)) + "."))
         lay = layers.set_index("layer_id")
         for i, m in enumerate(names, 1):
             key = _slug(m, seen)
@@ -324,12 +324,14 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
                     "depth bin.",
                     "No 3x3 filters in this model: nothing to show (the database stores 3x3 "
                     "filters only).", add_figure=lambda s_, mk, fid, cap: figure(
-                        s_, mk, fid, cap, dpi=MODEL_FIGURE_DPI), columns=COMPACT_COLUMNS)
+                        s_, mk, fid, cap, dpi=MODEL_FIGURE_DPI), columns=COMPACT_COLUMNS,
+                    legend_shown=False)
             else:
                 table = add_model_blocks(det, key, mdf, summary, None, pct, None, None,
                                          "Figures are drawn for the most degenerated models "
                                          "only; this one's table follows.", "",
-                                         add_figure=lambda *a_: None, columns=COMPACT_COLUMNS)
+                                         add_figure=lambda *a_: None, columns=COMPACT_COLUMNS,
+                    legend_shown=False)
             res.data["model_tables"][m] = {"section": key, "verdict": summary["verdict"],
                                            "layers": table.to_dict(orient="list")}
             if i % 50 == 0 or i == len(names):

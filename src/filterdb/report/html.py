@@ -111,9 +111,10 @@ def _is_nan(v) -> bool:
     return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
 
 
-def cell_value(v) -> str:
+def cell_value(v, digits: int | None = None) -> str:
     """The raw value of a cell as text (the ``data-value`` used for sorting): full-precision
-    numbers, ``true``/``false``, ``""`` for missing."""
+    numbers (``digits`` significant digits when given), ``true``/``false``, ``""`` for
+    missing."""
     if _is_nan(v):
         return ""
     if isinstance(v, (bool, np.bool_)):
@@ -122,7 +123,9 @@ def cell_value(v) -> str:
         return str(int(v))
     if isinstance(v, numbers.Real):
         f = float(v)
-        return repr(f) if math.isfinite(f) else ("Infinity" if f > 0 else "-Infinity")
+        if not math.isfinite(f):
+            return "Infinity" if f > 0 else ("-Infinity" if f < 0 else "")
+        return repr(f) if digits is None else f"{f:.{digits}g}"
     return str(v)
 
 
@@ -275,7 +278,7 @@ class Section:
     def add_table(self, df: pd.DataFrame, id: str, highlight=None, sortable: bool = True,
                   caption: str | None = None, float_format: str = "{:.4g}",
                   index: bool = False, highlight_class: str = "degenerated",
-                  max_rows: int | None = None) -> "Section":
+                  max_rows: int | None = None, value_digits: int | None = None) -> "Section":
         """A table of ``df``'s rows. ``highlight``: a boolean mask (array-like of ``len(df)``)
         or a column name; those rows get the class ``highlight_class``.
 
@@ -304,7 +307,8 @@ class Section:
         rows = []
         for r, values in enumerate(df.itertuples(index=False, name=None)):
             cls = f' class="{esc(highlight_class)}"' if mask[r] else ""
-            cells = "".join(self._cell(v, n, float_format) for v, n in zip(values, num))
+            cells = "".join(self._cell(v, n, float_format, value_digits)
+                            for v, n in zip(values, num))
             rows.append(f"<tr{cls}>{cells}</tr>")
         klass = "data sortable" if sortable else "data"
         note = caption or ""
@@ -324,12 +328,12 @@ class Section:
         return self
 
     @staticmethod
-    def _cell(v, numeric: bool, float_format: str) -> str:
+    def _cell(v, numeric: bool, float_format: str, digits: int | None = None) -> str:
         text = cell_text(v, float_format)
         short = short_text(text) if not numeric else text
         title = f' title="{esc(text)}"' if short != text else ""
         num = ' class="num"' if numeric else ""
-        raw = cell_value(v)  # the sort key and the CSV value; left out when it is the text
+        raw = cell_value(v, digits)  # the sort key and the CSV value; left out when the text
         value = "" if raw == short else f' data-value="{esc(raw)}"'
         return f"<td{value}{num}{title}>{esc(short)}</td>"
 

@@ -66,12 +66,14 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
                      bands_note: str | None = None,
                      no_filters_note: str = "No layer with a kernel larger than 1x1: no "
                                             "filters to show.",
-                     add_figure=None, columns=TABLE_COLUMNS) -> pd.DataFrame:
+                     add_figure=None, columns=TABLE_COLUMNS,
+                     legend_shown: bool = True) -> pd.DataFrame:
     """Add a model's verdict, health figures, first-layer filters and per-layer table to
     ``sec``; figure and table ids are prefixed with ``key``. ``first_layer``: ``(weight,
     name, note)`` or None; ``bands``: :func:`~filterdb.health.population_bands` or None.
     ``add_figure(section, make, id, caption)`` embeds ``make()`` (default: render it now;
-    the database report passes one that caches the PNG). Returns the table shown."""
+    the database report passes one that caches the PNG). ``legend_shown=False``: no legend
+    here (the database report gives it once, above every model). Returns the table shown."""
     if add_figure is None:
         def add_figure(s, make, fid, caption):
             fig = make()
@@ -89,11 +91,13 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
     line = not_assessed_line(summary)
     if line:
         sec.add_text(line[0].upper() + line[1:] + " (not in the table).")
-    if summary["worst_layers"]:
+    if summary["worst_layers"]:  # (the reasons are in the table when the legend is elsewhere)
         sec.add_text("Worst layers: " + "; ".join(
-            f"`{w['name']}`: {w['label']}" + (f" ({w['reason']})" if w["reason"] else "")
+            f"`{w['name']}`: {w['label']}" + (f" ({w['reason']})" if w["reason"] and legend_shown
+                                              else "")
             for w in summary["worst_layers"]))
-    sec.add_text("Legend: " + " · ".join(legend(_thresholds(t))) + ".")
+    if legend_shown:
+        sec.add_text("Legend: " + " · ".join(legend(_thresholds(t))) + ".")
     assessed = df["assessed"].to_numpy(bool) if len(df) else np.zeros(0, bool)
     if bands is not None and assessed.any() and bands["p50"].notna().any():
         add_figure(sec, lambda: P.model_health_vs_population(
@@ -116,9 +120,11 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
     table = layer_table(shown, pct, columns)
     if len(table):
         sec.add_table(table, f"{key}-layers", highlight=shown["degenerated"].to_numpy(bool),
+                      value_digits=None if legend_shown else 8,
                       caption="The assessed layers; degenerated layers are highlighted, the "
-                              "reason says why a layer is flagged. Click a header to sort. "
-                              + " · ".join(legend(_thresholds(t))) + ".")
+                              "reason says why a layer is flagged. Click a header to sort."
+                              + (" " + " · ".join(legend(_thresholds(t))) + "." if legend_shown
+                                 else " The legend is given once, above the models."))
     elif len(df):
         sec.add_text("No layer of the model can be assessed.")
     else:
