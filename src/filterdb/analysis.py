@@ -198,7 +198,7 @@ def _progress(progress, desc, total):
     if progress is None or progress is False:
         return None, lambda: None
     if progress is True:
-        from .cli._common import progress as bar
+        from .utils import progress as bar
 
         b = bar(total=total, desc=desc, unit="filter")
         b.unit_scale = True

@@ -305,7 +305,7 @@ def build_synthetic(db_path, n_filters: int, seed: int = 0, chunk_rows: int = 1 
     basis = dct_basis()
     if not is_database(db_path):
         init_database(db_path, segment_rows=segment_rows or DEFAULT_SEGMENT_ROWS).close()
-    from .cli._common import progress
+    from .utils import progress
 
     bar = progress(total=n_filters, desc="synthesising", unit="filter",
                    disable=not show_progress)

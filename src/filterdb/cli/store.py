@@ -437,7 +437,7 @@ def cmd_verify(args) -> int:
 
 def cmd_zoo_ingest(args) -> int:
     from ..store import open_database
-    from ..store.zoo_ingest import ingest_zoo
+    from ..zoo.ingest import ingest_zoo
     from ..zoo import find
 
     models = [find(i) for i in args.models] if args.models else None

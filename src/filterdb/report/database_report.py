@@ -84,7 +84,7 @@ def _slug(text: str, seen: set) -> str:
 
 
 def _json_block(data: dict) -> str:
-    from ..cli._common import _clean, _default
+    from ..utils import _clean, _default
 
     text = json.dumps(_clean(json.loads(json.dumps(data, default=_default))))
     text = text.replace("</", "<\\/")

@@ -502,7 +502,7 @@ def import_h5(db, path, chunk_rows: int = 1 << 20, replace: bool = False,
     """Import a published-layout file into a database opened with ``mode='w'``.
 
     Returns ``[AddResult]`` (one per model, in file order)."""
-    from ..cli._common import progress
+    from ..utils import progress
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -701,7 +701,7 @@ def export_h5(db, out, where: str | None = None, dtype: str = "float32", shape: 
     import h5py
     import pandas as pd
 
-    from ..cli._common import progress
+    from ..utils import progress
 
     if dtype not in ("float32", "float64"):
         raise FilterDBError(f"--dtype must be float32 or float64, got {dtype!r}")

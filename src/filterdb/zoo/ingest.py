@@ -1,4 +1,5 @@
-"""Add the curated zoo (filterdb.zoo) to a database, with each model's catalog metadata."""
+"""Add the curated zoo (filterdb.zoo) to a database, with each model's catalog metadata
+(the zoo's layer: it uses the store, the store does not know the zoo)."""
 from __future__ import annotations
 
 from typing import Callable, Iterable
@@ -15,8 +16,8 @@ def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = F
     from ..readers import read_model
     from ..readers.base import files_sha256
     from ..readers.folders import model_files
-    from ..zoo import fetch, readable
-    from .ingest import AddResult
+    from ..store.ingest import AddResult
+    from . import fetch, readable
 
     models = list(readable() if models is None else models)
     if distinct:
