@@ -209,6 +209,24 @@ def assign_conv_depths(layers: Sequence[ConvLayer]) -> None:
         l.conv_depth_norm = l.conv_depth / last if len(depths) > 1 else 0.0
 
 
+def assign_graph_depths(layers: Sequence[ConvLayer], keys, depth_of: dict,
+                        source: str) -> str | None:
+    """Set each layer's ``graph_depth`` from ``depth_of[key]`` (its graph node's depth; the
+    layers and ``keys`` in step), then its conv depths (:func:`assign_conv_depths`). A conv
+    not reached from ``source`` (the graph's inputs) gets depth 1; returns the warning that
+    says how many, or None."""
+    unreached = 0
+    for layer, key in zip(layers, keys):
+        layer.graph_depth = depth_of.get(key)
+        if layer.graph_depth is None:
+            unreached += 1
+            layer.graph_depth = 1
+    assign_conv_depths(layers)
+    if unreached:
+        return f"{unreached} conv(s) not reached from {source}; depth set to 1"
+    return None
+
+
 def assign_order_depths(layers: Sequence[ConvLayer]) -> None:
     """Graphless formats: the order of the tensors is the best available depth."""
     for i, l in enumerate(layers):

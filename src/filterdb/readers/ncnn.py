@@ -30,11 +30,11 @@ import numpy as np
 
 from ..errors import ReadError
 from .base import (
-    DEPTH_GRAPH,
     ConvLayer,
+    DEPTH_GRAPH,
     Model,
     Skipped,
-    assign_conv_depths,
+    assign_graph_depths,
     check_file,
     count_ops,
     files_sha256,
@@ -327,16 +327,8 @@ def _read(p: str) -> Model:
     except ValueError as e:
         raise _Corrupt(str(e)) from None
     depth_of = dict(zip(nodes, depths))
-    warnings = []
-    unreached = 0
-    for layer, i in zip(layers, at):
-        layer.graph_depth = depth_of.get(i)
-        if layer.graph_depth is None:
-            unreached += 1
-            layer.graph_depth = 1
-    if unreached:
-        warnings.append(f"{unreached} conv(s) not reached from an Input layer; depth set to 1")
-    assign_conv_depths(layers)
+    warn = assign_graph_depths(layers, at, depth_of, "an Input layer")
+    warnings = [warn] if warn else []
     return Model(path=p, format="ncnn", sha256=files_sha256([p, bin_path]), layers=layers, skipped=skipped,
                  depth_source=DEPTH_GRAPH, producer="ncnn", producer_version=None,
                  op_counts=count_ops(l["type"] for l in net), warnings=warnings)

@@ -30,11 +30,11 @@ import numpy as np
 
 from ..errors import ReadError
 from .base import (
-    DEPTH_GRAPH,
     ConvLayer,
+    DEPTH_GRAPH,
     Model,
     Skipped,
-    assign_conv_depths,
+    assign_graph_depths,
     check_file,
     count_ops,
     files_sha256,
@@ -294,16 +294,8 @@ def _read(p: str) -> Model:
     except ValueError as e:
         raise _Corrupt(str(e)) from None
     at = dict(zip(ids, depths))
-    warnings = []
-    unreached = 0
-    for layer, lid in zip(layers, conv_ids):
-        layer.graph_depth = at.get(lid)
-        if layer.graph_depth is None:
-            unreached += 1
-            layer.graph_depth = 1
-    if unreached:
-        warnings.append(f"{unreached} conv(s) not reached from a graph input; depth set to 1")
-    assign_conv_depths(layers)
+    warn = assign_graph_depths(layers, conv_ids, at, "a graph input")
+    warnings = [warn] if warn else []
     rt = root.find("rt_info")
     version = None
     if rt is not None:

@@ -32,11 +32,11 @@ import numpy as np
 from ..errors import ReadError
 from . import protowire as pw
 from .base import (
-    DEPTH_GRAPH,
     ConvLayer,
+    DEPTH_GRAPH,
     Model,
     Skipped,
-    assign_conv_depths,
+    assign_graph_depths,
     check_file,
     count_ops,
     files_sha256,
@@ -296,18 +296,10 @@ def _read(p: str) -> Model:
         depths = dict(zip(nodes, longest_path_depths(node_in, node_out, inputs_)))
     except ValueError as e:
         raise _Corrupt(str(e)) from None
-    warnings = []
-    unreached = 0
-    for layer, i in zip(layers, at):
-        layer.graph_depth = depths.get(i)
-        if layer.graph_depth is None:
-            unreached += 1
-            layer.graph_depth = 1
-    if unreached:
-        warnings.append(f"{unreached} conv(s) not reached from a feed; depth set to 1")
+    warn = assign_graph_depths(layers, at, depths, "a feed")
+    warnings = [warn] if warn else []
     if prog["n_blocks"] > 1:
         warnings.append("the program has sub-blocks (control flow), which were not read")
-    assign_conv_depths(layers)
     return Model(path=p, format="paddle", sha256=files_sha256([p, params_path]), layers=layers,
                  skipped=skipped, depth_source=DEPTH_GRAPH, producer="paddlepaddle",
                  producer_version=str(prog["version"]) if prog["version"] else None,

@@ -35,11 +35,11 @@ import numpy as np
 from ..errors import ReadError
 from . import protowire as pw
 from .base import (
-    DEPTH_GRAPH,
     ConvLayer,
+    DEPTH_GRAPH,
     Model,
     Skipped,
-    assign_conv_depths,
+    assign_graph_depths,
     check_file,
     count_ops,
     files_sha256,
@@ -476,15 +476,9 @@ def _read(p: str) -> Model:
     except ValueError as e:
         raise _Corrupt(str(e)) from None
     at = dict(zip(ids, depths))
-    unreached = 0
-    for layer, name in zip(layers, conv_nodes):
-        layer.graph_depth = at.get(name)
-        if layer.graph_depth is None:
-            unreached += 1
-            layer.graph_depth = 1
-    if unreached:
-        warnings.append(f"{unreached} conv(s) not reached from a signature input; depth set to 1")
-    assign_conv_depths(layers)
+    warn = assign_graph_depths(layers, conv_nodes, at, "a signature input")
+    if warn:
+        warnings.append(warn)
     for l in layers:  # readable names: drop the inlining prefixes of call nodes
         short = re.sub(r"(^|/)(StatefulPartitionedCall|PartitionedCall)(_\d+)?(?=/)", "", l.name)
         short = short.lstrip("/") or l.name
