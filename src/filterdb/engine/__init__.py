@@ -59,31 +59,9 @@ class ArraySource:
         return self.array[start:start + count]  # a view: no copy needed
 
 
-@dataclass(frozen=True)
-class RowReaderSource:
-    """A source from a module-level function ``read_rows(path, start, count, out)``
-    (e.g. the store's): pickles as the function's name and the path.
-
-    ``checks`` (optional) verifies what a pass reads: ``checks.for_plan(plan)`` gives an
-    object with ``check_task(task, x) -> dict`` (run where the task ran, after its read;
-    raises on damage; may return partial results that are summed like a kernel's) and
-    ``finish(summed partial or None)`` (run when the pass ends); the partial results travel
-    under the result key ``key``."""
-
-    read_rows: Callable
-    path: str
-    n_rows: int
-    checks: object = None
-
-    def read(self, start, count, out):
-        return self.read_rows(self.path, start, count, out)
-
-    def for_plan(self, plan) -> "RowReaderSource":
-        """This source with its checks bound to ``plan`` (only that plan's layers)."""
-        if self.checks is None or not hasattr(self.checks, "for_plan"):
-            return self
-        return RowReaderSource(self.read_rows, self.path, self.n_rows,
-                               self.checks.for_plan(plan))
+# the store's filters as a source (defined there: the store serves the protocol without
+# importing the engine)
+from ..store.segments import RowReaderSource  # noqa: E402,F401
 
 
 def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:

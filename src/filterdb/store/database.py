@@ -360,8 +360,7 @@ class Database:
         themselves). With ``verify`` every pass checks each layer it reads against the
         catalog's digest (:mod:`filterdb.store.digest`) and stops with one line naming the
         model and layer on a mismatch."""
-        from ..engine import RowReaderSource
-        from .segments import read_rows
+        from .segments import RowReaderSource, read_rows
 
         return RowReaderSource(read_rows, os.path.abspath(self.path), self.n_filters,
                                self.layer_checks() if verify else None)

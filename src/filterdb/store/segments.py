@@ -13,6 +13,8 @@ import errno
 import mmap
 import os
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -306,3 +308,30 @@ def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None,
         return reader.read_into(start, count, aligned_empty(count) if out is None else out)
     finally:
         reader.close()
+
+
+@dataclass(frozen=True)
+class RowReaderSource:
+    """A source from a module-level function ``read_rows(path, start, count, out)``
+    (the store's :func:`read_rows`): pickles as the function's name and the path.
+
+    ``checks`` (optional) verifies what a pass reads: ``checks.for_plan(plan)`` gives an
+    object with ``check_task(task, x) -> dict`` (run where the task ran, after its read;
+    raises on damage; may return partial results that are summed like a kernel's) and
+    ``finish(summed partial or None)`` (run when the pass ends); the partial results travel
+    under the result key ``key``."""
+
+    read_rows: Callable
+    path: str
+    n_rows: int
+    checks: object = None
+
+    def read(self, start, count, out):
+        return self.read_rows(self.path, start, count, out)
+
+    def for_plan(self, plan) -> "RowReaderSource":
+        """This source with its checks bound to ``plan`` (only that plan's layers)."""
+        if self.checks is None or not hasattr(self.checks, "for_plan"):
+            return self
+        return RowReaderSource(self.read_rows, self.path, self.n_rows,
+                               self.checks.for_plan(plan))
