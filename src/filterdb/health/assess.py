@@ -227,6 +227,22 @@ def worst_label(r) -> str:
             f"{r['random_mean']:.3f}, p {r['p_random']:.3f})")
 
 
+def worst_first(a: pd.DataFrame) -> np.ndarray:
+    """Positions of the assessed layers ``a``, worst first: degenerated, then flagged, then
+    the rest, each group by ``p_random``, then ``H / random_mean`` (closeness to random), then
+    sparsity, descending (ties in table order)."""
+    flagged = a[["random", "low_diversity", "sparse"]].to_numpy(bool).any(axis=1)
+    order = pd.DataFrame({"deg": a["degenerated"].to_numpy(bool).astype(int),
+                          "fl": flagged.astype(int),
+                          "p": a["p_random"].fillna(-1.0).to_numpy(),
+                          "h": (a["variance_entropy"] / a["random_mean"]).fillna(-1.0).to_numpy(),
+                          "s": a["sparsity"].fillna(-1.0).to_numpy(),
+                          "pos": np.arange(len(a))})
+    order = order.sort_values(["deg", "fl", "p", "h", "s", "pos"],
+                              ascending=[False, False, False, False, False, True])
+    return order["pos"].to_numpy()
+
+
 def summarise(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> dict:
     """The summary of an assessed table (a model's layers, from a file or the database).
 
@@ -255,16 +271,7 @@ def summarise(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> d
     share = counts["n_degenerated"] / na if na else float("nan")
     worst = []
     if na:
-        flagged = (a[["random", "low_diversity", "sparse"]].to_numpy(bool).any(axis=1))
-        order = pd.DataFrame({"deg": deg.astype(int), "fl": flagged.astype(int),
-                              "p": a["p_random"].fillna(-1.0).to_numpy(),
-                              "h": (a["variance_entropy"] / a["random_mean"]).fillna(-1.0)
-                              .to_numpy(),
-                              "s": a["sparsity"].fillna(-1.0).to_numpy(),
-                              "pos": np.arange(na)})
-        order = order.sort_values(["deg", "fl", "p", "h", "s", "pos"],
-                                  ascending=[False, False, False, False, False, True])
-        for i in order["pos"].to_numpy()[:N_WORST]:
+        for i in worst_first(a)[:N_WORST]:
             r = a.iloc[int(i)]
             worst.append({"name": r["name"], "label": worst_label(r), "flags": flag_names(r),
                           "reason": r["reason"], "p_random": float(r["p_random"]),
@@ -347,5 +354,5 @@ def legend(thresholds: HealthThresholds | None = None) -> list[str]:
 
 __all__ = ["HealthThresholds", "assess", "summarise", "verdict_class", "verdict_sentence",
            "legend", "not_assessed_line", "extrapolated_line", "flag_names", "paper_threshold",
-           "low_diversity_limit", "reasons", "worst_label", "FLAGS", "RULES", "MIN_FILTERS",
+           "low_diversity_limit", "reasons", "worst_label", "worst_first", "FLAGS", "RULES", "MIN_FILTERS",
            "ASSESS_COLUMNS", "VERDICTS"]

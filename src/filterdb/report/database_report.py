@@ -268,18 +268,17 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
                         "variance_entropy", "variance_entropy_norm", "random_mean", "p_random",
                         "random_paper", "orthogonality", "random", "low_diversity", "sparse",
                         "degenerated", "reason") if c in hdf]
-    worst = _worst_layers(hdf[a])
-    shown = worst.head(WORST_LAYERS)
-    sec.add_heading("Assessed layers, worst first" if len(shown) < len(worst)
+    shown, n_assessed = _worst_layers(hdf[a], WORST_LAYERS)
+    sec.add_heading("Assessed layers, worst first" if len(shown) < n_assessed
                     else "Assessed layers")
     sec.add_table(shown[cols + ["worst at"]].reset_index(drop=True), "health-layers",
                   highlight=shown["degenerated"].to_numpy(bool),
-                  caption=(f"The {len(shown):,} worst of {len(worst):,} assessed layers "
+                  caption=(f"The {len(shown):,} worst of {n_assessed:,} assessed layers "
                            "(each model's detail below has all of its layers)"
-                           if len(shown) < len(worst) else "Every assessed layer")
-                  + " (the others: the line above), sorted by what they are worst at: "
-                    "degenerated first, then by the number of flags and how far H/TH is from "
-                    "0.9 (typical of trained layers); degenerated layers highlighted. "
+                           if len(shown) < n_assessed else "Every assessed layer")
+                  + " (the others: the line above), worst first as in each model's summary: "
+                    "degenerated, then flagged, then the rest, each by its p against random "
+                    "layers; degenerated layers highlighted. "
                   + " · ".join(legend(ht)) + ".")
     _findings(findings, db, models, layers, hdf, mh, res, t)
 
@@ -639,20 +638,15 @@ def _small_group_warning(groups, sizes) -> str | None:
             "(empty histogram bins), not from different filters; see the noise floor.")
 
 
-def _worst_layers(df: pd.DataFrame) -> pd.DataFrame:
-    """Assessed layers sorted worst first (degenerated, number of flags, ``|H/TH - 0.9|``),
-    each labelled with what it is worst at."""
-    flags = df[["random", "low_diversity", "sparse"]].astype(bool)
-    dev = (df["variance_entropy_norm"] - 0.9).abs().fillna(0.0)
-    label = np.where(df["random"].astype(bool), "random-like",
-                     np.where(flags["low_diversity"] & flags["sparse"], "low diversity + sparse",
-                              np.where(flags["low_diversity"], "low diversity",
-                                       np.where(flags["sparse"], "sparse",
-                                                "H/TH " + np.where(df["variance_entropy_norm"]
-                                                                    > 0.9, "high", "low")))))
-    out = df.assign(**{"worst at": label, "_deg": df["degenerated"].astype(int),
-                       "_nf": flags.sum(axis=1), "_dev": dev})
-    return out.sort_values(["_deg", "_nf", "_dev"], ascending=False, kind="stable")
+def _worst_layers(df: pd.DataFrame, n: int) -> tuple[pd.DataFrame, int]:
+    """The ``n`` worst of the assessed layers ``df``, in the assessment's order
+    (:func:`~filterdb.health.assess.worst_first`), each labelled with what it is worst at;
+    and how many there are."""
+    from ..health.assess import worst_first, worst_label
+
+    shown = df.iloc[worst_first(df)[:n]]
+    return shown.assign(**{"worst at": [worst_label(r) for r in
+                                        shown.to_dict(orient="records")]}), len(df)
 
 
 def _verdict_kind(v) -> str:
