@@ -14,9 +14,9 @@ The Python API mirrors the ``filterdb`` command line:
 - ``filterdb.open(path, mode)`` -> a filter database (``db.add(obj, meta=...)``,
   ``db.models()``, ``db.layers()``).
 - ``filterdb.analysis``: ``pca``, ``distributions``, ``drift``, ``drift_summary``,
-  ``drift_to_model`` over a database.
+  ``drift_to_model``, ``noise_floor`` and ``analyze`` over a database.
 - ``filterdb.health``: ``model_health``, ``database_health``, thresholds, random baselines.
-- ``filterdb.analyze(db, ...)`` -> :class:`~filterdb.analyzer.AnalyzeResult`: PCA, drift of
+- ``filterdb.analyze(db, ...)`` -> :class:`~filterdb.analysis.AnalyzeResult`: PCA, drift of
   every grouping column, c0-c1 density and health in at most 3 passes, cached for the rest.
 
 Submodules and heavy dependencies load on first use (PEP 562), so ``import filterdb`` is fast.
@@ -38,8 +38,7 @@ _LAZY = {
     "InspectResult": ("filterdb.api", "InspectResult"),
     "Model": ("filterdb.readers.base", "Model"),
     "analysis": ("filterdb.analysis", None),
-    "analyze": ("filterdb.analyzer", "analyze"),
-    "analyzer": ("filterdb.analyzer", None),
+    "analyze": ("filterdb.analysis", "analyze"),
     "health": ("filterdb.health", None),
     "readers": ("filterdb.readers", None),
     "store": ("filterdb.store", None),

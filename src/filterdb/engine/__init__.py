@@ -269,10 +269,5 @@ def map_reduce(source, plan: Plan, kernel, params: dict | None = None, *, engine
     return acc
 
 
-from .analysis import (DriftResult, coefficient_range, drift_analysis, fit_pca,  # noqa: E402
-                       group_histograms, histogram2d)
-
 __all__ = ["Source", "ArraySource", "RowReaderSource", "aligned_empty", "Task", "Plan",
-           "make_plan", "read_task", "run_task", "combine", "get_engine", "map_reduce", "fit_pca",
-           "coefficient_range", "group_histograms", "histogram2d", "drift_analysis",
-           "DriftResult"]
+           "make_plan", "read_task", "run_task", "combine", "get_engine", "map_reduce"]

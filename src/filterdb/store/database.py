@@ -415,6 +415,21 @@ class Database:
 
         return verify(self, checksums=checksums)
 
+    # -- the analysis's selection (filterdb.analysis.context) -------------------------------
+    def layer_view_columns(self) -> list[str]:
+        """The names of the layer view's columns (what ``where`` and ``by`` may use)."""
+        return query.columns(self._con, "layer_view")
+
+    def filter_layers(self, columns, where: str | None = None):
+        """``columns`` of the selected layers that own filters (``filter_count > 0``), in
+        ``layer_id`` order, as SQLite returns them (an integer column holding NULLs comes
+        back as float)."""
+        lim = self.sql_time_limit
+        w = query.where_clause(self._con, "layer_view", where, lim)
+        sql = (f"SELECT {', '.join(columns)} FROM layer_view WHERE filter_count > 0 AND {w} "
+               "ORDER BY layer_id")
+        return query.user_frame(self._con, sql, where, lim)
+
     # -- analysis cache ---------------------------------------------------------------------
     def _cache_con(self) -> sqlite3.Connection:
         return catalog.connect(self.path / catalog.CATALOG)

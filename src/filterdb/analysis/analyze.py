@@ -2,7 +2,7 @@
 
 :func:`analyze` computes, for a selection, the PCA, the exact shared coefficient range,
 the histograms of every grouping column (:data:`COLUMNS`), the c0-c1 density and the
-health metrics of every layer (method.md, sections 3-5), in at most three passes:
+health metrics of every layer (docs/method.md, sections 3-5), in at most three passes:
 
 1. PCA moments and the layers' health statistics (sparsity, variance entropies);
 2. the exact coefficient range (skipped with a fixed ``range``);
@@ -26,27 +26,31 @@ moments are summed over other task boundaries: about 1e-16 relative).
 measured against the float64 definition: at most 4.5e-9 absolute on the zoo's layers and
 3.6e-10 on synthetic layers up to 7,001 channels (``benchmarks/orthogonality_f32.py``;
 ``tests/test_analyzer.py`` bounds it by 1e-6).
-``"float64"`` is the exact path of ``filterdb health``. Layer helper: it combines
-:mod:`filterdb.analysis` and :mod:`filterdb.health` (layer 5), so it sits at layer 6.
+``"float64"`` is the exact path of ``filterdb health``. It combines the analysis context
+(:mod:`filterdb.analysis.context`) with :mod:`filterdb.health` (the same layer 5).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from . import analysis as A
-from ._repr import dataclass_repr
-from .errors import FilterDBError
-from .kernels import fused as F
-from .kernels import hist as _hist
-from .kernels import pca as _pca
-from .kernels.drift import resolve_weights
+from .._repr import dataclass_repr
+from ..errors import FilterDBError
+from ..health import HealthThresholds
+from ..health import database as HD
+from ..kernels import fused as F
+from ..kernels import hist as _hist
+from ..kernels import pca as _pca
+from ..kernels.drift import resolve_weights
+from ..kernels.layer_stats import VALUES, health_task
+from .context import DEPTH_BIN, analysis_context, norm_where, npz_bytes, npz_load
+from .drift import DriftSummary, drift_result, summary_provenance
+from .passes import pca_params
 
-COLUMNS = ("task", "visual_category", "training_dataset", "architecture", A.DEPTH, "model")
+COLUMNS = ("task", "visual_category", "training_dataset", "architecture", DEPTH_BIN, "model")
 HIST2D_BINS = 256  # the report's c0-c1 density
 ORTHO_PRECISIONS = ("float32", "float64")
 # estimated compute per filter, in multiply-add units (for dealing orthogonality out)
@@ -69,7 +73,7 @@ class AnalyzeResult:
 
     pca: _pca.PCA
     range: tuple[float, float]
-    summary: A.DriftSummary
+    summary: DriftSummary
     hist2d: np.ndarray | None
     health: pd.DataFrame
     passes: list = field(default_factory=list)  # PassInfo of the passes run (none: cached)
@@ -119,9 +123,6 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
     same). Other parameters as :func:`filterdb.analysis.drift_summary` and
     :func:`filterdb.health.database_health`.
     """
-    from .health import HealthThresholds
-    from .health import database as HD
-
     if orthogonality_precision not in ORTHO_PRECISIONS:
         raise FilterDBError(f"orthogonality precision {orthogonality_precision!r}: use "
                             "float32 or float64")
@@ -129,9 +130,10 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
     columns = list(dict.fromkeys(columns))
     t = thresholds or HealthThresholds()
     t0 = time.perf_counter()
-    with A._context(db, where, engine, scheduler, workers, progress, cache, precision) as ctx:
+    with analysis_context(db, where, engine, scheduler, workers, progress, cache,
+                          precision) as ctx:
         for c in columns:
-            A._check_by(ctx, c)
+            ctx.check_by(c)
         get = (lambda key: None) if recompute else ctx.get
         sel = ctx.layers.sort_values("filter_start")
         lids = sel["layer_id"].to_numpy(np.int64)
@@ -141,7 +143,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         pkey = ctx.key("pca")
         hit = get(pkey)
         p = _pca.PCA.from_dict(hit) if isinstance(hit, dict) else None
-        rng = A._range(ctx, None, range) if range is not None else None
+        rng = ctx.coefficient_range(None, range) if range is not None else None
         if rng is None:
             hit = get(ctx.key("range"))
             if isinstance(hit, list) and len(hit) == 2:
@@ -235,7 +237,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             if need_pca:
                 parts.append(("moments", _pca.moments_task, {"precision": ctx.precision}))
             if len(todo_h):
-                parts.append(("health", _health_kernel(),
+                parts.append(("health", health_task,
                               {"index": hindex, "c_out": h_c_out, "eps": float(t.sparsity_eps),
                                "orthogonality": False}))
             r = runner.run("pass 1: " + " + ".join(passes[0]), parts, ortho_params(0), 0,
@@ -257,7 +259,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
 
         # pass 2
         if passes[1]:
-            parts = [("range", _pca.range_task, A._pca_params(p, ctx.precision))]
+            parts = [("range", _pca.range_task, pca_params(p, ctx.precision))]
             r = runner.run("pass 2: range", parts, ortho_params(1), 1,
                            int((orth_pass == 1).sum()))
             take_orth(r, 1)
@@ -272,17 +274,18 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         if hist_todo is None:
             hist_todo = _hist_todo(ctx, get, columns, bins, rng)
         if passes[2] and (hist_todo or (hist2d_bins and h2 is None) or (orth_pass == 2).any()):
-            parts, cells_info = [], None
+            parts = []
             edges = _hist.bin_edges(rng[0], rng[1], int(bins))
             if hist_todo:
-                cells_info, lookup, n_cells = _cells(ctx, hist_todo)
+                coded = [(c, *ctx.labels_codes(c)) for c in hist_todo]
+                cells, lookup, n_cells = ctx.cells(coded)
                 parts.append(("hist", F.hist_cells_task,
-                              dict(A._pca_params(p, ctx.precision), lookup=lookup,
-                                   n_groups=n_cells, edges=edges)))
+                              dict(pca_params(p, ctx.precision), lookup=lookup,
+                                   n_groups=max(n_cells, 1), edges=edges)))
             if hist2d_bins and h2 is None:
                 e2 = _hist.bin_edges(rng[0], rng[1], int(hist2d_bins))
                 parts.append(("hist2d", _hist.hist2d_task,
-                              dict(A._pca_params(p, ctx.precision), a=0, b=1, edges_a=e2,
+                              dict(pca_params(p, ctx.precision), a=0, b=1, edges_a=e2,
                                    edges_b=e2)))
             names = ([f"histograms ({len(hist_todo)} columns)"] if hist_todo else []) + \
                 (["c0-c1 density"] if any(n == "hist2d" for n, _, _ in parts) else [])
@@ -291,31 +294,24 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             take_orth(r, 2)
             if hist_todo:
                 cc = F.split(r, "hist")["counts"]
-                for c, key, labels, j, cells in cells_info:
-                    counts = np.zeros((len(labels), 9, int(bins)), np.int64)
-                    s = cells[:, j] >= 0
-                    np.add.at(counts, cells[s, j], cc[s])
+                for c, (labels, counts) in ctx.split_cells(coded, cells, cc, bins).items():
                     got[c] = (labels, counts)
-                    ctx.put(key, A._npz_bytes(counts=counts,
-                                              labels=np.array(json.dumps(labels))))
+                    ctx.put_counts(c, bins, rng, labels, counts)
             if hist2d_bins and h2 is None:
                 h2 = F.split(r, "hist2d")["counts"]
-                ctx.put(ctx.key("hist2d", bins=int(hist2d_bins), range=list(rng)),
-                        A._npz_bytes(counts=h2))
+                ctx.put(ctx.hist2d_key(hist2d_bins, rng), npz_bytes(counts=h2))
         # the rest from the cache (just filled or hit)
         rest = [c for c in columns if c not in got]
         if rest:
-            got.update(A._group_counts(ctx, p, rng, rest, bins) if cache and not recompute
+            got.update(ctx.group_counts(p, rng, rest, bins) if cache and not recompute
                        else {})
-        sizes = {c: A._group_sizes(ctx, c, got[c][0]) for c in columns if c in got}
+        sizes = {c: ctx.group_sizes(c, got[c][0]) for c in columns if c in got}
 
         # health: combine and store
         htable = None
         if health:
             frames = [HD._values_frame(vals)] if vals else []
             if len(todo_h):
-                from .kernels.layer_stats import VALUES
-
                 hv = pd.DataFrame(hvalues, columns=list(VALUES),
                                   index=pd.Index(todo_h, name="layer_id"))
                 if orthogonality:
@@ -336,52 +332,26 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             htable = HD.health_table(hlayers, pd.concat(frames) if frames
                                      else HD._values_frame({}), t)
         passes_run = runner.info
-    w = A._norm_where(where)
+    w = norm_where(where)
     mats = [c for c in columns if c != "model"] if matrices is None else list(matrices)
-    res = {c: A._drift_result(c, *got[c], sizes[c], p, rng, bins, weights, w, precision,
-                              range is not None)
+    res = {c: drift_result(c, *got[c], sizes[c], p, rng, bins, weights, w, precision,
+                           range is not None)
            for c in columns if c in mats and c in got and got[c][0]}
-    prov = A.provenance(bins, rng, range is not None, A._weights_name(weights),
-                        resolve_weights(weights, p.explained_variance_ratio), precision)
-    if A.DEPTH in columns:
-        prov["depth_bins"] = A.DEPTH_RULE
-    summ = A.DriftSummary(res, p, rng, prov)
+    summ = DriftSummary(res, p, rng, summary_provenance(columns, bins, rng, range is not None,
+                                                        weights, p, precision))
     return AnalyzeResult(p, rng, summ, h2, htable if htable is not None else pd.DataFrame(),
                          passes_run, time.perf_counter() - t0)
 
 
-def _health_kernel():
-    from .kernels.layer_stats import health_task
-
-    return health_task
-
-
 def _hist_todo(ctx, get, columns, bins, rng) -> list:
-    out = []
-    for c in columns:
-        key = ctx.key("hist", by=c, bins=int(bins), range=list(rng))
-        if not isinstance(get(key), (bytes, bytearray)):
-            out.append((c, key))
-    return out
+    """The columns whose histograms are not cached."""
+    return [c for c in columns
+            if not isinstance(get(ctx.hist_key(c, bins, rng)), (bytes, bytearray))]
 
 
 def _hist2d_hit(ctx, get, bins, rng):
-    hit = get(ctx.key("hist2d", bins=int(bins), range=list(rng)))
-    return A._npz_load(hit)["counts"] if isinstance(hit, (bytes, bytearray)) else None
-
-
-def _cells(ctx, todo):
-    """Cells (distinct combinations of the columns' group codes) for one histogram pass:
-    ``(info, lookup layer id -> cell, n_cells)``."""
-    lids = ctx.layers["layer_id"].to_numpy(np.int64)
-    coded = [(c, key, *A._labels_codes(ctx, c)) for c, key in todo]
-    codes = np.stack([it[3] for it in coded], axis=1)
-    keep = (codes >= 0).any(axis=1)
-    cells, cell_of = np.unique(codes[keep], axis=0, return_inverse=True)
-    lookup = np.full(int(lids.max()) + 1, -1, np.int64)
-    lookup[lids[keep]] = cell_of.ravel()
-    info = [(c, key, labels, j, cells) for j, (c, key, labels, _) in enumerate(coded)]
-    return info, lookup, max(len(cells), 1)
+    hit = get(ctx.hist2d_key(bins, rng))
+    return npz_load(hit)["counts"] if isinstance(hit, (bytes, bytearray)) else None
 
 
 class _Runner:
@@ -396,29 +366,19 @@ class _Runner:
     @property
     def plan(self):
         if self._plan is None:
-            from .health.database import plan_layers
-
             s = self.sel
-            self._plan = plan_layers(s["filter_start"].to_numpy(np.int64),
-                                     s["filter_count"].to_numpy(np.int64),
-                                     s["layer_id"].to_numpy(np.int64))
+            self._plan = HD.plan_layers(s["filter_start"].to_numpy(np.int64),
+                                        s["filter_count"].to_numpy(np.int64),
+                                        s["layer_id"].to_numpy(np.int64))
         return self._plan
 
     def run(self, desc, parts, ortho, index, n_orth) -> dict:
-        from .engine import get_engine, map_reduce
-        from .health.database import _with_single_blas
-
         ctx = self.ctx
-        if ctx._engine is None:
-            ctx._engine = get_engine(ctx._engine_spec, ctx.scheduler, ctx.workers)
-        cb, done = A._progress(ctx.progress, desc, self.plan.n_rows)
+        ctx.engine  # noqa: B018 - started before the clock, as before
         t = time.perf_counter()
-        try:
-            r = _with_single_blas(lambda: map_reduce(
-                ctx.source, self.plan, F.fused_task, {"parts": parts, "ortho": ortho},
-                engine=ctx._engine, reduce=F.fused_reduce(parts), progress=cb))
-        finally:
-            done()
+        r = HD._with_single_blas(lambda: ctx.map_reduce(
+            desc, self.plan, F.fused_task, {"parts": parts, "ortho": ortho},
+            reduce=F.fused_reduce(parts)))
         self.info.append(PassInfo(desc, [n for n, _, _ in parts] +
                                   (["orthogonality"] if ortho else []), n_orth,
                                   time.perf_counter() - t))

@@ -1,5 +1,5 @@
 """Drift against its noise floor: within-group model-to-model drift and a permutation test
-(issue 7; the drift itself is shared/spec/method.md, section 4).
+(issue 7; the drift itself is docs/method.md, section 4).
 
 :func:`noise_floor` bins the selection once with the *models* as groups (the histogram
 pass of :func:`filterdb.analysis.drift`, same PCA, same shared range, cached in the
@@ -45,10 +45,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import analysis as _an
-from .errors import FilterDBError
-from .kernels import hist as _hist
-from .kernels.drift import drift_matrix, resolve_weights
+from ..errors import FilterDBError
+from ..kernels import hist as _hist
+from ..kernels.drift import drift_matrix, resolve_weights
+from .context import DEPTH_BIN, analysis_context, norm_where, sort_key
+from .drift import DriftResult, drift_result
 
 __all__ = ["noise_floor", "NoiseFloor", "pair_drift", "permutation_pvalue", "within_pairs"]
 
@@ -135,7 +136,7 @@ def within_pairs(counts, groups, keys, w, edges) -> pd.DataFrame:
 class NoiseFloor:
     """Between-group drift beside the within-group floor and permutation p-values."""
 
-    drift: _an.DriftResult  # the between-group matrix (= analysis.drift), display order
+    drift: DriftResult  # the between-group matrix (= analysis.drift), display order
     models: pd.DataFrame  # model, group, filters, + the within columns
     within: pd.DataFrame  # per group: models, pairs, median, q25, q75, min, max
     within_pairs: pd.DataFrame  # group, model_a, model_b, drift
@@ -211,7 +212,7 @@ class NoiseFloor:
 def _model_values(layers: pd.DataFrame, col: str) -> pd.Series:
     """One value per model (index: ``model``) of a layer-view column, or of a free column
     ``x_NAME`` / ``NAME`` of the models' ``extra`` JSON. Raises if it varies within a model."""
-    if col == _an.DEPTH:
+    if col == DEPTH_BIN:
         raise FilterDBError("depth bins vary within models: the noise floor needs a "
                             "per-model column")
     if col in layers.columns:
@@ -279,18 +280,18 @@ def noise_floor(db, by, where=None, bins: int = 70, range=None,  # noqa: A002
         raise FilterDBError(f"n_permutations must be >= 1, got {n_permutations}")
     if exact not in ("auto", True, False):
         raise FilterDBError(f"exact must be 'auto', True or False, got {exact!r}")
-    with _an._context(db, where, engine, scheduler, workers, progress, cache,
-                      precision) as ctx:
+    with analysis_context(db, where, engine, scheduler, workers, progress, cache,
+                          precision) as ctx:
         layers = _selected_layers(ctx)
         byv = _model_values(layers, by)
         wv = {c: _model_values(layers, c) for c in wcols}
-        p, rng, got = _an._passes(ctx, ["model"], range, bins)
+        p, rng, got = ctx.shared_passes(["model"], range, bins)
         mlabels, mcounts = got["model"]
     filters = layers.groupby("model")["filter_count"].sum()
     models = pd.DataFrame({"model": mlabels})
     raw = [byv.get(m) for m in mlabels]
     raw = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in raw]
-    uniq = sorted(set(v for v in raw if v is not None), key=_an._sort_key)
+    uniq = sorted(set(v for v in raw if v is not None), key=sort_key)
     if not uniq:
         raise FilterDBError(f"no groups: every selected model has a NULL {by!r}")
     labels = [str(v) for v in uniq]
@@ -306,8 +307,8 @@ def noise_floor(db, by, where=None, bins: int = 70, range=None,  # noqa: A002
     sizes = pd.Series(np.bincount(gcode[gcode >= 0], weights=models["filters"].to_numpy()
                                   [gcode >= 0], minlength=G).astype(np.int64),
                       index=pd.Index(labels, name=by), name="filters")
-    res = _an._drift_result(by, labels, gcounts, sizes, p, rng, bins, weights,
-                            _an._norm_where(where), precision, range is not None)
+    res = drift_result(by, labels, gcounts, sizes, p, rng, bins, weights,
+                       norm_where(where), precision, range is not None)
     w = res.weights
 
     # within-group floor
