@@ -91,7 +91,7 @@ def notebook_probs(values, rng, bins=70):
 
 
 def ref_labels(meta, depth, by):
-    if by == "depth":
+    if by == "depth_bin":
         return ["[0.0, 0.1]", "(0.1, 0.2]", "(0.2, 0.3]", "(0.3, 0.4]", "(0.4, 0.5]",
                 "(0.5, 0.6]", "(0.6, 0.7]", "(0.7, 0.8]", "(0.8, 0.9]",
                 "(0.9, 1.0]"][ref_depth_bin(depth)]
@@ -159,7 +159,7 @@ def check_matrix(r, D, sizes):
     np.testing.assert_allclose(r.matrix.loc[D.index, D.index].to_numpy(), D.to_numpy(),
                                rtol=0, atol=1e-9)
     assert r.sizes.loc[sizes.index].tolist() == sizes.tolist()
-    if r.by != "depth" and len(D) > 1:  # display order: ascending mean drift
+    if r.by != "depth_bin" and len(D) > 1:  # display order: ascending mean drift
         m = r.matrix.to_numpy()
         mean = (m.sum(axis=1)) / (len(m) - 1)
         assert np.all(np.diff(mean) >= -1e-12)
@@ -185,7 +185,7 @@ def test_pca_matches_eigh_of_covariance(built):
 
 
 @pytest.mark.zoo
-@pytest.mark.parametrize("by", ["task", "visual_category", "model", "depth"])
+@pytest.mark.parametrize("by", ["task", "visual_category", "model", "depth_bin"])
 def test_drift_matrix_matches_direct(built, by):
     db, _, rows = built
     D, sizes, rng, (mean, comps, evr), _ = ref_drift(rows, by)
@@ -195,7 +195,7 @@ def test_drift_matrix_matches_direct(built, by):
     check_matrix(r, D, sizes)
     assert r.bins == 70 and r.weights_name == "evr"
     np.testing.assert_allclose(np.diag(r.matrix), 0)
-    if by == "depth":  # bins in order
+    if by == "depth_bin":  # bins in order
         assert r.groups == sorted(r.groups, key=lambda s: float(s[1:4]))
         assert r.groups[0] == "[0.0, 0.1]" and r.groups[-1] == "(0.9, 1.0]"
 
@@ -324,10 +324,10 @@ def test_cache_hits_and_invalidation(tmp_path, zoo_path):
     pd.testing.assert_frame_equal(r1.matrix, r2.matrix)
     assert r2.pca.to_dict() == r1.pca.to_dict() and r2.range == r1.range
     # depth and visual category need only a new histogram pass; summary reuses cached columns
-    analysis.drift(tmp_path / "db", "depth", progress=done.append)
+    analysis.drift(tmp_path / "db", "depth_bin", progress=done.append)
     assert sum(done) == n
     done.clear()
-    analysis.drift_summary(tmp_path / "db", columns=["task", "depth"], progress=done.append)
+    analysis.drift_summary(tmp_path / "db", columns=["task", "depth_bin"], progress=done.append)
     assert sum(done) == 0
     # another where is another key
     analysis.pca(tmp_path / "db", where="task = 'Segmentation'", progress=done.append)
@@ -369,7 +369,7 @@ def test_notebook_drift_by_task_category_depth_and_model(built, zoo_path, weight
     """Every grouping of the paper against the notebook's definition, both weightings,
     the global and a fixed range, agreeing within 1e-9 (identical binning)."""
     db, _, rows = built
-    for by in ("task", "visual_category", "depth"):
+    for by in ("task", "visual_category", "depth_bin"):
         D, sizes, want_rng, _, P = ref_drift(rows, by, rng=rng, weights=weights)
         r = analysis.drift(db, by, range=rng, weights=weights, cache=False)
         assert r.range == pytest.approx(want_rng, abs=1e-12)
@@ -452,7 +452,7 @@ def test_float16_precision_equals_the_notebook_by_hand(built, zoo_path):
     assert np.abs(p16.mean - p32.mean).max() > 1e-6  # the rounding shows
     for by, kw, ref_kw in [
             ("task", {}, {}),
-            ("depth", {}, {}),
+            ("depth_bin", {}, {}),
             ("visual_category", dict(range=(-3, 3), weights="equal"),
              dict(rng=(-3.0, 3.0), weights="equal"))]:
         D, sizes, rng, _, P = ref_drift(rows, by, precision="float16", **ref_kw)
@@ -505,8 +505,8 @@ def test_float16_is_part_of_the_cache_key(tmp_path, zoo_path):
 @pytest.mark.skipif(not HAS_DISTRIBUTED, reason="distributed not installed")
 def test_float16_on_dask_equals_local(built):
     db, _, _ = built
-    a = analysis.drift(db, "depth", precision="float16", cache=False)
-    b = analysis.drift(db, "depth", precision="float16", engine="dask", cache=False)
+    a = analysis.drift(db, "depth_bin", precision="float16", cache=False)
+    b = analysis.drift(db, "depth_bin", precision="float16", engine="dask", cache=False)
     np.testing.assert_array_equal(a.counts, b.counts)
     pd.testing.assert_frame_equal(a.matrix, b.matrix, check_exact=False, rtol=1e-12,
                                   atol=1e-15)
@@ -531,11 +531,11 @@ def test_cli_json_equals_api(built, capsys):
                                atol=1e-15)
     assert j["n"] == p.n and len(j["mean"]) == 9 and len(j["explained_variance"]) == 9
 
-    code, out, _ = run_cli(capsys, "drift", path, "--by", "depth", "--weights", "equal",
+    code, out, _ = run_cli(capsys, "drift", path, "--by", "depth_bin", "--weights", "equal",
                            "--range=-3,3", "--bins", "50", "--where", "kh = 3", "--json")
     assert code == 0
     j = json.loads(out)
-    r = analysis.drift(db, "depth", where="kh = 3", weights="equal", range=(-3, 3), bins=50)
+    r = analysis.drift(db, "depth_bin", where="kh = 3", weights="equal", range=(-3, 3), bins=50)
     assert j["groups"] == r.groups and j["sizes"] == r.sizes.tolist()
     np.testing.assert_allclose(j["matrix"], r.matrix.to_numpy(), atol=1e-15)
     assert j["bins"] == 50 and j["range"] == [-3.0, 3.0] and j["weights"] == "equal"

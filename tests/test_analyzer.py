@@ -1,4 +1,4 @@
-"""``filterdb analyze`` (filterdb.analyzer, issue 21): its fused passes give the separate
+"""``filterdb analyze`` (filterdb.analysis.analyze, issue 21): its fused passes give the separate
 commands' results (pca, drift by every column, c0-c1 density, health metrics), fill their
 caches (no pass afterwards: passes counted at the engine), fuse range and histograms with
 a fixed range, run on Dask; its float32-product orthogonality stays within 1e-6 of the
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import filterdb.engine as E
-from filterdb import analysis, analyzer
+from filterdb import analysis
 from filterdb.cli import main
 from filterdb.health import database_health
 from filterdb.kernels import fused as F
@@ -21,7 +21,7 @@ from filterdb.readers.base import ConvLayer, Model, assign_order_depths
 from filterdb.store import init_database
 
 HAS_DISTRIBUTED = importlib.util.find_spec("distributed") is not None
-COLS = ("task", "visual_category", "architecture", "depth", "model")
+COLS = ("task", "visual_category", "architecture", "depth_bin", "model")
 
 
 def orth_def(W) -> float:
@@ -113,7 +113,7 @@ def assert_same_as_separate(db, r, columns, rtol=1e-12):
 
 
 def test_analyze_equals_separate_commands_and_fills_the_caches(small, count_passes):
-    r = analyzer.analyze(small, columns=COLS, matrices=COLS, orthogonality_precision="float64")
+    r = analysis.analyze(small, columns=COLS, matrices=COLS, orthogonality_precision="float64")
     assert len(count_passes) == 3 and len(r.passes) == 3  # PCA+health, range, histograms
     assert sum(p.n_orth for p in r.passes) == 4 * 5  # every layer's orthogonality once
     del count_passes[:]
@@ -124,14 +124,14 @@ def test_analyze_equals_separate_commands_and_fills_the_caches(small, count_pass
     analysis.drift_summary(small, COLS[:4])
     analysis.distributions(small, by="task", hist2d_bins=256)
     database_health(small)
-    again = analyzer.analyze(small, columns=COLS)
+    again = analysis.analyze(small, columns=COLS)
     assert count_passes == [] and again.passes == []
     np.testing.assert_array_equal(again.hist2d, r.hist2d)
     assert_same_as_separate(small, r, COLS)
 
 
 def test_fixed_range_fuses_range_and_histograms(small, count_passes):
-    r = analyzer.analyze(small, columns=COLS, matrices=COLS, range=(-3, 3), recompute=True,
+    r = analysis.analyze(small, columns=COLS, matrices=COLS, range=(-3, 3), recompute=True,
                          orthogonality_precision="float64")
     assert len(count_passes) == 2 and len(r.passes) == 2  # no range pass
     assert r.passes[0].parts[:2] == ["moments", "health"]
@@ -156,7 +156,7 @@ def test_float32_orthogonality_within_1e6_of_the_definition(small):
         # tiny weights: products would underflow in float32 without the exact rescaling
         assert abs(F.orthogonality_f32((W * 1e-21).reshape(-1, 9), c)
                    - orth_def(W.astype(np.float64) * 1e-21)) < 1e-6
-    r = analyzer.analyze(small, columns=("task",), hist2d_bins=0, recompute=True)
+    r = analysis.analyze(small, columns=("task",), hist2d_bins=0, recompute=True)
     h = database_health(small, recompute=True, store=False)
     a, b = r.health["orthogonality"].to_numpy(), h["orthogonality"].to_numpy()
     ok = np.isfinite(b)
@@ -165,12 +165,12 @@ def test_float32_orthogonality_within_1e6_of_the_definition(small):
 
 
 def test_cli_analyze_then_report_does_no_pass(small, tmp_path, capsys, count_passes):
-    assert main(["analyze", str(small.path), "--columns", "task,depth"]) == 0
+    assert main(["analyze", str(small.path), "--columns", "task,depth_bin"]) == 0
     out = capsys.readouterr().out
     assert "3 pass(es)" in out and "task" in out and "health:" in out
     assert len(count_passes) == 3
     del count_passes[:]
-    assert main(["analyze", str(small.path), "--columns", "task,depth", "--json"]) == 0
+    assert main(["analyze", str(small.path), "--columns", "task,depth_bin", "--json"]) == 0
     assert count_passes == [] and '"passes": []' in capsys.readouterr().out
     assert main(["analyze", str(small.path), "--range", "1,0"]) == 2
     with pytest.raises(SystemExit):
@@ -189,8 +189,8 @@ def test_report_runs_analyze_first(small, tmp_path, count_passes):
 
 @pytest.mark.skipif(not HAS_DISTRIBUTED, reason="dask.distributed is not installed")
 def test_dask_equals_local(small):
-    a = analyzer.analyze(small, columns=COLS, matrices=COLS, recompute=True, cache=False)
-    b = analyzer.analyze(small, columns=COLS, matrices=COLS, recompute=True, cache=False, engine="dask")
+    a = analysis.analyze(small, columns=COLS, matrices=COLS, recompute=True, cache=False)
+    b = analysis.analyze(small, columns=COLS, matrices=COLS, recompute=True, cache=False, engine="dask")
     np.testing.assert_allclose(a.pca.components, b.pca.components, atol=1e-12)
     for c in COLS:
         np.testing.assert_array_equal(a.summary.results[c].counts, b.summary.results[c].counts)
@@ -208,10 +208,10 @@ def test_zoo_models_analyze_equals_separate(tmp_path, zoo_path):
 
     db = build(tmp_path / "db", [(read_model(zoo_path(z)), find(z).metadata()) for z in ZOO])
     try:
-        cols = ("task", "visual_category", "training_dataset", "architecture", "depth")
-        r = analyzer.analyze(db, columns=cols, orthogonality_precision="float64")
+        cols = ("task", "visual_category", "training_dataset", "architecture", "depth_bin")
+        r = analysis.analyze(db, columns=cols, orthogonality_precision="float64")
         assert_same_as_separate(db, r, cols)
-        f = analyzer.analyze(db, columns=cols, recompute=True, cache=False)  # float32
+        f = analysis.analyze(db, columns=cols, recompute=True, cache=False)  # float32
         a, b = f.health["orthogonality"].to_numpy(), r.health["orthogonality"].to_numpy()
         ok = np.isfinite(b)
         assert np.abs(a[ok] - b[ok]).max() < 1e-6

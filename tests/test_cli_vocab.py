@@ -446,7 +446,6 @@ def test_workers_reach_the_engine(capsys, db, monkeypatch):
     """--workers N is the engine's thread count (pca, drift, health), and the result does not
     depend on it."""
     import filterdb.engine as engine
-    import filterdb.engine.analysis as engine_analysis
 
     seen = []
     real = engine.get_engine
@@ -457,7 +456,6 @@ def test_workers_reach_the_engine(capsys, db, monkeypatch):
         return real(name, scheduler, workers)
 
     monkeypatch.setattr(engine, "get_engine", spy)
-    monkeypatch.setattr(engine_analysis, "get_engine", spy)
     for argv in (["pca", db], ["drift", db, "--by", "task"], ["health", db]):
         one = json.loads(run(capsys, *argv, "--recompute", "--workers", "1", "--json"))
         assert seen and seen[-1] == ("local", None, 1), argv

@@ -1,4 +1,4 @@
-"""filterdb.noise (drift vs its noise floor) against a direct computation written here:
+"""filterdb.analysis.noise (drift vs its noise floor) against a direct computation written here:
 PCA by numpy eigh of the scaled filters, np.histogram per model over the global range,
 the notebook's density with its eps floor, scipy.stats.entropy; permutation p-values by
 brute force."""
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from filterdb import analysis, noise, plots
+from filterdb import analysis, plots
+from filterdb.analysis import noise
 from filterdb.cli import main
 from filterdb.errors import FilterDBError
 from filterdb.readers.base import ConvLayer, Model, assign_order_depths
@@ -212,7 +213,7 @@ def test_cli_and_figure(built, capsys):
 def test_bad_input(built):
     db, _ = built
     with pytest.raises(FilterDBError, match="depth bins vary within models"):
-        noise.noise_floor(db, "depth")
+        noise.noise_floor(db, "depth_bin")
     with pytest.raises(FilterDBError, match="varies within model"):
         noise.noise_floor(db, "conv_depth")
     with pytest.raises(FilterDBError, match="unknown column"):

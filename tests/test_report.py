@@ -27,7 +27,7 @@ from filterdb.store import init_database, open_database
 from filterdb.zoo import find
 
 ZOO = ("mtcnn-onet", "digit-recognizer", "fer-mini-xception", "mp-face-detection-short")
-COLUMNS = ("task", "visual_category", "depth")
+COLUMNS = ("task", "visual_category", "depth_bin")
 
 
 def _model(name, weights, task, category, seed=0):
@@ -162,8 +162,8 @@ def test_sections_and_figures(built):
         names = db.models()["model"].tolist()
     assert len(model_sections) == len(names) == len(ZOO) + 3
     want = {"eigen-images", "evr", "mean-filter", "c0-c1", "drift-box", "health-depth",
-            "drift-task", "drift-visual-category", "drift-depth", "drift-architecture",
-            "ridge-task", "ridge-visual-category", "ridge-depth",
+            "drift-task", "drift-visual-category", "drift-depth-bin", "drift-architecture",
+            "ridge-task", "ridge-visual-category", "ridge-depth-bin",
             "noise-task", "noise-visual-category"}
     for s in model_sections:
         want.add(f"{s}-population")  # every model has assessed layers (5x5 ones too)
@@ -190,7 +190,7 @@ def test_sections_and_figures(built):
 
 
 def test_noise_section_equals_noise_floor(built):
-    from filterdb import noise
+    from filterdb.analysis import noise
 
     tmp, res, text = built
     page = Page(text)
@@ -245,7 +245,7 @@ def test_heatmaps_equal_drift(built):
             assert labels == want, col
             np.testing.assert_allclose(shown, r.matrix.to_numpy(), rtol=1e-12, atol=1e-15)
             assert res.data["drift"][col]["labels"] == r.groups
-            if col != "depth":  # sorted by mean drift
+            if col != "depth_bin":  # sorted by mean drift
                 m = shown.copy()
                 np.fill_diagonal(m, np.nan)
                 assert np.all(np.diff(np.nanmean(m, axis=1)) >= -1e-12)
@@ -354,7 +354,7 @@ def test_single_group_skipped_and_cache_reused(built, tmp_path, monkeypatch):
     tmp, _, _ = built
     where = "task = 'Face Detection'"
     res = build_report(tmp / "db.filterdb", tmp_path / "r.html", where=where,
-                       columns=("task", "depth"), models=False, quiet=True)
+                       columns=("task", "depth_bin"), models=False, quiet=True)
     text = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert any("By task: the selection holds a single group (Face Detection)" in s
                for s in res.skipped)
@@ -368,7 +368,7 @@ def test_single_group_skipped_and_cache_reused(built, tmp_path, monkeypatch):
 
     monkeypatch.setattr(E, "map_reduce", no_pass)
     build_report(tmp / "db.filterdb", tmp_path / "r2.html", where=where,
-                 columns=("task", "depth"), models=False, quiet=True)
+                 columns=("task", "depth_bin"), models=False, quiet=True)
 
 
 def test_report_cli(built, tmp_path, capsys):

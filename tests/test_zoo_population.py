@@ -443,7 +443,7 @@ def test_study_figures_match_the_cli(tmp_path, zoo_paths, capsys):
     assert main(["pca", str(db), "--json"]) == 0
     p = json.loads(capsys.readouterr().out)
     assert np.allclose(s["evr"], p["explained_variance_ratio"])
-    for col in ("task", "visual_category", "depth"):
+    for col in ("task", "visual_category", "depth_bin"):
         assert main(["drift", str(db), "--by", col, "--json"]) == 0
         M = np.array(json.loads(capsys.readouterr().out)["matrix"])
         assert s["drift"][col]["median"] == pytest.approx(

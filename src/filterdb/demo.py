@@ -90,9 +90,9 @@ def main() -> int:
         print(f"  mean scaled filter: {np.round(np.asarray(p.mean), 3).tolist()}")
 
         step("drift by task, visual category and depth (one pass for all three)")
-        summ = A.drift_summary(db, ["task", "visual_category", "depth"], progress=True)
+        summ = A.drift_summary(db, ["task", "visual_category", "depth_bin"], progress=True)
         print(f"  computed with: {A.provenance_text(summ.provenance)}")
-        paper_median = {"task": 0.11, "visual_category": 0.42, "depth": 0.02}
+        paper_median = {"task": 0.11, "visual_category": 0.42, "depth_bin": 0.02}
         print(format_table([[c, len(r.groups), float(np.median(r.upper_triangle()))
                              if len(r.groups) > 1 else float("nan"), paper_median[c]]
                             for c, r in summ.results.items()],
@@ -102,7 +102,7 @@ def main() -> int:
             print(f"\n  mean drift by {c}:")
             print(format_table([[g, int(r.sizes[g]), float(md[g])] for g in r.groups],
                                [c, "filters", "mean drift"]))
-        M = summ.results["depth"].matrix.to_numpy()
+        M = summ.results["depth_bin"].matrix.to_numpy()
         rest = M[:-1, :-1][np.triu_indices(len(M) - 1, 1)]
         print(f"\n  last depth bin against the others: "
               + ", ".join(f"{v:.3f}" for v in M[-1, :-1])

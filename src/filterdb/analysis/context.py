@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..engine import get_engine, make_plan, map_reduce
+from .. import engine as E  # looked up per call (tests spy on get_engine / map_reduce)
 from ..errors import FilterDBError
 from ..kernels import hist as _hist
 from ..kernels import pca as _pca
@@ -156,7 +156,7 @@ class Context:
     def plan(self):
         if self._plan is None:
             df = self.layers.sort_values("filter_start")
-            self._plan = make_plan(df["filter_start"].to_numpy(np.int64),
+            self._plan = E.make_plan(df["filter_start"].to_numpy(np.int64),
                                    df["filter_count"].to_numpy(np.int64),
                                    df["layer_id"].to_numpy(np.int64))
         return self._plan
@@ -170,7 +170,7 @@ class Context:
     def engine(self):
         """The engine of this call, started on first use (closed by :meth:`close`)."""
         if self._engine is None:
-            self._engine = get_engine(self.engine_spec, self.scheduler, self.workers)
+            self._engine = E.get_engine(self.engine_spec, self.scheduler, self.workers)
         return self._engine
 
     def run(self, desc, pass_, *args, **kw):
@@ -186,7 +186,7 @@ class Context:
         """One map-reduce of ``kernel`` over ``plan`` on this call's engine and progress."""
         cb, done = progress_callback(self.progress, desc, plan.n_rows)
         try:
-            return map_reduce(self.source, plan, kernel, params, engine=self.engine,
+            return E.map_reduce(self.source, plan, kernel, params, engine=self.engine,
                               progress=cb, **kw)
         finally:
             done()

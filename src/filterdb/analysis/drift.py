@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._repr import dataclass_repr
-from ..engine import get_engine
+from .. import engine as E
 from ..errors import FilterDBError
 from ..kernels import hist as _hist
 from ..kernels import pca as _pca
@@ -226,7 +226,7 @@ def drift_analysis(source, plan, lookup, n_groups=None, *, bins: int = 70, range
     ``hist2d_bins > 0`` adds the c0-vs-c1 histogram of the whole selection.
     """
     _pca.check_precision(precision)
-    eng = get_engine(engine, scheduler, workers)
+    eng = E.get_engine(engine, scheduler, workers)
     kw = {"engine": eng, "progress": progress}
     try:
         p = pca if pca is not None else passes.fit_pca(source, plan, precision, **kw)

@@ -1,5 +1,5 @@
 """``filterdb drift --noise-floor``: between-group drift beside the within-group floor and
-permutation p-values (filterdb.noise)."""
+permutation p-values (filterdb.analysis.noise)."""
 from __future__ import annotations
 
 from .._table import format_table
@@ -38,8 +38,7 @@ def noise_rows(r, table: str) -> list[dict]:
 
 
 def cmd_noise_floor(args, opts, rng) -> int:
-    from ..analysis import provenance_text
-    from ..noise import noise_floor
+    from ..analysis import noise_floor, provenance_text  # lazy: start-up time
 
     if args.model:
         raise FilterDBError("--noise-floor compares the groups of --by; it does not take "

@@ -39,8 +39,9 @@ def register(sub) -> None:
                    help="filter database (optional with --model: the built-in reference)")
     p.add_argument("--db", dest="db_option", metavar="DB", default=None,
                    help="the database, as an option")
-    p.add_argument("--by", metavar="COLUMN|depth",
-                   help="grouping column of the layer view, or 'depth' (10 depth bins)")
+    p.add_argument("--by", metavar="COLUMN|depth_bin",
+                   help="grouping column of the layer view, or 'depth_bin' (10 bins of "
+                   "conv_depth_norm)")
     p.add_argument("--bins", type=int, default=70, help="histogram bins (default 70)")
     p.add_argument("--range", dest="range_", metavar="LO,HI",
                    help="fixed coefficient range, e.g. --range=-3,3 (default: the global "
@@ -117,7 +118,7 @@ def _row(v) -> str:
 
 def cmd_pca(args) -> int:
     import numpy as np  # here, not at module level: start-up time
-    from .. import analysis
+    from .. import analysis  # lazy: start-up time
 
     p = analysis.pca(args.db, **_opts(args))
     if emit(args, dict(p.to_dict(), precision=args.precision), lambda: pca_rows(p)):
@@ -136,7 +137,7 @@ def cmd_pca(args) -> int:
 
 def cmd_drift(args) -> int:
     import numpy as np  # here, not at module level: start-up time
-    from .. import analysis
+    from .. import analysis  # lazy: start-up time
 
     if args.db_option is not None:
         if args.db is not None and args.db != args.db_option:
@@ -168,7 +169,7 @@ def cmd_drift(args) -> int:
             print(format_table(rows, [r.by, "filters", "drift"]))
         return 0
     if not args.by:
-        raise FilterDBError("drift needs --by COLUMN (or 'depth'), or --model FILE")
+        raise FilterDBError("drift needs --by COLUMN (or 'depth_bin'), or --model FILE")
     r = analysis.drift(args.db, args.by, bins=args.bins, range=rng, weights=args.weights,
                        **opts)
     if emit(args, r.to_dict(), lambda *_: drift_rows(r)):

@@ -36,7 +36,7 @@ def register(sub) -> None:
 def cmd_analyze(args) -> int:
     import math
 
-    from .. import analyzer
+    from .. import analysis  # lazy: start-up time
     from ..health import HealthThresholds
     from .analysis import parse_range
 
@@ -45,9 +45,9 @@ def cmd_analyze(args) -> int:
         raise FilterDBError(f"--eps must be a finite number >= 0, got {args.eps}")
     if args.bins < 1:
         raise FilterDBError(f"--bins must be at least 1, got {args.bins}")
-    cols = analyzer.COLUMNS if args.columns is None else \
+    cols = analysis.COLUMNS if args.columns is None else \
         tuple(c.strip() for c in args.columns.split(",") if c.strip())
-    r = analyzer.analyze(args.db, args.where, columns=cols, bins=args.bins,
+    r = analysis.analyze(args.db, args.where, columns=cols, bins=args.bins,
                          range=parse_range(args.range_), orthogonality=args.orthogonality,
                          orthogonality_precision=args.orthogonality_precision,
                          thresholds=HealthThresholds(sparsity_eps=args.eps),

@@ -29,11 +29,11 @@ from .html import FIGURE_DPI, Report, figure_png, figure_svg
 from .model_report import COMPACT_COLUMNS, add_model_blocks, first_filter_layer
 from .svg import health_scatter_svg
 
-DRIFT_COLUMNS = ("task", "visual_category", "training_dataset", "architecture", "depth")
-RIDGE_COLUMNS = ("task", "visual_category", "depth")
+DRIFT_COLUMNS = ("task", "visual_category", "training_dataset", "architecture", "depth_bin")
+RIDGE_COLUMNS = ("task", "visual_category", "depth_bin")
 COLUMN_TITLES = {"task": "task", "visual_category": "visual category",
                  "training_dataset": "training data set", "architecture": "architecture",
-                 "depth": "depth bin", "model": "model", "format": "format"}
+                 "depth_bin": "depth bin", "model": "model", "format": "format"}
 FIGURE_CACHE_VERSION = 3  # 2: the notebook's floor on the density; 3: the findings-first page
 MODEL_FIGURE_DPI = 72  # the per-model figures: small files
 MODEL_FIGURES = 20  # models whose detail gets figures (the most degenerated first)
@@ -44,7 +44,7 @@ UNIT = "nats"  # D: KL divergences in natural log
 # shared/spec/method.md sections 3-4: the published population's figures (a plausibility
 # check, read off the paper's figure where marked "about")
 PAPER_EVR = (0.398, 0.183, 0.117, 0.099, 0.066, 0.055, 0.030, 0.028, 0.024)
-PAPER_MEDIAN_DRIFT = {"task": 0.11, "visual_category": 0.42, "depth": 0.02}
+PAPER_MEDIAN_DRIFT = {"task": 0.11, "visual_category": 0.42, "depth_bin": 0.02}
 MODEL_COLUMNS = ("model", "name", "format", "task", "visual_category", "training_dataset",
                  "architecture", "n_layers", "filters_3x3", "total_filters", "depth_source")
 
@@ -99,7 +99,7 @@ def build_report(db, out_path, where: str | None = None, title: str | None = Non
     """Write the report of database ``db`` (path or open database) restricted to ``where``
     (SQL over the layer and model columns) to ``out_path``.
 
-    ``columns``: the grouping columns of the drift section (``"depth"`` = 10 depth bins);
+    ``columns``: the grouping columns of the drift section (``"depth_bin"`` = 10 depth bins);
     ``ridge_columns``: those shown as ridge plots; ``models``: add each model's detail;
     ``model_figures``: how many of them (the most degenerated first) get figures;
     ``figures_dir``: also save every figure there as SVG. Progress goes to stderr unless
@@ -192,7 +192,7 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
 
     # -- PCA, distributions, drift ------------------------------------------------------------
     if n3 >= 9:  # every pass of the sections below at once (issue 21); they read the caches
-        from ..analyzer import analyze
+        from ..analysis import analyze  # lazy: start-up time
 
         log("analyze: PCA + health, range, histograms of every column (<= 3 passes, cached)")
         analyze(db, where, columns=tuple(dict.fromkeys(columns + ridge_columns + ("model",))),
@@ -385,7 +385,7 @@ def _first_layer(db, lay: pd.DataFrame, mdf: pd.DataFrame):
 
 def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure, skip, log,
                            layers):
-    from .. import analysis as A
+    from .. import analysis as A  # lazy: start-up time
 
     eng = dict(eng, progress=True)
     log("PCA of the scaled 3x3 filters (cached in the database)")
@@ -447,7 +447,7 @@ def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure,
             M, r.groups, r.sizes.to_numpy(), order="keep", title=f"Drift by {title}",
             annotate=G <= ANNOTATE_MAX, vmax=vmax, cbar_label=f"drift D ({UNIT})"), fid,
             f"Pairwise drift D ({UNIT}) between the {G} {title} groups"
-            + (" (bins of normalised conv depth)" if col == "depth" else
+            + (" (bins of normalised conv depth)" if col == "depth_bin" else
                ", sorted by mean drift") + "; n = 3x3 filters per group"
             + ("; values on hover in the table below" if G > ANNOTATE_MAX else "") + ".")
         sizes = _group_sizes(layers, col, r.groups)
@@ -507,12 +507,13 @@ NOISE_COLUMNS = ("visual_category", "task", "trained")
 
 def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=None):
     """Drift beside its noise floor: per column, the between-group drift of every pair with
-    the within-group model-to-model drift and a permutation p-value (:mod:`filterdb.noise`).
+    the within-group model-to-model drift and a permutation p-value
+    (:mod:`filterdb.analysis.noise`).
     ``trained`` is the free column our trained zoo sets (trained vs untrained twins)."""
     import dataclasses
     import inspect
 
-    from .. import noise as N
+    from .. import analysis as N  # lazy: start-up time
     from ..kernels.stats import holm
 
     if n_permutations is None:  # the same count as `filterdb drift --noise-floor`
@@ -610,7 +611,7 @@ def _group_sizes(layers: pd.DataFrame, col: str, groups) -> dict:
     from ..kernels.drift import depth_bin, depth_bin_labels
 
     lay = layers[layers["filter_count"].fillna(0) > 0]
-    if col == "depth":
+    if col == "depth_bin":
         key = pd.Series([depth_bin_labels()[i] for i in
                          depth_bin(lay["conv_depth_norm"].to_numpy(np.float64))],
                         index=lay.index)

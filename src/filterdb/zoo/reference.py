@@ -193,19 +193,19 @@ class Reference:
 
     def group_counts(self, by: str) -> tuple[list[str], np.ndarray]:
         """``(labels, counts (G, 9, bins))`` of ``by``: ``all``, ``model``, ``task``,
-        ``visual_category`` or ``depth``."""
+        ``visual_category`` or ``depth_bin``."""
         from ..kernels.drift import depth_bin_labels
 
         if by == "all":
             return ["all"], self.hist_depth.sum(axis=0)[None]
-        if by == "depth":
+        if by == "depth_bin":
             return depth_bin_labels(N_DEPTH), self.hist_depth
         models = self.models
         if by == "model":
             return models["id"].tolist(), self.hist_model
         if by not in ("task", "visual_category"):
             raise FilterDBError(f"the built-in reference has groups all, model, task, "
-                                f"visual_category and depth, not {by!r}")
+                                f"visual_category and depth_bin, not {by!r}")
         labels = sorted(models[by].unique())
         codes = models[by].map({g: i for i, g in enumerate(labels)}).to_numpy()
         out = np.zeros((len(labels),) + self.hist_model.shape[1:], np.int64)
@@ -285,9 +285,10 @@ def percentiles(layer_df: pd.DataFrame, sha256: str | None = None,
 def drift_to_model(model, by: str | None = None, weights="evr", ref: Reference | None = None):
     """Drift of a model (path or :class:`~filterdb.readers.Model`) against the reference
     population, and against each of its ``by`` groups (``model``, ``task``,
-    ``visual_category``, ``depth``): the model's filters on the reference PCA and range,
+    ``visual_category``, ``depth_bin``): the model's filters on the reference PCA and range,
     as :func:`filterdb.analysis.drift_to_model` does against a database."""
-    from ..analysis import ModelDrift, _model_hist, _weights_name
+    from ..analysis.model import ModelDrift, model_histogram  # lazy: start-up time
+    from ..analysis.provenance import weights_name
     from ..kernels import hist as H
     from ..kernels.drift import drift_to_reference, resolve_weights
     from ..readers import read_model
@@ -301,7 +302,7 @@ def drift_to_model(model, by: str | None = None, weights="evr", ref: Reference |
         raise FilterDBError(f"{name}: the model has no 3x3 convolution filters")
     w = resolve_weights(weights, ref.pca.explained_variance_ratio)
     bins = int(ref.meta["bins"])
-    counts, outside = _model_hist(X, ref.pca, ref.range, bins)
+    counts, outside = model_histogram(X, ref.pca, ref.range, bins)
     if counts.sum() == 0:
         raise FilterDBError(f"{name}: every filter's coefficients fall outside the "
                             f"reference's range {ref.range}: no distribution to compare")
@@ -317,12 +318,12 @@ def drift_to_model(model, by: str | None = None, weights="evr", ref: Reference |
         labels = [g for g, k in zip(labels, keep) if k]
         gc = gc[keep]
         d = drift_to_reference(H.probabilities(gc, edges), pm, w)
-        order = np.argsort(d, kind="stable") if by != "depth" else np.arange(len(d))
+        order = np.argsort(d, kind="stable") if by != "depth_bin" else np.arange(len(d))
         groups = pd.Series(d[order], index=pd.Index([labels[i] for i in order], name=by),
                            name="drift")
         sizes = pd.Series(gc[:, 0, :].sum(axis=1), index=labels)
     return ModelDrift(name, len(X), outside, d_all, by, groups, sizes, counts, bins, ref.range,
-                      w, _weights_name(weights), ref.pca, None,
+                      w, weights_name(weights), ref.pca, None,
                       extra={"reference": ref.summary()})
 
 

@@ -20,7 +20,7 @@ import numpy as np
 # published figures (method.md sec. 3 and 4): EVR of the 1.46 billion filters, and the
 # orders of magnitude read off the paper's drift figure for its 647 models
 PAPER_EVR = (0.398, 0.183, 0.117, 0.099, 0.066, 0.055, 0.030, 0.028, 0.024)
-PAPER_MEDIAN_DRIFT = {"task": 0.11, "visual_category": 0.42, "depth": 0.02}
+PAPER_MEDIAN_DRIFT = {"task": 0.11, "visual_category": 0.42, "depth_bin": 0.02}
 
 
 def study(db, where: str | None = None) -> dict:
@@ -32,7 +32,7 @@ def study(db, where: str | None = None) -> dict:
     out = {"n_filters": int(p.n), "evr": np.asarray(p.explained_variance_ratio).tolist(),
            "mean": np.asarray(p.mean).tolist(),
            "components": np.asarray(p.components).tolist(), "paper_evr": list(PAPER_EVR)}
-    summ = A.drift_summary(db, ["task", "visual_category", "depth"], where=where)
+    summ = A.drift_summary(db, ["task", "visual_category", "depth_bin"], where=where)
     drift = {}
     for col, r in summ.results.items():
         M = r.matrix.to_numpy()
@@ -41,7 +41,7 @@ def study(db, where: str | None = None) -> dict:
              "mean_drift": [float(v) for v in r.mean_drift],
              "median": float(np.median(M[iu])) if len(M) > 1 else float("nan"),
              "paper_median": PAPER_MEDIAN_DRIFT[col]}
-        if col == "depth" and len(M) > 2:
+        if col == "depth_bin" and len(M) > 2:
             rest = M[:-1, :-1][np.triu_indices(len(M) - 1, 1)]
             d["last_bin_vs_others"] = [float(v) for v in M[-1, :-1]]
             d["median_among_others"] = float(np.median(rest))
