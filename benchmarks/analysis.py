@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-COLUMNS = ("task", "visual_category", "depth")
+COLUMNS = ("task", "visual_category", "depth_bin")
 CHUNK = 1 << 21  # rows per read: 75 MB
 
 
@@ -104,7 +104,7 @@ def reference(db_path) -> dict:
     n = layers["filter_count"].to_numpy()
     labels = {"task": layers["task"].to_numpy(), "visual_category":
               layers["visual_category"].to_numpy(),
-              "depth": pd.cut(layers["conv_depth_norm"].to_numpy(), np.arange(0, 1.0 + 0.10, 0.10),
+              "depth_bin": pd.cut(layers["conv_depth_norm"].to_numpy(), np.arange(0, 1.0 + 0.10, 0.10),
                               include_lowest=True, labels=False)}
     t = time.perf_counter()
     eps = np.finfo(np.float32).eps

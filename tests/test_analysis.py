@@ -583,3 +583,32 @@ def test_cli_model_against_database(built, zoo_path, capsys):
     np.testing.assert_allclose(j["group_drift"], r.groups.to_numpy(), atol=1e-15)
     code, out, _ = run_cli(capsys, "drift", str(db.path), "--model", f)
     assert code == 0 and "drift against the selection" in out
+
+
+def test_by_depth_is_the_layer_views_column_and_depth_bin_the_bins(tmp_path, capsys):
+    """``by="depth"`` groups by the layer view's ``depth`` column (one value per model here,
+    so its drift matrix is the by-model matrix relabelled); ``"depth_bin"`` is the 10 bins
+    of conv_depth_norm (issue 14)."""
+    db = init_database(tmp_path / "db")
+    for (name, seed, shift, meta), n_layers in zip(SYNTH, (3, 4, 6)):
+        db.add_model(synthetic(name, seed, n_layers=n_layers, shift=shift),
+                     dict(meta, model=name))
+    lay = db.layers()
+    lay = lay[lay["filter_count"] > 0]
+    depth_of = lay.groupby("model")["depth"].first()
+    assert depth_of.nunique() == 3  # one depth per model, all different
+    r = analysis.drift(db, "depth", cache=False)
+    assert sorted(r.groups, key=int) == sorted(str(int(v)) for v in depth_of)
+    sizes = lay.groupby("depth")["filter_count"].sum()
+    assert [int(r.sizes[g]) for g in r.groups] == [int(sizes[int(g)]) for g in r.groups]
+    rm = analysis.drift(db, "model", cache=False)
+    model_of = {str(int(d)): m for m, d in depth_of.items()}
+    want = rm.matrix.loc[[model_of[g] for g in r.groups], [model_of[g] for g in r.groups]]
+    np.testing.assert_allclose(r.matrix.to_numpy(), want.to_numpy(), rtol=1e-12, atol=0)
+    assert "depth_bins" not in r.provenance
+    rb = analysis.drift(db, "depth_bin", cache=False)
+    assert set(rb.groups) == {ref_labels(None, x, "depth_bin") for x in lay["conv_depth_norm"]}
+    assert "pd.cut" in rb.provenance["depth_bins"]
+    assert main(["drift", str(tmp_path / "db"), "--by", "depth", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["groups"] == r.groups
+    db.close()

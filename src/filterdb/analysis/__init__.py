@@ -23,8 +23,7 @@ from __future__ import annotations
 from .analyze import COLUMNS, AnalyzeResult, PassInfo, analyze, assign_orthogonality
 from .context import ALL, CACHE_VERSION, DEPTH_BIN
 from .distributions import Distributions, distributions
-from .drift import (SUMMARY_COLUMNS, DriftResult, DriftSummary, drift, drift_analysis,
-                    drift_summary)
+from .drift import SUMMARY_COLUMNS, DriftResult, DriftSummary, drift, drift_analysis, drift_summary
 from .model import ModelDrift, drift_to_model
 from .noise import NoiseFloor, noise_floor, pair_drift, permutation_pvalue, within_pairs
 from .passes import coefficient_range, fit_pca, group_histograms, histogram2d

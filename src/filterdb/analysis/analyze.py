@@ -158,12 +158,12 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             has = hlayers["filter_count"].fillna(0).astype(np.int64).to_numpy() > 0
             stored = {} if (recompute or not cache) else HD.read_stored_metrics(db_, hparams)
             todo = []
-            for l in hlayers[has].itertuples(index=False):
-                m = stored.get(int(l.layer_id))
-                if m is not None and HD._valid(m, l):
-                    vals[int(l.layer_id)] = m
+            for lay in hlayers[has].itertuples(index=False):
+                m = stored.get(int(lay.layer_id))
+                if m is not None and HD._valid(m, lay):
+                    vals[int(lay.layer_id)] = m
                 else:
-                    todo.append(int(l.layer_id))
+                    todo.append(int(lay.layer_id))
             todo_h = np.asarray(todo, np.int64)
             if not np.isin(todo_h, lids).all():
                 raise FilterDBError("internal error: health layers outside the selection")

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .._repr import dataclass_repr
 from .. import engine as E
+from .._repr import dataclass_repr
 from ..errors import FilterDBError
 from ..kernels import hist as _hist
 from ..kernels import pca as _pca

@@ -113,9 +113,10 @@ def permutation_pvalue(counts_a, counts_b, w, edges, n_permutations: int = 1000,
 def within_pairs(counts, groups, keys, w, edges) -> pd.DataFrame:
     """Model-to-model drift inside each group.
 
-    ``counts`` ``(M, 9, bins)`` over the bin ``edges``; ``groups`` (M,) group label per model (None: no group);
-    ``keys`` (M,) a hashable replicate key per model (pairs need equal keys; None: never
-    paired). Returns rows ``group, a, b, drift`` with ``a < b`` model indices.
+    ``counts`` ``(M, 9, bins)`` over the bin ``edges``; ``groups`` (M,) group label per
+    model (None: no group); ``keys`` (M,) a hashable replicate key per model (pairs need
+    equal keys; None: never paired). Returns rows ``group, a, b, drift`` with ``a < b``
+    model indices.
     """
     rows = []
     groups = list(groups)

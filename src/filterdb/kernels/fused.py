@@ -1,5 +1,5 @@
 """Several task kernels in one pass, and orthogonality for a chosen subset of layers
-(method.md, sections 3-5; the driver is :mod:`filterdb.analyzer`).
+(method.md, sections 3-5; the driver is :mod:`filterdb.analysis.analyze`).
 
 - :func:`fused_task` runs ``parts`` (``(prefix, kernel, params)``) on the same block of
   filters and returns their results under ``prefix + "/" + key``; :func:`fused_reduce`

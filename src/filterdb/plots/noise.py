@@ -1,4 +1,4 @@
-"""Drift against its noise floor (filterdb.noise): one point per pair of groups."""
+"""Drift against its noise floor (filterdb.analysis.noise): one point per pair of groups."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +11,7 @@ def drift_vs_noise(result, alpha: float = 0.05, title: str | None = None):
     """Between-group drift per pair (points; filled when ``p <= alpha``) over the
     within-group model-to-model floor (grey band: pooled q25-q75, line: median) and each
     pair's permutation-null median (orange ticks). ``result``: a
-    :class:`filterdb.noise.NoiseFloor` (or anything with ``pairs``, ``within_pairs``, ``by``).
+    :class:`filterdb.analysis.NoiseFloor` (or anything with ``pairs``, ``within_pairs``, ``by``).
     Log y axis."""
     pairs = result.pairs.sort_values("drift").reset_index(drop=True)
     wd = np.asarray(result.within_pairs["drift"], float)
