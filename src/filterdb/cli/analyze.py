@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--bins", type=int, default=70, help="histogram bins (default 70)")
     p.add_argument("--columns", default=None, metavar="A,B,...",
                    help="grouping columns (default: task, visual_category, training_dataset, "
-                   "architecture, depth, model)")
+                   "architecture, depth_bin, model)")
     p.add_argument("--no-orthogonality", dest="orthogonality", action="store_false",
                    help="skip orthogonality (the costly metric; the flags do not use it)")
     p.add_argument("--orthogonality-precision", choices=("float32", "float64"),
