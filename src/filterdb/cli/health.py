@@ -437,17 +437,20 @@ def cmd_health(args) -> int:
     out.append("")
     rule = (f"p >= {t.alpha:g}, rule calibrated" if t.rule == "calibrated"
             else f"H >= TH(n) - {t.random_margin:g}, rule paper")
+    from ..health.database import GROUP_METRICS
+    from ..kernels.metrics import spec
+
+    means = {m: spec(m).label for m in GROUP_METRICS}  # the registry's headline metrics
     under = (f"  degenerated = random-like ({rule}) or sparse and low-diversity; share = "
              "degenerated / assessed; paper: random-like by H >= TH(n) - "
-             f"{t.random_margin:g}; S, H/TH, orth: means over assessed layers")
+             f"{t.random_margin:g}; {', '.join(means.values())}: means over assessed layers")
     for key, title in (("by_model", "model"), ("by_task", "task"),
                        ("by_visual_category", "visual_category"), ("by_depth_bin", "depth_bin")):
         g = summ[key]
         headers = [title, "layers", "assessed", "degenerated", "random", "low+sparse", "share",
-                   "paper", "S", "H/TH", "orth"]
+                   "paper", *means.values()]
         cols = [title, "n_layers", "n_assessed", "n_degenerated", "n_random",
-                "n_low_diversity_sparse", "share_degenerated", "n_random_paper", "sparsity",
-                "variance_entropy_norm", "orthogonality"]
+                "n_low_diversity_sparse", "share_degenerated", "n_random_paper", *means]
         if key == "by_model":
             headers.append("verdict")
             cols.append("verdict")
