@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from test_report_meaning import population
 
 from filterdb.cli import main
 from filterdb.health import HealthThresholds, model_health
@@ -14,8 +15,6 @@ from filterdb.readers import read_model
 from filterdb.report.database_report import build_report
 from filterdb.report.model_report import write_check_html
 from filterdb.store import init_database
-
-from test_report_meaning import population
 
 T = HealthThresholds(sparsity_eps=0.03, random_margin=0.07, low_diversity_H=0.61,
                      sparse_S=0.33, poor_share=0.37, alpha=0.09)
@@ -40,7 +39,7 @@ def phrases(t: HealthThresholds) -> dict:
 def visible(html: str) -> str:
     """The page's text: no scripts, styles, embedded images or tags."""
     for pat in (r"<script.*?</script>", r"<style.*?</style>", r'data:image/[^"\']+'):
-        html = re.sub(pat, " ", html, flags=re.S)
+        html = re.sub(pat, " ", html, flags=re.DOTALL)
     return re.sub(r"<[^>]+>", " ", html)
 
 

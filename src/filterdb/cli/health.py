@@ -154,7 +154,6 @@ def render(model, df, summary, base=None, thresholds=None) -> str:
     one line, the reasons of the flagged layers, the worst layers, the verdict sentence
     and the legend."""
     from ..health.assess import flag_names
-
     from ..kernels.metrics import labels, split_names
 
     lab = labels(table=True)  # the registry's table metrics, random-layer columns after H/TH

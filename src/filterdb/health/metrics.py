@@ -3,8 +3,19 @@ and the lookups, defined in :mod:`filterdb.kernels.metrics` (ingest, in the stor
 the metrics of layers whose filters are not stored, so the registry sits below the store)."""
 from __future__ import annotations
 
-from ..kernels.metrics import (METRICS, PERCENTILE, STORED, MetricSpec, labels, layer_values,
-                               names, pass_values, spec, specs, split_names)
+from ..kernels.metrics import (
+    METRICS,
+    PERCENTILE,
+    STORED,
+    MetricSpec,
+    labels,
+    layer_values,
+    names,
+    pass_values,
+    spec,
+    specs,
+    split_names,
+)
 
-__all__ = ["MetricSpec", "METRICS", "STORED", "PERCENTILE", "spec", "specs", "names", "labels",
-           "split_names", "layer_values", "pass_values"]
+__all__ = ["METRICS", "PERCENTILE", "STORED", "MetricSpec", "labels", "layer_values", "names",
+           "pass_values", "spec", "specs", "split_names"]

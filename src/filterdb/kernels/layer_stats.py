@@ -339,8 +339,9 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
     ``index[layer_id]`` is the layer's row in the output (``-1``: not wanted), ``c_out``
     its output channels by row (< 2 or not dividing the filter count: orthogonality NaN).
     The stored metrics are the registry's (:func:`filterdb.kernels.metrics.pass_values`
-    from these statistics). Returns ``values`` ``(L, len(VALUES))`` (zero rows for layers not in this block) and
-    ``count`` ``(L,)``: how many runs of each layer the block held (the pass checks 1).
+    from these statistics). Returns ``values`` ``(L, len(VALUES))`` (zero rows for layers
+    not in this block) and ``count`` ``(L,)``: how many runs of each layer the block held
+    (the pass checks 1).
     """
     L = len(c_out)
     values = np.zeros((L, len(VALUES)), np.float64)

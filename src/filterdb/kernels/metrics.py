@@ -20,8 +20,8 @@ A new metric is a kernel function (pure, arrays in, a float out) and one spec ap
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -198,5 +198,16 @@ def pass_values(values: dict, x=None, starts=None, ends=None) -> dict:
 STORED = names(stored=True)
 PERCENTILE = names(percentile=True)
 
-__all__ = ["MetricSpec", "METRICS", "STORED", "PERCENTILE", "spec", "specs", "names", "labels",
-           "split_names", "layer_values", "pass_values"]
+__all__ = [
+    "METRICS",
+    "PERCENTILE",
+    "STORED",
+    "MetricSpec",
+    "labels",
+    "layer_values",
+    "names",
+    "pass_values",
+    "spec",
+    "specs",
+    "split_names",
+]

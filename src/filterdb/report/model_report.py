@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from .. import plots as P
-from ..kernels import metrics as M
 from ..health.assess import FLAGS, legend, not_assessed_line
+from ..kernels import metrics as M
 from .html import Report
 
 # The per-layer table (assessed layers): keys of ``filterdb check --json``'s layers; the
