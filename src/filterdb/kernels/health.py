@@ -117,9 +117,10 @@ def variance_entropy_clean(W, eps: float = 0.01) -> float:
     if not np.isfinite(peak):
         return float("nan")
     keep = ~(np.abs(X) < eps * peak).all(axis=1) if peak > 0 else np.zeros(X.shape[0], bool)
-    if np.count_nonzero(keep) < 2:
+    k = np.count_nonzero(keep)
+    if k < 2:
         return float("nan")
-    return variance_entropy(X[keep])
+    return variance_entropy(X if k == len(X) else X[keep])
 
 
 def randomness_threshold(n):

@@ -42,6 +42,8 @@ class MetricSpec:
     - ``function(weight, eps) -> float``: the metric of one layer's raw
       ``(c_out, c_in / groups, kh, kw)`` weight (``eps``: the sparsity epsilon; NaN where
       not applicable). ``costly``: skipped (NaN) when orthogonality is switched off.
+      ``dense_equals``: the earlier metric this one equals when no filter is sparse (then
+      not computed again).
     - ``stored``: computed by the database pass and stored in ``layer_metrics``.
       ``from_pass(values) -> array``: the metric of many 3x3 layers from the pass's
       per-layer arrays (``n``, ``n_sparse``, the kernel metrics, earlier specs and, for a
@@ -68,6 +70,7 @@ class MetricSpec:
     from_pass: Callable | None = None
     row_sum: Callable | None = None
     costly: bool = False
+    dense_equals: str = ""
     percentile: bool = True
     table: bool = True
     headline: bool = False
@@ -119,7 +122,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("variance_entropy_clean", "H clean", "clean variance entropy",
                _on_filters(K.variance_entropy_clean), unit="log10",
                help="H of the non-sparse filters only",
-               words=("higher clean entropy", "lower clean entropy"), table=False),
+               words=("higher clean entropy", "lower clean entropy"), table=False,
+               dense_equals="variance_entropy"),
     MetricSpec("orthogonality", "orth", "orthogonality", _orthogonality, better="higher",
                help="1 - mean |G - I| of the L2-normalised output-channel rows",
                words=("more orthogonal", "less orthogonal"), costly=True, headline=True),
@@ -168,15 +172,27 @@ def split_names(names_, at: str = "variance_entropy_norm") -> tuple[tuple, tuple
 
 def layer_values(weight, eps: float = 0.01, orthogonality: bool = True) -> dict:
     """Every ``source="weight"`` metric of one raw weight, plus ``n_sparse`` (floats; NaN
-    where not applicable)."""
-    out = {s.name: (NAN if s.costly and not orthogonality else float(s.function(weight, eps)))
-           for s in specs(source="weight")}
+    where not applicable). A 3x3 layer's spec with ``from_pass`` (and no ``row_sum``) is
+    computed by it from the metrics before it, as the database pass does (the same numbers;
+    ``function`` is its definition, tested against it)."""
     W = _filters(weight)
-    if W is None:
-        out["n_sparse"] = NAN
-    else:
+    n_sparse = NAN
+    if W is not None:
         peak = float(np.abs(W).max())
-        out["n_sparse"] = float(len(W) if peak == 0 else K.sparse_count(W, eps * peak))
+        n_sparse = float(len(W) if peak == 0 else K.sparse_count(W, eps * peak))
+    is3 = W is not None and W.shape[1] == 9
+    v = {"n": float(len(W)) if W is not None else NAN, "n_sparse": n_sparse}
+    for s in specs(source="weight"):
+        if s.costly and not orthogonality:
+            v[s.name] = NAN
+        elif s.dense_equals and n_sparse == 0 and v["n"] >= 2:
+            v[s.name] = v[s.dense_equals]
+        elif is3 and s.from_pass is not None and s.row_sum is None:
+            v[s.name] = float(s.from_pass(v))  # 3x3: the database pass's formula, no new pass
+        else:
+            v[s.name] = float(s.function(weight, eps))
+    out = {s.name: v[s.name] for s in specs(source="weight")}
+    out["n_sparse"] = n_sparse
     return out
 
 
