@@ -156,15 +156,17 @@ class CheckResult:
 
     def _repr_html_(self) -> str:
         ls = self.data.get("layers", [])
-        rows = [[l.get("name"), l.get("kernel"), l.get("n"), l.get("sparsity"),
-                 l.get("variance_entropy_norm"), l.get("orthogonality"), l.get("flags", [])]
-                for l in ls[:HTML_ROWS]]
+        from .kernels.metrics import labels  # start-up time: on first use
+
+        lab = labels(headline=True)
+        rows = [[l.get("name"), l.get("kernel"), l.get("n")] + [l.get(m) for m in lab]
+                + [l.get("flags", [])] for l in ls[:HTML_ROWS]]
         reasons = "".join(f"<li>{html.escape(r)}</li>" for r in self.reasons[:8])
         fmt = html.escape(str(self.data.get("format")))
         return (f"<div><p><b>{html.escape(self.path)}</b> ({fmt}): "
                 f"<b>{html.escape(self.verdict)}</b></p>"
                 + (f"<ul>{reasons}</ul>" if reasons else "")
-                + _html_table(rows, ["layer", "kernel", "n", "S", "H/TH", "orth", "flags"],
+                + _html_table(rows, ["layer", "kernel", "n", *lab.values(), "flags"],
                               len(ls) - HTML_ROWS)
                 + "</div>")
 

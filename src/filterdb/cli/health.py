@@ -115,19 +115,17 @@ def _f(v):
 
 
 def layers_json(df) -> list[dict]:
-    """The ``layers`` list of ``check --json``, from a :func:`model_health` table."""
+    """The ``layers`` list of ``check --json``, from a :func:`model_health` table (the
+    metrics: every spec of the registry, :mod:`filterdb.kernels.metrics`)."""
     from ..health.assess import flag_names
+    from ..kernels.metrics import names
 
     out = []
     for _, r in df.iterrows():
         out.append({
             "name": r["name"], "op": r["op"], "kernel": r["kernel"],
             "conv_depth": int(r["conv_depth"]), "conv_depth_norm": float(r["conv_depth_norm"]),
-            "n": int(r["n"]), "sparsity": float(r["sparsity"]),
-            "variance_entropy": float(r["variance_entropy"]), "threshold": float(r["threshold"]),
-            "variance_entropy_norm": float(r["variance_entropy_norm"]),
-            "variance_entropy_clean": float(r["variance_entropy_clean"]),
-            "orthogonality": float(r["orthogonality"]),
+            "n": int(r["n"]), **{m: float(r[m]) for m in names()},
             "random_mean": float(r["random_mean"]), "random_sd": float(r["random_sd"]),
             "p_random": float(r["p_random"]), "random_method": r["random_method"],
             "random_paper": bool(r["random_paper"]),
@@ -135,6 +133,13 @@ def layers_json(df) -> list[dict]:
             "flags": flag_names(r), "reason": r["reason"],
         })
     return out
+
+
+def _cell(v):
+    """A metric's table cell: blank when not applicable (NaN, e.g. the 3x3-only metrics of
+    other kernels, or orthogonality switched off)."""
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 def _random_h(r) -> str:
@@ -149,13 +154,17 @@ def render(model, df, summary, base=None, thresholds=None) -> str:
     one line, the reasons of the flagged layers, the worst layers, the verdict sentence
     and the legend."""
     from ..health.assess import flag_names
+    from ..kernels.metrics import labels, split_names
 
-    headers = ["layer", "kernel", "depth", "n", "S", "H", "H/TH", "H random", "p", "paper",
-               "orth", "flags"]
+    lab = labels(table=True)  # the registry's table metrics, random-layer columns after H/TH
+    head, tail = split_names(lab)
+    headers = (["layer", "kernel", "depth", "n"] + [lab[m] for m in head]
+               + ["H random", "p", "paper"] + [lab[m] for m in tail] + ["flags"])
     extra = []
     if base is not None:
         extra = list(dict.fromkeys(base["init"]))
-        headers[10:10] = [f"H/TH {i}" for i in extra]
+        at = 7 + len(head)
+        headers[at:at] = [f"H/TH {i}" for i in extra]
         by_layer = {}
         for _, b in base.iterrows():
             by_layer.setdefault((b["name"], b["init"]), float(b["variance_entropy_norm"]))
@@ -163,12 +172,12 @@ def render(model, df, summary, base=None, thresholds=None) -> str:
     rows = []
     for _, r in a.iterrows():
         row = [shorten(r["name"]), r["kernel"], round(float(r["conv_depth_norm"]), 3),
-               int(r["n"]), r["sparsity"], r["variance_entropy"], r["variance_entropy_norm"],
+               int(r["n"])] + [_cell(r[m]) for m in head] + [
                _random_h(r), f"{float(r['p_random']):.3f}",
                "random" if r["random_paper"] else "-"]
         for i in extra:
             row.append(by_layer.get((r["name"], i)))
-        row += [r["orthogonality"], ",".join(flag_names(r)) or "-"]
+        row += [_cell(r[m]) for m in tail] + [",".join(flag_names(r)) or "-"]
         rows.append(row)
     out = [f"{model.path}  ({model.format}, {len(model.layers)} conv layers)", ""]
     out += render_summary(summary, rows, headers, thresholds, df)
@@ -351,18 +360,13 @@ def population_percentiles(args, model, df, t):
 
 
 NOTABLE = 95.0  # percentiles at or above this (or at or below 100 - this) are worth saying
-WORDS = {"sparsity": ("more sparse", "less sparse"),
-         "variance_entropy": ("higher entropy", "lower entropy"),
-         "variance_entropy_norm": ("higher H/TH", "lower H/TH"),
-         "variance_entropy_clean": ("higher clean entropy", "lower clean entropy"),
-         "orthogonality": ("more orthogonal", "less orthogonal")}
-
-
 def notable(p: dict, high: float = NOTABLE) -> list[str]:
     """Phrases for a layer's extreme percentiles, e.g. "more sparse than 97 % of
     comparable layers"."""
+    from ..kernels.metrics import specs  # start-up time: on first use
+
     out = []
-    for m, (up, down) in WORDS.items():
+    for m, (up, down) in ((s.name, s.words) for s in specs(percentile=True)):
         v, w = p.get(m), p.get("above", {}).get(m)
         if v is None or v != v:
             continue
@@ -432,17 +436,20 @@ def cmd_health(args) -> int:
     out.append("")
     rule = (f"p >= {t.alpha:g}, rule calibrated" if t.rule == "calibrated"
             else f"H >= TH(n) - {t.random_margin:g}, rule paper")
+    from ..health.database import GROUP_METRICS
+    from ..kernels.metrics import spec
+
+    means = {m: spec(m).label for m in GROUP_METRICS}  # the registry's headline metrics
     under = (f"  degenerated = random-like ({rule}) or sparse and low-diversity; share = "
              "degenerated / assessed; paper: random-like by H >= TH(n) - "
-             f"{t.random_margin:g}; S, H/TH, orth: means over assessed layers")
+             f"{t.random_margin:g}; {', '.join(means.values())}: means over assessed layers")
     for key, title in (("by_model", "model"), ("by_task", "task"),
                        ("by_visual_category", "visual_category"), ("by_depth_bin", "depth_bin")):
         g = summ[key]
         headers = [title, "layers", "assessed", "degenerated", "random", "low+sparse", "share",
-                   "paper", "S", "H/TH", "orth"]
+                   "paper", *means.values()]
         cols = [title, "n_layers", "n_assessed", "n_degenerated", "n_random",
-                "n_low_diversity_sparse", "share_degenerated", "n_random_paper", "sparsity",
-                "variance_entropy_norm", "orthogonality"]
+                "n_low_diversity_sparse", "share_degenerated", "n_random_paper", *means]
         if key == "by_model":
             headers.append("verdict")
             cols.append("verdict")

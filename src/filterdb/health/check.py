@@ -19,18 +19,15 @@ import numpy as np
 import pandas as pd
 
 from ..kernels import health as K
+from ..kernels import metrics as M
 from ..kernels.assessment import weight_metrics
 from ..readers.base import kernel_key
 from .assess import (ASSESS_COLUMNS, FLAGS, MIN_FILTERS, HealthThresholds, assess,
                      flag_names, low_diversity_limit, paper_threshold, summarise)
 
-METRIC_COLUMNS = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", "sparsity",
-                  "variance_entropy", "variance_entropy_clean", "orthogonality")
-COLUMNS = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", "sparsity",
-           "variance_entropy", "threshold", "variance_entropy_norm", "variance_entropy_clean",
-           "orthogonality", "random_mean", "random_sd", "p_random", "random_method",
-           "random_paper", "random",
-           "low_diversity", "sparse", "degenerated", "assessed", "not_assessed", "reason")
+_IDENT = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n")
+METRIC_COLUMNS = _IDENT + M.names(source="weight")  # the registry (filterdb.kernels.metrics)
+COLUMNS = _IDENT + M.names() + tuple(c for c in ASSESS_COLUMNS if c not in M.names())
 
 
 def randomness_threshold_for(n, d: int = 9) -> float:
@@ -47,9 +44,7 @@ def raw_metrics(layer, thresholds: HealthThresholds | None = None,
     return {"name": layer.name, "op": layer.op, "kernel": kernel_key(layer.kernel),
             "conv_depth": int(layer.conv_depth),
             "conv_depth_norm": float(layer.conv_depth_norm), "n": int(layer.n_filters),
-            "sparsity": m["sparsity"], "variance_entropy": m["variance_entropy"],
-            "variance_entropy_clean": m["variance_entropy_clean"],
-            "orthogonality": m["orthogonality"]}
+            **{k: m[k] for k in M.names(source="weight")}}
 
 
 def assess_frame(df: pd.DataFrame, thresholds: HealthThresholds | None = None,

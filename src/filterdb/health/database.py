@@ -35,22 +35,19 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FilterDBError
+from ..kernels import metrics as M
 from ..kernels.drift import depth_bin, depth_bin_labels
 from .assess import ASSESS_COLUMNS, HealthThresholds, assess, summarise, verdict_class
 
 METRICS_VERSION = 2  # 2: orthogonality normalises rows as torch.nn.functional.normalize
 DEFAULT_CHUNK_ROWS = 1 << 20
 MIN_COMPARABLE = 10
-PERCENTILE_METRICS = ("sparsity", "variance_entropy", "variance_entropy_norm",
-                      "variance_entropy_clean", "orthogonality")
-STORED = ("sparsity", "variance_entropy", "variance_entropy_clean", "orthogonality")
-LAYER_COLUMNS = ("layer_id", "model", "model_name", "task", "visual_category", "name", "op",
-                 "kernel", "c_out", "conv_depth", "conv_depth_norm", "depth_bin", "n",
-                 "sparsity", "variance_entropy", "threshold", "variance_entropy_norm",
-                 "variance_entropy_clean", "orthogonality", "random_mean", "random_sd",
-                 "p_random", "random_method", "random_paper", "random", "low_diversity",
-                 "sparse",
-                 "degenerated", "assessed", "not_assessed", "reason")
+PERCENTILE_METRICS = M.PERCENTILE  # the registry (filterdb.kernels.metrics)
+STORED = M.STORED
+GROUP_METRICS = M.names(headline=True)  # means per group in summarise_groups
+LAYER_COLUMNS = (("layer_id", "model", "model_name", "task", "visual_category", "name", "op",
+                  "kernel", "c_out", "conv_depth", "conv_depth_norm", "depth_bin", "n")
+                 + M.names() + tuple(c for c in ASSESS_COLUMNS if c not in M.names()))
 
 
 # ---- the pass ---------------------------------------------------------------------------
@@ -138,7 +135,7 @@ def _with_single_blas(fn):
 def metrics_params(eps: float, orthogonality: bool = True) -> str:
     """The ``params`` key of ``layer_metrics`` rows: what changes the stored values."""
     return json.dumps({"eps": float(eps), "orthogonality": bool(orthogonality),
-                       "version": METRICS_VERSION}, sort_keys=True)
+                       "version": METRICS_VERSION, "stored": list(STORED)}, sort_keys=True)
 
 
 def _catalog_connection(db) -> sqlite3.Connection:
@@ -317,9 +314,7 @@ def health_table(layers: pd.DataFrame, values: pd.DataFrame,
         "conv_depth": layers["conv_depth"].fillna(0).to_numpy(np.int64),
         "conv_depth_norm": layers["conv_depth_norm"].to_numpy(np.float64),
         "depth_bin": _depth_bins(layers["conv_depth_norm"].to_numpy(np.float64)),
-        "n": n, "sparsity": S, "variance_entropy": H,
-        "variance_entropy_clean": cols["variance_entropy_clean"],
-        "orthogonality": cols["orthogonality"],
+        "n": n, **cols,
     })
     for c in ASSESS_COLUMNS:
         df[c] = a[c].to_numpy()
@@ -366,14 +361,12 @@ def summarise_groups(df: pd.DataFrame, by: str,
         "n_random_paper": (df["random_paper"].to_numpy(bool) & a).astype(int),
         "n_low_diversity_sparse": (df["low_diversity"].to_numpy(bool)
                                    & df["sparse"].to_numpy(bool) & a).astype(int),
-        "sparsity": np.where(a, df["sparsity"], np.nan),
-        "variance_entropy_norm": np.where(a, df["variance_entropy_norm"], np.nan),
-        "orthogonality": np.where(a, df["orthogonality"], np.nan),
+        **{m: np.where(a, df[m], np.nan) for m in GROUP_METRICS},
     })
     g = tmp.groupby("key", sort=True)
     out = g[["n_layers", "n_assessed", "n_degenerated", "n_random", "n_random_paper",
              "n_low_diversity_sparse"]].sum()
-    for m in ("sparsity", "variance_entropy_norm", "orthogonality"):
+    for m in GROUP_METRICS:
         out[m] = g[m].mean()
     with np.errstate(invalid="ignore", divide="ignore"):
         out["share_degenerated"] = np.where(out["n_assessed"] > 0,

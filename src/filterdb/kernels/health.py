@@ -117,9 +117,10 @@ def variance_entropy_clean(W, eps: float = 0.01) -> float:
     if not np.isfinite(peak):
         return float("nan")
     keep = ~(np.abs(X) < eps * peak).all(axis=1) if peak > 0 else np.zeros(X.shape[0], bool)
-    if np.count_nonzero(keep) < 2:
+    k = np.count_nonzero(keep)
+    if k < 2:
         return float("nan")
-    return variance_entropy(X[keep])
+    return variance_entropy(X if k == len(X) else X[keep])
 
 
 def randomness_threshold(n):
@@ -132,6 +133,33 @@ def randomness_threshold(n):
     with np.errstate(divide="ignore"):
         th = 1.2618047 / (1.0 + np.exp(-0.88767525 * (np.log2(n) - 2.30436435))) - 0.31050834
     return float(th) if th.ndim == 0 else th
+
+
+def entropy_norm(H, n):
+    """``H / TH(n)`` (3x3 filters; :func:`randomness_threshold`), NaN where ``TH(n) <= 0``
+    (``n <= 2``) or ``H`` is NaN; arrays broadcast."""
+    H = np.asarray(H, np.float64)
+    n = np.asarray(n, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        th = np.asarray(randomness_threshold(np.maximum(n, 1.0)), np.float64)
+        out = np.where((n >= 1) & (th > 0), H / np.where(th > 0, th, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def variance_entropy_clean_norm(W, eps: float = 0.01) -> float:
+    """``H_clean / TH(n_clean)``: the clean variance entropy over the randomness threshold
+    of the number of non-sparse filters, torchconvquality's ``variance_entropy_clean_norm``
+    (the authors' library normalises each entropy by ``TH`` of the filters it is taken
+    over). ``TH`` is the published 3x3 curve: NaN for other kernels, and where
+    ``n_clean <= 2`` (``TH <= 0``) or the clean entropy is NaN."""
+    X = np.asarray(W)
+    if X.ndim != 2 or X.shape[1] != 9 or X.shape[0] == 0:
+        return float("nan")
+    peak = float(np.abs(X).max())
+    if not np.isfinite(peak):
+        return float("nan")
+    n_clean = X.shape[0] - (X.shape[0] if peak == 0 else sparse_count(X, eps * peak))
+    return entropy_norm(variance_entropy_clean(X, eps), n_clean)
 
 
 GRAM_BLOCK_ELEMENTS = 1 << 23  # 64 MB of float64 per block of Gram rows
@@ -212,4 +240,5 @@ def _entropy_from_moments(n, s, sxx):
 __all__ = ["sparse_count", "sparsity_threshold", "sparsity", "variance_entropy",
            "variance_entropy_clean", "randomness_threshold", "orthogonality",
            "entropy_from_eigenvalues", "centred_gram", "metrics_from_moments", "REL_TOL",
+           "entropy_norm", "variance_entropy_clean_norm",
            "NORM_EPS"]

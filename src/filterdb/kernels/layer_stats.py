@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 
 from . import health as K
+from . import metrics as M
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 NORM_EPS = K.NORM_EPS
@@ -33,9 +34,9 @@ NORM_EPS = K.NORM_EPS
 # (c_in / groups * 9 values) shorter than this; BLAS otherwise (measured crossovers)
 SMALL_C_OUT = 32
 SHORT_ROWS = 32
-# columns of the per-layer value table a task returns
-VALUES = ("n", "n_sparse", "sparsity", "variance_entropy", "variance_entropy_clean",
-          "orthogonality")
+# columns of the per-layer value table a task returns: counts, then the registry's stored
+# metrics (filterdb.kernels.metrics)
+VALUES = ("n", "n_sparse") + M.STORED
 
 
 @njit(**_OPTS)
@@ -337,8 +338,10 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
 
     ``index[layer_id]`` is the layer's row in the output (``-1``: not wanted), ``c_out``
     its output channels by row (< 2 or not dividing the filter count: orthogonality NaN).
-    Returns ``values`` ``(L, len(VALUES))`` (zero rows for layers not in this block) and
-    ``count`` ``(L,)``: how many runs of each layer the block held (the pass checks 1).
+    The stored metrics are the registry's (:func:`filterdb.kernels.metrics.pass_values`
+    from these statistics). Returns ``values`` ``(L, len(VALUES))`` (zero rows for layers
+    not in this block) and ``count`` ``(L,)``: how many runs of each layer the block held
+    (the pass checks 1).
     """
     L = len(c_out)
     values = np.zeros((L, len(VALUES)), np.float64)
@@ -371,8 +374,9 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
             orth[small] = o
         for q in np.flatnonzero(ok & ~small).tolist():
             orth[q] = orthogonality_blas(x[starts[q]:ends[q]], int(co[q]))
-    values[rows] = np.column_stack([n, n_sparse, met["sparsity"], met["variance_entropy"],
-                                    met["variance_entropy_clean"], orth])
+    stored = M.pass_values({"n": n, "n_sparse": n_sparse, **met, "orthogonality": orth},
+                           x, starts, ends)
+    values[rows] = np.column_stack([n, n_sparse] + [stored[k] for k in M.STORED])
     np.add.at(count, rows, 1)
     return {"values": values, "count": count}
 

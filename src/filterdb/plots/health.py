@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..kernels import metrics as M
 from ._style import (BLUE, DEPTH_BINS, GREEN, GREY, ORANGE, PURPLE, RED, depth_bin, new_figure,
                      styled)
 
@@ -22,13 +23,7 @@ CATEGORIES = (
 )
 CATEGORY_COLOURS = {k: c for k, _, c in CATEGORIES}
 
-METRIC_LABELS = {
-    "sparsity": "sparsity S",
-    "variance_entropy_norm": "normalised variance entropy H / TH",
-    "variance_entropy": "variance entropy H",
-    "variance_entropy_clean": "clean variance entropy",
-    "orthogonality": "orthogonality",
-}
+METRIC_LABELS = {s.name: s.title for s in M.METRICS}  # the registry (kernels.metrics)
 
 
 def _flag(df, col, default=None):
@@ -59,12 +54,13 @@ def health_category(df: pd.DataFrame, sparse_S: float = SPARSE_S) -> np.ndarray:
 
 @styled
 def health_scatter(df: pd.DataFrame, title: str | None = "Layer degeneration",
-                   sparse_S: float = SPARSE_S, random_margin: float = RANDOM_MARGIN):
+                   sparse_S: float = SPARSE_S, random_margin: float = RANDOM_MARGIN,
+                   low_diversity_H: float = LOW_DIVERSITY_H):
     """``H / TH`` against sparsity ``S``, one point per layer, coloured by flag.
 
     Draws the sparsity threshold ``S = sparse_S`` and ``H / TH = 1``: the randomness line
     (a layer is random at ``H >= TH(n) - margin``, so in these units the exact line
-    depends on the layer's ``TH(n)``; the ``H < 0.5`` low-diversity limit likewise).
+    depends on the layer's ``TH(n)``; the ``H < low_diversity_H`` limit likewise).
     Layers without finite metrics (1x1, too few filters) are left out and counted.
     """
     S = df["sparsity"].to_numpy(dtype=float)
@@ -81,7 +77,7 @@ def health_scatter(df: pd.DataFrame, title: str | None = "Layer degeneration",
             va="top", transform=ax.get_yaxis_transform(), bbox=box, zorder=2)
     ax.text(sparse_S, 0.01, f" S = {sparse_S:g} (sparse)", color="#555555", fontsize=7,
             ha="left", va="bottom", transform=ax.get_xaxis_transform(), bbox=box, zorder=2)
-    fmt = dict(margin=random_margin, low=LOW_DIVERSITY_H, sparse=sparse_S)
+    fmt = dict(margin=random_margin, low=low_diversity_H, sparse=sparse_S)
     for key, label, colour in CATEGORIES:
         sel = ok & (cat == key)
         if sel.any():
@@ -119,14 +115,16 @@ def binned_median(x, y, n_bins: int = DEPTH_BINS):
     return np.array(centres), np.array(med)
 
 
-HEALTH_METRICS = ("sparsity", "variance_entropy_norm", "orthogonality")
+HEALTH_METRICS = M.names(headline=True)
 
 
 @styled
 def health_by_depth(df: pd.DataFrame, metrics=HEALTH_METRICS,
-                    title: str | None = "Layer metrics over depth", n_bins: int = DEPTH_BINS):
+                    title: str | None = "Layer metrics over depth", n_bins: int = DEPTH_BINS,
+                    sparse_S: float = SPARSE_S):
     """Each metric against ``conv_depth_norm``: layers as points (degenerated ones red, if a
-    ``degenerated`` column exists) and the median per depth bin as a line."""
+    ``degenerated`` column exists) and the median per depth bin as a line; dashed: ``H / TH
+    = 1`` and the sparse threshold ``sparse_S`` in use."""
     x = df["conv_depth_norm"].to_numpy(dtype=float)
     deg = _flag(df, "degenerated", default=np.zeros(len(df), bool))
     fig = new_figure(3.0 * len(metrics) + 0.4, 3.0)
@@ -147,7 +145,7 @@ def health_by_depth(df: pd.DataFrame, metrics=HEALTH_METRICS,
         if m == "variance_entropy_norm":
             ax.axhline(1.0, color=RED, ls="--", lw=0.8, zorder=1)
         if m == "sparsity":
-            ax.axhline(SPARSE_S, color=GREY, ls="--", lw=0.8, zorder=1)
+            ax.axhline(sparse_S, color=GREY, ls="--", lw=0.8, zorder=1)
     handles = [axes[0].scatter([], [], s=12, color=BLUE, label="layer"),
                axes[0].scatter([], [], s=12, color=RED, label="degenerated layer"),
                axes[0].lines[0]]

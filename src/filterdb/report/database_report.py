@@ -25,6 +25,7 @@ import pandas as pd
 
 from .. import plots as P
 from ..errors import FilterDBError
+from ..kernels import metrics as M
 from .html import FIGURE_DPI, Report, figure_png, figure_svg
 from .model_report import COMPACT_COLUMNS, add_model_blocks, first_filter_layer
 from .svg import health_scatter_svg
@@ -260,14 +261,15 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
             "depend on their own n, so their rule is not a line here."))
         if figures_dir is not None:
             (figures_dir / "health-scatter.svg").write_text(svg, encoding="utf-8")
-        figure(sec, lambda: P.health_by_depth(hdf[a]), "health-depth",
-               "Layer metrics over normalised conv depth; black: median per depth bin.")
+        figure(sec, lambda: P.health_by_depth(hdf[a], sparse_S=t["sparse_S"]), "health-depth",
+               "Layer metrics over normalised conv depth; black: median per depth bin; "
+               f"dashed: H / TH = 1 and the sparse threshold S = {t['sparse_S']:g}.")
     else:
         skip(sec, "No assessed layer in the selection: no health figures.")
-    cols = [c for c in ("model", "name", "kernel", "conv_depth_norm", "n", "sparsity",
-                        "variance_entropy", "variance_entropy_norm", "random_mean", "p_random",
-                        "random_paper", "orthogonality", "random", "low_diversity", "sparse",
-                        "degenerated", "reason") if c in hdf]
+    head, tail = M.split_names(M.names(table=True))  # the registry's table metrics
+    cols = [c for c in ("model", "name", "kernel", "conv_depth_norm", "n") + head
+            + ("random_mean", "p_random", "random_paper") + tail
+            + ("random", "low_diversity", "sparse", "degenerated", "reason") if c in hdf]
     shown, n_assessed = _worst_layers(hdf[a], WORST_LAYERS)
     sec.add_heading("Assessed layers, worst first" if len(shown) < n_assessed
                     else "Assessed layers")
@@ -590,8 +592,7 @@ def _thresholds(thresholds) -> dict:
 
     t = thresholds or HealthThresholds()
     d = t.to_dict() if hasattr(t, "to_dict") else dict(vars(t))
-    return {"low_diversity_H": d.get("low_diversity_H", 0.5), "sparse_S": d.get("sparse_S", 0.14),
-            "random_margin": d.get("random_margin", 0.02), **d}
+    return {**HealthThresholds().to_dict(), **d}
 
 
 def _rule_text(t: dict) -> str:
@@ -601,7 +602,7 @@ def _rule_text(t: dict) -> str:
         rnd = f"random-like (H ≥ TH(n) − {t['random_margin']:g})"
     else:
         rnd = ("random-like (its H inside the range of H of i.i.d. random layers of the same n "
-               f"and kernel: p >= {t.get('alpha', 0.05):g})")
+               f"and kernel: p >= {t['alpha']:g})")
     return (f"A layer is degenerated when {rnd}, or both low in diversity (H < "
             f"{t['low_diversity_H']:g}) and sparse (S ≥ {t['sparse_S']:g}).")
 

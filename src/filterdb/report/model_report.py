@@ -11,18 +11,22 @@ import pandas as pd
 
 from .. import plots as P
 from ..health.assess import FLAGS, legend, not_assessed_line
+from ..kernels import metrics as M
 from .html import Report
 
-# The per-layer table (assessed layers): keys of ``filterdb check --json``'s layers.
-TABLE_COLUMNS = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", "sparsity",
-                 "variance_entropy", "threshold", "variance_entropy_norm", "random_mean",
-                 "random_sd", "p_random", "random_paper", "variance_entropy_clean",
-                 "orthogonality", "flags", "reason")
-PERCENTILE_COLUMNS = {"sparsity": "S percentile", "variance_entropy_norm": "H/TH percentile",
-                      "orthogonality": "orth percentile"}
+# The per-layer table (assessed layers): keys of ``filterdb check --json``'s layers; the
+# metrics and their labels are the registry's (filterdb.kernels.metrics), the random-layer
+# columns after H / TH.
+_HEAD, _TAIL = M.split_names(M.names())
+TABLE_COLUMNS = (("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n") + _HEAD
+                 + ("random_mean", "random_sd", "p_random", "random_paper") + _TAIL
+                 + ("flags", "reason"))
+PERCENTILE_COLUMNS = {s.name: f"{s.label} percentile" for s in M.specs(headline=True)
+                      if s.percentile}
 # the compact table of each model's detail in the database report
-COMPACT_COLUMNS = ("name", "kernel", "conv_depth_norm", "n", "sparsity", "variance_entropy",
-                   "variance_entropy_norm", "p_random", "orthogonality", "flags", "reason")
+_HEAD, _TAIL = M.split_names(M.names(table=True))
+COMPACT_COLUMNS = (("name", "kernel", "conv_depth_norm", "n") + _HEAD + ("p_random",) + _TAIL
+                   + ("flags", "reason"))
 
 
 def flags_text(df: pd.DataFrame) -> list[str]:
@@ -135,10 +139,8 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
 def _thresholds(t: dict):
     from ..health.assess import HealthThresholds
 
-    try:
-        return HealthThresholds(**t) if t else HealthThresholds()
-    except TypeError:
-        return HealthThresholds()
+    fields = HealthThresholds.__dataclass_fields__  # the summary's dict: the ones in use
+    return HealthThresholds(**{k: v for k, v in (t or {}).items() if k in fields})
 
 
 def write_check_html(path, model, df: pd.DataFrame, summary: dict, db=None, thresholds=None,

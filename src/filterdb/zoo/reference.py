@@ -31,14 +31,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FilterDBError
+from ..kernels.metrics import PERCENTILE
 
 VERSION = 1
 NAME = f"filterdb-zoo-v{VERSION}"
 DATA = Path(__file__).with_name("data") / "reference.npz"
 BINS = 70
 N_DEPTH = 10
-METRICS = ("sparsity", "variance_entropy", "variance_entropy_norm", "variance_entropy_clean",
-           "orthogonality")
+METRICS = PERCENTILE  # the registry's percentile metrics (filterdb.kernels.metrics)
 FLAGS = ("random", "low_diversity", "sparse", "degenerated", "assessed")
 MAX_BYTES = 5 << 20
 
@@ -221,6 +221,12 @@ def _load_arrays(path) -> dict:
         raise FilterDBError(f"{path}: not a filterdb reference ({e})") from None
 
 
+def _metric(a: dict, c: str) -> np.ndarray:
+    """The reference's column of metric ``c``; NaN (no percentile) for a metric added to
+    the registry after the reference was built (rebuild it: see the module docstring)."""
+    return a[f"layer_{c}"] if f"layer_{c}" in a else np.full(len(a["layer_n"]), np.nan)
+
+
 @lru_cache(maxsize=4)
 def load(path: str | None = None) -> Reference:
     """The reference shipped in the package (or the one at ``path``)."""
@@ -236,7 +242,7 @@ def load(path: str | None = None) -> Reference:
     layers = pd.DataFrame({
         "model": a["layer_model"].astype(np.int64), "kernel": a["layer_kernel"].astype(str),
         "n": a["layer_n"], "conv_depth_norm": a["layer_conv_depth_norm"],
-        **{c: a[f"layer_{c}"] for c in METRICS}, **{c: a[f"layer_{c}"] for c in FLAGS}})
+        **{c: _metric(a, c) for c in METRICS}, **{c: a[f"layer_{c}"] for c in FLAGS}})
     dn = layers["conv_depth_norm"].to_numpy(np.float64)
     layers["depth_bin"] = depth_bin(np.clip(dn, 0.0, 1.0))
     pca = PCA(int(a["pca_n"]), a["pca_mean"], a["pca_components"],
