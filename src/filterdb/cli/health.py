@@ -334,7 +334,7 @@ def population_percentiles(args, model, df, t):
     """Percentiles of the model's layers among the database's (``check --db``). Layers of
     a database model with the same file (sha256) are left out of the population."""
     from ..health import database_health
-    from ..health.database import compare_to_population
+    from ..health.population import compare_to_population
     from ..store import open_database
 
     with open_database(args.db) as db:
