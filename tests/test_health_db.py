@@ -224,13 +224,13 @@ def test_store_and_reuse(db_path, models, monkeypatch):
     assert len(computed) == 3
 
 
-def test_layer_metrics_storage(tmp_path, models):
+def test_layer_metrics_storage(tmp_path):
     """Database.put_layer_metrics / layer_metrics: each entry carries its layer's filter
     range and checksum (from the catalog), NaN is stored as null, a reader stores too, and
     a failed write stores nothing (one transaction) and warns."""
     import sqlite3
 
-    path = build(tmp_path / "db", {k: models[k] for k in ("edge", "mtcnn-onet")})
+    path = build(tmp_path / "db", {"edge": edge_model(), "pop0": population_model(0, 1)})
     with open_database(path) as db:
         lay = db.layers(columns=["layer_id", "filter_start", "filter_count", "checksum"])
         a, b = (int(x) for x in lay["layer_id"].tolist()[:2])

@@ -7,10 +7,11 @@ same kernels on local threads or on Dask workers.
   safe to call from several threads, and must pickle cheaply (a path, not an open
   handle) so a Dask worker can rebuild it.
 - A *plan* (:mod:`.plan`) cuts the selected layer ranges ``(starts, counts, layer_ids)``
-  into tasks of about ``target_rows`` buffer rows (or of whole layers). A task reads a few contiguous windows into the
-  buffer and carries run-length layer ids; the per-row ids are filled per task into a
-  reused buffer (never one global per-filter array). Unselected rows in the buffer
-  (small gaps read through, alignment padding) get layer id -1 and are skipped.
+  into tasks of about ``target_rows`` buffer rows (or of whole layers). A task reads a few
+  contiguous windows into the buffer and carries run-length layer ids; the per-row ids are
+  filled per task into a reused buffer (never one global per-filter array). Unselected
+  rows in the buffer (small gaps read through, alignment padding) get layer id -1 and are
+  skipped.
 - A *kernel* is ``kernel(filters, layer_ids, **params) -> {name: ndarray}``; results of
   all tasks are combined per key by ``sum`` (default), ``min`` or ``max`` (a kernel may
   declare ``kernel.reduce = {key: op}``), in plan order, so results are reproducible.
@@ -202,5 +203,5 @@ from .analysis import (DriftResult, coefficient_range, drift_analysis, fit_pca, 
 
 __all__ = ["Source", "ArraySource", "RowReaderSource", "aligned_empty", "Task", "Plan",
            "make_plan", "layer_groups", "single_blas", "read_task", "run_task", "combine",
-           "get_engine", "map_reduce", "fit_pca", "coefficient_range", "group_histograms", "histogram2d", "drift_analysis",
-           "DriftResult"]
+           "get_engine", "map_reduce", "fit_pca", "coefficient_range", "group_histograms",
+           "histogram2d", "drift_analysis", "DriftResult"]

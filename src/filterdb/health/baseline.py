@@ -19,7 +19,6 @@ from ..readers.base import ConvLayer
 from .assess import HealthThresholds, assess_frame
 from .check import COLUMNS, raw_metrics
 
-
 # --- random initialisations (numpy, from the definitions) -------------------------------
 
 def fans(shape) -> tuple[int, int]:
