@@ -1,4 +1,5 @@
-"""The distribution of the variance entropy ``H`` of i.i.d. random layers (method.md, 5).
+"""The distribution of the variance entropy ``H`` of i.i.d. random layers (docs/method.md,
+section 5), and from it the randomness threshold of any kernel (:func:`simulated_threshold`).
 
 ``H`` of ``n`` i.i.d. ``N(0, I_d)`` filters depends on ``n`` and ``d = kh * kw`` only. The
 nonzero variances are the eigenvalues of the centred scatter matrix, a Wishart

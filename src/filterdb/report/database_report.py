@@ -641,7 +641,7 @@ def _small_group_warning(groups, sizes) -> str | None:
 
 def _worst_layers(df: pd.DataFrame, n: int) -> tuple[pd.DataFrame, int]:
     """The ``n`` worst of the assessed layers ``df``, in the assessment's order
-    (:func:`~filterdb.health.assess.worst_first`), each labelled with what it is worst at;
+    (:func:`~filterdb.health.summary.worst_first`), each labelled with what it is worst at;
     and how many there are."""
     from ..health.summary import worst_first, worst_label
 
