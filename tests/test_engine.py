@@ -106,6 +106,30 @@ def test_plan_covers_the_selection_once():
         np.testing.assert_array_equal(np.concatenate(got_ids), np.repeat(lids, c))
 
 
+def test_whole_layer_plan():
+    """whole_layers: every layer in exactly one task, layers grouped in order while their
+    rows stay within the target (greedy, by hand), a bigger layer alone; the rows each task
+    covers are the same as in the ordinary plan's expansion."""
+    X, starts, sizes = layered()
+    s, c, lids = selection(starts, sizes)
+    for target in (1, 700, 5000, 1 << 20):
+        plan = make_plan(s, c, lids, target_rows=target, gap_rows=100, whole_layers=True)
+        groups, cur, fill = [], [], 0  # the grouping written out
+        for lid, n in zip(lids.tolist(), c.tolist()):
+            if cur and fill + n > target:
+                groups.append(cur)
+                cur, fill = [], 0
+            cur.append(lid)
+            fill += n
+        groups.append(cur)
+        assert [[int(r[2]) for r in t.runs.tolist()] for t in plan.tasks] == groups
+        got = [np.arange(n) + r[0] + off - r[2] for t in plan.tasks
+               for off, n, _ in t.runs.tolist()
+               for r in [next(r for r in t.reads.tolist() if r[2] <= off < r[2] + r[1])]]
+        np.testing.assert_array_equal(np.concatenate(got), rows_of(s, c))
+        assert plan.n_rows == c.sum()
+
+
 def test_plan_errors():
     with pytest.raises(FilterDBError, match="empty selection"):
         make_plan([], [], [])

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from filterdb.health import (COLUMNS, HealthThresholds, flags, health_from_moments, layer_metrics,
-                             model_health, random_baseline, simulated_threshold)
-from filterdb.health.baseline import fans, init_weight, simulate_iid_entropy
+from filterdb.health import (COLUMNS, HealthThresholds, assess, layer_metrics, model_health,
+                             random_baseline)
+from filterdb.health.baseline import fans, init_weight
 from filterdb.kernels import health as K
+from filterdb.kernels.randomness import simulate_iid_entropy, simulated_threshold
 from filterdb.readers.base import ConvLayer, Model
 
 TOL = 1e-9
@@ -259,28 +260,34 @@ def test_sparse_count():
 
 # --- flags at the threshold edges ---------------------------------------------------------
 
+def flags(H, S, n=100, k=3, t=None):
+    """The assessment of one layer of ``n`` k x k filters under the paper's rule."""
+    t = t or HealthThresholds(rule="paper")
+    return assess(n, k, k, S, H, t).iloc[0]
+
+
 def test_flags_at_edges():
-    t = HealthThresholds()
-    TH = ref_TH(100)
-    n = 100
-    assert flags(TH - 0.02, 0.0, TH, n, 9, t)["random"]
-    assert not flags(np.nextafter(TH - 0.02, -1), 0.0, TH, n, 9, t)["random"]
-    assert not flags(0.5, 0.14, TH, n, 9, t)["low_diversity"]
-    assert flags(np.nextafter(0.5, 0), 0.14, TH, n, 9, t)["low_diversity"]
-    assert flags(0.3, 0.14, TH, n, 9, t)["sparse"]
-    assert not flags(0.3, np.nextafter(0.14, 0), TH, n, 9, t)["sparse"]
+    TH = flags(0.0, 0.0)["threshold"]
+    assert same(TH, ref_TH(100))
+    assert flags(TH - 0.02, 0.0)["random"]
+    assert not flags(np.nextafter(TH - 0.02, -1), 0.0)["random"]
+    assert not flags(0.5, 0.14)["low_diversity"]
+    assert flags(np.nextafter(0.5, 0), 0.14)["low_diversity"]
+    assert flags(0.3, 0.14)["sparse"]
+    assert not flags(0.3, np.nextafter(0.14, 0))["sparse"]
     # degenerated = random or (low diversity and sparse)
-    assert flags(0.3, 0.14, TH, n, 9, t)["degenerated"]
-    assert not flags(0.3, 0.13, TH, n, 9, t)["degenerated"]
-    assert not flags(0.6, 0.9, TH, n, 9, t)["degenerated"]
-    assert flags(TH, 0.0, TH, n, 9, t)["degenerated"]
+    assert flags(0.3, 0.14)["degenerated"]
+    assert not flags(0.3, 0.13)["degenerated"]
+    assert not flags(0.6, 0.9)["degenerated"]
+    assert flags(TH, 0.0)["degenerated"]
     # configurable
-    assert not flags(TH - 0.02, 0.0, TH, n, 9, HealthThresholds(random_margin=0.01))["random"]
-    assert flags(0.3, 0.05, TH, n, 9, HealthThresholds(sparse_S=0.05))["degenerated"]
+    assert not flags(TH - 0.02, 0.0, t=HealthThresholds(rule="paper", random_margin=0.01))[
+        "random"]
+    assert flags(0.3, 0.05, t=HealthThresholds(rule="paper", sparse_S=0.05))["degenerated"]
     # other kernels: low-diversity limit scaled by log10(d) / log10(9)
     lim = 0.5 * math.log10(25) / math.log10(9)
-    assert flags(lim - 1e-9, 0.0, 2.0, n, 25, t)["low_diversity"]
-    assert not flags(lim, 0.0, 2.0, n, 25, t)["low_diversity"]
+    assert flags(lim - 1e-9, 0.0, k=5)["low_diversity"]
+    assert not flags(lim, 0.0, k=5)["low_diversity"]
 
 
 def test_layer_flags_from_constructed_weights():
@@ -317,11 +324,14 @@ def test_moments_equal_direct():
         assert same(out["variance_entropy"], ref_H(W))
         assert same(out["sparsity"], ref_S(W))
         assert same(out["variance_entropy_clean"], ref_clean(W))
-    # batched over layers, with thresholds and flags
-    df = health_from_moments([m[0] for m in mom], np.stack([m[1] for m in mom]),
-                             np.stack([m[2] for m in mom]), [m[3] for m in mom],
-                             sparse_s=np.stack([m[4] for m in mom]),
-                             sparse_sxx=np.stack([m[5] for m in mom]))
+    # batched over layers, then the assessment
+    n = np.array([m[0] for m in mom])
+    out = K.metrics_from_moments(n, np.stack([m[1] for m in mom]), np.stack([m[2] for m in mom]),
+                                 np.array([m[3] for m in mom]), np.stack([m[4] for m in mom]),
+                                 np.stack([m[5] for m in mom]))
+    df = assess(n, 3, 3, out["sparsity"], out["variance_entropy"]).assign(
+        sparsity=out["sparsity"], variance_entropy=out["variance_entropy"],
+        variance_entropy_clean=out["variance_entropy_clean"])
     for (W, (_, row)) in zip(layers, df.iterrows()):
         direct = layer_metrics(layer(W.reshape(len(W), 1, 3, 3)))
         for k in ("sparsity", "variance_entropy", "threshold", "variance_entropy_norm",

@@ -9,7 +9,10 @@ import pytest
 
 from filterdb.cli import main
 from filterdb.health import HealthThresholds, database_health, layer_metrics, population_bands
+from filterdb.engine import make_plan
 from filterdb.health import database as HD
+from filterdb.health.population import PERCENTILE_METRICS, compare_to_population
+from filterdb.health.table import STORED
 from filterdb.readers import read_model
 from filterdb.readers.base import ConvLayer, Model, assign_order_depths
 from filterdb.store import init_database, open_database
@@ -160,7 +163,7 @@ def test_plan_holds_whole_layers(db_path):
     with open_database(db_path) as db:
         starts, counts, lids = db.selection_ranges()
     for target in (1, 7, 300, 5000):
-        plan = HD.plan_layers(starts, counts, lids, target)
+        plan = make_plan(starts, counts, lids, target, whole_layers=True)
         seen = {}
         for task in plan.tasks:
             rows = sum(int(c) for _, c, l in task.runs.tolist())
@@ -174,7 +177,7 @@ def test_plan_holds_whole_layers(db_path):
 def test_store_and_reuse(db_path, models, monkeypatch):
     first = database_health(db_path)
     with open_database(db_path) as db:
-        stored = HD.read_stored_metrics(db, HD.metrics_params(0.01))
+        stored = db.layer_metrics(HD.metrics_params(0.01))
         dv = db.data_version
     assert len(stored) == int((first["kernel"] == "3x3").sum())
     # the layer_metrics rows themselves, straight from SQLite
@@ -221,6 +224,44 @@ def test_store_and_reuse(db_path, models, monkeypatch):
     assert len(computed) == 3
 
 
+def test_layer_metrics_storage(tmp_path):
+    """Database.put_layer_metrics / layer_metrics: each entry carries its layer's filter
+    range and checksum (from the catalog), NaN is stored as null, a reader stores too, and
+    a failed write stores nothing (one transaction) and warns."""
+    import sqlite3
+
+    path = build(tmp_path / "db", {"edge": edge_model(), "pop0": population_model(0, 1)})
+    with open_database(path) as db:
+        lay = db.layers(columns=["layer_id", "filter_start", "filter_count", "checksum"])
+        a, b = (int(x) for x in lay["layer_id"].tolist()[:2])
+        assert db.put_layer_metrics("p", {a: {"x": 1.5, "n": 3}, b: {"x": float("nan")}})
+        got = db.layer_metrics("p")
+        assert db.layer_metrics("other") == {}
+    r = lay.set_index("layer_id").loc[a]
+    assert got[a] == {"x": 1.5, "n": 3, "filter_start": None if np.isnan(r.filter_start)
+                      else int(r.filter_start), "filter_count": int(r.filter_count),
+                      "checksum": None if r.checksum is None or np.isnan(r.checksum)
+                      else int(r.checksum)}
+    assert got[b]["x"] is None
+    con = sqlite3.connect(path / "catalog.sqlite")
+    assert con.execute("SELECT COUNT(*) FROM layer_metrics WHERE params = 'p'").fetchone()[0] == 2
+    con.close()
+    # a write that fails half-way (a trigger refuses the second row; the same path as a
+    # read-only catalog): nothing is stored, a warning says so, and health still answers
+    con = sqlite3.connect(path / "catalog.sqlite")
+    con.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON layer_metrics WHEN NEW.layer_id = {b} "
+                "OR NEW.params <> 'q' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    con.close()
+    first = database_health(path, store=False)
+    with open_database(path) as db:
+        with pytest.warns(UserWarning, match="layer metrics not stored.*refused"):
+            assert not db.put_layer_metrics("q", {a: {"x": 2.0}, b: {"x": 3.0}})
+        assert db.layer_metrics("q") == {}
+        with pytest.warns(UserWarning, match="layer metrics not stored"):
+            df = database_health(db)
+        assert df.equals(first) and db.layer_metrics(HD.metrics_params(0.01)) == {}
+
+
 @pytest.fixture(scope="module")
 def pop_db(tmp_path_factory, models):
     ms = dict(models)
@@ -241,7 +282,7 @@ def test_percentiles_by_hand(pop_db):
     from filterdb.health import model_health
 
     mdf, _ = model_health(model)
-    res = HD.compare_to_population(mdf, pop)
+    res = compare_to_population(mdf, pop)
     kinds = set()
     for (_, r), p in zip(mdf.iterrows(), res):
         rb = int(np.clip(np.ceil(np.round(r["conv_depth_norm"] * 10, 9)) - 1, 0, 9))
@@ -251,7 +292,7 @@ def test_percentiles_by_hand(pop_db):
             sel, how = b == rb, "depth"
         kinds.add(how)
         assert p["n_comparable"] == sel.sum() and p["comparable"] == how
-        for m in HD.PERCENTILE_METRICS:
+        for m in PERCENTILE_METRICS:
             v = a[m].to_numpy()[sel]
             v = v[np.isfinite(v)]
             assert p[m] == pytest.approx(100 * np.mean(v < r[m]))
@@ -317,6 +358,6 @@ def test_dask_engine_same(db_path, models):
     pytest.importorskip("distributed")
     local = database_health(db_path, store=False, chunk_rows=500)
     dask = database_health(db_path, store=False, chunk_rows=500, engine="dask")
-    cols = list(HD.STORED)
+    cols = list(STORED)
     # same kernel; BLAS threading in the workers may change the last bits
     np.testing.assert_allclose(local[cols].to_numpy(), dask[cols].to_numpy(), rtol=0, atol=1e-12)

@@ -135,7 +135,7 @@ def test_database_pass_computes_and_stores_it(db_path):
     from filterdb.store import open_database
 
     with open_database(db_path) as db:
-        stored = HD.read_stored_metrics(db, HD.metrics_params(0.01))
+        stored = db.layer_metrics(HD.metrics_params(0.01))
     lid = dict(zip(df["name"], df["layer_id"]))
     for name in ("conv0", "conv1", "conv2"):
         assert stored[int(lid[name])][NEW] == pytest.approx(got[name], rel=1e-12)

@@ -97,8 +97,9 @@ class CheckResult:
 
     @property
     def label(self) -> str:
-        """The verdict's first words: ``good start``, ``caution``, ``poor start``, ..."""
-        return _label(self.verdict)
+        """The verdict class: ``good start``, ``caution``, ``poor start``, ``not assessed``
+        (the summary's ``verdict_class``; else the verdict text's first words)."""
+        return self.summary.get("verdict_class") or _label(self.verdict)
 
     @property
     def reasons(self) -> list[str]:
@@ -120,7 +121,7 @@ class CheckResult:
         column per flag (``random``, ``low_diversity``, ``sparse``, ``degenerated``)."""
         import pandas as pd  # start-up time: on first use
 
-        from .health.check import FLAGS  # start-up time: on first use
+        from .health.assess import FLAGS  # start-up time: on first use
 
         df = pd.DataFrame(self.data.get("layers", []))
         if "flags" in df:
@@ -237,7 +238,7 @@ class Results:
 
 
 def _thresholds(thresholds, options: dict):
-    from .health.check import HealthThresholds  # start-up time: on first use
+    from .health.assess import HealthThresholds  # start-up time: on first use
 
     if thresholds is not None and options:
         raise TypeError("give either thresholds= or threshold options, not both")
@@ -263,7 +264,7 @@ def check_model(model, thresholds=None, orthogonality: bool = True,
     ``filterdb check --json``, percentiles against the built-in reference population included
     unless ``reference=False`` (``--no-reference``)."""
     from .health import model_health  # start-up time: on first use
-    from .health.check import FLAGS, flag_names  # start-up time: on first use
+    from .health.assess import FLAGS, flag_names  # start-up time: on first use
 
     df, summary = model_health(model, thresholds, orthogonality=orthogonality)
     cols = [c for c in df.columns if c not in FLAGS]

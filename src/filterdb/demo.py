@@ -60,7 +60,7 @@ def main() -> int:
     from . import open as open_db
     from ._table import format_table
     from .health import database_health
-    from .health.database import summarise_groups
+    from .health.summary import summarise_groups
 
     step = _Steps()
     DEMO.mkdir(exist_ok=True)

@@ -9,7 +9,7 @@ health metrics of every layer (docs/method.md, sections 3-5), in at most three p
 3. the histograms of all columns at once and the c0-c1 density.
 
 Every pass runs on one layer-cut plan (tasks hold whole layers:
-:func:`filterdb.health.database.plan_layers`), so the costly orthogonality of a layer can
+:func:`filterdb.engine.make_plan` with ``whole_layers``), so the costly orthogonality of a layer can
 be computed in any pass: layers are dealt to the passes (largest first, to the pass with
 the least estimated work, :func:`assign_orthogonality`) so that no pass is left waiting
 on one core. The engine (:mod:`filterdb.engine`: one reader thread, ``workers`` compute
@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .._repr import dataclass_repr
+from ..engine import make_plan, single_blas
 from ..errors import FilterDBError
 from ..health import HealthThresholds
 from ..health import database as HD
@@ -153,17 +154,10 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         vals = {}
         if health:
             db_ = ctx.db
-            hlayers = db_.layers(ctx.where, columns=HD._LAYER_COLUMNS)
+            hlayers = db_.layers(ctx.where, columns=HD.LAYER_QUERY_COLUMNS)
             hparams = HD.metrics_params(t.sparsity_eps, orthogonality)
             has = hlayers["filter_count"].fillna(0).astype(np.int64).to_numpy() > 0
-            stored = {} if (recompute or not cache) else HD.read_stored_metrics(db_, hparams)
-            todo = []
-            for lay in hlayers[has].itertuples(index=False):
-                m = stored.get(int(lay.layer_id))
-                if m is not None and HD._valid(m, lay):
-                    vals[int(lay.layer_id)] = m
-                else:
-                    todo.append(int(lay.layer_id))
+            vals, todo = HD.stored_or_todo(db_, hlayers, hparams, recompute or not cache)
             todo_h = np.asarray(todo, np.int64)
             if not np.isin(todo_h, lids).all():
                 raise FilterDBError("internal error: health layers outside the selection")
@@ -310,7 +304,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         # health: combine and store
         htable = None
         if health:
-            frames = [HD._values_frame(vals)] if vals else []
+            frames = [HD.values_frame(vals)] if vals else []
             if len(todo_h):
                 hv = pd.DataFrame(hvalues, columns=list(VALUES),
                                   index=pd.Index(todo_h, name="layer_id"))
@@ -320,8 +314,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
                                             "not computed exactly once")
                     hv["orthogonality"] = orth_vals
                 if cache:
-                    HD.write_stored_metrics(ctx.db, hparams,
-                                            hlayers[hlayers["layer_id"].isin(todo_h)], hv)
+                    HD.store_metrics(ctx.db, hparams, hv)
                 frames.append(hv[list(HD.STORED)])
             # layers without stored 3x3 filters: the metrics stored at ingest, as health does
             ing = HD.ingest_metrics(ctx.db, hlayers[~has], t.sparsity_eps)
@@ -330,7 +323,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
                     ing["orthogonality"] = np.nan
                 frames.append(ing)
             htable = HD.health_table(hlayers, pd.concat(frames) if frames
-                                     else HD._values_frame({}), t)
+                                     else HD.values_frame({}), t)
         passes_run = runner.info
     w = norm_where(where)
     mats = [c for c in columns if c != "model"] if matrices is None else list(matrices)
@@ -367,16 +360,16 @@ class _Runner:
     def plan(self):
         if self._plan is None:
             s = self.sel
-            self._plan = HD.plan_layers(s["filter_start"].to_numpy(np.int64),
-                                        s["filter_count"].to_numpy(np.int64),
-                                        s["layer_id"].to_numpy(np.int64))
+            self._plan = make_plan(s["filter_start"].to_numpy(np.int64),
+                                   s["filter_count"].to_numpy(np.int64),
+                                   s["layer_id"].to_numpy(np.int64), whole_layers=True)
         return self._plan
 
     def run(self, desc, parts, ortho, index, n_orth) -> dict:
         ctx = self.ctx
         ctx.engine  # noqa: B018 - started before the clock, as before
         t = time.perf_counter()
-        r = HD._with_single_blas(lambda: ctx.map_reduce(
+        r = single_blas(lambda: ctx.map_reduce(
             desc, self.plan, F.fused_task, {"parts": parts, "ortho": ortho},
             reduce=F.fused_reduce(parts)))
         self.info.append(PassInfo(desc, [n for n, _, _ in parts] +

@@ -343,7 +343,7 @@ def population_percentiles(args, model, df, t):
     """Percentiles of the model's layers among the database's (``check --db``). Layers of
     a database model with the same file (sha256) are left out of the population."""
     from ..health import database_health
-    from ..health.database import compare_to_population
+    from ..health.population import compare_to_population
     from ..store import open_database
 
     with open_database(args.db) as db:
@@ -436,7 +436,7 @@ def cmd_health(args) -> int:
     out.append("")
     rule = (f"p >= {t.alpha:g}, rule calibrated" if t.rule == "calibrated"
             else f"H >= TH(n) - {t.random_margin:g}, rule paper")
-    from ..health.database import GROUP_METRICS
+    from ..health.summary import GROUP_METRICS
     from ..kernels.metrics import spec
 
     means = {m: spec(m).label for m in GROUP_METRICS}  # the registry's headline metrics

@@ -6,11 +6,12 @@ same kernels on local threads or on Dask workers.
   buffer) or of memory of its own (the store maps large windows of its files), must be
   safe to call from several threads, and must pickle cheaply (a path, not an open
   handle) so a Dask worker can rebuild it.
-- A *plan* cuts the selected layer ranges ``(starts, counts, layer_ids)`` into tasks of
-  about ``target_rows`` buffer rows. A task reads a few contiguous windows into the
-  buffer and carries run-length layer ids; the per-row ids are filled per task into a
-  reused buffer (never one global per-filter array). Unselected rows in the buffer
-  (small gaps read through, alignment padding) get layer id -1 and are skipped.
+- A *plan* (:mod:`.plan`) cuts the selected layer ranges ``(starts, counts, layer_ids)``
+  into tasks of about ``target_rows`` buffer rows (or of whole layers). A task reads a few
+  contiguous windows into the buffer and carries run-length layer ids; the per-row ids are
+  filled per task into a reused buffer (never one global per-filter array). Unselected
+  rows in the buffer (small gaps read through, alignment padding) get layer id -1 and are
+  skipped.
 - A *kernel* is ``kernel(filters, layer_ids, **params) -> {name: ndarray}``; results of
   all tasks are combined per key by ``sum`` (default), ``min`` or ``max`` (a kernel may
   declare ``kernel.reduce = {key: op}``), in plan order, so results are reproducible.
@@ -25,10 +26,7 @@ import numpy as np
 
 from ..errors import FilterDBError
 from ..kernels import _numba
-
-DEFAULT_TARGET_ROWS = 1 << 20
-ALIGN_ROWS = 16  # 16 rows x 36 bytes = 576 bytes = 9 x 64: keeps each read 64-byte aligned
-GAP_ROWS = 4096  # read through unselected gaps up to this size instead of a new read
+from .plan import Plan, Task, layer_groups, make_plan
 
 
 @runtime_checkable
@@ -71,85 +69,6 @@ def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
     raw = np.empty(nbytes + align, np.uint8)
     off = (-raw.ctypes.data) % align
     return raw[off:off + nbytes].view(dtype).reshape(shape)
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of work: windows to read into the buffer and the layer of each run."""
-
-    reads: np.ndarray  # (k, 3) int64: source start, count, buffer offset
-    runs: np.ndarray  # (r, 3) int64: buffer offset, count, layer id
-    span: int  # buffer rows used
-    n_rows: int  # selected rows
-
-
-@dataclass(frozen=True)
-class Plan:
-    tasks: tuple[Task, ...]
-    n_rows: int  # selected rows in all
-    max_span: int  # buffer rows a worker thread needs
-
-    def __len__(self):
-        return len(self.tasks)
-
-
-def make_plan(starts, counts, layer_ids, target_rows: int = DEFAULT_TARGET_ROWS,
-              gap_rows: int = GAP_ROWS, align_rows: int = ALIGN_ROWS) -> Plan:
-    """Tasks over the selected ranges (sorted by start, non-overlapping) of a source."""
-    starts = np.asarray(starts, dtype=np.int64).ravel()
-    counts = np.asarray(counts, dtype=np.int64).ravel()
-    layer_ids = np.asarray(layer_ids, dtype=np.int64).ravel()
-    if not (len(starts) == len(counts) == len(layer_ids)):
-        raise FilterDBError("starts, counts and layer_ids must have the same length")
-    if (counts < 0).any() or (starts < 0).any() or (layer_ids < 0).any():
-        raise FilterDBError("negative start, count or layer id in the selection")
-    keep = counts > 0
-    starts, counts, layer_ids = starts[keep], counts[keep], layer_ids[keep]
-    if len(starts) == 0:
-        raise FilterDBError("empty selection: no filters to analyse")
-    if (starts[1:] < starts[:-1] + counts[:-1]).any():
-        raise FilterDBError("selected ranges must be sorted by start and must not overlap")
-    target = max(int(target_rows), align_rows)
-
-    tasks = []
-    reads: list[list[int]] = []
-    runs: list[list[int]] = []
-    pos = sel = 0
-    end = -1  # source row after the last read of the current task
-
-    def close():
-        nonlocal reads, runs, pos, sel, end
-        if runs:
-            tasks.append(Task(np.array(reads, np.int64).reshape(-1, 3),
-                              np.array(runs, np.int64).reshape(-1, 3), pos, sel))
-        reads, runs, pos, sel, end = [], [], 0, 0, -1
-
-    for s, c, lid in zip(starts.tolist(), counts.tolist(), layer_ids.tolist()):
-        while c > 0:
-            if reads and 0 <= s - end <= gap_rows:  # extend the last read through the gap
-                off = pos + (s - end)
-                if off >= target:
-                    close()
-                    continue
-                take = min(c, target - off)
-                reads[-1][1] += (s - end) + take
-            else:
-                off = -(-pos // align_rows) * align_rows
-                if off >= target:
-                    close()
-                    continue
-                take = min(c, target - off)
-                reads.append([s, take, off])
-            runs.append([off, take, lid])
-            pos = off + take
-            sel += take
-            end = s + take
-            s += take
-            c -= take
-            if pos >= target:
-                close()
-    close()
-    return Plan(tuple(tasks), int(counts.sum()), max(t.span for t in tasks))
 
 
 # ---- running one task (the same code on a local thread and on a Dask worker) ----
@@ -226,6 +145,16 @@ def combine(acc: dict | None, res: dict, reduce: dict) -> dict:
 
 # ---- the one entry point ----
 
+def single_blas(fn):
+    """``fn()`` with one BLAS thread: the engine already runs one task per core."""
+    try:  # optional dependency: without it BLAS keeps its own thread count
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return fn()
+    with threadpool_limits(1, user_api="blas"):
+        return fn()
+
+
 def get_engine(engine="local", scheduler=None, workers: int = 2):
     """An engine object: ``"local"`` (threads) or ``"dask"`` (a Dask cluster), or pass one."""
     if not isinstance(engine, str):
@@ -270,4 +199,5 @@ def map_reduce(source, plan: Plan, kernel, params: dict | None = None, *, engine
 
 
 __all__ = ["Source", "ArraySource", "RowReaderSource", "aligned_empty", "Task", "Plan",
-           "make_plan", "read_task", "run_task", "combine", "get_engine", "map_reduce"]
+           "make_plan", "layer_groups", "single_blas", "read_task", "run_task", "combine",
+           "get_engine", "map_reduce"]

@@ -1,5 +1,6 @@
-"""The one assessment of layers and the one verdict (method.md, section 5), used by
-``filterdb check``, ``filterdb health``, the reports and the Python API alike.
+"""The one assessment of layers and the one verdict (docs/method.md, section 5), used by
+``filterdb check``, ``filterdb health``, the reports and the Python API alike (summaries
+of assessed tables: :mod:`filterdb.health.summary`).
 
 Inputs per layer: ``n`` filters, the kernel ``kh x kw`` (``d = kh * kw``), sparsity ``S``
 and variance entropy ``H`` (from a model file or from the database's stored metrics).
@@ -29,12 +30,11 @@ import pandas as pd
 
 from ..errors import FilterDBError
 from ..kernels import health as K
-from ..kernels.randomness import random_entropy, random_stats
+from ..kernels.randomness import K_EXACT, random_stats, simulated_threshold
 
 FLAGS = ("random", "low_diversity", "sparse", "degenerated")
 RULES = ("calibrated", "paper")
 MIN_FILTERS = 3
-N_WORST = 5
 VERDICTS = ("good start", "caution", "poor start", "not assessed")
 ASSESS_COLUMNS = ("threshold", "variance_entropy_norm", "random_mean", "random_sd",
                   "p_random", "random_method", "random_paper", "random", "low_diversity", "sparse",
@@ -68,12 +68,11 @@ class HealthThresholds:
 
 def paper_threshold(n, d: int = 9) -> float:
     """``TH(n)``: the published curve for ``d = 9``, the mean ``H`` of i.i.d. random
-    layers otherwise; NaN for ``d < 2`` or ``n < 1``."""
+    layers otherwise (:func:`filterdb.kernels.randomness.simulated_threshold`); NaN for
+    ``d < 2`` or ``n < 1``."""
     if d < 2 or n < 1:
         return float("nan")
-    if d == 9:
-        return K.randomness_threshold(n)
-    return random_entropy(int(n), int(d)).mean if n > 2 else 0.0
+    return K.randomness_threshold(n) if d == 9 else simulated_threshold(n, d)
 
 
 def low_diversity_limit(d, thresholds: HealthThresholds):
@@ -138,6 +137,21 @@ def assess(n, kh, kw, S, H, thresholds: HealthThresholds | None = None,
     return df
 
 
+def assess_frame(df: pd.DataFrame, thresholds: HealthThresholds | None = None,
+                 missing=None) -> pd.DataFrame:
+    """``df`` (needs ``n``, ``kernel`` "KHxKW", ``sparsity``, ``variance_entropy``) with the
+    columns of :func:`assess` set."""
+    kk = [str(k).split("x") for k in df["kernel"].tolist()]
+    kh = np.array([int(a) for a, _ in kk], np.int64)
+    kw = np.array([int(b) for _, b in kk], np.int64)
+    a = assess(df["n"].to_numpy(np.int64), kh, kw, df["sparsity"].to_numpy(np.float64),
+               df["variance_entropy"].to_numpy(np.float64), thresholds, missing)
+    out = df.copy()
+    for c in ASSESS_COLUMNS:
+        out[c] = a[c].to_numpy()
+    return out
+
+
 def reasons(df: pd.DataFrame, n, d, S, H, t: HealthThresholds) -> list[str]:
     """One sentence per flagged layer ("" for the others): what was found, against what."""
     out = [""] * len(df)
@@ -172,9 +186,10 @@ def flag_names(row) -> list[str]:
     return [f for f in FLAGS if bool(row[f])]
 
 
-def verdict_class(n_assessed: int, n_degenerated: int,
-                  thresholds: HealthThresholds | None = None) -> str:
-    """``good start`` / ``caution`` / ``poor start`` / ``not assessed`` (module docstring)."""
+def verdict(n_assessed: int, n_degenerated: int,
+            thresholds: HealthThresholds | None = None) -> str:
+    """The verdict: ``good start`` / ``caution`` / ``poor start`` / ``not assessed``
+    (module docstring); the one rule every summary uses."""
     t = thresholds or HealthThresholds()
     if not n_assessed:
         return "not assessed"
@@ -184,10 +199,11 @@ def verdict_class(n_assessed: int, n_degenerated: int,
 
 
 def verdict_sentence(counts: dict, thresholds: HealthThresholds | None = None) -> str:
-    """The verdict as one unambiguous sentence from :func:`summarise`'s counts."""
+    """The :func:`verdict` as one unambiguous sentence from the counts of
+    :func:`filterdb.health.summary.summarise`."""
     t = thresholds or HealthThresholds()
     a, g = counts["n_assessed"], counts["n_degenerated"]
-    cls = verdict_class(a, g, t)
+    cls = verdict(a, g, t)
     if cls == "not assessed":
         return ("not assessed: no layer with a kernel larger than 1x1, at least "
                 f"{MIN_FILTERS} filters and metrics")
@@ -213,99 +229,8 @@ def verdict_sentence(counts: dict, thresholds: HealthThresholds | None = None) -
     return s + "."
 
 
-def worst_label(r) -> str:
-    """What a layer is worst at, with its number."""
-    if r["random"]:
-        return f"random-like (p {r['p_random']:.2f})"
-    if r["low_diversity"] and r["sparse"]:
-        return f"sparse and low-diversity (S {r['sparsity']:.3f}, H {r['variance_entropy']:.3f})"
-    if r["low_diversity"]:
-        return f"low diversity (H {r['variance_entropy']:.3f})"
-    if r["sparse"]:
-        return f"sparse (S {r['sparsity']:.3f})"
-    return (f"closest to random (H {r['variance_entropy']:.3f}, random layers "
-            f"{r['random_mean']:.3f}, p {r['p_random']:.3f})")
-
-
-def worst_first(a: pd.DataFrame) -> np.ndarray:
-    """Positions of the assessed layers ``a``, worst first: degenerated, then flagged, then
-    the rest, each group by ``p_random``, then ``H / random_mean`` (closeness to random), then
-    sparsity, descending (ties in table order)."""
-    flagged = a[["random", "low_diversity", "sparse"]].to_numpy(bool).any(axis=1)
-    order = pd.DataFrame({"deg": a["degenerated"].to_numpy(bool).astype(int),
-                          "fl": flagged.astype(int),
-                          "p": a["p_random"].fillna(-1.0).to_numpy(),
-                          "h": (a["variance_entropy"] / a["random_mean"]).fillna(-1.0).to_numpy(),
-                          "s": a["sparsity"].fillna(-1.0).to_numpy(),
-                          "pos": np.arange(len(a))})
-    order = order.sort_values(["deg", "fl", "p", "h", "s", "pos"],
-                              ascending=[False, False, False, False, False, True])
-    return order["pos"].to_numpy()
-
-
-def summarise(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> dict:
-    """The summary of an assessed table (a model's layers, from a file or the database).
-
-    - ``share_degenerated`` = degenerated / assessed layers (NaN if none assessed).
-    - worst layers: the assessed layers, degenerated first, then flagged ones, then the
-      rest, each group by ``p_random``, then ``H / random_mean`` (closeness to random), then
-      sparsity, descending; the top 5, each labelled by what it is worst at.
-    - ``not_assessed``: ``{reason: number of layers}``.
-    """
-    t = thresholds or HealthThresholds()
-    a = df[df["assessed"].to_numpy(bool)] if len(df) else df
-    na = int(len(a))
-
-    def count(mask) -> int:
-        return int(np.count_nonzero(mask)) if na else 0
-
-    deg = a["degenerated"].to_numpy(bool) if na else np.zeros(0, bool)
-    low = a["low_diversity"].to_numpy(bool) if na else deg
-    sp = a["sparse"].to_numpy(bool) if na else deg
-    counts = {"n_layers": int(len(df)), "n_assessed": na, "n_degenerated": count(deg),
-              "n_random": count(a["random"].to_numpy(bool)) if na else 0,
-              "n_random_paper": count(a["random_paper"].to_numpy(bool)) if na else 0,
-              "n_low_diversity_sparse": count(low & sp),
-              "n_low_diversity_only": count(low & ~sp & ~deg),
-              "n_sparse_only": count(sp & ~low & ~deg)}
-    share = counts["n_degenerated"] / na if na else float("nan")
-    worst = []
-    if na:
-        for i in worst_first(a)[:N_WORST]:
-            r = a.iloc[int(i)]
-            worst.append({"name": r["name"], "label": worst_label(r), "flags": flag_names(r),
-                          "reason": r["reason"], "p_random": float(r["p_random"]),
-                          "variance_entropy_norm": float(r["variance_entropy_norm"]),
-                          "sparsity": float(r["sparsity"])})
-    nota = {}
-    if len(df):
-        for why in df.loc[~df["assessed"].to_numpy(bool), "not_assessed"].tolist():
-            nota[why] = nota.get(why, 0) + 1
-    by_depth = {}
-    if na:
-        from ..kernels.drift import depth_bin, depth_bin_labels
-
-        bins = depth_bin(np.clip(a["conv_depth_norm"].to_numpy(np.float64), 0, 1))
-        labels = depth_bin_labels()
-        for b in sorted(set(bins.tolist())):
-            sel = a[bins == b]
-            by_depth[labels[b]] = {
-                "n_layers": int(len(sel)),
-                "sparsity": float(sel["sparsity"].mean()),
-                "variance_entropy_norm": float(sel["variance_entropy_norm"].mean()),
-                "orthogonality": float(sel["orthogonality"].mean()),
-                "n_degenerated": int(sel["degenerated"].sum()),
-            }
-    return {**counts, "share_degenerated": share, "worst_layers": worst,
-            "not_assessed": nota, "by_depth": by_depth,
-            "verdict_class": verdict_class(na, counts["n_degenerated"], t),
-            "verdict": verdict_sentence(counts, t), "thresholds": t.to_dict()}
-
-
 def extrapolated_line(df: pd.DataFrame) -> str:
     """Which layers' random reference is extrapolated, and how ("" when none is)."""
-    from ..kernels.randomness import K_EXACT
-
     if not len(df) or "random_method" not in df:
         return ""
     sel = df["assessed"].to_numpy(bool) & (df["random_method"] == "extrapolated").to_numpy()
@@ -352,7 +277,7 @@ def legend(thresholds: HealthThresholds | None = None) -> list[str]:
     ]
 
 
-__all__ = ["HealthThresholds", "assess", "summarise", "verdict_class", "verdict_sentence",
+__all__ = ["HealthThresholds", "assess", "assess_frame", "verdict", "verdict_sentence",
            "legend", "not_assessed_line", "extrapolated_line", "flag_names", "paper_threshold",
-           "low_diversity_limit", "reasons", "worst_label", "worst_first", "FLAGS", "RULES", "MIN_FILTERS",
+           "low_diversity_limit", "reasons", "FLAGS", "RULES", "MIN_FILTERS",
            "ASSESS_COLUMNS", "VERDICTS"]

@@ -1,16 +1,11 @@
-"""Random references: simulated randomness thresholds and random-initialisation baselines.
+"""Random-initialisation baselines (docs/method.md, section 5; the simulated randomness
+threshold of kernels other than 3x3 is :func:`filterdb.kernels.randomness.simulated_threshold`).
 
-- :func:`simulated_threshold`: the expected variance entropy ``H`` of ``n`` i.i.d. Gaussian
-  filters of dimension ``d``; the randomness threshold of kernels other than 3x3 (3x3 keeps
-  the published ``TH(n)`` of :func:`filterdb.kernels.health.randomness_threshold`).
-  ``H`` of i.i.d. filters depends on ``n`` and ``d`` only: the centred scatter matrix of
-  ``n`` i.i.d. ``N(0, I_d)`` rows is Wishart ``W_d(n - 1, I)``, drawn here with the Bartlett
-  decomposition (:mod:`filterdb.kernels.randomness`: bounded cost for any kernel size).
-- :func:`random_baseline`: every conv layer of a model re-drawn with common initialisers
-  (numpy only) and measured like the trained layer. ``H``, ``S`` and orthogonality are
-  scale-invariant, so an initialiser's scale does not matter, only its shape: with the same
-  seed, ``kaiming_uniform`` (PyTorch's default) and ``xavier_uniform`` give the same metrics,
-  and so do ``kaiming_normal`` and ``normal``.
+:func:`random_baseline`: every conv layer of a model re-drawn with common initialisers
+(numpy only) and measured like the trained layer. ``H``, ``S`` and orthogonality are
+scale-invariant, so an initialiser's scale does not matter, only its shape: with the same
+seed, ``kaiming_uniform`` (PyTorch's default) and ``xavier_uniform`` give the same metrics,
+and so do ``kaiming_normal`` and ``normal``.
 """
 from __future__ import annotations
 
@@ -19,27 +14,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..kernels.randomness import random_entropy
-
-SIM_SEED = 0
-
-
-def simulated_threshold(n: int, d: int, seed: int = SIM_SEED) -> float:
-    """Mean ``H`` of ``n`` i.i.d. Gaussian filters of dimension ``d``
-    (:func:`filterdb.kernels.randomness.random_entropy`: bounded cost for any ``d``,
-    deterministic, cached). NaN for ``n < 1`` or ``d < 2``; 0 for ``n <= 2``."""
-    n, d = int(n), int(d)
-    if n < 1 or d < 2:
-        return float("nan")
-    if n <= 2:
-        return 0.0
-    return random_entropy(n, d, seed).mean
-
-
-def simulate_iid_entropy(n: int, d: int, seed: int = SIM_SEED):
-    """The sorted simulated samples of ``H`` for ``n`` i.i.d. ``N(0, I_d)`` filters."""
-    return random_entropy(int(n), int(d), seed).draws
-
+from ..errors import FilterDBError
+from ..readers.base import ConvLayer
+from .assess import HealthThresholds, assess_frame
+from .check import COLUMNS, raw_metrics
 
 # --- random initialisations (numpy, from the definitions) -------------------------------
 
@@ -85,8 +63,6 @@ def init_weight(init: str, shape, rng) -> np.ndarray:
     try:
         fn = INITS[init]
     except KeyError:
-        from ..errors import FilterDBError
-
         raise FilterDBError(f"unknown initialisation {init!r}; known: {', '.join(INITS)}") from None
     return fn(rng, tuple(int(s) for s in shape)).astype(np.float32)
 
@@ -99,9 +75,6 @@ def random_baseline(model, inits=DEFAULT_INITS, seed: int = 0, thresholds=None,
     same shape (uniform / normal) differ only by scale and give the same metrics.
     Columns: ``name``, ``init`` and the metric columns of :func:`model_health`.
     """
-    from ..readers.base import ConvLayer
-    from .check import HealthThresholds, assess_frame, raw_metrics
-
     thresholds = thresholds or HealthThresholds()
     rows = []
     for i, layer in enumerate(model.layers):
@@ -113,13 +86,10 @@ def random_baseline(model, inits=DEFAULT_INITS, seed: int = 0, thresholds=None,
             row = raw_metrics(fake, thresholds, orthogonality)
             row["init"] = init
             rows.append(row)
-    from .check import COLUMNS
-
     cols = ["name", "init"] + [c for c in COLUMNS if c != "name"]
     if not rows:
         return pd.DataFrame(columns=cols)
     return assess_frame(pd.DataFrame(rows), thresholds)[cols]
 
 
-__all__ = ["simulated_threshold", "simulate_iid_entropy", "random_baseline", "init_weight",
-           "fans", "INITS", "DEFAULT_INITS", "SIM_SEED"]
+__all__ = ["random_baseline", "init_weight", "fans", "INITS", "DEFAULT_INITS"]

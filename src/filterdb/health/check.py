@@ -1,4 +1,5 @@
-"""Layer health of one model file: metrics, the assessment and a summary (method.md, 5).
+"""Layer health of one model file: metrics, the assessment and a summary (docs/method.md,
+section 5).
 
 The metrics of each layer come from :func:`filterdb.kernels.assessment.weight_metrics`
 (the function ingest uses for layers whose filters the database does not keep) and the
@@ -15,24 +16,17 @@ assess the same layers the same way. Conventions where the method is silent:
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from ..kernels import health as K
 from ..kernels import metrics as M
 from ..kernels.assessment import weight_metrics
 from ..readers.base import kernel_key
-from .assess import (ASSESS_COLUMNS, FLAGS, MIN_FILTERS, HealthThresholds, assess,
-                     flag_names, low_diversity_limit, paper_threshold, summarise)
+from .assess import ASSESS_COLUMNS, FLAGS, HealthThresholds, assess_frame
+from .summary import summarise
 
 _IDENT = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n")
 METRIC_COLUMNS = _IDENT + M.names(source="weight")  # the registry (filterdb.kernels.metrics)
 COLUMNS = _IDENT + M.names() + tuple(c for c in ASSESS_COLUMNS if c not in M.names())
-
-
-def randomness_threshold_for(n, d: int = 9) -> float:
-    """``TH(n)`` for filters of dimension ``d`` (:func:`~filterdb.health.assess.paper_threshold`)."""
-    return paper_threshold(n, d)
 
 
 def raw_metrics(layer, thresholds: HealthThresholds | None = None,
@@ -45,21 +39,6 @@ def raw_metrics(layer, thresholds: HealthThresholds | None = None,
             "conv_depth": int(layer.conv_depth),
             "conv_depth_norm": float(layer.conv_depth_norm), "n": int(layer.n_filters),
             **{k: m[k] for k in M.names(source="weight")}}
-
-
-def assess_frame(df: pd.DataFrame, thresholds: HealthThresholds | None = None,
-                 missing=None) -> pd.DataFrame:
-    """``df`` (needs ``n``, ``kernel`` "KHxKW", ``sparsity``, ``variance_entropy``) with the
-    assessment columns of :func:`~filterdb.health.assess.assess` set."""
-    kk = [str(k).split("x") for k in df["kernel"].tolist()]
-    kh = np.array([int(a) for a, _ in kk], np.int64)
-    kw = np.array([int(b) for _, b in kk], np.int64)
-    a = assess(df["n"].to_numpy(np.int64), kh, kw, df["sparsity"].to_numpy(np.float64),
-               df["variance_entropy"].to_numpy(np.float64), thresholds, missing)
-    out = df.copy()
-    for c in ASSESS_COLUMNS:
-        out[c] = a[c].to_numpy()
-    return out
 
 
 def layer_metrics(layer, thresholds: HealthThresholds | None = None,
@@ -75,7 +54,7 @@ def model_health(model, thresholds: HealthThresholds | None = None,
     """Per-layer health of a :class:`~filterdb.readers.base.Model` and its summary.
 
     Returns ``(DataFrame, summary)``: one row per conv layer (columns :data:`COLUMNS`) and
-    the dict of :func:`~filterdb.health.assess.summarise`.
+    the dict of :func:`~filterdb.health.summary.summarise`.
     """
     t = thresholds or HealthThresholds()
     rows = [raw_metrics(l, t, orthogonality) for l in model.layers]
@@ -84,39 +63,5 @@ def model_health(model, thresholds: HealthThresholds | None = None,
     return df, summarise(df, t)
 
 
-def flags(H, S, TH, n, d: int = 9, thresholds: HealthThresholds | None = None) -> dict:
-    """The paper-rule flags of one layer from ``H``, ``S`` and its ``TH`` (kept for the
-    API; the assessment itself is :func:`~filterdb.health.assess.assess`)."""
-    t = thresholds or HealthThresholds()
-    ok = d > 1 and n >= MIN_FILTERS and np.isfinite(H) and np.isfinite(S)
-    random = bool(ok and np.isfinite(TH) and H >= TH - t.random_margin)
-    low = bool(ok and H < low_diversity_limit(d, t))
-    sparse = bool(ok and S >= t.sparse_S)
-    return {"random": random, "low_diversity": low, "sparse": sparse,
-            "degenerated": random or (low and sparse)}
-
-
-def health_from_moments(n, s, sxx, n_sparse, d: int = 9, thresholds=None,
-                        sparse_s=None, sparse_sxx=None) -> pd.DataFrame:
-    """Vectorised metrics and the assessment of many layers of dimension ``d`` from
-    streamed moments (see :func:`filterdb.kernels.health.metrics_from_moments`)."""
-    n = np.atleast_1d(np.asarray(n, dtype=np.int64))
-    m = K.metrics_from_moments(n, np.reshape(s, (n.size, d)), np.reshape(sxx, (n.size, d, d)),
-                               np.atleast_1d(n_sparse),
-                               None if sparse_s is None else np.reshape(sparse_s, (n.size, d)),
-                               None if sparse_sxx is None else np.reshape(sparse_sxx, (n.size, d, d)))
-    H = np.atleast_1d(m["variance_entropy"])
-    S = np.atleast_1d(m["sparsity"])
-    side = int(round(d ** 0.5))
-    kh, kw = (side, side) if side * side == d else (1, d)
-    a = assess(n, kh, kw, S, H, thresholds)
-    df = pd.DataFrame({"n": n, "sparsity": S, "variance_entropy": H,
-                       "variance_entropy_clean": np.atleast_1d(m["variance_entropy_clean"])})
-    for c in ASSESS_COLUMNS:
-        df[c] = a[c].to_numpy()
-    return df
-
-
-__all__ = ["HealthThresholds", "layer_metrics", "raw_metrics", "assess_frame", "model_health",
-           "summarise", "flags", "flag_names", "randomness_threshold_for",
-           "low_diversity_limit", "health_from_moments", "COLUMNS", "METRIC_COLUMNS", "FLAGS"]
+__all__ = ["HealthThresholds", "layer_metrics", "raw_metrics", "model_health",
+           "COLUMNS", "METRIC_COLUMNS", "FLAGS"]

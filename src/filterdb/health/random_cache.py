@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kernels import randomness
+
 
 def cache_dir() -> Path:
     base = os.environ.get("FILTERDB_CACHE")
@@ -55,8 +57,6 @@ class FileStore:
 
 def install() -> None:
     """Make the file store the kernels' store (unless turned off by the environment)."""
-    from ..kernels import randomness
-
     if os.environ.get("FILTERDB_NO_RANDOM_CACHE", "") not in ("", "0"):
         randomness.STORE = None
     else:

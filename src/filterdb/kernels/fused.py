@@ -5,7 +5,7 @@
   filters and returns their results under ``prefix + "/" + key``; :func:`fused_reduce`
   gives the matching reductions for :func:`filterdb.engine.map_reduce`.
 - :func:`orthogonality_task` computes the orthogonality of the layers it is given (whole
-  layers per block: a layer-cut plan, :func:`filterdb.health.database.plan_layers`), so
+  layers per block: a layer-cut plan, :func:`filterdb.engine.make_plan` with ``whole_layers``), so
   the costly metric can be spread over several passes.
 - :func:`orthogonality_f32`: float32 products (BLAS ``sgemm`` over blocks of
   :data:`COL_BLOCK` columns) accumulated in float64, Gram rows in blocks (bounded memory

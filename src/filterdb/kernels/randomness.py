@@ -1,4 +1,5 @@
-"""The distribution of the variance entropy ``H`` of i.i.d. random layers (method.md, 5).
+"""The distribution of the variance entropy ``H`` of i.i.d. random layers (docs/method.md,
+section 5), and from it the randomness threshold of any kernel (:func:`simulated_threshold`).
 
 ``H`` of ``n`` i.i.d. ``N(0, I_d)`` filters depends on ``n`` and ``d = kh * kw`` only. The
 nonzero variances are the eigenvalues of the centred scatter matrix, a Wishart
@@ -266,6 +267,24 @@ def random_stats(n, d, H, seed: int = SEED):
     return mean, sd, p, method
 
 
+def simulated_threshold(n: int, d: int, seed: int = SEED) -> float:
+    """Mean ``H`` of ``n`` i.i.d. Gaussian filters of dimension ``d`` (:func:`random_entropy`):
+    the randomness threshold of kernels other than 3x3 (3x3 keeps the paper's ``TH(n)``,
+    :func:`filterdb.kernels.health.randomness_threshold`). NaN for ``n < 1`` or ``d < 2``;
+    0 for ``n <= 2``."""
+    n, d = int(n), int(d)
+    if n < 1 or d < 2:
+        return float("nan")
+    if n <= 2:
+        return 0.0
+    return random_entropy(n, d, seed).mean
+
+
+def simulate_iid_entropy(n: int, d: int, seed: int = SEED) -> np.ndarray:
+    """The sorted simulated samples of ``H`` of ``n`` i.i.d. ``N(0, I_d)`` filters."""
+    return random_entropy(int(n), int(d), seed).draws
+
+
 def random_entropy_many(n, d) -> list[RandomEntropy]:
     """:func:`random_entropy` of each ``(n_i, d_i)``, each distinct pair simulated once."""
     n = np.atleast_1d(np.asarray(n, np.int64))
@@ -273,6 +292,7 @@ def random_entropy_many(n, d) -> list[RandomEntropy]:
     return [random_entropy(int(a), int(b)) for a, b in zip(n.tolist(), d.tolist())]
 
 
-__all__ = ["RandomEntropy", "random_entropy", "random_entropy_many", "random_stats", "p_value", "n_draws",
-           "wishart_entropy", "mp_deficit", "grid_neighbours", "K_EXACT", "MAX_DRAWS",
-           "MIN_DRAWS", "N_EXACT", "GRID_PER_OCTAVE"]
+__all__ = ["RandomEntropy", "random_entropy", "random_entropy_many", "random_stats", "p_value",
+           "n_draws", "simulated_threshold", "simulate_iid_entropy", "wishart_entropy",
+           "mp_deficit", "grid_neighbours", "K_EXACT", "MAX_DRAWS", "MIN_DRAWS", "N_EXACT",
+           "GRID_PER_OCTAVE"]

@@ -209,8 +209,9 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
     # -- health ---------------------------------------------------------------------------------
     log("health: per-layer metrics (stored in the database after the first run)")
     from ..health import database_health, population_bands
-    from ..health.assess import HealthThresholds, legend, not_assessed_line, summarise
-    from ..health.database import compare_to_population, summarise_groups
+    from ..health.assess import HealthThresholds, legend, not_assessed_line
+    from ..health.population import compare_to_population
+    from ..health.summary import summarise, summarise_groups
 
     hdf = database_health(db, where, thresholds, **eng)
     bands = population_bands(hdf)
@@ -588,7 +589,7 @@ def _noise_figure(nf, title):
 
 def _thresholds(thresholds) -> dict:
     """The thresholds in use as a dict (the method's defaults where not given)."""
-    from ..health.check import HealthThresholds
+    from ..health.assess import HealthThresholds
 
     t = thresholds or HealthThresholds()
     d = t.to_dict() if hasattr(t, "to_dict") else dict(vars(t))
@@ -642,17 +643,13 @@ def _small_group_warning(groups, sizes) -> str | None:
 
 def _worst_layers(df: pd.DataFrame, n: int) -> tuple[pd.DataFrame, int]:
     """The ``n`` worst of the assessed layers ``df``, in the assessment's order
-    (:func:`~filterdb.health.assess.worst_first`), each labelled with what it is worst at;
+    (:func:`~filterdb.health.summary.worst_first`), each labelled with what it is worst at;
     and how many there are."""
-    from ..health.assess import worst_first, worst_label
+    from ..health.summary import worst_first, worst_label
 
     shown = df.iloc[worst_first(df)[:n]]
     return shown.assign(**{"worst at": [worst_label(r) for r in
                                         shown.to_dict(orient="records")]}), len(df)
-
-
-def _verdict_kind(v) -> str:
-    return str(v).split(":")[0].strip() if v is not None else "not assessed"
 
 
 def _findings(sec, db, models, layers, hdf, mh, res, t) -> None:
@@ -664,7 +661,7 @@ def _findings(sec, db, models, layers, hdf, mh, res, t) -> None:
     items.append(f"**Population:** {len(models):,} models in {len(fmts)} format(s) ("
                  + ", ".join(f"{k} {v}" for k, v in fmts.items()) + f"), {len(layers):,} conv "
                  f"layers, {n3:,} 3x3 filters.")
-    kinds = mh["verdict"].map(_verdict_kind).value_counts()
+    kinds = mh["verdict"].value_counts()  # the verdict classes of summarise_groups
     items.append("**Verdicts:** " + ", ".join(f"{v} {k}" for k, v in kinds.items())
                  + f" (of {len(mh):,} models with conv layers). " + _rule_text(t))
     worst = mh[mh["degenerated"] > 0].assign(_s=lambda d: d["share_degenerated"].fillna(0)) \

@@ -39,7 +39,7 @@ def layer_table(df: pd.DataFrame, percentiles=None, columns=TABLE_COLUMNS) -> pd
     """The per-layer table shown in the report: :data:`TABLE_COLUMNS` from a
     :func:`~filterdb.health.model_health` or :func:`~filterdb.health.database_health` table,
     plus each metric's percentile among comparable population layers when given (a list of
-    :func:`~filterdb.health.database.compare_to_population` results)."""
+    :func:`~filterdb.health.population.compare_to_population` results)."""
     out = pd.DataFrame({c: df[c].to_numpy() for c in columns if c in df})
     out["flags"] = flags_text(df)
     out = out[[c for c in columns if c in out]]
@@ -59,10 +59,6 @@ def first_filter_layer(layers: pd.DataFrame):
         return None
     cand = layers[ok]
     return cand.sort_values("conv_depth", kind="stable").index[0]
-
-
-def verdict_class(verdict: str) -> str:
-    return verdict.split(":")[0].strip()
 
 
 def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,

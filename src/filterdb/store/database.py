@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import sqlite3
+import warnings
 import zlib
 from pathlib import Path
 
@@ -120,6 +122,14 @@ def _drop_cache(con, keys) -> None:
         con.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in keys])
     except sqlite3.Error:
         pass  # read-only file system: the entry stays a miss
+
+
+def _finite(v):
+    """A stored metric: ints as they are, floats with NaN / Inf as None (JSON has neither)."""
+    if v is None or isinstance(v, (bool, int, np.integer)):
+        return None if v is None else int(v)
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 def _check_layer(db, layer_id: int, x: np.ndarray) -> None:
@@ -482,6 +492,54 @@ class Database:
         verb = "dropped" if drop else "found"
         return [f"{verb} the damaged analysis cache entry {k} ({why}); it is recomputed "
                 "when needed" for k, why in bad]
+
+    # stored layer metrics (the ``layer_metrics`` table; health, docs/method.md section 5):
+    # like the cache, a fresh connection, so readers store and see what they computed
+    def layer_metrics(self, params: str) -> dict:
+        """``{layer_id: metrics dict}`` stored under ``params`` (a fresh read, not the
+        snapshot; NaN was stored as None). Each entry holds the ``filter_start``,
+        ``filter_count`` and ``checksum`` of its layer when it was stored."""
+        con = self._cache_con()
+        try:
+            rows = con.execute("SELECT layer_id, metrics FROM layer_metrics WHERE params = ?",
+                               (params,)).fetchall()
+        finally:
+            con.close()
+        return {int(lid): json.loads(m) for lid, m in rows}
+
+    def put_layer_metrics(self, params: str, metrics: dict) -> bool:
+        """Store ``{layer_id: {name: number}}`` under ``params`` in one transaction (all or
+        nothing), each with its layer's filter range and checksum (of this snapshot), so an
+        entry is only reused for the same filters; non-finite numbers are stored as None.
+        Works on readers too. False (and a warning) when the catalog cannot be written,
+        e.g. a read-only file system."""
+        lids = [int(k) for k in metrics]
+        rng = {}
+        for i in range(0, len(lids), 500):
+            part = lids[i:i + 500]
+            rng.update((r[0], r[1:]) for r in self._con.execute(
+                "SELECT layer_id, filter_start, filter_count, checksum FROM layers WHERE "
+                f"layer_id IN ({', '.join('?' * len(part))})", part))
+        dv = int(self.data_version)
+        rows = []
+        for lid, m in zip(lids, metrics.values()):
+            fs, fc, ck = rng.get(lid, (None, None, None))
+            m = {k: _finite(v) for k, v in m.items()}
+            m.update(filter_start=fs, filter_count=fc, checksum=ck)
+            rows.append((lid, params, json.dumps(m), dv))
+        try:
+            con = self._cache_con()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                con.executemany("INSERT OR REPLACE INTO layer_metrics(layer_id, params, "
+                                "metrics, data_version) VALUES (?, ?, ?, ?)", rows)
+                con.execute("COMMIT")
+            finally:
+                con.close()
+        except sqlite3.Error as e:
+            warnings.warn(f"{self.path}: layer metrics not stored ({e})", stacklevel=2)
+            return False
+        return True
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:

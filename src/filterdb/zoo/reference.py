@@ -257,13 +257,13 @@ def percentiles(layer_df: pd.DataFrame, sha256: str | None = None,
 
     ``layer_df`` is a health table (columns ``conv_depth_norm``, ``n``, ``kernel`` and the
     metrics, as :func:`filterdb.health.model_health` gives); the comparison is
-    :func:`filterdb.health.database.compare_to_population` over the reference's assessed
+    :func:`filterdb.health.population.compare_to_population` over the reference's assessed
     layers of the same kernel, depth bin and size class (the depth bin alone when fewer
     than 10); None for a kernel the reference does not hold. A model of the reference with the same file
     (``sha256``, the reader's: of all the files of a multi-file model) is left out of the
     population.
     """
-    from ..health.database import compare_to_population
+    from ..health.population import compare_to_population
 
     ref = ref or load()
     pop = ref.layers

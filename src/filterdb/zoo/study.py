@@ -26,7 +26,7 @@ PAPER_MEDIAN_DRIFT = {"task": 0.11, "visual_category": 0.42, "depth_bin": 0.02}
 def study(db, where: str | None = None) -> dict:
     from .. import analysis as A
     from ..health import database_health
-    from ..health.database import summarise_groups
+    from ..health.summary import summarise_groups
 
     p = A.pca(db, where=where)
     out = {"n_filters": int(p.n), "evr": np.asarray(p.explained_variance_ratio).tolist(),
