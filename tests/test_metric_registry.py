@@ -15,6 +15,8 @@ import pytest
 
 from filterdb.cli import main
 from filterdb.health import database as HD
+from filterdb.health import population as HP
+from filterdb.health import table as HT
 from filterdb.health import database_health, model_health
 from filterdb.health.check import COLUMNS
 from filterdb.kernels import metrics as M
@@ -58,8 +60,8 @@ def test_registry_is_one_list_read_by_the_column_lists():
     names = M.names()
     assert len(set(names)) == len(names) and NEW in names
     assert M.spec(NEW).stored and M.spec(NEW).source == "weight"
-    assert HD.STORED == M.STORED and HD.PERCENTILE_METRICS == M.PERCENTILE
-    for cols in (COLUMNS, HD.LAYER_COLUMNS):
+    assert HT.STORED == M.STORED and HP.PERCENTILE_METRICS == M.PERCENTILE
+    for cols in (COLUMNS, HT.LAYER_COLUMNS):
         assert set(names) <= set(cols)
     from filterdb.kernels.layer_stats import VALUES
     from filterdb.zoo import reference
