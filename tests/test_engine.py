@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from filterdb.engine import (ArraySource, aligned_empty, drift_analysis, fit_pca, make_plan,
-                             map_reduce, run_task)
+from filterdb.engine import (
+    ArraySource,
+    aligned_empty,
+    drift_analysis,
+    fit_pca,
+    make_plan,
+    map_reduce,
+    run_task,
+)
 from filterdb.errors import FilterDBError
 from filterdb.kernels.pca import moments_task, range_task
 

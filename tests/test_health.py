@@ -8,8 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from filterdb.health import (COLUMNS, HealthThresholds, flags, health_from_moments, layer_metrics,
-                             model_health, random_baseline, simulated_threshold)
+from filterdb.health import (
+    COLUMNS,
+    HealthThresholds,
+    flags,
+    health_from_moments,
+    layer_metrics,
+    model_health,
+    random_baseline,
+    simulated_threshold,
+)
 from filterdb.health.baseline import fans, init_weight, simulate_iid_entropy
 from filterdb.kernels import health as K
 from filterdb.readers.base import ConvLayer, Model

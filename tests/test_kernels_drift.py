@@ -6,10 +6,27 @@ import pytest
 import scipy.stats
 
 from filterdb.errors import FilterDBError
-from filterdb.kernels import (EPS, PCA, bin_edges, coeff_range_chunk, coefficients, depth_bin,
-                              depth_bin_labels, drift, drift_matrix, drift_to_reference,
-                              fit_pca, hist2d_chunk, hist_chunk, kde_from_hist, moments_chunk,
-                              pca_from_moments, probabilities, scale_filters, shared_range)
+from filterdb.kernels import (
+    EPS,
+    PCA,
+    bin_edges,
+    coeff_range_chunk,
+    coefficients,
+    depth_bin,
+    depth_bin_labels,
+    drift,
+    drift_matrix,
+    drift_to_reference,
+    fit_pca,
+    hist2d_chunk,
+    hist_chunk,
+    kde_from_hist,
+    moments_chunk,
+    pca_from_moments,
+    probabilities,
+    scale_filters,
+    shared_range,
+)
 
 F32_EPS = float(np.finfo(np.float32).eps)  # 2**-23
 
@@ -357,8 +374,8 @@ def test_depth_bins_are_the_notebooks_pd_cut():
             ref = pd.cut(xs, edges, include_lowest=True, labels=False)
             np.testing.assert_array_equal(depth_bin(xs), ref)
     # float64 k / (n - 1) also agrees with exact rational arithmetic
-    from fractions import Fraction
     import math
+    from fractions import Fraction
     for last in range(1, 60):
         k = np.arange(last + 1)
         exact = [max(math.ceil(Fraction(10 * int(i), last)) - 1, 0) for i in k]

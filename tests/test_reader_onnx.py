@@ -11,8 +11,8 @@ import pytest
 from onnx import AttributeProto, numpy_helper
 
 from filterdb.errors import ReadError
-from filterdb.readers import read_model
 from filterdb.readers import onnx as onnx_reader
+from filterdb.readers import read_model
 
 ONNX_ZOO = ["ppocrv4-det", "ppocrv4-rec", "ppocr-mobile-v2-cls", "silero-vad-onnx"]
 

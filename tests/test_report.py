@@ -9,8 +9,8 @@ first-layer filters.
 from __future__ import annotations
 
 import base64
-import os
 import json
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path

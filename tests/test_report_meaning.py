@@ -99,8 +99,9 @@ def test_noise_p_values_holm_corrected(report):
     pairs = res.data["noise"]["task"]["pairs"]
     assert np.allclose(pairs["p_holm"], holm_by_hand(pairs["p_value"]), rtol=0, atol=1e-15)
     assert all(h >= p for h, p in zip(pairs["p_holm"], pairs["p_value"]))
-    from filterdb.noise import noise_floor
     import inspect
+
+    from filterdb.noise import noise_floor
 
     assert res.data["noise"]["task"]["n_permutations"] == \
         inspect.signature(noise_floor).parameters["n_permutations"].default

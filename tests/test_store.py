@@ -371,9 +371,8 @@ def test_second_writer_is_refused(db):
     db.close()
     with open_database(db.path, mode="w") as w:  # free again after close
         assert w.n_models == 0
-    with pytest.raises(FilterDBError, match="read-only"):
-        with open_database(db.path) as r:
-            r.add_model(make_model(np.random.default_rng(0), [(2, 2, 3, 3)]))
+    with pytest.raises(FilterDBError, match="read-only"), open_database(db.path) as r:
+        r.add_model(make_model(np.random.default_rng(0), [(2, 2, 3, 3)]))
 
 
 def test_reader_snapshot_during_and_after_write(tmp_path, monkeypatch):
@@ -568,8 +567,8 @@ ZOO_IDS = ["mtcnn-pnet", "digit-recognizer", "ppocr-mobile-v2-cls", "fer-mini-xc
 @pytest.mark.zoo
 def test_zoo_ingest_matches_read_model(tmp_path, zoo_paths):
     from filterdb.readers import read_model
-    from filterdb.zoo.ingest import ingest_zoo
     from filterdb.zoo import find
+    from filterdb.zoo.ingest import ingest_zoo
 
     with init_database(tmp_path / "db", segment_rows=4096) as db:
         results = ingest_zoo(db, [find(i) for i in ZOO_IDS])

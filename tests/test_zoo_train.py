@@ -13,10 +13,18 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("mlxtend")
 pytest.importorskip("skimage")
 
-from filterdb.errors import MissingExtraError  # noqa: E402
-from filterdb.errors import FilterDBError  # noqa: E402
-from filterdb.zoo.train import MANIFEST_COLUMNS, Config, preset_configs, read_manifest, run  # noqa: E402
-from filterdb.zoo.train import population  # noqa: E402
+from filterdb.errors import (
+    FilterDBError,
+    MissingExtraError,
+)
+from filterdb.zoo.train import (  # noqa: E402
+    MANIFEST_COLUMNS,
+    Config,
+    population,
+    preset_configs,
+    read_manifest,
+    run,
+)
 
 REQUIRED = ["path", "model", "name", "task", "visual_category", "training_dataset",
             "architecture", "x_seed", "x_width", "x_depth", "x_trained", "x_twin_of",

@@ -38,7 +38,7 @@ def add_output_file_option(p, metavar: str = "FILE", default=None, help: str | N
 def output_path(args, positional: str | None = None, option: str = "output") -> str | None:
     """The output file from ``-o/--output`` or a (kept) positional; both given and
     different is an error."""
-    from ..errors import FilterDBError
+    from ..errors import FilterDBError  # lazy: start-up time (filterdb --help stays fast)
 
     a = getattr(args, option, None)
     b = getattr(args, positional, None) if positional else None
@@ -83,7 +83,7 @@ def engine_kwargs(args) -> dict:
     """``dict(engine=, scheduler=, workers=)`` from :func:`add_engine_options`, checked."""
     import re
 
-    from ..errors import FilterDBError
+    from ..errors import FilterDBError  # lazy: start-up time (filterdb --help stays fast)
 
     engine, scheduler, workers = args.engine, args.scheduler, args.workers
     if scheduler is not None:
@@ -104,7 +104,7 @@ def _cell(v):
     import json
     import math
 
-    import numpy as np  # here, not at module level: start-up time
+    import numpy as np  # lazy: here, not at module level: start-up time
 
     if isinstance(v, np.generic):
         v = v.item()

@@ -3,8 +3,8 @@ permutation p-values (filterdb.noise)."""
 from __future__ import annotations
 
 from .._table import format_table
-from ..kernels.stats import holm
 from ..errors import FilterDBError
+from ..kernels.stats import holm
 from ._common import emit
 
 
@@ -24,7 +24,7 @@ def noise_args(p) -> None:
 
 
 def _f(v) -> float | None:
-    import numpy as np  # here, not at module level: start-up time
+    import numpy as np  # lazy: here, not at module level: start-up time
     return None if v is None or not np.isfinite(v) else float(v)
 
 
@@ -38,8 +38,8 @@ def noise_rows(r, table: str) -> list[dict]:
 
 
 def cmd_noise_floor(args, opts, rng) -> int:
-    from ..analysis import provenance_text
-    from ..noise import noise_floor
+    from ..analysis import provenance_text  # lazy: start-up time (filterdb --help stays fast)
+    from ..noise import noise_floor  # lazy: start-up time (filterdb --help stays fast)
 
     if args.model:
         raise FilterDBError("--noise-floor compares the groups of --by; it does not take "

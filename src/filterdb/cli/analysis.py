@@ -49,7 +49,7 @@ def register(sub) -> None:
                    help="component weights: the explained variance ratio (default) or 1/9")
     p.add_argument("--model", metavar="FILE",
                    help="drift of this model file against the selection (and each --by group)")
-    from ._noise import noise_args
+    from ._noise import noise_args  # lazy: start-up time (filterdb --help stays fast)
     noise_args(p)
     _engine_args(p, DRIFT_CSV, tables={
         "pairs": "--noise-floor: one row per pair of groups (the pairs of --json)",
@@ -64,7 +64,7 @@ def _opts(args) -> dict:
 
 
 def parse_range(text):
-    import numpy as np  # here, not at module level: start-up time
+    import numpy as np  # lazy: here, not at module level: start-up time
     if text is None:
         return None
     parts = str(text).split(",")
@@ -79,7 +79,7 @@ def parse_range(text):
 
 def pca_rows(p) -> list[dict]:
     """``pca --csv``: one row per component, then the mean (component ``mean``)."""
-    import numpy as np  # here, not at module level: start-up time
+    import numpy as np  # lazy: here, not at module level: start-up time
 
     cum = np.cumsum(p.explained_variance_ratio)
     rows = [{"component": k, "explained_variance": float(ev), "evr": float(r),
@@ -116,8 +116,9 @@ def _row(v) -> str:
 
 
 def cmd_pca(args) -> int:
-    import numpy as np  # here, not at module level: start-up time
-    from .. import analysis
+    import numpy as np  # lazy: here, not at module level: start-up time
+
+    from .. import analysis  # lazy: start-up time (filterdb --help stays fast)
 
     p = analysis.pca(args.db, **_opts(args))
     if emit(args, dict(p.to_dict(), precision=args.precision), lambda: pca_rows(p)):
@@ -135,8 +136,9 @@ def cmd_pca(args) -> int:
 
 
 def cmd_drift(args) -> int:
-    import numpy as np  # here, not at module level: start-up time
-    from .. import analysis
+    import numpy as np  # lazy: here, not at module level: start-up time
+
+    from .. import analysis  # lazy: start-up time (filterdb --help stays fast)
 
     if args.db_option is not None:
         if args.db is not None and args.db != args.db_option:
@@ -150,7 +152,7 @@ def cmd_drift(args) -> int:
     opts = _opts(args)
     rng = parse_range(args.range_)
     if getattr(args, "noise_floor", False):
-        from ._noise import cmd_noise_floor
+        from ._noise import cmd_noise_floor  # lazy: start-up time (filterdb --help stays fast)
         return cmd_noise_floor(args, opts, rng)
     if args.model:
         r = analysis.drift_to_model(args.db, args.model, by=args.by, bins=args.bins, range=rng,
@@ -196,7 +198,7 @@ def cmd_drift(args) -> int:
 
 def _drift_builtin(args) -> int:
     """``drift --model FILE`` without a database: against the built-in reference."""
-    from ..zoo.reference import drift_to_model
+    from ..zoo.reference import drift_to_model  # lazy: start-up time (filterdb --help stays fast)
 
     if args.range_ is not None or args.bins != 70 or args.where:
         raise FilterDBError("--range, --bins and --where need a database: the built-in "

@@ -36,9 +36,9 @@ def register(sub) -> None:
 def cmd_analyze(args) -> int:
     import math
 
-    from .. import analyzer
-    from ..health import HealthThresholds
-    from .analysis import parse_range
+    from .. import analyzer  # lazy: start-up time (filterdb --help stays fast)
+    from ..health import HealthThresholds  # lazy: start-up time (filterdb --help stays fast)
+    from .analysis import parse_range  # lazy: start-up time (filterdb --help stays fast)
 
     eng = engine_kwargs(args)
     if not math.isfinite(args.eps) or args.eps < 0:

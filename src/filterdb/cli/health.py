@@ -96,7 +96,7 @@ def add_engine_args(p) -> None:
 
 
 def thresholds_from_args(args):
-    from ..health import HealthThresholds
+    from ..health import HealthThresholds  # lazy: start-up time (filterdb --help stays fast)
 
     for name in ("eps", "random_margin", "low_diversity_h", "sparse_s", "poor_share", "alpha"):
         v = getattr(args, name)
@@ -116,7 +116,7 @@ def _f(v):
 
 def layers_json(df) -> list[dict]:
     """The ``layers`` list of ``check --json``, from a :func:`model_health` table."""
-    from ..health.assess import flag_names
+    from ..health.assess import flag_names  # lazy: start-up time (filterdb --help stays fast)
 
     out = []
     for _, r in df.iterrows():
@@ -148,7 +148,7 @@ def render(model, df, summary, base=None, thresholds=None) -> str:
     """The human-readable report: the assessed layers' table, the non-assessed layers in
     one line, the reasons of the flagged layers, the worst layers, the verdict sentence
     and the legend."""
-    from ..health.assess import flag_names
+    from ..health.assess import flag_names  # lazy: start-up time (filterdb --help stays fast)
 
     headers = ["layer", "kernel", "depth", "n", "S", "H", "H/TH", "H random", "p", "paper",
                "orth", "flags"]
@@ -179,7 +179,11 @@ def render(model, df, summary, base=None, thresholds=None) -> str:
 
 def render_summary(summary, rows, headers, thresholds=None, df=None) -> list[str]:
     """Table, non-assessed line, reasons, worst layers, verdict and legend (``check``)."""
-    from ..health.assess import extrapolated_line, legend, not_assessed_line
+    from ..health.assess import (  # lazy: start-up time (filterdb --help stays fast)
+        extrapolated_line,
+        legend,
+        not_assessed_line,
+    )
 
     s = summary
     out = []
@@ -211,7 +215,7 @@ def _fmt(v) -> str:
 def cmd_check(args) -> int:
     """One model file: :func:`check_one`; several inputs, folders or ``--csv``:
     :func:`check_many`."""
-    from . import _batch  # start-up time: on first use
+    from . import _batch  # lazy: start-up time: on first use
 
     if not _batch.is_batch(args.files, args.csv):
         args.file = args.files[0]
@@ -222,8 +226,8 @@ def cmd_check(args) -> int:
 def check_many(args) -> int:
     """One line per model (``--layers``: each model's report first), ``--json`` a list,
     ``--csv``; a bad file fails alone (exit 2 at the end)."""
-    from ..api import check_model  # start-up time: on first use
-    from . import _batch  # start-up time: on first use
+    from ..api import check_model  # lazy: start-up time: on first use
+    from . import _batch  # lazy: start-up time: on first use
 
     for opt in ("html", "output", "db"):
         if getattr(args, opt):
@@ -259,15 +263,20 @@ def html_output(args) -> str | None:
 
 
 def check_one(args) -> int:
-    from ..health import model_health, random_baseline
-    from ..readers import read_model
+    from ..health import (  # lazy: start-up time (filterdb --help stays fast)
+        model_health,
+        random_baseline,
+    )
+    from ..readers import read_model  # lazy: start-up time (filterdb --help stays fast)
 
     t = thresholds_from_args(args)
     model = read_model(args.file)
     df, summary = model_health(model, t, orthogonality=args.orthogonality)
     html = html_output(args)
     if html:
-        from ..report.model_report import write_check_html
+        from ..report.model_report import (
+            write_check_html,  # lazy: start-up time (filterdb --help stays fast)
+        )
 
         out, _ = write_check_html(html, model, df, summary, db=args.db, thresholds=t,
                                   **engine_kwargs(args), recompute=args.recompute)
@@ -323,7 +332,7 @@ def exit_code(summary, fail_on) -> int:
 def builtin_percentiles(model, df):
     """Percentiles against the built-in reference population (``check`` without ``--db``;
     filterdb.zoo.reference)."""
-    from ..zoo.reference import percentiles
+    from ..zoo.reference import percentiles  # lazy: start-up time (filterdb --help stays fast)
 
     pct, info = percentiles(df, model.sha256)
     info["db"] = f"the built-in reference {info['name']} ({info['n_models']} zoo models)"
@@ -333,9 +342,11 @@ def builtin_percentiles(model, df):
 def population_percentiles(args, model, df, t):
     """Percentiles of the model's layers among the database's (``check --db``). Layers of
     a database model with the same file (sha256) are left out of the population."""
-    from ..health import database_health
-    from ..health.database import compare_to_population
-    from ..store import open_database
+    from ..health import database_health  # lazy: start-up time (filterdb --help stays fast)
+    from ..health.database import (
+        compare_to_population,  # lazy: start-up time (filterdb --help stays fast)
+    )
+    from ..store import open_database  # lazy: start-up time (filterdb --help stays fast)
 
     with open_database(args.db) as db:
         pop = database_health(db, thresholds=t, **engine_kwargs(args),
@@ -398,8 +409,11 @@ def render_percentiles(df, pct, info) -> str:
 
 
 def cmd_health(args) -> int:
-    from ..health import database_health, health_summary
-    from ._common import progress
+    from ..health import (  # lazy: start-up time (filterdb --help stays fast)
+        database_health,
+        health_summary,
+    )
+    from ._common import progress  # lazy: start-up time (filterdb --help stays fast)
 
     t = thresholds_from_args(args)
     eng = engine_kwargs(args)
@@ -412,8 +426,14 @@ def cmd_health(args) -> int:
     finally:
         bar.close()
     summ = health_summary(df, t)
-    from ..health import model_summaries, summarise
-    from ..health.assess import legend, not_assessed_line
+    from ..health import (  # lazy: start-up time (filterdb --help stays fast)
+        model_summaries,
+        summarise,
+    )
+    from ..health.assess import (  # lazy: start-up time (filterdb --help stays fast)
+        legend,
+        not_assessed_line,
+    )
 
     models = model_summaries(df, t)
     if emit(args, lambda: {"layers": _records(df), **{k: _records(v) for k, v in summ.items()},

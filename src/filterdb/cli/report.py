@@ -31,14 +31,16 @@ def register(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from ..report.database_report import build_report
+    from ..report.database_report import (
+        build_report,  # lazy: start-up time (filterdb --help stays fast)
+    )
 
     res = build_report(args.db, args.output, where=args.where, title=args.title,
                        models=not args.no_models, **engine_kwargs(args),
                        quiet=args.quiet, figures_dir=args.figures,
                        model_figures=args.model_figures)
     if args.json:
-        from ._common import print_json
+        from ._common import print_json  # lazy: start-up time (filterdb --help stays fast)
 
         print_json({"path": str(res.path), "bytes": res.path.stat().st_size,
                     "seconds": res.seconds, "skipped": res.skipped,

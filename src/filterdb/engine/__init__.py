@@ -18,8 +18,9 @@ same kernels on local threads or on Dask workers.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class ArraySource:
 
 # the store's filters as a source (defined there: the store serves the protocol without
 # importing the engine)
-from ..store.segments import RowReaderSource  # noqa: E402,F401
+from ..store.segments import RowReaderSource  # noqa: E402
 
 
 def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
@@ -231,11 +232,11 @@ def get_engine(engine="local", scheduler=None, workers: int = 2):
     if not isinstance(engine, str):
         return engine
     if engine == "local":
-        from .local import LocalEngine
+        from .local import LocalEngine  # lazy: start-up time (a back end loads when chosen)
 
         return LocalEngine(workers=workers)
     if engine == "dask":
-        from .dask import DaskEngine
+        from .dask import DaskEngine  # lazy: optional heavy dependency (dask extra)
 
         return DaskEngine(scheduler=scheduler, workers=workers)
     raise FilterDBError(f"unknown engine {engine!r}: use 'local' or 'dask'")
@@ -269,8 +270,14 @@ def map_reduce(source, plan: Plan, kernel, params: dict | None = None, *, engine
     return acc
 
 
-from .analysis import (DriftResult, coefficient_range, drift_analysis, fit_pca,  # noqa: E402
-                       group_histograms, histogram2d)
+from .analysis import (  # noqa: E402
+    DriftResult,
+    coefficient_range,
+    drift_analysis,
+    fit_pca,
+    group_histograms,
+    histogram2d,
+)
 
 __all__ = ["Source", "ArraySource", "RowReaderSource", "aligned_empty", "Task", "Plan",
            "make_plan", "read_task", "run_task", "combine", "get_engine", "map_reduce", "fit_pca",

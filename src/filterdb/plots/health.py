@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._style import (BLUE, DEPTH_BINS, GREEN, GREY, ORANGE, PURPLE, RED, depth_bin, new_figure,
-                     styled)
+from ._style import (
+    BLUE,
+    DEPTH_BINS,
+    GREEN,
+    GREY,
+    ORANGE,
+    PURPLE,
+    RED,
+    depth_bin,
+    new_figure,
+    styled,
+)
 
 SPARSE_S = 0.14
 RANDOM_MARGIN = 0.02

@@ -30,8 +30,8 @@ import numpy as np
 
 from ..errors import ReadError
 from .base import (
-    ConvLayer,
     DEPTH_GRAPH,
+    ConvLayer,
     Model,
     Skipped,
     assign_graph_depths,

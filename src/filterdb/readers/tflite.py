@@ -15,10 +15,9 @@ from __future__ import annotations
 import mmap
 import re
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-
 import tflite as _tflite
 
 from ..errors import ReadError

@@ -23,8 +23,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import analysis as A
+from .. import noise as N
 from .. import plots as P
+from ..analyzer import analyze
 from ..errors import FilterDBError
+from ..health import database_health, population_bands
+from ..health.assess import (
+    HealthThresholds,
+    legend,
+    not_assessed_line,
+    summarise,
+    worst_first,
+    worst_label,
+)
+from ..health.check import HealthThresholds
+from ..health.database import compare_to_population, summarise_groups
+from ..kernels.drift import depth_bin, depth_bin_labels
+from ..kernels.stats import holm
+from ..store import Database, open_database
+from ..utils import _clean, _default
 from .html import FIGURE_DPI, Report, figure_png, figure_svg
 from .model_report import COMPACT_COLUMNS, add_model_blocks, first_filter_layer
 from .svg import health_scatter_svg
@@ -84,8 +102,6 @@ def _slug(text: str, seen: set) -> str:
 
 
 def _json_block(data: dict) -> str:
-    from ..utils import _clean, _default
-
     text = json.dumps(_clean(json.loads(json.dumps(data, default=_default))))
     text = text.replace("</", "<\\/")
     return f'<script type="application/json" id="filterdb-data">{text}</script>'
@@ -105,8 +121,6 @@ def build_report(db, out_path, where: str | None = None, title: str | None = Non
     ``figures_dir``: also save every figure there as SVG. Progress goes to stderr unless
     ``quiet``.
     """
-    from ..store import Database, open_database
-
     log = _Log(quiet)
     owned = not isinstance(db, Database)
     d = open_database(db) if owned else db
@@ -146,7 +160,7 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
                 figs[fid] = fig
             if figures_dir is not None:
                 (figures_dir / f"{fid}.svg").write_bytes(figure_svg(fig))
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # lazy: start-up time (matplotlib for figures only)
 
             if figs is None:
                 plt.close(fig)
@@ -192,7 +206,6 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
 
     # -- PCA, distributions, drift ------------------------------------------------------------
     if n3 >= 9:  # every pass of the sections below at once (issue 21); they read the caches
-        from ..analyzer import analyze
 
         log("analyze: PCA + health, range, histograms of every column (<= 3 passes, cached)")
         analyze(db, where, columns=tuple(dict.fromkeys(columns + ridge_columns + ("model",))),
@@ -207,9 +220,6 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
 
     # -- health ---------------------------------------------------------------------------------
     log("health: per-layer metrics (stored in the database after the first run)")
-    from ..health import database_health, population_bands
-    from ..health.assess import HealthThresholds, legend, not_assessed_line, summarise
-    from ..health.database import compare_to_population, summarise_groups
 
     hdf = database_health(db, where, thresholds, **eng)
     bands = population_bands(hdf)
@@ -385,8 +395,6 @@ def _first_layer(db, lay: pd.DataFrame, mdf: pd.DataFrame):
 
 def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure, skip, log,
                            layers):
-    from .. import analysis as A
-
     eng = dict(eng, progress=True)
     log("PCA of the scaled 3x3 filters (cached in the database)")
     p = A.pca(db, where=where, **eng)
@@ -512,9 +520,6 @@ def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=N
     import dataclasses
     import inspect
 
-    from .. import noise as N
-    from ..kernels.stats import holm
-
     if n_permutations is None:  # the same count as `filterdb drift --noise-floor`
         n_permutations = inspect.signature(N.noise_floor).parameters["n_permutations"].default
     sec = rep.section("noise", "Drift against the noise floor", intro=(
@@ -585,8 +590,6 @@ def _noise_figure(nf, title):
 
 def _thresholds(thresholds) -> dict:
     """The thresholds in use as a dict (the method's defaults where not given)."""
-    from ..health.check import HealthThresholds
-
     t = thresholds or HealthThresholds()
     d = t.to_dict() if hasattr(t, "to_dict") else dict(vars(t))
     return {"low_diversity_H": d.get("low_diversity_H", 0.5), "sparse_S": d.get("sparse_S", 0.14),
@@ -607,8 +610,6 @@ def _rule_text(t: dict) -> str:
 
 def _group_sizes(layers: pd.DataFrame, col: str, groups) -> dict:
     """Models per drift group (layers owning 3x3 filters), in ``groups`` order."""
-    from ..kernels.drift import depth_bin, depth_bin_labels
-
     lay = layers[layers["filter_count"].fillna(0) > 0]
     if col == "depth":
         key = pd.Series([depth_bin_labels()[i] for i in
@@ -642,8 +643,6 @@ def _worst_layers(df: pd.DataFrame, n: int) -> tuple[pd.DataFrame, int]:
     """The ``n`` worst of the assessed layers ``df``, in the assessment's order
     (:func:`~filterdb.health.assess.worst_first`), each labelled with what it is worst at;
     and how many there are."""
-    from ..health.assess import worst_first, worst_label
-
     shown = df.iloc[worst_first(df)[:n]]
     return shown.assign(**{"worst at": [worst_label(r) for r in
                                         shown.to_dict(orient="records")]}), len(df)

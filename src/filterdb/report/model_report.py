@@ -12,6 +12,9 @@ import pandas as pd
 from .. import plots as P
 from ..health.assess import FLAGS, legend, not_assessed_line
 from .html import Report
+from ..health.assess import HealthThresholds
+from ..health import compare_to_population, database_health, population_bands
+from ..store import open_database
 
 # The per-layer table (assessed layers): keys of ``filterdb check --json``'s layers.
 TABLE_COLUMNS = ("name", "op", "kernel", "conv_depth", "conv_depth_norm", "n", "sparsity",
@@ -133,8 +136,6 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
 
 
 def _thresholds(t: dict):
-    from ..health.assess import HealthThresholds
-
     try:
         return HealthThresholds(**t) if t else HealthThresholds()
     except TypeError:
@@ -147,9 +148,6 @@ def write_check_html(path, model, df: pd.DataFrame, summary: dict, db=None, thre
     """The one-model page of ``filterdb check MODEL --html``. With ``db`` (a path) the
     model's layers are placed on the population bands of the database (its own file, if
     present there, left out) and each gets its percentiles. Returns ``(path, figures)``."""
-    from ..health import compare_to_population, database_health, population_bands
-    from ..store import open_database
-
     bands = percentiles = None
     note = None
     if db is not None:

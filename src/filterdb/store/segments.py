@@ -13,12 +13,13 @@ import errno
 import mmap
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ..errors import DiskFullError, FilterDBError, is_disk_full
+from .catalog import read_meta_readonly
 
 ROW_FLOATS = 9
 ROW_BYTES = ROW_FLOATS * 4
@@ -292,8 +293,6 @@ def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None,
     row past the committed ones. With ``mapped`` the rows normally come back as a view of
     the mapped file (:meth:`SegmentReader.map_rows`), else in ``out``.
     """
-    from .catalog import read_meta_readonly
-
     meta = read_meta_readonly(db_path)
     committed, segment_rows = int(meta["committed_filters"]), int(meta["segment_rows"])
     start, count = int(start), int(count)
@@ -329,7 +328,7 @@ class RowReaderSource:
     def read(self, start, count, out):
         return self.read_rows(self.path, start, count, out)
 
-    def for_plan(self, plan) -> "RowReaderSource":
+    def for_plan(self, plan) -> RowReaderSource:
         """This source with its checks bound to ``plan`` (only that plan's layers)."""
         if self.checks is None or not hasattr(self.checks, "for_plan"):
             return self

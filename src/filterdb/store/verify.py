@@ -7,6 +7,7 @@ import zlib
 import numpy as np
 
 from ..errors import FilterDBError
+from .catalog import integrity_problems
 from .segments import ROW_BYTES, SegmentReader, aligned_empty, segment_name
 
 
@@ -66,8 +67,6 @@ def verify(db, checksums: bool = True, chunk_rows: int = 1 << 20) -> list[str]:
     """The problems found (an empty list when the database is consistent)."""
     import sqlite3
 
-    from .catalog import integrity_problems
-
     problems = integrity_problems(db._con)
     if problems:  # the rest reads the catalog: its answers cannot be trusted
         return problems
@@ -126,7 +125,7 @@ def _digests(con) -> dict:
 
 def _check_checksums(db, layers, chunk_rows: int) -> list[str]:
     """Each layer's crc32 and digest (:mod:`.digest`) against its filters on disk."""
-    from .digest import digest_hex, piece_sums
+    from .digest import digest_hex, piece_sums  # lazy: start-up time (digest loads numba)
 
     digests = _digests(db._con)
     problems = []

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import FilterDBError
+from ..readers import READER_MODULES
+
 
 @dataclass(frozen=True)
 class Source:
@@ -1162,15 +1165,12 @@ def find(model_id: str) -> ZooModel:
     for m in CATALOG:
         if m.id == model_id:
             return m
-    from ..errors import FilterDBError
 
     raise FilterDBError(f"no zoo model {model_id!r}; see 'filterdb zoo list'")
 
 
 def unreadable_reason(model: ZooModel) -> str:
     """Why ``model`` cannot be read by this installation ("" when it can)."""
-    from ..readers import READER_MODULES
-
     if model.format not in READER_MODULES:
         return f"no {model.format} reader yet" + (f" ({model.pending})" if model.pending else "")
     return model.pending

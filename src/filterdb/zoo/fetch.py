@@ -16,8 +16,8 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ..errors import FilterDBError
 from .catalog import Source, ZooModel, readable

@@ -78,7 +78,7 @@ def grey(img: np.ndarray) -> np.ndarray:
 
 def resize_stack(x: np.ndarray, size: int = SIZE) -> np.ndarray:
     """Resize ``(n, h, w)`` images to ``(n, size, size)`` by bilinear (order-1) zoom."""
-    from scipy.ndimage import zoom
+    from scipy.ndimage import zoom  # lazy: start-up time (scipy.ndimage for the data sets only)
 
     n, h, w = x.shape
     if (h, w) == (size, size):
@@ -291,7 +291,9 @@ def noise_images(kind: str, n: int, rng: np.random.Generator, size: int = SIZE) 
         spec = np.fft.fft2(rng.normal(size=(n, size, size))) / f
         x = np.fft.ifft2(spec).real
     elif kind == "blurred":
-        from scipy.ndimage import gaussian_filter
+        from scipy.ndimage import (
+            gaussian_filter,  # lazy: start-up time (scipy.ndimage for the data sets only)
+        )
 
         x = gaussian_filter(rng.normal(size=(n, size, size)), (0, 1.5, 1.5), mode="wrap")
     else:
