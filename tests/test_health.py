@@ -131,7 +131,7 @@ def test_real_layers_match_definitions(zoo_path, model_id, loader):
 
     df, summary = model_health(read_model(path))
     assert len(df) == len(convs)
-    for (name, w), (_, row) in zip(convs, df.iterrows()):
+    for (_name, w), (_, row) in zip(convs, df.iterrows()):
         kh, kw = w.shape[2:]
         W = w.reshape(-1, kh * kw).astype(np.float32)
         assert row["n"] == W.shape[0] and row["kernel"] == f"{kh}x{kw}"

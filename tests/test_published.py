@@ -365,10 +365,10 @@ def test_bulk_streamed_layers_and_abort(tmp_path):
             bw.add(ModelSpec(sha256="b" * 64, name="B"),
                    [LayerSpec(n_filters=500, chunks=_chunks(b, 100, fail_after=3))])
         # a wrong row count: refused
-        with pytest.raises(FilterDBError, match="400 filter rows given, 500 expected"):
-            with BulkWriter(db) as bw:
-                bw.add(ModelSpec(sha256="b" * 64, name="B"),
-                       [LayerSpec(n_filters=500, chunks=_chunks(b[:400], 100))])
+        with pytest.raises(FilterDBError, match="400 filter rows given, 500 expected"), \
+                BulkWriter(db) as bw:
+            bw.add(ModelSpec(sha256="b" * 64, name="B"),
+                   [LayerSpec(n_filters=500, chunks=_chunks(b[:400], 100))])
         # a batch (commit_rows): all or nothing
         with pytest.raises(RuntimeError), BulkWriter(db, commit_rows=10 ** 9) as bw:
             bw.add(ModelSpec(sha256="c" * 64, name="C"),

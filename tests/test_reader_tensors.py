@@ -100,7 +100,7 @@ def test_silero_safetensors_has_no_2d_convs(zoo_path):
 
     path = zoo_path("silero-vad-safetensors")
     with safe_open(str(path), framework="np") as f:
-        conv1d = {k[: -len(".weight")] for k in f.keys()
+        conv1d = {k[: -len(".weight")] for k in f.keys()  # noqa: SIM118 - safe_open has keys(), no __iter__
                   if k.endswith(".weight") and f.get_slice(k).get_shape().__len__() == 3}
     m = read_model(path)
     assert m.format == "safetensors" and m.layers == [] and m.n_filters_3x3 == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import flatbuffers
 import h5py
@@ -26,7 +27,7 @@ OP_NAMES = {v: k for k, v in vars(OP).items() if not k.startswith("_")}
 
 def _walk(path):
     """(model, subgraph 0, op names per operator) straight from the flatbuffer."""
-    buf = open(path, "rb").read()
+    buf = Path(path).read_bytes()
     m = tflite.Model.GetRootAs(buf, 0)
     codes = []
     for i in range(m.OperatorCodesLength()):
@@ -108,7 +109,7 @@ def test_mediapipe_op_counts_and_custom_ops(mp_models):
 def test_mediapipe_fp16_weights_exact(mp_models):
     """Every conv weight of the non-sparse files: the fp16 constant behind DEQUANTIZE (or the
     float32 constant), upcast and laid out by index formula."""
-    for mid, (path, model) in mp_models.items():
+    for _mid, (path, model) in mp_models.items():
         m, sg, names = _walk(path)
         producer = {}
         for i in range(sg.OperatorsLength()):
@@ -167,7 +168,7 @@ def test_sparse_densify_matches_csr(mid, mp_models):
         assert [d.Format() for d in dims] == [0, 0, 0, 1]  # dense, dense, dense, CSR
         vec = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}
 
-        def values(kind, table):
+        def values(kind, table, vec=vec):
             v = vec[kind]()
             v.Init(table.Bytes, table.Pos)
             return v.ValuesAsNumpy().astype(np.int64)

@@ -26,11 +26,11 @@ def _model(name, weights, seed):
 def population():
     rng = np.random.default_rng(3)
     out = []
-    for t, (task, cat, tilt) in enumerate((("Classification", "natural", 1.0),
+    for _t, (task, cat, tilt) in enumerate((("Classification", "natural", 1.0),
                                            ("Segmentation", "medical ct", 0.3))):
         basis = rng.standard_normal((3, 9))
         for k in range(3):
-            def smooth(c_out, c_in):
+            def smooth(c_out, c_in, tilt=tilt, basis=basis):
                 coef = rng.standard_normal((c_out * c_in, 3)) * [3.0, tilt, 0.3]
                 return (coef @ basis).reshape(c_out, c_in, 3, 3).astype(np.float32)
             ws = [smooth(16, 3), smooth(24, 16), smooth(24, 24)]

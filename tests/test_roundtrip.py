@@ -55,7 +55,8 @@ def catalog(db):
         lays, filt = [], []
         for r in con.execute("SELECT * FROM layers WHERE model_id = ? ORDER BY layer_index",
                              (m["model_id"],)):
-            lays.append({k: r[k] for k in r.keys() if k not in LAYER_SKIP})
+            # sqlite3.Row: `in` tests the values, keys() the column names
+            lays.append({k: r[k] for k in r.keys() if k not in LAYER_SKIP})  # noqa: SIM118
             f = np.zeros((0, 9), np.float32)
             if r["filter_count"]:
                 g = r["filter_start"]
@@ -63,7 +64,8 @@ def catalog(db):
                     fh.seek((g % seg_rows) * 36)
                     f = np.frombuffer(fh.read(r["filter_count"] * 36), "<f4").reshape(-1, 9)
             filt.append(f)
-        out[m["model"]] = ({k: m[k] for k in m.keys() if k not in MODEL_SKIP}, lays, filt)
+        meta = {k: m[k] for k in m.keys() if k not in MODEL_SKIP}  # noqa: SIM118 - sqlite3.Row
+        out[m["model"]] = (meta, lays, filt)
     con.close()
     return out
 

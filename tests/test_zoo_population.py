@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ def _onnx_count(path):
 def _tflite_count(path):
     import tflite
 
-    buf = open(path, "rb").read()
+    buf = Path(path).read_bytes()
     model = tflite.Model.GetRootAsModel(buf, 0)
     g = model.Subgraphs(0)
     n = 0
@@ -159,7 +160,7 @@ def _manifest(doc):
 
 
 def _tfjs_count(path):
-    doc = json.load(open(path))
+    doc = json.loads(Path(path).read_text())
     shapes = _manifest(doc)
     if isinstance(doc, list) or doc.get("format") == "layers-model":
         # kernels [kh, kw, in, out] / depthwise [kh, kw, in, mult], named after their layer
@@ -208,7 +209,7 @@ def _h5_count(path):
 
 
 def _safetensors_count(path):
-    raw = open(path, "rb").read()
+    raw = Path(path).read_bytes()
     size = int.from_bytes(raw[:8], "little")
     head = json.loads(raw[8:8 + size])
     return sum(v["shape"][0] * v["shape"][1] for k, v in head.items()
@@ -219,7 +220,7 @@ def _ncnn_count(path):
     """ncnn .param text: ``Convolution`` / ``ConvolutionDepthWise`` lines with ``1=kernel_w``
     (``11=kernel_h``, default kernel_w) and ``6=weight_data_size`` = filters * kh * kw."""
     n = 0
-    for line in open(path).read().splitlines()[2:]:
+    for line in Path(path).read_text().splitlines()[2:]:
         parts = line.split()
         if not parts or parts[0] not in ("Convolution", "ConvolutionDepthWise"):
             continue

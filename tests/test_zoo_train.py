@@ -13,10 +13,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("mlxtend")
 pytest.importorskip("skimage")
 
-from filterdb.errors import (
-    FilterDBError,
-    MissingExtraError,
-)
+# imported after the importorskip calls above, on purpose
+from filterdb.errors import FilterDBError, MissingExtraError  # noqa: E402
 from filterdb.zoo.train import (  # noqa: E402
     MANIFEST_COLUMNS,
     Config,

@@ -202,7 +202,7 @@ def check_labels(db, jobs, strict: bool = False) -> list[str]:
 
     known = db.known_labels()
     out = []
-    for path, meta in jobs:
+    for _path, meta in jobs:
         for w in label_warnings(normalize_meta(meta), known):
             if w not in out:
                 out.append(w)
@@ -222,7 +222,7 @@ def add_files(db, jobs, replace=False, n_jobs=1, show_progress=True):
 
     results: list = [None] * len(jobs)
     todo = []
-    for i, (path, meta) in enumerate(jobs):
+    for i, (path, _meta) in enumerate(jobs):
         try:
             if not os.path.exists(path):
                 raise FilterDBError(f"{path}: no such file")

@@ -32,12 +32,6 @@ def sparse_count(W, t) -> int:
     return int(np.count_nonzero((np.abs(W) < t).all(axis=1)))
 
 
-def sparsity_threshold(W, eps: float = 0.01) -> float:
-    """``t = eps * max |W|`` (0.0 for an empty layer)."""
-    W = np.asarray(W)
-    return float(eps * np.abs(W).max()) if W.size else 0.0
-
-
 def sparsity(W, eps: float = 0.01) -> float:
     """Share of sparse filters: all ``|w| < eps * max |W|``. An all-zero layer gives 1."""
     W = np.asarray(W)
@@ -209,7 +203,7 @@ def _entropy_from_moments(n, s, sxx):
     return np.where(n > 0, H, np.nan)
 
 
-__all__ = ["sparse_count", "sparsity_threshold", "sparsity", "variance_entropy",
+__all__ = ["sparse_count", "sparsity", "variance_entropy",
            "variance_entropy_clean", "randomness_threshold", "orthogonality",
            "entropy_from_eigenvalues", "centred_gram", "metrics_from_moments", "REL_TOL",
            "NORM_EPS"]

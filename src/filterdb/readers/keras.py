@@ -389,7 +389,7 @@ def read_h5(p: str, fmt: str) -> Model:
 
     f = open_checked(p, p, "HDF5 file")  # refuses external storage/links, VDS, plugins
     with f:
-        root = f["model_weights"] if "model_weights" in f else f
+        root = f.get("model_weights", f)
         if "layer_names" not in root.attrs and "layers" in f and isinstance(f.get("vars"), h5py.Group):
             try:
                 return _read_keras3_weights(p, fmt, f)
@@ -451,7 +451,7 @@ def _vars_groups(f) -> dict:
 
 
 def _ordered_vars(vars_group) -> list:
-    return [vars_group[k] for k in sorted((k for k in vars_group.keys() if k.isdigit()), key=int)]
+    return [vars_group[k] for k in sorted((k for k in vars_group if k.isdigit()), key=int)]
 
 
 def is_operation(lc: dict) -> bool:

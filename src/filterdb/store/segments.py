@@ -210,9 +210,8 @@ class SegmentWriter:
             if j > k:
                 os.unlink(path)
                 self._new_files = True
-            elif j == k:
-                if os.path.getsize(path) > r * ROW_BYTES:
-                    os.truncate(path, r * ROW_BYTES)
+            elif j == k and os.path.getsize(path) > r * ROW_BYTES:
+                os.truncate(path, r * ROW_BYTES)
 
     def _fd(self, k: int) -> int:
         fd = self._fds.get(k)
