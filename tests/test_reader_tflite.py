@@ -585,7 +585,8 @@ def test_int8_per_channel_depthwise_axis3_and_uint8_per_tensor(tmp_path):
                 assert dw.weight[c, 0, h, w] == pytest.approx(int(q[0, h, w, c]) * scale[c], abs=1e-7)
     for o in range(2):
         for c in range(C):
-            assert pw.weight[o, c, 0, 0] == pytest.approx((int(u[o, 0, 0, c]) - 128) * np.float32(0.1), rel=1e-6)
+            want = (int(u[o, 0, 0, c]) - 128) * np.float32(0.1)
+            assert pw.weight[o, c, 0, 0] == pytest.approx(want, rel=1e-6)
     assert dw.graph_depth == 1 and pw.graph_depth == 2 and pw.conv_depth_norm == 1.0
 
 
@@ -687,8 +688,10 @@ def test_external_buffer_offset_size(tmp_path):
 def test_transpose_conv_conv3d_and_custom_are_skipped(tmp_path):
     w = np.ones((2, 3, 3, 4), np.float32)
     blob = build_tflite(
-        [T("x", [1, 8, 8, 4]), T("w", [2, 3, 3, 4], data=w), T("shape", [4], TT.INT32, np.array([1, 10, 10, 2], np.int32)),
-         T("up", [1, 10, 10, 2]), T("w3", [1, 1, 1, 1, 1], data=np.ones(1, np.float32)), T("v", [1, 1, 1, 1, 1]),
+        [T("x", [1, 8, 8, 4]), T("w", [2, 3, 3, 4], data=w),
+         T("shape", [4], TT.INT32, np.array([1, 10, 10, 2], np.int32)),
+         T("up", [1, 10, 10, 2]), T("w3", [1, 1, 1, 1, 1], data=np.ones(1, np.float32)),
+         T("v", [1, 1, 1, 1, 1]),
          T("cu", [1, 10, 10, 2]), T("y", [1, 8, 8, 2])],
         [("TRANSPOSE_CONV", [2, 1, 0], [3]), ("CONV_3D", [0, 4], [5]),
          ("MyCustomUpsample", [3], [6]), ("CONV_2D", [0, 1], [7])], [0], [6, 7])
@@ -723,7 +726,8 @@ def test_depth_with_branches(tmp_path):
 @pytest.mark.zoo
 def test_read_model_dispatch(tmp_path, zoo_path):
     m = read_model(zoo_path("mp-hand-recrop"))
-    assert m.format == "tflite" and m.n_filters_3x3 == _independent_counts(zoo_path("mp-hand-recrop"))[1]["3x3"]
+    want = _independent_counts(zoo_path("mp-hand-recrop"))[1]["3x3"]
+    assert m.format == "tflite" and m.n_filters_3x3 == want
 
 
 # ----------------------------------------------------------------------------------------

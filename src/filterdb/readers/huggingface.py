@@ -154,7 +154,8 @@ def read(path, fmt: str = "huggingface") -> Model:
     assign_order_depths(layers)
     meta = folder_metadata(p, config, p)
     tv = config.get("transformers_version")
-    model = Model(path=p, format="huggingface", sha256=files_sha256([ident] + (files if ident not in files else [])), layers=layers,
+    sha = files_sha256([ident] + (files if ident not in files else []))
+    model = Model(path=p, format="huggingface", sha256=sha, layers=layers,
                   skipped=skipped, depth_source="order",
                   producer=f"huggingface ({config.get('model_type') or producer or '?'})",
                   producer_version=str(tv) if tv else producer_version, op_counts=ops,
