@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from .._table import format_table
 from ..errors import FilterDBError
-from ._common import add_engine_options, add_output_options, emit, engine_kwargs
+from ._common import (
+    add_engine_options,
+    add_output_options,
+    emit,
+    engine_kwargs,
+    show_progress,
+)
 
 MAX_MATRIX_GROUPS = 30  # larger matrices: group sizes and mean drift only (full in --json)
 
@@ -58,8 +64,8 @@ def register(sub) -> None:
 
 
 def _opts(args) -> dict:
-    quiet = args.json or args.csv
-    return dict(where=args.where, **engine_kwargs(args), progress=None if quiet else True,
+    return dict(where=args.where, **engine_kwargs(args),
+                progress=True if show_progress(args) else None,
                 cache=not args.recompute, precision=args.precision)
 
 

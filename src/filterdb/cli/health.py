@@ -15,6 +15,7 @@ from ._common import (
     emit,
     engine_kwargs,
     print_json,
+    show_progress,
 )
 
 CLI_BASELINE_INITS = ("kaiming_uniform", "kaiming_normal")
@@ -417,7 +418,8 @@ def cmd_health(args) -> int:
 
     t = thresholds_from_args(args)
     eng = engine_kwargs(args)
-    bar = progress(total=None, desc="health", unit="filters")
+    bar = progress(total=None, desc="health", unit="filters",
+                   disable=None if show_progress(args) else True)
     try:
         df = database_health(args.db, where=args.where, thresholds=t, **eng,
                              recompute=args.recompute,

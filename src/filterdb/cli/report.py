@@ -26,7 +26,6 @@ def register(sub) -> None:
                    help="also save every figure there as SVG")
     add_json_option(p, "print what was written (path, size, seconds, findings) as JSON")
     add_engine_options(p, cache=False)
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_report)
 
 
