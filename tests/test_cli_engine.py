@@ -3,6 +3,7 @@ engine, and one cache flag: ``--recompute``, with ``--no-cache`` a hidden alias.
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
@@ -59,3 +60,23 @@ def test_quiet_json_csv_turn_progress_off():
     for extra in (["--quiet"], ["--json"], ["--csv"]):
         assert not show_progress(p.parse_args(["health", "DB", *extra])), extra
     assert not show_progress(p.parse_args(["report", "DB", "--quiet"]))
+
+
+def _run_json(capsys, argv):
+    from filterdb.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("argv", [["drift", "{db}", "--by", "task"], ["health", "{db}"]])
+def test_no_cache_and_recompute_give_the_same_result(npz_db, capsys, argv):
+    """End to end on the shared small database: the alias runs the same computation."""
+    argv = [a.format(db=npz_db) for a in argv] + ["--json", "--workers", "1"]
+    cached = _run_json(capsys, argv)
+    recomputed = _run_json(capsys, argv + ["--recompute"])
+    aliased = _run_json(capsys, argv + ["--no-cache"])
+    assert recomputed == aliased == cached
+    models = _run_json(capsys, ["ls", npz_db, "--json"])
+    assert sorted(m["model"] for m in models) == ["alpha", "beta", "gamma"]

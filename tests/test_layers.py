@@ -413,3 +413,46 @@ def test_checker_finds_a_cycle_between_units(tmp_path):
     rep = Tree(src, "fakepkg", {"low": 3, "mid": 3}).check()
     assert not rep.upward
     assert any(c.startswith("unit cycle: low -> mid -> low") for c in rep.cycles)
+
+
+# --- the test suite's own conventions ---------------------------------------------------------
+
+def test_zoo_fixtures_are_marked(request):
+    """conftest marks every test that uses the zoo fixtures (the only way tests download), so
+    ``-m "not zoo"`` never downloads; checked on this session's collected items."""
+    for item in request.session.items:
+        if {"zoo_paths", "zoo_path"} & set(getattr(item, "fixturenames", ())):
+            assert item.get_closest_marker("zoo") is not None, item.nodeid
+
+
+def test_tests_download_only_through_the_zoo_fixtures():
+    """The zoo's ``fetch`` is called only by tests that take the zoo fixtures or carry the
+    ``zoo`` marker (conftest's ``zoo_paths`` fetches once for the others), never by a helper."""
+    def calls_fetch(fn) -> bool:
+        return any(isinstance(n, ast.Call) and (getattr(n.func, "id", None) == "fetch"
+                                                or getattr(n.func, "attr", None) == "fetch")
+                   for n in ast.walk(fn))
+
+    def zoo_ok(fn) -> bool:
+        args = {a.arg for a in fn.args.args}
+        marked = any("zoo" in ast.unparse(d) for d in fn.decorator_list)
+        return marked or bool({"zoo_paths", "zoo_path"} & args)
+
+    bad = []
+    for f in sorted(Path(__file__).parent.glob("test_*.py")):
+        tree = ast.parse(f.read_text(), str(f))
+        module_marked = any(isinstance(n, ast.Assign) and "pytestmark" in ast.unparse(n)
+                            and "zoo" in ast.unparse(n) for n in tree.body)
+        for fn in tree.body:
+            if isinstance(fn, ast.FunctionDef) and calls_fetch(fn) and not module_marked \
+                    and not (fn.name.startswith("test_") and zoo_ok(fn)):
+                bad.append(f"{f.name}:{fn.lineno} {fn.name}")
+    assert not bad, "zoo downloads outside the zoo fixtures / marker: " + ", ".join(bad)
+
+
+def test_oracles_are_independent_of_filterdb():
+    """tests/_oracles.py computes from the definitions with numpy / scipy only."""
+    tree = ast.parse((Path(__file__).parent / "_oracles.py").read_text())
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert names and not [m for m in names if m.split(".")[0] == "filterdb"]

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import _models
 from filterdb.cli import main
 
 MODEL_SKIP = {"model_id", "added_at"}
@@ -20,10 +21,7 @@ LAYER_SKIP = {"layer_id", "model_id", "filter_start"}
 
 
 def write_npz(path, seed, shapes):
-    rng = np.random.default_rng(seed)
-    np.savez(path, **{f"block{i}.conv.weight": rng.standard_normal(s).astype(np.float32)
-                      for i, s in enumerate(shapes)})
-    return str(path)
+    return _models.write_npz(path, seed, shapes, name="block{i}.conv.weight")
 
 
 def write_published(path, seed=0):

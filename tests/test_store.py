@@ -12,11 +12,13 @@ import sys
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import filterdb
+from _models import write_npz
 from filterdb.cli import main
 from filterdb.errors import FilterDBError
 from filterdb.readers.base import ConvLayer, Model, assign_order_depths
@@ -49,10 +51,8 @@ MIXED = [(40, 3, 3, 3), (64, 40, 1, 1), (30, 20, 3, 3), (8, 4, 5, 5), (33, 1, 3,
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = init_database(tmp_path / "db", segment_rows=1000)
-    yield d
-    d.close()
+def db(empty_db):
+    return empty_db
 
 
 # -- round trip ----------------------------------------------------------------------------
@@ -428,13 +428,6 @@ def test_cache_is_keyed_by_data_version(db):
 
 
 # -- CLI -------------------------------------------------------------------------------------
-def write_npz(path, rng, shapes):
-    arrays = {f"conv{i}.weight": rng.standard_normal(s).astype(np.float32)
-              for i, s in enumerate(shapes)}
-    np.savez(path, **arrays)
-    return path
-
-
 def npz_3x3(path):
     """The 3x3 filters of an npz file, read with numpy directly (member order)."""
     with np.load(path) as z:
@@ -531,7 +524,7 @@ def test_cli_batch_with_corrupt_file(tmp_path):
     rng = np.random.default_rng(14)
     good1 = write_npz(tmp_path / "g1.npz", rng, [(5, 3, 3, 3)])
     bad = tmp_path / "bad.npz"
-    bad.write_bytes(good1.read_bytes()[:200])  # truncated archive
+    bad.write_bytes(Path(good1).read_bytes()[:200])  # truncated archive
     good2 = write_npz(tmp_path / "g2.npz", rng, [(9, 3, 3, 3)])
     missing = tmp_path / "missing.onnx"
     db = tmp_path / "db"
