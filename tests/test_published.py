@@ -2,7 +2,7 @@
 
 Every file is built here with h5py/pandas in the published layout; expected filters are
 the file's rows sliced by hand with the inclusive ``filter_ids`` ranges, expected metadata
-is normalised by hand from the vocabulary rules (shared/spec/method.md section 6).
+is normalised by hand from the vocabulary rules (docs/method.md section 6).
 """
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def reference_depths(model):
         sys.setrecursionlimit(old)
 
 
-# published counts, shared/spec/real-models.md: (3x3 filters, of them depthwise)
+# published counts, the zoo catalog (filterdb.zoo.catalog): (3x3 filters, of them depthwise)
 PUBLISHED_3X3 = {"ppocrv4-det": (11904, 336), "ppocrv4-rec": (480, None),
                  "ppocr-mobile-v2-cls": (88, None)}
 

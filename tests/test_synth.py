@@ -1,4 +1,4 @@
-"""The synthetic published-shape database: counts from shared/spec/method.md section 6,
+"""The synthetic published-shape database: counts from docs/method.md section 6,
 shapes and filters checked against the stored rows by hand."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import _oracles as O
 from filterdb.store import open_database
 from filterdb.synth import build_synthetic, shapes, split_capped, split_exact, width_stats
 
-# shared/spec/method.md, section 6 (typed in from the spec, not from filterdb.synth)
+# docs/method.md, section 6 (typed in from the spec, not from filterdb.synth)
 TASKS = {"Classification": 555, "Segmentation": 28, "GAN-Generator": 24, "Object Detection": 16,
          "GAN-Discriminator": 7, "Style Transfer": 5, "Super Resolution": 4, "Face Detection": 4,
          "Depth Estimation": 2, "Face Recognition": 1, "Auto-Encoder": 1}

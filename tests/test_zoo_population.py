@@ -232,7 +232,7 @@ def _ncnn_count(path):
     return n
 
 
-# dlib's own serialisation has no second parser here: shared/spec/real-models.md states the
+# dlib's own serialisation has no second parser here: the zoo catalog (filterdb.zoo.catalog) states the
 # ResNet's 618,496 3x3 filters, and the MMOD detector's 5x5 / 9x9 kernels
 _DLIB = {"dlib-face-recognition-resnet": 618_496, "dlib-mmod-face-detector": 0}
 _INDEPENDENT = {"onnx": _onnx_count, "tflite": _tflite_count, "tfjs_graph": _tfjs_count,
@@ -254,7 +254,7 @@ def test_zoo_model_3x3_count_matches_independent_parse(zoo_path, model_id):
     if m.format == "dlib":
         assert m.filters_3x3 == _DLIB[m.id]
     elif m.format == "torchscript":
-        assert m.filters_3x3 == 0  # silero: 1-D convolutions only (real-models.md)
+        assert m.filters_3x3 == 0  # silero: 1-D convolutions only (the zoo catalog)
     else:
         assert _INDEPENDENT[m.format](path) == m.filters_3x3
 

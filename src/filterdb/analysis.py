@@ -1,4 +1,4 @@
-"""The drift analysis over a filter database (shared/spec/method.md, sections 3-4).
+"""The drift analysis over a filter database (docs/method.md, sections 3-4).
 
 Public API, results as DataFrames / arrays:
 

@@ -1,5 +1,5 @@
 """Drift against its noise floor: within-group model-to-model drift and a permutation test
-(issue 7; the drift itself is shared/spec/method.md, section 4).
+(issue 7; the drift itself is docs/method.md, section 4).
 
 :func:`noise_floor` bins the selection once with the *models* as groups (the histogram
 pass of :func:`filterdb.analysis.drift`, same PCA, same shared range, cached in the

@@ -1,6 +1,6 @@
 """A synthetic database in the shape of the published one (benchmarks, tests).
 
-647 models with the published task and visual category counts (shared/spec/method.md,
+647 models with the published task and visual category counts (docs/method.md,
 section 6), 21,436 3x3 conv layers, ``n_filters`` filters in all, written through the
 streaming bulk path (:class:`filterdb.store.bulk.BulkWriter`) in bounded memory.
 

@@ -1,5 +1,5 @@
 """Layer health: sparsity, variance entropy, orthogonality and degeneration flags
-(shared/spec/method.md, section 5), per model and against random initialisations. One
+(docs/method.md, section 5), per model and against random initialisations. One
 assessment and one verdict (:mod:`.assess`) serve the model file, the database and the
 reports."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Degeneration metrics of one layer (shared/spec/method.md, section 5): pure functions.
+"""Degeneration metrics of one layer (docs/method.md, section 5): pure functions.
 
 ``W`` is the ``(n, d)`` matrix of a layer's raw filters (``d = kh * kw``, 9 for 3x3);
 ``weight`` is the 4-D ``(c_out, c_in / groups, kh, kw)`` tensor. Everything is computed

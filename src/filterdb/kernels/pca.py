@@ -1,4 +1,4 @@
-"""Scaling, PCA from streamed moments, and coefficients (shared/spec/method.md, section 3).
+"""Scaling, PCA from streamed moments, and coefficients (docs/method.md, section 3).
 
 Pure functions: arrays in, arrays out. Partial moments of chunks combine by summing.
 """

@@ -1,7 +1,7 @@
 """The one reader interface: a model file becomes a :class:`Model` of :class:`ConvLayer`.
 
 Every reader module exposes ``read(path) -> Model``. Weights are float32 in
-PyTorch/ONNX order ``(c_out, c_in / groups, kh, kw)`` (shared/spec/method.md, section 1).
+PyTorch/ONNX order ``(c_out, c_in / groups, kh, kw)`` (docs/method.md, section 1).
 """
 from __future__ import annotations
 

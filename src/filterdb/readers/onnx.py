@@ -8,7 +8,7 @@ Weights are folded from constants: initializers, ``Constant`` nodes and chains o
 TensorFlow op name left in the default domain, as converters such as tf2onnx leave
 unconverted ops) are listed in one warning; conv-like ones are also :class:`Skipped`.
 
-Depth (shared/spec/method.md, section 2) is the longest path from the real graph inputs
+Depth (docs/method.md, section 2) is the longest path from the real graph inputs
 (graph inputs that are not initializers). A node that holds subgraphs (``If`` / ``Loop`` /
 ``Scan``) depends on its explicit inputs *and* on the outer-scope values its subgraphs
 read. Inside a subgraph, every value coming from outside (the subgraph's formal inputs and

@@ -59,7 +59,7 @@ WORST_LAYERS = 500  # rows of the page's table of assessed layers (the worst fir
 ANNOTATE_MAX = 12  # heat maps print their values up to this many groups (hover beyond)
 SMALL_GROUP_RATIO = 100  # a group this many times smaller than the largest is flagged
 UNIT = "nats"  # D: KL divergences in natural log
-# shared/spec/method.md sections 3-4: the published population's figures (a plausibility
+# docs/method.md sections 3-4: the published population's figures (a plausibility
 # check, read off the paper's figure where marked "about")
 PAPER_EVR = (0.398, 0.183, 0.117, 0.099, 0.066, 0.055, 0.030, 0.028, 0.024)
 PAPER_MEDIAN_DRIFT = {"task": 0.11, "visual_category": 0.42, "depth": 0.02}

@@ -1,4 +1,5 @@
-"""The published CNN Filter DB file (``dataset.h5``, shared/spec/published-format.md).
+"""The published CNN Filter DB file (``dataset.h5``, the data set of the paper:
+Zenodo DOI 10.5281/zenodo.6371680, v1.0.0).
 
 Import (:func:`import_h5`): the ``meta`` table (pandas/PyTables, one row per conv layer) is
 read whole (it is small); its index levels become columns; rows are grouped by

@@ -1,7 +1,7 @@
 """Raw filter segments: ``filters/seg-NNNNNN.f32``, little-endian float32 rows of 9.
 
 Filter id ``g`` lives in segment ``g // segment_rows`` at row ``g % segment_rows``.
-Reads are plain ``os.preadv`` into 64-byte-aligned buffers (shared/spec/measured.md: a
+Reads are plain ``os.preadv`` into 64-byte-aligned buffers (measured when the store was designed: a
 misaligned destination is 6x slower, ``np.memmap`` streaming 3-30x slower). Streaming
 passes instead map each window and read it in with one ``MADV_POPULATE_READ``
 (:meth:`SegmentReader.map_rows`): the disk fills the page cache and nothing is copied.

@@ -1,5 +1,5 @@
 """The curated catalog of real trained models shipped inside registry packages: PyPI wheels and
-sdists, and npm tarballs (shared/spec/real-models.md). Every source is pinned by version and
+sdists, and npm tarballs. Every source is pinned by version and
 sha256, and every model file by its own sha256; metadata come from each package's
 documentation (task and visual category in the published vocabulary of method.md sec. 6 where
 one fits: "Keypoint Detection", "Text Recognition", "Image Restoration", "Edge Detection" and

@@ -1,5 +1,6 @@
 """Image sources for training populations offline: real images shipped inside packages
-(shared/spec/real-models.md) and images generated on the fly (fractals, noise).
+(the packages of the zoo catalog, :mod:`filterdb.zoo.catalog`) and images generated on the
+fly (fractals, noise).
 
 Every source gives grey 1-channel 28x28 images scaled to [0, 1] as float32
 ``(n, 1, 28, 28)`` with int64 class labels, split into train and held-out parts.
