@@ -1,6 +1,6 @@
 """The package's layer order, checked on the source with an AST walk (issue 14, item 3).
 
-Layers, bottom up (the developers' brief; docs/architecture.md):
+Layers, bottom up (the developers' brief):
 
 1 errors, utils, _table, _repr; 2 kernels, readers; 3 store, synth; 4 engine;
 5 analysis, health; 6 plots, zoo; 7 report, api; 8 cli; 9 demo.

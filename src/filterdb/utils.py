@@ -8,7 +8,7 @@ import sys
 
 
 def _default(o):
-    import numpy as np  # lazy: here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.integer):

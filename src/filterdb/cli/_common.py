@@ -114,7 +114,7 @@ def _cell(v):
     import json
     import math
 
-    import numpy as np  # lazy: here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
 
     if isinstance(v, np.generic):
         v = v.item()

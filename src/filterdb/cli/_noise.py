@@ -24,7 +24,7 @@ def noise_args(p) -> None:
 
 
 def _f(v) -> float | None:
-    import numpy as np  # lazy: here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
     return None if v is None or not np.isfinite(v) else float(v)
 
 

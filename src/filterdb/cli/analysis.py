@@ -70,7 +70,7 @@ def _opts(args) -> dict:
 
 
 def parse_range(text):
-    import numpy as np  # lazy: here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
     if text is None:
         return None
     parts = str(text).split(",")
@@ -85,7 +85,7 @@ def parse_range(text):
 
 def pca_rows(p) -> list[dict]:
     """``pca --csv``: one row per component, then the mean (component ``mean``)."""
-    import numpy as np  # lazy: here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
 
     cum = np.cumsum(p.explained_variance_ratio)
     rows = [{"component": k, "explained_variance": float(ev), "evr": float(r),
@@ -122,7 +122,7 @@ def _row(v) -> str:
 
 
 def cmd_pca(args) -> int:
-    import numpy as np  # lazy: here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
 
     from .. import analysis  # lazy: start-up time (filterdb --help stays fast)
 
@@ -142,7 +142,7 @@ def cmd_pca(args) -> int:
 
 
 def cmd_drift(args) -> int:
-    import numpy as np  # lazy: here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
 
     from .. import analysis  # lazy: start-up time (filterdb --help stays fast)
 
