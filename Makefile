@@ -1,4 +1,4 @@
-# make demo: venv + install + database from real models + report.   make test: venv + install + tests.
+# make demo: venv + install + database from real models + report.   make test: venv + install + ruff + tests.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # Use the machine's local CPU torch wheel when it exists (an unpinned torch would pull a GPU build).
 PIPFLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: all venv demo test browser bench clean
+.PHONY: all venv demo test lint browser bench clean
 
 all: test
 
@@ -21,8 +21,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m filterdb.demo
 
-test: $(STAMP) browser
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 
 # Headless chromium for tests/test_browser.py: installed where missing and possible, else skipped.
 browser:

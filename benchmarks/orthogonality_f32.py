@@ -32,7 +32,7 @@ def zoo_layers():
     for name, path in fetch().items():
         try:
             m = read_model(path)
-        except Exception as e:  # noqa: BLE001 - a model this reader cannot open: skip it
+        except Exception as e:  # a model this reader cannot open: skip it
             print(f"# {name}: skipped ({e})")
             continue
         for layer in m.layers:

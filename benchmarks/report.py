@@ -14,6 +14,7 @@ import argparse
 import os
 import re
 import time
+from pathlib import Path
 
 
 def main():
@@ -41,7 +42,7 @@ def main():
         times.append(time.perf_counter() - t)
         size = os.path.getsize(out)
         print(f"{label}: {times[-1]:.1f} s, {size / 1e6:.1f} MB")
-    text = open(out, encoding="utf-8").read()
+    text = Path(out).read_text(encoding="utf-8")
     figs = sum(len(m) for m in re.findall(r'src="data:image/[^"]+"', text))
     svgs = sum(len(m) for m in re.findall(r"<svg.*?</svg>", text, re.S))
     print(f"{out}: {len(text) / 1e6:.1f} MB, of which PNG figures {figs / 1e6:.1f} MB and "

@@ -9,9 +9,9 @@ Usage: python benchmarks/synth.py DB --filters 100000000 [--seed 0] [--commit-ro
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
-import os
 
 
 def main():

@@ -15,9 +15,9 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import layers as L  # noqa: E402
+import keras
+import numpy as np
+from keras import layers as L
 
 
 def mixed():

@@ -11,6 +11,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+import _oracles as O
 import filterdb.engine as E
 from filterdb import analysis
 from filterdb.cli import main
@@ -24,13 +25,7 @@ HAS_DISTRIBUTED = importlib.util.find_spec("distributed") is not None
 COLS = ("task", "visual_category", "architecture", "depth_bin", "model")
 
 
-def orth_def(W) -> float:
-    """The definition (method.md 5) in float64 numpy: rows normalised as
-    torch.nn.functional.normalize, 1 - mean |R R^T - I| over c (c - 1)."""
-    R = np.asarray(W, np.float64).reshape(len(W), -1)
-    R = R / np.maximum(np.linalg.norm(R, axis=1, keepdims=True), 1e-12)
-    c = len(R)
-    return 1.0 - np.abs(R @ R.T - np.eye(c)).sum() / (c * (c - 1))
+orth_def = O.orthogonality  # the definition (method.md 5), float64 numpy
 
 
 def model(name, seed, widths, shift=0.0):

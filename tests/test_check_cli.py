@@ -39,7 +39,7 @@ def equal(json_value, value):
 def assert_json_matches(d, df, summary):
     assert len(d["layers"]) == len(df)
     for j, (_, r) in zip(d["layers"], df.iterrows()):
-        assert LAYER_KEYS <= set(j)
+        assert set(j) >= LAYER_KEYS
         for k in LAYER_KEYS - {"flags", "n"}:
             assert equal(j[k], r[k] if isinstance(r[k], str) else float(r[k])), k
         assert j["n"] == int(r["n"])

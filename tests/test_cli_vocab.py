@@ -364,7 +364,7 @@ JOBS_COMMANDS = {("add",), ("zoo", "ingest"), ("zoo", "train")}
 
 def test_parser_vocabulary():
     cmds = leaves()
-    assert TABLE_COMMANDS | WRITERS | ENGINE_COMMANDS <= set(cmds)
+    assert set(cmds) >= TABLE_COMMANDS | WRITERS | ENGINE_COMMANDS
     if ("analyze",) in cmds:  # the analysis command of the analyze branch runs passes
         ENGINE_COMMANDS.add(("analyze",))
     ref_engine = None

@@ -1,6 +1,6 @@
 """Graph depth and weight folding of the ONNX reader on small graphs built with onnx.helper.
 
-Every expected depth is derived by hand in the comments (shared/spec/method.md, section 2:
+Every expected depth is derived by hand in the comments (docs/method.md, section 2:
 the longest path in nodes from a real input; conv_depth indexes the distinct conv depths).
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ def test_hf_folder_against_its_state_dict(name):
     assert m.depth_source == "order"
     got = {l.name + ".weight": l.weight for l in m.layers}
     assert sorted(got) == sorted(want.keys())
-    for k in want.keys():
+    for k in want:
         np.testing.assert_array_equal(got[k], want[k])
     assert m.n_filters_3x3 == sum(w.shape[0] * w.shape[1] for w in want.values()
                                   if w.shape[2:] == (3, 3))

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import _oracles as O
 from filterdb.health import (COLUMNS, HealthThresholds, assess, layer_metrics, model_health,
                              random_baseline)
 from filterdb.health.baseline import fans, init_weight
@@ -20,51 +21,11 @@ TOL = 1e-9
 
 # --- references written from the definitions --------------------------------------------
 
-def ref_H(W):
-    """-sum p log10 p of the variances s^2 / (n - 1) of the centred filters (numpy SVD)."""
-    W = np.asarray(W, dtype=np.float64)
-    n = W.shape[0]
-    if n < 2:
-        return 0.0
-    s = np.linalg.svd(W - W.mean(axis=0), compute_uv=False)
-    var = s ** 2 / (n - 1)
-    if var.sum() == 0:
-        return 0.0
-    p = var / var.sum()
-    return float(-sum(x * math.log10(x) for x in p if x > 0))
-
-
-def ref_S(W, eps=0.01):
-    W = np.asarray(W, dtype=np.float64)
-    peak = np.abs(W).max()
-    if peak == 0:
-        return 1.0
-    t = eps * peak
-    return sum(all(abs(v) < t for v in row) for row in W) / W.shape[0]
-
-
-def ref_TH(n):
-    return 1.2618047 / (1 + math.exp(-0.88767525 * (math.log2(n) - 2.30436435))) - 0.31050834
-
-
-def ref_orth(w):
-    """Rows normalised as torch.nn.functional.normalize: x / max(||x||, 1e-12)."""
-    c = w.shape[0]
-    R = np.asarray(w, dtype=np.float64).reshape(c, -1)
-    N = np.zeros_like(R)
-    for i in range(c):
-        N[i] = R[i] / max(np.linalg.norm(R[i]), 1e-12)
-    G = N @ N.T
-    return 1 - np.abs(G - np.eye(c)).sum() / (c * (c - 1))
-
-
-def ref_clean(W, eps=0.01):
-    W = np.asarray(W, dtype=np.float64)
-    if np.abs(W).max() == 0:  # all filters sparse (S = 1)
-        return float("nan")
-    t = eps * np.abs(W).max()
-    keep = [row for row in W if not all(abs(v) < t for v in row)]
-    return ref_H(np.array(keep)) if len(keep) >= 2 else float("nan")
+ref_H = O.variance_entropy
+ref_S = O.sparsity
+ref_TH = O.randomness_threshold
+ref_orth = O.orthogonality
+ref_clean = O.variance_entropy_clean
 
 
 def same(a, b, tol=TOL):
@@ -124,7 +85,7 @@ def test_real_layers_match_definitions(zoo_path, model_id, loader):
 
     df, summary = model_health(read_model(path))
     assert len(df) == len(convs)
-    for (name, w), (_, row) in zip(convs, df.iterrows()):
+    for (_name, w), (_, row) in zip(convs, df.iterrows()):
         kh, kw = w.shape[2:]
         W = w.reshape(-1, kh * kw).astype(np.float32)
         assert row["n"] == W.shape[0] and row["kernel"] == f"{kh}x{kw}"

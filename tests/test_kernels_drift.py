@@ -5,33 +5,37 @@ import numpy as np
 import pytest
 import scipy.stats
 
+import _oracles as O
 from filterdb.errors import FilterDBError
-from filterdb.kernels import (EPS, PCA, bin_edges, coeff_range_chunk, coefficients, depth_bin,
-                              depth_bin_labels, drift, drift_matrix, drift_to_reference,
-                              fit_pca, hist2d_chunk, hist_chunk, kde_from_hist, moments_chunk,
-                              pca_from_moments, probabilities, scale_filters, shared_range)
+from filterdb.kernels import (
+    EPS,
+    PCA,
+    bin_edges,
+    coeff_range_chunk,
+    coefficients,
+    depth_bin,
+    depth_bin_labels,
+    drift,
+    drift_matrix,
+    drift_to_reference,
+    fit_pca,
+    hist2d_chunk,
+    hist_chunk,
+    kde_from_hist,
+    moments_chunk,
+    pca_from_moments,
+    probabilities,
+    scale_filters,
+    shared_range,
+)
 
 F32_EPS = float(np.finfo(np.float32).eps)  # 2**-23
 
 
 # ---- independent references -------------------------------------------------------------
 
-def ref_scale(X):
-    X = np.asarray(X, np.float32)
-    peak = np.abs(X).max(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        S = X / peak
-    S[(peak == 0).ravel()] = 0
-    return S
-
-
-def ref_pca(X):
-    """Eigen-decomposition of np.cov of the scaled filters, sorted by variance."""
-    S = ref_scale(X).astype(np.float64)
-    cov = np.cov(S, rowvar=False)
-    var, vec = np.linalg.eigh(cov)
-    order = np.argsort(var)[::-1]
-    return S.mean(0), vec[:, order].T, var[order], var[order] / var.sum()
+ref_scale = O.scale
+ref_pca = O.pca
 
 
 def ref_coef(X, mean, comps):
@@ -258,9 +262,7 @@ def test_probabilities_floor_the_density_as_the_notebook():
 
 # ---- drift ----------------------------------------------------------------------------------
 
-def ref_drift(P, Q, w):
-    return sum(w[i] * (scipy.stats.entropy(P[i], Q[i]) + scipy.stats.entropy(Q[i], P[i]))
-               for i in range(9))
+ref_drift = O.drift
 
 
 def test_drift_and_matrix_against_scipy_entropy():
@@ -357,8 +359,8 @@ def test_depth_bins_are_the_notebooks_pd_cut():
             ref = pd.cut(xs, edges, include_lowest=True, labels=False)
             np.testing.assert_array_equal(depth_bin(xs), ref)
     # float64 k / (n - 1) also agrees with exact rational arithmetic
-    from fractions import Fraction
     import math
+    from fractions import Fraction
     for last in range(1, 60):
         k = np.arange(last + 1)
         exact = [max(math.ceil(Fraction(10 * int(i), last)) - 1, 0) for i in k]

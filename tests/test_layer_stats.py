@@ -4,18 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import _oracles as O
 from filterdb.kernels import health as K
 from filterdb.kernels import layer_stats as LS
 
-
-def orthogonality_by_hand(w):
-    """method.md: rows (c_out, -1), L2-normalised as torch.nn.functional.normalize
-    (x / max(||x||, 1e-12)), 1 - sum|G - I| / (c(c-1))."""
-    R = np.asarray(w, np.float64).reshape(len(w), -1)
-    n = np.linalg.norm(R, axis=1)
-    R = R / np.maximum(n, 1e-12)[:, None]
-    c = len(R)
-    return 1.0 - np.abs(R @ R.T - np.eye(c)).sum() / (c * (c - 1))
+orthogonality_by_hand = O.orthogonality
 
 
 @pytest.mark.parametrize("c_out, c_in", [(2, 1), (5, 7), (32, 16), (33, 4), (64, 64), (200, 30),

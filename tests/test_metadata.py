@@ -8,16 +8,10 @@ import numpy as np
 import pytest
 
 import filterdb
+from _models import write_npz
 from filterdb import analysis
 from filterdb.cli import main
 from filterdb.store.vocab import parse_value, similar_label
-
-
-def write_npz(path, seed, shapes):
-    rng = np.random.default_rng(seed)
-    np.savez(path, **{f"conv{i}.weight": rng.standard_normal(s).astype(np.float32)
-                      for i, s in enumerate(shapes)})
-    return str(path)
 
 
 def run(capsys, argv, code=0):

@@ -2,7 +2,7 @@
 
 Every file is built here with h5py/pandas in the published layout; expected filters are
 the file's rows sliced by hand with the inclusive ``filter_ids`` ranges, expected metadata
-is normalised by hand from the vocabulary rules (shared/spec/method.md section 6).
+is normalised by hand from the vocabulary rules (docs/method.md section 6).
 """
 from __future__ import annotations
 
@@ -361,22 +361,20 @@ def test_bulk_streamed_layers_and_abort(tmp_path):
         assert json.loads(m.kernel_counts) == {"3x3": 1000, "1x1": 64}
         assert (m.total_filters, m.filter_share_3x3, m.depth) == (1000, 1.0, 1)
         # a failing chunk source: the model is dropped, its bytes truncated
-        with pytest.raises(RuntimeError):
-            with BulkWriter(db) as bw:
-                bw.add(ModelSpec(sha256="b" * 64, name="B"),
-                       [LayerSpec(n_filters=500, chunks=_chunks(b, 100, fail_after=3))])
+        with pytest.raises(RuntimeError), BulkWriter(db) as bw:
+            bw.add(ModelSpec(sha256="b" * 64, name="B"),
+                   [LayerSpec(n_filters=500, chunks=_chunks(b, 100, fail_after=3))])
         # a wrong row count: refused
-        with pytest.raises(FilterDBError, match="400 filter rows given, 500 expected"):
-            with BulkWriter(db) as bw:
-                bw.add(ModelSpec(sha256="b" * 64, name="B"),
-                       [LayerSpec(n_filters=500, chunks=_chunks(b[:400], 100))])
+        with pytest.raises(FilterDBError, match="400 filter rows given, 500 expected"), \
+                BulkWriter(db) as bw:
+            bw.add(ModelSpec(sha256="b" * 64, name="B"),
+                   [LayerSpec(n_filters=500, chunks=_chunks(b[:400], 100))])
         # a batch (commit_rows): all or nothing
-        with pytest.raises(RuntimeError):
-            with BulkWriter(db, commit_rows=10 ** 9) as bw:
-                bw.add(ModelSpec(sha256="c" * 64, name="C"),
-                       [LayerSpec(n_filters=500, chunks=_chunks(b, 100))])
-                bw.add(ModelSpec(sha256="d" * 64, name="D"),
-                       [LayerSpec(n_filters=500, chunks=_chunks(b, 100, fail_after=2))])
+        with pytest.raises(RuntimeError), BulkWriter(db, commit_rows=10 ** 9) as bw:
+            bw.add(ModelSpec(sha256="c" * 64, name="C"),
+                   [LayerSpec(n_filters=500, chunks=_chunks(b, 100))])
+            bw.add(ModelSpec(sha256="d" * 64, name="D"),
+                   [LayerSpec(n_filters=500, chunks=_chunks(b, 100, fail_after=2))])
         assert db.n_models == 1 and db.n_filters == 1000 and db.verify() == []
         sizes = sum(os.path.getsize(tmp_path / "db" / "filters" / s)
                     for s in os.listdir(tmp_path / "db" / "filters"))

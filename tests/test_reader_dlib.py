@@ -199,7 +199,7 @@ def test_face_resnet_against_a_byte_pattern_parse(dlib_files):
     for l, w in zip(m.layers, want):
         np.testing.assert_array_equal(l.weight, w)
     assert m.n_filters_3x3 == sum(w.shape[0] * w.shape[1] for w in want if w.shape[2:] == (3, 3))
-    assert m.n_filters_3x3 == 618_496  # shared/spec/real-models.md
+    assert m.n_filters_3x3 == 618_496  # the zoo catalog (filterdb.zoo.catalog)
     assert len(m.layers) == 29 and m.layers[0].kernel == (7, 7)
     assert m.op_counts["add_prev"] == 14 and m.op_counts["fc"] == 1
 

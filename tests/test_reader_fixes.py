@@ -115,7 +115,6 @@ def test_checkpoint_optimizer_part_is_never_weights(tmp_path, model_key, opt_key
 
 # ---- TorchScript: scripted DenseNet (list appends), traced groups, quantized convs ----------
 
-from typing import List  # noqa: E402
 
 F = nn.functional
 
@@ -128,7 +127,7 @@ class _DenseLayer(nn.Module):
         self.norm2 = nn.BatchNorm2d(2 * growth)
         self.conv2 = nn.Conv2d(2 * growth, growth, 3, padding=1, bias=False)
 
-    def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         x = torch.cat(inputs, 1)
         x = self.conv1(F.relu(self.norm1(x)))
         return self.conv2(F.relu(self.norm2(x)))

@@ -188,7 +188,7 @@ def test_keras_weights_only_file(tmp_path):
     assert m.depth_source == "order"
     names = [l.name for l in m.layers]
     assert names == [e[0] for e in EXPECTED] + ["up"]
-    for l, (name, groups, ref, _) in zip(m.layers, EXPECTED):
+    for l, (_name, _groups, ref, _) in zip(m.layers, EXPECTED):
         np.testing.assert_array_equal(l.weight, ref)
     assert [l.conv_depth for l in m.layers] == list(range(len(names)))
 

@@ -11,8 +11,8 @@ import pytest
 from onnx import AttributeProto, numpy_helper
 
 from filterdb.errors import ReadError
-from filterdb.readers import read_model
 from filterdb.readers import onnx as onnx_reader
+from filterdb.readers import read_model
 
 ONNX_ZOO = ["ppocrv4-det", "ppocrv4-rec", "ppocr-mobile-v2-cls", "silero-vad-onnx"]
 
@@ -78,7 +78,7 @@ def reference_depths(model):
         sys.setrecursionlimit(old)
 
 
-# published counts, shared/spec/real-models.md: (3x3 filters, of them depthwise)
+# published counts, the zoo catalog (filterdb.zoo.catalog): (3x3 filters, of them depthwise)
 PUBLISHED_3X3 = {"ppocrv4-det": (11904, 336), "ppocrv4-rec": (480, None),
                  "ppocr-mobile-v2-cls": (88, None)}
 

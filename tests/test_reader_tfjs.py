@@ -216,7 +216,7 @@ def test_human_models_against_an_independent_parse(human_models):
             else:
                 want = np.transpose(k, (3, 2, 0, 1))
             np.testing.assert_allclose(l.weight, want, rtol=1e-6, atol=1e-7)
-    assert 920_000 < total < 930_000  # "about 925,000" (shared/spec/real-models.md)
+    assert 920_000 < total < 930_000  # "about 925,000" (the zoo catalog (filterdb.zoo.catalog))
 
 
 @pytest.mark.zoo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import flatbuffers
 import h5py
@@ -26,7 +27,7 @@ OP_NAMES = {v: k for k, v in vars(OP).items() if not k.startswith("_")}
 
 def _walk(path):
     """(model, subgraph 0, op names per operator) straight from the flatbuffer."""
-    buf = open(path, "rb").read()
+    buf = Path(path).read_bytes()
     m = tflite.Model.GetRootAs(buf, 0)
     codes = []
     for i in range(m.OperatorCodesLength()):
@@ -108,7 +109,7 @@ def test_mediapipe_op_counts_and_custom_ops(mp_models):
 def test_mediapipe_fp16_weights_exact(mp_models):
     """Every conv weight of the non-sparse files: the fp16 constant behind DEQUANTIZE (or the
     float32 constant), upcast and laid out by index formula."""
-    for mid, (path, model) in mp_models.items():
+    for _mid, (path, model) in mp_models.items():
         m, sg, names = _walk(path)
         producer = {}
         for i in range(sg.OperatorsLength()):
@@ -167,7 +168,7 @@ def test_sparse_densify_matches_csr(mid, mp_models):
         assert [d.Format() for d in dims] == [0, 0, 0, 1]  # dense, dense, dense, CSR
         vec = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}
 
-        def values(kind, table):
+        def values(kind, table, vec=vec):
             v = vec[kind]()
             v.Init(table.Bytes, table.Pos)
             return v.ValuesAsNumpy().astype(np.int64)
@@ -584,7 +585,8 @@ def test_int8_per_channel_depthwise_axis3_and_uint8_per_tensor(tmp_path):
                 assert dw.weight[c, 0, h, w] == pytest.approx(int(q[0, h, w, c]) * scale[c], abs=1e-7)
     for o in range(2):
         for c in range(C):
-            assert pw.weight[o, c, 0, 0] == pytest.approx((int(u[o, 0, 0, c]) - 128) * np.float32(0.1), rel=1e-6)
+            want = (int(u[o, 0, 0, c]) - 128) * np.float32(0.1)
+            assert pw.weight[o, c, 0, 0] == pytest.approx(want, rel=1e-6)
     assert dw.graph_depth == 1 and pw.graph_depth == 2 and pw.conv_depth_norm == 1.0
 
 
@@ -686,8 +688,10 @@ def test_external_buffer_offset_size(tmp_path):
 def test_transpose_conv_conv3d_and_custom_are_skipped(tmp_path):
     w = np.ones((2, 3, 3, 4), np.float32)
     blob = build_tflite(
-        [T("x", [1, 8, 8, 4]), T("w", [2, 3, 3, 4], data=w), T("shape", [4], TT.INT32, np.array([1, 10, 10, 2], np.int32)),
-         T("up", [1, 10, 10, 2]), T("w3", [1, 1, 1, 1, 1], data=np.ones(1, np.float32)), T("v", [1, 1, 1, 1, 1]),
+        [T("x", [1, 8, 8, 4]), T("w", [2, 3, 3, 4], data=w),
+         T("shape", [4], TT.INT32, np.array([1, 10, 10, 2], np.int32)),
+         T("up", [1, 10, 10, 2]), T("w3", [1, 1, 1, 1, 1], data=np.ones(1, np.float32)),
+         T("v", [1, 1, 1, 1, 1]),
          T("cu", [1, 10, 10, 2]), T("y", [1, 8, 8, 2])],
         [("TRANSPOSE_CONV", [2, 1, 0], [3]), ("CONV_3D", [0, 4], [5]),
          ("MyCustomUpsample", [3], [6]), ("CONV_2D", [0, 1], [7])], [0], [6, 7])
@@ -722,7 +726,8 @@ def test_depth_with_branches(tmp_path):
 @pytest.mark.zoo
 def test_read_model_dispatch(tmp_path, zoo_path):
     m = read_model(zoo_path("mp-hand-recrop"))
-    assert m.format == "tflite" and m.n_filters_3x3 == _independent_counts(zoo_path("mp-hand-recrop"))[1]["3x3"]
+    want = _independent_counts(zoo_path("mp-hand-recrop"))[1]["3x3"]
+    assert m.format == "tflite" and m.n_filters_3x3 == want
 
 
 # ----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from torch import nn
 from filterdb.errors import MissingExtraError, ReadError
 from filterdb.readers import read_model
 
-# zoo id -> 3x3 filters given by shared/spec/real-models.md
+# zoo id -> 3x3 filters given by the zoo catalog (filterdb.zoo.catalog)
 KNOWN_3X3 = {"mtcnn-pnet": 702, "mtcnn-rnet": 1428, "mtcnn-onet": 6240, "digit-recognizer": 10272}
 
 

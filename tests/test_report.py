@@ -9,8 +9,8 @@ first-layer filters.
 from __future__ import annotations
 
 import base64
-import os
 import json
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -145,7 +145,7 @@ def _png(src):
     return data
 
 
-def test_sections_and_figures(built):
+def test_sections_and_figures(built, zoo_path):
     tmp, res, text = built
     page = Page(text)
     assert page.external == []  # self-contained
@@ -178,7 +178,7 @@ def test_sections_and_figures(built):
     assert "No 3x3 filters in this model" in sec
     assert "syn-5x5: no 3x3 filters" in res.skipped
     # summary counts against the models read by hand
-    n3 = sum(l.n_filters for zid in ZOO for l in filterdb.read_model(zoo_path_of(zid)).layers
+    n3 = sum(l.n_filters for zid in ZOO for l in filterdb.read_model(zoo_path(zid)).layers
              if l.kernel == (3, 3)) + sum(l.n_filters for m, _ in synthetic_models()
                                           for l in m.layers if l.kernel == (3, 3))
     assert page.json["summary"]["filters_3x3"] == n3
@@ -224,12 +224,6 @@ def test_drift_section_says_what_it_was_computed_with(built):
                   "70 bins", "weights evr", "global"):
         assert words in sec, words
     assert Page(text).json["drift_provenance"]["floor"] == "density"
-
-
-def zoo_path_of(zid):
-    from filterdb.zoo import fetch
-
-    return fetch([find(zid)])[zid]
 
 
 def test_heatmaps_equal_drift(built):
@@ -335,9 +329,9 @@ def test_random_model_flagged(built):
     assert float(hm["syn-random"]["share_degenerated"]) == 1.0
 
 
-def test_first_layer_filters_shown(built):
+def test_first_layer_filters_shown(built, zoo_path):
     tmp, res, _ = built
-    onet = filterdb.read_model(zoo_path_of("mtcnn-onet"))
+    onet = filterdb.read_model(zoo_path("mtcnn-onet"))
     w = onet.layers[0].weight.astype(np.float64)
     img = np.asarray(res.figures["m-mtcnn-onet-filters"].axes[0].images[0].get_array())
     from filterdb.plots import filter_mosaic

@@ -26,11 +26,11 @@ def _model(name, weights, seed):
 def population():
     rng = np.random.default_rng(3)
     out = []
-    for t, (task, cat, tilt) in enumerate((("Classification", "natural", 1.0),
+    for _t, (task, cat, tilt) in enumerate((("Classification", "natural", 1.0),
                                            ("Segmentation", "medical ct", 0.3))):
         basis = rng.standard_normal((3, 9))
         for k in range(3):
-            def smooth(c_out, c_in):
+            def smooth(c_out, c_in, tilt=tilt, basis=basis):
                 coef = rng.standard_normal((c_out * c_in, 3)) * [3.0, tilt, 0.3]
                 return (coef @ basis).reshape(c_out, c_in, 3, 3).astype(np.float32)
             ws = [smooth(16, 3), smooth(24, 16), smooth(24, 24)]
@@ -99,8 +99,9 @@ def test_noise_p_values_holm_corrected(report):
     pairs = res.data["noise"]["task"]["pairs"]
     assert np.allclose(pairs["p_holm"], holm_by_hand(pairs["p_value"]), rtol=0, atol=1e-15)
     assert all(h >= p for h, p in zip(pairs["p_holm"], pairs["p_value"]))
-    from filterdb.analysis import noise_floor
     import inspect
+
+    from filterdb.analysis import noise_floor
 
     assert res.data["noise"]["task"]["n_permutations"] == \
         inspect.signature(noise_floor).parameters["n_permutations"].default

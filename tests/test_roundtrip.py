@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import _models
 from filterdb.cli import main
 
 MODEL_SKIP = {"model_id", "added_at"}
@@ -20,10 +21,7 @@ LAYER_SKIP = {"layer_id", "model_id", "filter_start"}
 
 
 def write_npz(path, seed, shapes):
-    rng = np.random.default_rng(seed)
-    np.savez(path, **{f"block{i}.conv.weight": rng.standard_normal(s).astype(np.float32)
-                      for i, s in enumerate(shapes)})
-    return str(path)
+    return _models.write_npz(path, seed, shapes, name="block{i}.conv.weight")
 
 
 def write_published(path, seed=0):
@@ -55,7 +53,8 @@ def catalog(db):
         lays, filt = [], []
         for r in con.execute("SELECT * FROM layers WHERE model_id = ? ORDER BY layer_index",
                              (m["model_id"],)):
-            lays.append({k: r[k] for k in r.keys() if k not in LAYER_SKIP})
+            # sqlite3.Row: `in` tests the values, keys() the column names
+            lays.append({k: r[k] for k in r.keys() if k not in LAYER_SKIP})  # noqa: SIM118
             f = np.zeros((0, 9), np.float32)
             if r["filter_count"]:
                 g = r["filter_start"]
@@ -63,7 +62,8 @@ def catalog(db):
                     fh.seek((g % seg_rows) * 36)
                     f = np.frombuffer(fh.read(r["filter_count"] * 36), "<f4").reshape(-1, 9)
             filt.append(f)
-        out[m["model"]] = ({k: m[k] for k in m.keys() if k not in MODEL_SKIP}, lays, filt)
+        meta = {k: m[k] for k in m.keys() if k not in MODEL_SKIP}  # noqa: SIM118 - sqlite3.Row
+        out[m["model"]] = (meta, lays, filt)
     con.close()
     return out
 

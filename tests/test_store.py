@@ -12,11 +12,13 @@ import sys
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import filterdb
+from _models import write_npz
 from filterdb.cli import main
 from filterdb.errors import FilterDBError
 from filterdb.readers.base import ConvLayer, Model, assign_order_depths
@@ -49,10 +51,8 @@ MIXED = [(40, 3, 3, 3), (64, 40, 1, 1), (30, 20, 3, 3), (8, 4, 5, 5), (33, 1, 3,
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = init_database(tmp_path / "db", segment_rows=1000)
-    yield d
-    d.close()
+def db(empty_db):
+    return empty_db
 
 
 # -- round trip ----------------------------------------------------------------------------
@@ -371,9 +371,8 @@ def test_second_writer_is_refused(db):
     db.close()
     with open_database(db.path, mode="w") as w:  # free again after close
         assert w.n_models == 0
-    with pytest.raises(FilterDBError, match="read-only"):
-        with open_database(db.path) as r:
-            r.add_model(make_model(np.random.default_rng(0), [(2, 2, 3, 3)]))
+    with pytest.raises(FilterDBError, match="read-only"), open_database(db.path) as r:
+        r.add_model(make_model(np.random.default_rng(0), [(2, 2, 3, 3)]))
 
 
 def test_reader_snapshot_during_and_after_write(tmp_path, monkeypatch):
@@ -429,13 +428,6 @@ def test_cache_is_keyed_by_data_version(db):
 
 
 # -- CLI -------------------------------------------------------------------------------------
-def write_npz(path, rng, shapes):
-    arrays = {f"conv{i}.weight": rng.standard_normal(s).astype(np.float32)
-              for i, s in enumerate(shapes)}
-    np.savez(path, **arrays)
-    return path
-
-
 def npz_3x3(path):
     """The 3x3 filters of an npz file, read with numpy directly (member order)."""
     with np.load(path) as z:
@@ -532,7 +524,7 @@ def test_cli_batch_with_corrupt_file(tmp_path):
     rng = np.random.default_rng(14)
     good1 = write_npz(tmp_path / "g1.npz", rng, [(5, 3, 3, 3)])
     bad = tmp_path / "bad.npz"
-    bad.write_bytes(good1.read_bytes()[:200])  # truncated archive
+    bad.write_bytes(Path(good1).read_bytes()[:200])  # truncated archive
     good2 = write_npz(tmp_path / "g2.npz", rng, [(9, 3, 3, 3)])
     missing = tmp_path / "missing.onnx"
     db = tmp_path / "db"
@@ -568,8 +560,8 @@ ZOO_IDS = ["mtcnn-pnet", "digit-recognizer", "ppocr-mobile-v2-cls", "fer-mini-xc
 @pytest.mark.zoo
 def test_zoo_ingest_matches_read_model(tmp_path, zoo_paths):
     from filterdb.readers import read_model
-    from filterdb.zoo.ingest import ingest_zoo
     from filterdb.zoo import find
+    from filterdb.zoo.ingest import ingest_zoo
 
     with init_database(tmp_path / "db", segment_rows=4096) as db:
         results = ingest_zoo(db, [find(i) for i in ZOO_IDS])

@@ -1,4 +1,4 @@
-"""The synthetic published-shape database: counts from shared/spec/method.md section 6,
+"""The synthetic published-shape database: counts from docs/method.md section 6,
 shapes and filters checked against the stored rows by hand."""
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import zlib
 import numpy as np
 import pytest
 
+import _oracles as O
 from filterdb.store import open_database
 from filterdb.synth import build_synthetic, shapes, split_capped, split_exact, width_stats
 
-# shared/spec/method.md, section 6 (typed in from the spec, not from filterdb.synth)
+# docs/method.md, section 6 (typed in from the spec, not from filterdb.synth)
 TASKS = {"Classification": 555, "Segmentation": 28, "GAN-Generator": 24, "Object Detection": 16,
          "GAN-Discriminator": 7, "Style Transfer": 5, "Super Resolution": 4, "Face Detection": 4,
          "Depth Estimation": 2, "Face Recognition": 1, "Auto-Encoder": 1}
@@ -65,9 +66,7 @@ def test_filters_look_trained_with_sparse_and_random_layers(synth_db):
             assert zlib.crc32(w.astype("<f4").tobytes()) == r.checksum
             t = 0.01 * np.abs(w).max()
             sparse.append(np.mean(np.all(np.abs(w) < t, axis=1)))
-            sv = np.linalg.svd(w - w.mean(0), compute_uv=False) ** 2
-            p = sv / sv.sum()
-            ent.append(-np.sum(p[p > 0] * np.log10(p[p > 0])))
+            ent.append(O.variance_entropy(w))
         ent, sparse = np.array(ent), np.array(sparse)
         # mostly structured (low variance entropy), some white (near log10 9), some sparse
         assert np.median(ent) < 0.85

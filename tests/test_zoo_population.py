@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ def _onnx_count(path):
 def _tflite_count(path):
     import tflite
 
-    buf = open(path, "rb").read()
+    buf = Path(path).read_bytes()
     model = tflite.Model.GetRootAsModel(buf, 0)
     g = model.Subgraphs(0)
     n = 0
@@ -159,7 +160,7 @@ def _manifest(doc):
 
 
 def _tfjs_count(path):
-    doc = json.load(open(path))
+    doc = json.loads(Path(path).read_text())
     shapes = _manifest(doc)
     if isinstance(doc, list) or doc.get("format") == "layers-model":
         # kernels [kh, kw, in, out] / depthwise [kh, kw, in, mult], named after their layer
@@ -208,7 +209,7 @@ def _h5_count(path):
 
 
 def _safetensors_count(path):
-    raw = open(path, "rb").read()
+    raw = Path(path).read_bytes()
     size = int.from_bytes(raw[:8], "little")
     head = json.loads(raw[8:8 + size])
     return sum(v["shape"][0] * v["shape"][1] for k, v in head.items()
@@ -219,7 +220,7 @@ def _ncnn_count(path):
     """ncnn .param text: ``Convolution`` / ``ConvolutionDepthWise`` lines with ``1=kernel_w``
     (``11=kernel_h``, default kernel_w) and ``6=weight_data_size`` = filters * kh * kw."""
     n = 0
-    for line in open(path).read().splitlines()[2:]:
+    for line in Path(path).read_text().splitlines()[2:]:
         parts = line.split()
         if not parts or parts[0] not in ("Convolution", "ConvolutionDepthWise"):
             continue
@@ -231,7 +232,7 @@ def _ncnn_count(path):
     return n
 
 
-# dlib's own serialisation has no second parser here: shared/spec/real-models.md states the
+# dlib's own serialisation has no second parser here: the zoo catalog (filterdb.zoo.catalog) states the
 # ResNet's 618,496 3x3 filters, and the MMOD detector's 5x5 / 9x9 kernels
 _DLIB = {"dlib-face-recognition-resnet": 618_496, "dlib-mmod-face-detector": 0}
 _INDEPENDENT = {"onnx": _onnx_count, "tflite": _tflite_count, "tfjs_graph": _tfjs_count,
@@ -253,7 +254,7 @@ def test_zoo_model_3x3_count_matches_independent_parse(zoo_path, model_id):
     if m.format == "dlib":
         assert m.filters_3x3 == _DLIB[m.id]
     elif m.format == "torchscript":
-        assert m.filters_3x3 == 0  # silero: 1-D convolutions only (real-models.md)
+        assert m.filters_3x3 == 0  # silero: 1-D convolutions only (the zoo catalog)
     else:
         assert _INDEPENDENT[m.format](path) == m.filters_3x3
 

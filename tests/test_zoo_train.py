@@ -13,10 +13,17 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("mlxtend")
 pytest.importorskip("skimage")
 
-from filterdb.errors import MissingExtraError  # noqa: E402
-from filterdb.errors import FilterDBError  # noqa: E402
-from filterdb.zoo.train import MANIFEST_COLUMNS, Config, preset_configs, read_manifest, run  # noqa: E402
-from filterdb.zoo.train import population  # noqa: E402
+# imported after the importorskip calls above, on purpose
+import _oracles as O  # noqa: E402
+from filterdb.errors import FilterDBError, MissingExtraError  # noqa: E402
+from filterdb.zoo.train import (  # noqa: E402
+    MANIFEST_COLUMNS,
+    Config,
+    population,
+    preset_configs,
+    read_manifest,
+    run,
+)
 
 REQUIRED = ["path", "model", "name", "task", "visual_category", "training_dataset",
             "architecture", "x_seed", "x_width", "x_depth", "x_trained", "x_twin_of",
@@ -59,18 +66,10 @@ def population_dir(tmp_path_factory):
 
 def _variance_entropy(w: np.ndarray) -> float:
     """method.md section 5: H of the spectrum of the centred n x 9 filter matrix, log10."""
-    W = w.reshape(-1, 9).astype(np.float64)
-    s = np.linalg.svd(W - W.mean(axis=0), compute_uv=False)
-    var = s ** 2 / (len(W) - 1)
-    if var.sum() == 0:
-        return 0.0
-    p = var / var.sum()
-    p = p[p > 0]
-    return float(-(p * np.log10(p)).sum())
+    return O.variance_entropy(w.reshape(-1, 9))
 
 
-def _threshold(n: int) -> float:
-    return 1.2618047 / (1 + np.exp(-0.88767525 * (np.log2(n) - 2.30436435))) - 0.31050834
+_threshold = O.randomness_threshold
 
 
 def _state(path):

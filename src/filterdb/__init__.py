@@ -27,7 +27,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-from .errors import FilterDBError, ReadError  # noqa: E402
+from .errors import FilterDBError, ReadError
 
 # name -> (module, attribute or None for the module itself); loaded on first access
 _LAZY = {
@@ -47,10 +47,10 @@ _LAZY = {
 }
 
 
-def open(path, mode: str = "r", create: bool = False):  # noqa: A001 - mirrors `filterdb DB`
+def open(path, mode: str = "r", create: bool = False):  # shadows the builtin: mirrors `filterdb DB`
     """Open a filter database directory (see :mod:`filterdb.store`); ``mode="w"`` to add
     models (``create=True`` makes it if missing)."""
-    from .store import open_database
+    from .store import open_database  # lazy: start-up time (import filterdb stays fast)
 
     return open_database(path, mode=mode, create=create)
 

@@ -119,7 +119,7 @@ class CheckResult:
     def layers(self):
         """One row per conv layer: the JSON's columns (``flags`` a list) plus one boolean
         column per flag (``random``, ``low_diversity``, ``sparse``, ``degenerated``)."""
-        import pandas as pd  # start-up time: on first use
+        import pandas as pd  # lazy: start-up time: on first use
 
         from .health.assess import FLAGS  # start-up time: on first use
 
@@ -217,7 +217,7 @@ class Results:
     def frame(self):
         """One row per model: name, format, layers, assessed, degenerated, verdict, error
         (an inspect result: name, format, layers, conv_depths, filters_3x3, error)."""
-        import pandas as pd  # start-up time: on first use
+        import pandas as pd  # lazy: start-up time: on first use
 
         return pd.DataFrame([r.row() for r in self.items])
 
@@ -276,7 +276,7 @@ def check_model(model, thresholds=None, orthogonality: bool = True,
     data = {"path": model.path, "format": model.format, "layers": layers, "summary": summary,
             "warnings": list(model.warnings)}
     if reference:
-        from .zoo.reference import percentiles  # start-up time: on first use
+        from .zoo.reference import percentiles  # lazy: start-up time: on first use
 
         pct, info = percentiles(df, model.sha256)
         info["db"] = f"the built-in reference {info['name']} ({info['n_models']} zoo models)"
@@ -295,9 +295,9 @@ def _is_path(obj) -> bool:
 def _each(obj, fn, format=None, name=None):  # noqa: A002
     """Apply ``fn(model)`` to one object, or to every model file of a folder (a
     :class:`Results`, bad files as :class:`Failed`)."""
-    from .readers import read_model  # start-up time: on first use
-    from .readers.find import expand_inputs  # start-up time: on first use
-    from .readers.live import to_model  # start-up time: on first use
+    from .readers import read_model  # lazy: start-up time: on first use
+    from .readers.find import expand_inputs  # lazy: start-up time: on first use
+    from .readers.live import to_model  # lazy: start-up time: on first use
 
     if _is_path(obj) and os.path.isdir(obj):
         out = []
@@ -359,13 +359,13 @@ class InspectResult:
     def layers(self):
         """One row per conv layer: the JSON's columns (name, op, shape, groups, kernel,
         graph_depth, conv_depth, conv_depth_norm, filters, filters_3x3, nonfinite)."""
-        import pandas as pd  # start-up time: on first use
+        import pandas as pd  # lazy: start-up time: on first use
 
         return pd.DataFrame(self.model.to_dict()["layers"])
 
     @property
     def skipped(self):
-        import pandas as pd  # start-up time: on first use
+        import pandas as pd  # lazy: start-up time: on first use
 
         return pd.DataFrame([{"name": s.name, "op": s.op, "reason": s.reason}
                              for s in self.model.skipped], columns=["name", "op", "reason"])

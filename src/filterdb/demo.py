@@ -23,6 +23,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from . import analysis as A
+from . import open as open_db
+from ._table import format_table
+from .cli import main as cli
+from .health import database_health
+from .health.summary import summarise_groups
+from .zoo import fetch
+
 DEMO = Path("demo")
 TRAINED = DEMO / "trained"
 DB = DEMO / "population.filterdb"
@@ -41,8 +51,6 @@ class _Steps:
 
 
 def _run(argv) -> None:
-    from .cli import main as cli
-
     print("$ filterdb " + " ".join(argv), flush=True)
     rc = cli(argv)
     if rc:
@@ -54,19 +62,10 @@ def _newest(path: Path) -> float:
 
 
 def main() -> int:
-    import numpy as np
-
-    from . import analysis as A
-    from . import open as open_db
-    from ._table import format_table
-    from .health import database_health
-    from .health.summary import summarise_groups
-
     step = _Steps()
     DEMO.mkdir(exist_ok=True)
 
     step("fetch the real model zoo (cached in ~/.cache/filterdb)")
-    from .zoo import fetch
 
     paths = fetch(log=lambda m: print("  " + m, flush=True))
     print(f"  {len(paths)} model files ready")
@@ -104,7 +103,7 @@ def main() -> int:
                                [c, "filters", "mean drift"]))
         M = summ.results["depth_bin"].matrix.to_numpy()
         rest = M[:-1, :-1][np.triu_indices(len(M) - 1, 1)]
-        print(f"\n  last depth bin against the others: "
+        print("\n  last depth bin against the others: "
               + ", ".join(f"{v:.3f}" for v in M[-1, :-1])
               + f" (median among the other bins {np.median(rest):.3f})")
 

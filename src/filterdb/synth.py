@@ -1,6 +1,6 @@
 """A synthetic database in the shape of the published one (benchmarks, tests).
 
-647 models with the published task and visual category counts (shared/spec/method.md,
+647 models with the published task and visual category counts (docs/method.md,
 section 6), 21,436 3x3 conv layers, ``n_filters`` filters in all, written through the
 streaming bulk path (:class:`filterdb.store.bulk.BulkWriter`) in bounded memory.
 
@@ -31,9 +31,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from contextlib import nullcontext
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .store import DEFAULT_SEGMENT_ROWS, init_database, is_database, open_database
+from .store.bulk import BulkWriter, LayerSpec, ModelSpec
+from .store.segments import aligned_empty
+from .utils import progress
 
 TASK_COUNTS = {"Classification": 555, "Segmentation": 28, "GAN-Generator": 24,
                "Object Detection": 16, "GAN-Discriminator": 7, "Style Transfer": 5,
@@ -186,8 +191,6 @@ _SPECTRUM = np.array([0.40, 0.18, 0.12, 0.10, 0.066, 0.055, 0.03, 0.028, 0.024])
 def model_layers(rng, basis, group_tilt, counts, depths, pool, buf, random_p=0.03,
                  sparse_p=0.05, thin: int = 8):
     """:class:`LayerSpec` of one model; filters generated chunk by chunk into ``buf``."""
-    from .store.bulk import LayerSpec
-
     shapes = layer_shapes(counts, rng, thin)
     L = len(counts)
     last = max(int(depths[-1]), 1)
@@ -280,16 +283,8 @@ def build_synthetic(db_path, n_filters: int, seed: int = 0, chunk_rows: int = 1 
     time taken. Models are committed in batches of ``commit_rows`` filters; a re-run after
     a kill skips the models present (their sha256 is derived from seed, size, widths and
     index)."""
-    from .store import DEFAULT_SEGMENT_ROWS, init_database, is_database, open_database
-    from .store.bulk import BulkWriter, ModelSpec
-
     n_filters = int(n_filters)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        limit = threadpool_limits(1, user_api="blas")  # 2 BLAS threads: 20x slower here
-    except ImportError:  # pragma: no cover
-        limit = nullcontext()
+    limit = threadpool_limits(1, user_api="blas")  # 2 BLAS threads: 20x slower here
     t0 = time.perf_counter()
     labs, counts, depths, sizes = plan(n_filters, seed, widths)
     thin = WIDTHS[widths][2]
@@ -299,13 +294,11 @@ def build_synthetic(db_path, n_filters: int, seed: int = 0, chunk_rows: int = 1 
         trng = np.random.default_rng([seed, len(tilts), 7])
         tilts[(t, v)] = 0.25 * trng.standard_normal(9)
     pool = np.random.default_rng([seed, 1]).standard_normal((POOL_ROWS, 9), dtype=np.float32)
-    from .store.segments import aligned_empty
 
     buf = aligned_empty(min(chunk_rows, POOL_ROWS))
     basis = dct_basis()
     if not is_database(db_path):
         init_database(db_path, segment_rows=segment_rows or DEFAULT_SEGMENT_ROWS).close()
-    from .utils import progress
 
     bar = progress(total=n_filters, desc="synthesising", unit="filter",
                    disable=not show_progress)

@@ -8,7 +8,7 @@ import sys
 
 
 def _default(o):
-    import numpy as np  # here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.integer):
@@ -40,7 +40,7 @@ def print_json(obj) -> None:
 
 def progress(iterable=None, total=None, desc=None, unit="it", disable=None):
     """A tqdm progress bar on stderr, silent when stderr is not a terminal."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: start-up time (tqdm only when a bar is shown)
 
     if disable is None:
         disable = not sys.stderr.isatty()

@@ -16,7 +16,7 @@ from ..errors import FilterDBError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .. import __version__  # lazy: start-up time (filterdb --help stays fast)
 
     parser = argparse.ArgumentParser(
         prog="filterdb",
@@ -44,13 +44,18 @@ def main(argv=None) -> int:
         print(f"filterdb: error: {e}", file=sys.stderr)
         return 2
     except sqlite3.Error as e:  # the catalog, wherever a command read or wrote it
-        from ..store.catalog import catalog_error
+        from ..store.catalog import (
+            catalog_error,  # lazy: start-up time (filterdb --help stays fast)
+        )
 
         print(f"filterdb: error: {catalog_error(getattr(args, 'db', None) or 'DB', e)}",
               file=sys.stderr)
         return 2
     except OSError as e:
-        from ..errors import DiskFullError, is_disk_full
+        from ..errors import (  # lazy: start-up time (filterdb --help stays fast)
+            DiskFullError,
+            is_disk_full,
+        )
 
         if not is_disk_full(e):
             raise

@@ -12,17 +12,17 @@ from ._common import print_json, write_csv
 
 def is_batch(paths, csv: bool = False) -> bool:
     """Several inputs, a folder, or CSV output: the batch form (one line per model)."""
-    from ..readers.folders import folder_kind  # start-up time: on first use
+    from ..readers.folders import folder_kind  # lazy: start-up time: on first use
 
     return csv or len(paths) != 1 or (os.path.isdir(paths[0]) and not folder_kind(paths[0]))
 
 
-def run(paths, fn, format=None):  # noqa: A002
+def run(paths, fn, format=None):
     """``fn(model)`` for every model file of the inputs (:func:`filterdb.readers.expand_inputs`);
     a file that cannot be read or assessed becomes a :class:`~filterdb.api.Failed`."""
-    from ..api import Failed, Results  # start-up time: on first use
-    from ..readers import read_model  # start-up time: on first use
-    from ..readers.find import expand_inputs  # start-up time: on first use
+    from ..api import Failed, Results  # lazy: start-up time: on first use
+    from ..readers import read_model  # lazy: start-up time: on first use
+    from ..readers.find import expand_inputs  # lazy: start-up time: on first use
 
     out = []
     for p, err in expand_inputs(paths):
@@ -33,7 +33,7 @@ def run(paths, fn, format=None):  # noqa: A002
             out.append(fn(read_model(p, format)))
         except FilterDBError as e:
             out.append(Failed(p, str(e)))
-        except Exception as e:  # noqa: BLE001 - one file's bug must not stop the others
+        except Exception as e:  # one file's bug must not stop the others
             out.append(Failed(p, f"{p}: {type(e).__name__}: {e}"))
     return Results(out)
 
@@ -46,9 +46,9 @@ def report(results, args, columns, headers, details) -> int:
     """Print ``results`` as ``--json`` (a list), ``--csv`` (models, or layers with
     ``--layers``) or a table of one line per model (``--layers``: ``details(result)`` first);
     failures go to stderr too. Returns the exit code: 2 when any input failed."""
-    import pandas as pd  # start-up time: on first use
+    import pandas as pd  # lazy: start-up time: on first use
 
-    from ..api import Failed  # start-up time: on first use
+    from ..api import Failed  # lazy: start-up time: on first use
 
     if args.json:
         print_json(results.to_dict())

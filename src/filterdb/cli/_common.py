@@ -38,7 +38,7 @@ def add_output_file_option(p, metavar: str = "FILE", default=None, help: str | N
 def output_path(args, positional: str | None = None, option: str = "output") -> str | None:
     """The output file from ``-o/--output`` or a (kept) positional; both given and
     different is an error."""
-    from ..errors import FilterDBError
+    from ..errors import FilterDBError  # lazy: start-up time (filterdb --help stays fast)
 
     a = getattr(args, option, None)
     b = getattr(args, positional, None) if positional else None
@@ -54,14 +54,17 @@ def add_jobs_option(p, default: int | None = 1, what: str = "read files in N pro
                                 " (default: the number of CPUs)"))
 
 
-ENGINE_OPTIONS = ("--engine", "--scheduler", "--workers")
+# what add_engine_options gives every command that runs the engine (tests/test_cli_engine.py)
+ENGINE_OPTIONS = ("--engine", "--scheduler", "--workers", "--quiet")
 
 
 def add_engine_options(p, cache: bool = True, what: str = "the passes") -> None:
     """The one engine option set of every command that runs passes over a database:
     ``--engine {local,dask}``, ``--scheduler tcp://HOST:PORT`` (a Dask scheduler; implies
-    ``--engine dask``), ``--workers N``; with ``cache`` also ``--recompute`` (``--no-cache``
-    is a hidden alias). Read them back with :func:`engine_kwargs`."""
+    ``--engine dask``), ``--workers N``, ``--quiet`` (no progress bars); with ``cache`` also
+    ``--recompute`` (one meaning everywhere: do not use results cached in the database;
+    ``--no-cache``, its old name in drift and pca, is a hidden alias that still works).
+    Read them back with :func:`engine_kwargs` and :func:`show_progress`."""
     import argparse
 
     g = p.add_argument_group("engine")
@@ -72,18 +75,25 @@ def add_engine_options(p, cache: bool = True, what: str = "the passes") -> None:
                         "default with --engine dask: a local cluster)")
     g.add_argument("--workers", type=int, default=2, metavar="N",
                    help="local threads, or the workers of the local Dask cluster (default 2)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
     if cache:
         g.add_argument("--recompute", action="store_true",
-                       help="compute again instead of using results stored in the database")
+                       help="compute again instead of using results cached in the database")
         g.add_argument("--no-cache", dest="recompute", action="store_true",
                        help=argparse.SUPPRESS)  # the old name in drift and pca
+
+
+def show_progress(args) -> bool:
+    """Progress bars on stderr unless ``--quiet``, ``--json`` or ``--csv``."""
+    return not (getattr(args, "quiet", False) or getattr(args, "json", False)
+                or getattr(args, "csv", None))
 
 
 def engine_kwargs(args) -> dict:
     """``dict(engine=, scheduler=, workers=)`` from :func:`add_engine_options`, checked."""
     import re
 
-    from ..errors import FilterDBError
+    from ..errors import FilterDBError  # lazy: start-up time (filterdb --help stays fast)
 
     engine, scheduler, workers = args.engine, args.scheduler, args.workers
     if scheduler is not None:
@@ -104,7 +114,7 @@ def _cell(v):
     import json
     import math
 
-    import numpy as np  # here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
 
     if isinstance(v, np.generic):
         v = v.item()

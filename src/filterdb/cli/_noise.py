@@ -3,8 +3,8 @@ permutation p-values (filterdb.analysis.noise)."""
 from __future__ import annotations
 
 from .._table import format_table
-from ..kernels.stats import holm
 from ..errors import FilterDBError
+from ..kernels.stats import holm
 from ._common import emit
 
 
@@ -24,7 +24,7 @@ def noise_args(p) -> None:
 
 
 def _f(v) -> float | None:
-    import numpy as np  # here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
     return None if v is None or not np.isfinite(v) else float(v)
 
 

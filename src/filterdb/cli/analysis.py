@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from .._table import format_table
 from ..errors import FilterDBError
-from ._common import add_engine_options, add_output_options, emit, engine_kwargs
+from ._common import (
+    add_engine_options,
+    add_output_options,
+    emit,
+    engine_kwargs,
+    show_progress,
+)
 
 MAX_MATRIX_GROUPS = 30  # larger matrices: group sizes and mean drift only (full in --json)
 
@@ -50,7 +56,7 @@ def register(sub) -> None:
                    help="component weights: the explained variance ratio (default) or 1/9")
     p.add_argument("--model", metavar="FILE",
                    help="drift of this model file against the selection (and each --by group)")
-    from ._noise import noise_args
+    from ._noise import noise_args  # lazy: start-up time (filterdb --help stays fast)
     noise_args(p)
     _engine_args(p, DRIFT_CSV, tables={
         "pairs": "--noise-floor: one row per pair of groups (the pairs of --json)",
@@ -59,13 +65,13 @@ def register(sub) -> None:
 
 
 def _opts(args) -> dict:
-    quiet = args.json or args.csv
-    return dict(where=args.where, **engine_kwargs(args), progress=None if quiet else True,
+    return dict(where=args.where, **engine_kwargs(args),
+                progress=True if show_progress(args) else None,
                 cache=not args.recompute, precision=args.precision)
 
 
 def parse_range(text):
-    import numpy as np  # here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
     if text is None:
         return None
     parts = str(text).split(",")
@@ -80,7 +86,7 @@ def parse_range(text):
 
 def pca_rows(p) -> list[dict]:
     """``pca --csv``: one row per component, then the mean (component ``mean``)."""
-    import numpy as np  # here, not at module level: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
 
     cum = np.cumsum(p.explained_variance_ratio)
     rows = [{"component": k, "explained_variance": float(ev), "evr": float(r),
@@ -117,8 +123,9 @@ def _row(v) -> str:
 
 
 def cmd_pca(args) -> int:
-    import numpy as np  # here, not at module level: start-up time
-    from .. import analysis  # lazy: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
+
+    from .. import analysis  # lazy: start-up time (filterdb --help stays fast)
 
     p = analysis.pca(args.db, **_opts(args))
     if emit(args, dict(p.to_dict(), precision=args.precision), lambda: pca_rows(p)):
@@ -136,8 +143,9 @@ def cmd_pca(args) -> int:
 
 
 def cmd_drift(args) -> int:
-    import numpy as np  # here, not at module level: start-up time
-    from .. import analysis  # lazy: start-up time
+    import numpy as np  # lazy: start-up time (filterdb --help stays fast)
+
+    from .. import analysis  # lazy: start-up time (filterdb --help stays fast)
 
     if args.db_option is not None:
         if args.db is not None and args.db != args.db_option:
@@ -151,7 +159,7 @@ def cmd_drift(args) -> int:
     opts = _opts(args)
     rng = parse_range(args.range_)
     if getattr(args, "noise_floor", False):
-        from ._noise import cmd_noise_floor
+        from ._noise import cmd_noise_floor  # lazy: start-up time (filterdb --help stays fast)
         return cmd_noise_floor(args, opts, rng)
     if args.model:
         r = analysis.drift_to_model(args.db, args.model, by=args.by, bins=args.bins, range=rng,
@@ -197,7 +205,7 @@ def cmd_drift(args) -> int:
 
 def _drift_builtin(args) -> int:
     """``drift --model FILE`` without a database: against the built-in reference."""
-    from ..zoo.reference import drift_to_model
+    from ..zoo.reference import drift_to_model  # lazy: start-up time (filterdb --help stays fast)
 
     if args.range_ is not None or args.bins != 70 or args.where:
         raise FilterDBError("--range, --bins and --where need a database: the built-in "

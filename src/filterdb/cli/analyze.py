@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from .._table import format_table
 from ..errors import FilterDBError
-from ._common import add_engine_options, add_output_options, emit, engine_kwargs
+from ._common import (
+    add_engine_options,
+    add_output_options,
+    emit,
+    engine_kwargs,
+    show_progress,
+)
 
 
 def register(sub) -> None:
@@ -36,9 +42,9 @@ def register(sub) -> None:
 def cmd_analyze(args) -> int:
     import math
 
-    from .. import analysis  # lazy: start-up time
-    from ..health import HealthThresholds
-    from .analysis import parse_range
+    from .. import analysis  # lazy: start-up time (filterdb --help stays fast)
+    from ..health import HealthThresholds  # lazy: start-up time (filterdb --help stays fast)
+    from .analysis import parse_range  # lazy: start-up time (filterdb --help stays fast)
 
     eng = engine_kwargs(args)
     if not math.isfinite(args.eps) or args.eps < 0:
@@ -53,7 +59,7 @@ def cmd_analyze(args) -> int:
                          thresholds=HealthThresholds(sparsity_eps=args.eps),
                          engine=eng["engine"], scheduler=eng["scheduler"],
                          workers=eng["workers"],
-                         progress=None if args.json or args.csv else True,
+                         progress=True if show_progress(args) else None,
                          recompute=args.recompute,
                          precision=args.precision)
     rows = [{"column": c, "groups": len(d.groups),

@@ -15,6 +15,7 @@ from ._common import (
     emit,
     engine_kwargs,
     print_json,
+    show_progress,
 )
 
 CLI_BASELINE_INITS = ("kaiming_uniform", "kaiming_normal")
@@ -96,7 +97,7 @@ def add_engine_args(p) -> None:
 
 
 def thresholds_from_args(args):
-    from ..health import HealthThresholds
+    from ..health import HealthThresholds  # lazy: start-up time (filterdb --help stays fast)
 
     for name in ("eps", "random_margin", "low_diversity_h", "sparse_s", "poor_share", "alpha"):
         v = getattr(args, name)
@@ -188,7 +189,11 @@ def render(model, df, summary, base=None, thresholds=None) -> str:
 
 def render_summary(summary, rows, headers, thresholds=None, df=None) -> list[str]:
     """Table, non-assessed line, reasons, worst layers, verdict and legend (``check``)."""
-    from ..health.assess import extrapolated_line, legend, not_assessed_line
+    from ..health.assess import (  # lazy: start-up time (filterdb --help stays fast)
+        extrapolated_line,
+        legend,
+        not_assessed_line,
+    )
 
     s = summary
     out = []
@@ -220,7 +225,7 @@ def _fmt(v) -> str:
 def cmd_check(args) -> int:
     """One model file: :func:`check_one`; several inputs, folders or ``--csv``:
     :func:`check_many`."""
-    from . import _batch  # start-up time: on first use
+    from . import _batch  # lazy: start-up time: on first use
 
     if not _batch.is_batch(args.files, args.csv):
         args.file = args.files[0]
@@ -231,8 +236,8 @@ def cmd_check(args) -> int:
 def check_many(args) -> int:
     """One line per model (``--layers``: each model's report first), ``--json`` a list,
     ``--csv``; a bad file fails alone (exit 2 at the end)."""
-    from ..api import check_model  # start-up time: on first use
-    from . import _batch  # start-up time: on first use
+    from ..api import check_model  # lazy: start-up time: on first use
+    from . import _batch  # lazy: start-up time: on first use
 
     for opt in ("html", "output", "db"):
         if getattr(args, opt):
@@ -268,15 +273,20 @@ def html_output(args) -> str | None:
 
 
 def check_one(args) -> int:
-    from ..health import model_health, random_baseline
-    from ..readers import read_model
+    from ..health import (  # lazy: start-up time (filterdb --help stays fast)
+        model_health,
+        random_baseline,
+    )
+    from ..readers import read_model  # lazy: start-up time (filterdb --help stays fast)
 
     t = thresholds_from_args(args)
     model = read_model(args.file)
     df, summary = model_health(model, t, orthogonality=args.orthogonality)
     html = html_output(args)
     if html:
-        from ..report.model_report import write_check_html
+        from ..report.model_report import (
+            write_check_html,  # lazy: start-up time (filterdb --help stays fast)
+        )
 
         out, _ = write_check_html(html, model, df, summary, db=args.db, thresholds=t,
                                   **engine_kwargs(args), recompute=args.recompute)
@@ -332,7 +342,7 @@ def exit_code(summary, fail_on) -> int:
 def builtin_percentiles(model, df):
     """Percentiles against the built-in reference population (``check`` without ``--db``;
     filterdb.zoo.reference)."""
-    from ..zoo.reference import percentiles
+    from ..zoo.reference import percentiles  # lazy: start-up time (filterdb --help stays fast)
 
     pct, info = percentiles(df, model.sha256)
     info["db"] = f"the built-in reference {info['name']} ({info['n_models']} zoo models)"
@@ -402,12 +412,16 @@ def render_percentiles(df, pct, info) -> str:
 
 
 def cmd_health(args) -> int:
-    from ..health import database_health, health_summary
-    from ._common import progress
+    from ..health import (  # lazy: start-up time (filterdb --help stays fast)
+        database_health,
+        health_summary,
+    )
+    from ._common import progress  # lazy: start-up time (filterdb --help stays fast)
 
     t = thresholds_from_args(args)
     eng = engine_kwargs(args)
-    bar = progress(total=None, desc="health", unit="filters")
+    bar = progress(total=None, desc="health", unit="filters",
+                   disable=None if show_progress(args) else True)
     try:
         df = database_health(args.db, where=args.where, thresholds=t, **eng,
                              recompute=args.recompute,
@@ -416,8 +430,14 @@ def cmd_health(args) -> int:
     finally:
         bar.close()
     summ = health_summary(df, t)
-    from ..health import model_summaries, summarise
-    from ..health.assess import legend, not_assessed_line
+    from ..health import (  # lazy: start-up time (filterdb --help stays fast)
+        model_summaries,
+        summarise,
+    )
+    from ..health.assess import (  # lazy: start-up time (filterdb --help stays fast)
+        legend,
+        not_assessed_line,
+    )
 
     models = model_summaries(df, t)
     if emit(args, lambda: {"layers": _records(df), **{k: _records(v) for k, v in summ.items()},

@@ -4,7 +4,6 @@ reports with ``--layers``; ``--json`` a list, ``--csv`` a table. A bad file fail
 from __future__ import annotations
 
 from .._table import format_table, shorten
-from ..errors import FilterDBError
 from ._common import add_output_options, print_json
 
 
@@ -48,10 +47,10 @@ def render(model) -> str:
 def cmd_inspect(args) -> int:
     """One file: its report (its error is the CLI's one-line error); else the batch form
     (:mod:`filterdb.cli._batch`), exit 2 when any model failed."""
-    from . import _batch  # start-up time: on first use
+    from . import _batch  # lazy: start-up time: on first use
 
     if not _batch.is_batch(args.files, args.csv):
-        from ..readers import read_model  # start-up time: on first use
+        from ..readers import read_model  # lazy: start-up time: on first use
 
         model = read_model(args.files[0])
         if args.json:
@@ -59,7 +58,7 @@ def cmd_inspect(args) -> int:
         else:
             print(render(model))
         return 0
-    from ..api import InspectResult  # start-up time: on first use
+    from ..api import InspectResult  # lazy: start-up time: on first use
 
     results = _batch.run(args.files, InspectResult)
     cols = ["name", "format", "layers", "conv_depths", "filters_3x3", "depth_source"]

@@ -40,9 +40,9 @@ def register(sub) -> None:
 def cmd_import(args) -> int:
     import os
 
-    from ..errors import ReadError
-    from ..store import open_database
-    from ..store.published import import_h5
+    from ..errors import ReadError  # lazy: start-up time (filterdb --help stays fast)
+    from ..store import open_database  # lazy: start-up time (filterdb --help stays fast)
+    from ..store.published import import_h5  # lazy: start-up time (filterdb --help stays fast)
 
     if not os.path.isfile(args.h5):
         raise ReadError(args.h5, "no such file")
@@ -68,9 +68,9 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..errors import FilterDBError
-    from ..store import open_database
-    from ..store.published import export_h5
+    from ..errors import FilterDBError  # lazy: start-up time (filterdb --help stays fast)
+    from ..store import open_database  # lazy: start-up time (filterdb --help stays fast)
+    from ..store.published import export_h5  # lazy: start-up time (filterdb --help stays fast)
 
     out = output_path(args, "out")
     if not out:

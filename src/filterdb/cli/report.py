@@ -26,19 +26,20 @@ def register(sub) -> None:
                    help="also save every figure there as SVG")
     add_json_option(p, "print what was written (path, size, seconds, findings) as JSON")
     add_engine_options(p, cache=False)
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
-    from ..report.database_report import build_report
+    from ..report.database_report import (
+        build_report,  # lazy: start-up time (filterdb --help stays fast)
+    )
 
     res = build_report(args.db, args.output, where=args.where, title=args.title,
                        models=not args.no_models, **engine_kwargs(args),
                        quiet=args.quiet, figures_dir=args.figures,
                        model_figures=args.model_figures)
     if args.json:
-        from ._common import print_json
+        from ._common import print_json  # lazy: start-up time (filterdb --help stays fast)
 
         print_json({"path": str(res.path), "bytes": res.path.stat().st_size,
                     "seconds": res.seconds, "skipped": res.skipped,

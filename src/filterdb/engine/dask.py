@@ -12,7 +12,10 @@ class DaskEngine:
     def __init__(self, scheduler: str | None = None, workers: int = 2,
                  threads_per_worker: int = 1):
         try:
-            from distributed import Client, LocalCluster
+            from distributed import (  # lazy: optional heavy dependency (dask extra)
+                Client,
+                LocalCluster,
+            )
         except ImportError:
             raise MissingExtraError("distributed", "dask", "run on Dask") from None
         self._cluster = None

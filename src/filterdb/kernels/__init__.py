@@ -6,8 +6,17 @@ depth bins (:mod:`.drift`). The numba inner loops live in :mod:`._numba`.
 import importlib
 
 # numpy only; eager, so that the name ``drift`` is the function, not the submodule
-from .drift import (DEPTH_EDGES, depth_bin, depth_bin_labels, depth_edges, drift, drift_matrix,
-                    drift_to_reference, resolve_weights, symmetric_kl)
+from .drift import (
+    DEPTH_EDGES,
+    depth_bin,
+    depth_bin_labels,
+    depth_edges,
+    drift,
+    drift_matrix,
+    drift_to_reference,
+    resolve_weights,
+    symmetric_kl,
+)
 
 # name -> submodule using numba; imported on first access (PEP 562), so that the health
 # kernels do not pull in numba (the drift loops' compiler, ~0.5 s): start-up time

@@ -1,4 +1,4 @@
-"""Drift between coefficient distributions, and depth bins (shared/spec/method.md, section 4).
+"""Drift between coefficient distributions, and depth bins (docs/method.md, section 4).
 
 ``D(P, Q) = sum_i w_i * (KL(P_i || Q_i) + KL(Q_i || P_i))`` with natural logarithms, over
 the 9 components i; ``P`` and ``Q`` are bin probabilities (see ``hist.probabilities``).

@@ -18,7 +18,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import _numba
 from . import layer_stats as LS
+from .pca import task_filters
 
 _OPTS = {"cache": True, "nogil": True, "boundscheck": False, "error_model": "numpy"}
 COL_BLOCK = 4096  # columns (c_in / groups * 9 values) per float32 product block
@@ -58,9 +60,6 @@ def hist_cells_task(filters, layer_ids, lookup, n_groups, mean, components, edge
     """:func:`filterdb.kernels.hist.hist_task` (the same counts) for many groups: only the
     groups of the block's layers are counted (a small array), then placed in the
     ``(n_groups, 9, bins)`` result, whose untouched zero pages cost nothing to allocate."""
-    from . import _numba
-    from .pca import task_filters
-
     nb = len(edges) - 1
     out = np.zeros((int(n_groups), 9, nb), np.int64)
     _, _, lids = LS.layer_runs(np.ascontiguousarray(layer_ids, dtype=np.int64))

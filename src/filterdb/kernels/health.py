@@ -1,4 +1,4 @@
-"""Degeneration metrics of one layer (shared/spec/method.md, section 5): pure functions.
+"""Degeneration metrics of one layer (docs/method.md, section 5): pure functions.
 
 ``W`` is the ``(n, d)`` matrix of a layer's raw filters (``d = kh * kw``, 9 for 3x3);
 ``weight`` is the 4-D ``(c_out, c_in / groups, kh, kw)`` tensor. Everything is computed
@@ -30,12 +30,6 @@ def sparse_count(W, t) -> int:
     if W.shape[0] == 0:
         return 0
     return int(np.count_nonzero((np.abs(W) < t).all(axis=1)))
-
-
-def sparsity_threshold(W, eps: float = 0.01) -> float:
-    """``t = eps * max |W|`` (0.0 for an empty layer)."""
-    W = np.asarray(W)
-    return float(eps * np.abs(W).max()) if W.size else 0.0
 
 
 def sparsity(W, eps: float = 0.01) -> float:
@@ -237,7 +231,7 @@ def _entropy_from_moments(n, s, sxx):
     return np.where(n > 0, H, np.nan)
 
 
-__all__ = ["sparse_count", "sparsity_threshold", "sparsity", "variance_entropy",
+__all__ = ["sparse_count", "sparsity", "variance_entropy",
            "variance_entropy_clean", "randomness_threshold", "orthogonality",
            "entropy_from_eigenvalues", "centred_gram", "metrics_from_moments", "REL_TOL",
            "entropy_norm", "variance_entropy_clean_norm",

@@ -1,5 +1,5 @@
 """Coefficient histograms, their normalisation, and KDE curves from binned data
-(shared/spec/method.md, section 4). Pure functions: arrays in, arrays out."""
+(docs/method.md, section 4). Pure functions: arrays in, arrays out."""
 from __future__ import annotations
 
 import numpy as np

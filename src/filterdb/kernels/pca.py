@@ -1,4 +1,4 @@
-"""Scaling, PCA from streamed moments, and coefficients (shared/spec/method.md, section 3).
+"""Scaling, PCA from streamed moments, and coefficients (docs/method.md, section 3).
 
 Pure functions: arrays in, arrays out. Partial moments of chunks combine by summing.
 """
@@ -112,7 +112,7 @@ class PCA:
     def frame(self):
         """One row per component: ``explained_variance``, ``evr``, ``cumulative`` and the
         eigen-image ``w0 .. w8`` (row-major 3x3)."""
-        import pandas as pd  # the kernels stay numpy-only until a table is asked for
+        import pandas as pd  # lazy: the kernels stay numpy-only until a table is asked for
 
         df = pd.DataFrame(np.asarray(self.components),
                           columns=[f"w{j}" for j in range(np.asarray(self.components).shape[1])])
@@ -132,7 +132,7 @@ class PCA:
         }
 
     @classmethod
-    def from_dict(cls, d) -> "PCA":
+    def from_dict(cls, d) -> PCA:
         return cls(int(d["n"]), np.asarray(d["mean"], float), np.asarray(d["components"], float),
                    np.asarray(d["explained_variance"], float),
                    np.asarray(d["explained_variance_ratio"], float))

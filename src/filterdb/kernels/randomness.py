@@ -125,7 +125,7 @@ def wishart_entropy(k: int, dof: int, draws: int, rng) -> np.ndarray:
 def mp_deficit(y: float) -> float:
     """``E[x log10 x]`` for ``x`` Marchenko-Pastur with ratio ``0 < y <= 1`` and mean 1:
     the large-size limit of ``log10(k) - H`` for i.i.d. random filters."""
-    from scipy.integrate import quad
+    from scipy.integrate import quad  # lazy: start-up time (scipy.integrate for one constant)
 
     y = float(y)
     a, b = (1 - math.sqrt(y)) ** 2, (1 + math.sqrt(y)) ** 2

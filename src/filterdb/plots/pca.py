@@ -5,8 +5,16 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.colors import LogNorm
 
-from ._style import (BLUE, CMAP_DENSITY, CMAP_DIVERGING, CMAP_SEQUENTIAL, ORANGE, new_figure, size_labels,
-                     styled)
+from ._style import (
+    BLUE,
+    CMAP_DENSITY,
+    CMAP_DIVERGING,
+    CMAP_SEQUENTIAL,
+    ORANGE,
+    new_figure,
+    size_labels,
+    styled,
+)
 
 
 def _check_components(components, evr):

@@ -32,7 +32,7 @@ READER_MODULES = {
 }
 
 
-def read_model(path, format: str | None = None) -> Model:  # noqa: A002
+def read_model(path, format: str | None = None) -> Model:
     """Read a model file into its 2-D convolution layers.
 
     The format is detected from the content unless given. Any failure is a
@@ -40,7 +40,7 @@ def read_model(path, format: str | None = None) -> Model:  # noqa: A002
     state dict, Keras model, ``onnx.ModelProto``) is read by :mod:`filterdb.readers.live`.
     """
     if not isinstance(path, (str, bytes, os.PathLike)):
-        from .live import to_model as live_model  # start-up time: live objects only
+        from .live import to_model as live_model  # lazy: start-up time: live objects only
 
         return live_model(path)
     fmt = format or detect_format(path)
@@ -67,6 +67,6 @@ def to_model(obj, name: str | None = None) -> Model:
     model, ``onnx.ModelProto``): see :mod:`filterdb.readers.live`."""
     if isinstance(obj, (str, bytes, os.PathLike)):
         return read_model(obj)
-    from .live import to_model as live_model  # start-up time: live objects only
+    from .live import to_model as live_model  # lazy: start-up time: live objects only
 
     return live_model(obj, name)

@@ -45,12 +45,12 @@ def _text(b) -> str:
 def _no_plugin_search() -> None:
     """Empty h5py's plugin search path (defence in depth: HDF5 then loads no filter library
     from disk even for a filter the walk below missed). filterdb needs no plugins."""
-    from h5py import h5pl
+    from h5py import h5pl  # lazy: start-up time (h5py / PyTables only for HDF5 files)
 
     try:
         while h5pl.size():
             h5pl.remove(0)
-    except Exception:  # noqa: BLE001, S110 - no plugin API here: the walk still refuses
+    except Exception:  # no plugin API here: the walk still refuses
         pass
 
 
@@ -61,7 +61,7 @@ def check_hdf5(f, path, what: str = "HDF5 file", filters=BUILTIN_FILTERS) -> Non
     "model.weights.h5 in the .keras archive"). Call it right after opening, before any access
     by path (``f[...]``, ``in``, ``visititems``), which would traverse external links.
     """
-    from h5py import h5d, h5g, h5l, h5o
+    from h5py import h5d, h5g, h5l, h5o  # lazy: start-up time (h5py / PyTables only for HDF5 files)
 
     def refuse(reason: str):
         raise ReadError(path, f"refusing {what}: {reason}; filterdb reads nothing outside "
@@ -131,7 +131,7 @@ def open_checked(source, path, what: str = "HDF5 file", filters=BUILTIN_FILTERS)
     """``h5py.File(source, "r")`` after :func:`check_hdf5` (closed again if it is refused).
 
     ``source`` is a path or a file-like object. An unreadable file is a ReadError."""
-    import h5py
+    import h5py  # lazy: start-up time (h5py / PyTables only for HDF5 files)
 
     try:
         f = h5py.File(source, "r")
@@ -143,7 +143,7 @@ def open_checked(source, path, what: str = "HDF5 file", filters=BUILTIN_FILTERS)
     except ReadError:
         f.close()
         raise
-    except Exception as e:  # noqa: BLE001 - a corrupt object header met during the walk
+    except Exception as e:  # a corrupt object header met during the walk
         f.close()
         raise ReadError(path, f"corrupt {what} ({type(e).__name__}: {e})") from None
     return f
@@ -198,8 +198,8 @@ _lock = threading.RLock()
 def restricted_pytables_pickle(path):
     """While active, PyTables unpickles plain data only; on exit a :class:`ReadError` names
     what the file asked to import (PyTables itself swallows unpickling errors)."""
-    import tables.atom
-    import tables.attributeset
+    import tables.atom  # lazy: start-up time (h5py / PyTables only for HDF5 files)
+    import tables.attributeset  # lazy: start-up time (h5py / PyTables only for HDF5 files)
 
     refused: list[str] = []
     shim = _PickleShim(refused)

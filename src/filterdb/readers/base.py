@@ -1,17 +1,19 @@
 """The one reader interface: a model file becomes a :class:`Model` of :class:`ConvLayer`.
 
 Every reader module exposes ``read(path) -> Model``. Weights are float32 in
-PyTorch/ONNX order ``(c_out, c_in / groups, kh, kw)`` (shared/spec/method.md, section 1).
+PyTorch/ONNX order ``(c_out, c_in / groups, kh, kw)`` (docs/method.md, section 1).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
+
+from ..errors import ReadError
 
 DEPTH_GRAPH = "graph"  # longest path from the real graph inputs
 DEPTH_ORDER = "order"  # graphless format: the order of the tensors
@@ -260,8 +262,6 @@ def count_ops(ops: Iterable[str]) -> dict[str, int]:
 
 def check_file(path) -> str:
     """Refuse what is not a readable, non-empty regular file; return the path as str."""
-    from ..errors import ReadError
-
     p = os.fspath(path)
     if not os.path.exists(p):
         raise ReadError(p, "no such file")

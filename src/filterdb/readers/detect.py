@@ -9,6 +9,15 @@ import zipfile
 from ..errors import ReadError
 from .base import check_file
 
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+              "pytorch_model.bin.index.json")
+
+
+def is_hf_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.json")) and any(
+        os.path.isfile(os.path.join(path, w)) for w in HF_WEIGHTS)
+
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 
@@ -108,8 +117,6 @@ def detect_format(path) -> str:
             return SAVEDMODEL
         if os.path.isfile(os.path.join(d, "Data", "com.apple.CoreML", "model.mlmodel")):
             return COREML
-        from .folders import is_hf_folder
-
         if is_hf_folder(d):
             return HUGGINGFACE
     p = check_file(path)
@@ -143,24 +150,34 @@ def detect_format(path) -> str:
                     return SAFETENSORS
                 except (ValueError, UnicodeDecodeError):
                     pass
-        from .dlib import looks_like_dlib
+        from .dlib import (
+            looks_like_dlib,  # lazy: start-up time (a format's module loads only to sniff it)
+        )
 
         if looks_like_dlib(head):
             return DLIB
         if _looks_like_onnx(head):
             return ONNX
         if head.lstrip()[:1] in (b"{", b"["):  # JSON: a TF.js model or weights manifest
-            from .tfjs import sniff
+            from .tfjs import (
+                sniff,  # lazy: start-up time (a format's module loads only to sniff it)
+            )
 
             kind = sniff(p)
             if kind is not None:
                 return kind
-            from .paddle import sniff as paddle_sniff
+            from .paddle import (
+                sniff as paddle_sniff,  # lazy: start-up time (a format's module loads only to sniff it)
+            )
 
             if paddle_sniff(p):
                 return PADDLE
-        from .ncnn import looks_like_ncnn
-        from .openvino import looks_like_openvino
+        from .ncnn import (
+            looks_like_ncnn,  # lazy: start-up time (a format's module loads only to sniff it)
+        )
+        from .openvino import (
+            looks_like_openvino,  # lazy: start-up time (a format's module loads only to sniff it)
+        )
 
         if looks_like_ncnn(head):
             return NCNN

@@ -20,21 +20,15 @@ import os
 import re
 
 from ..errors import ReadError
+from .detect import HF_WEIGHTS, detect_format, is_hf_folder
 
 GENERIC_STEMS = {"model", "saved_model", "pytorch_model", "tf_model", "flax_model",
                  "model_weights", "weights", "weights_manifest", "inference", "net", "graph",
                  "frozen_inference_graph", "frozen_graph", "checkpoint", "best", "last",
                  "diffusion_pytorch_model", "openvino_model", "model-00001-of-00001"}
-HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-              "pytorch_model.bin.index.json")
 # companion files of another model file: never models themselves
 COMPANION_EXT = {".pdiparams", ".info"}
 MAX_FILES = 100_000
-
-
-def is_hf_folder(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "config.json")) and any(
-        os.path.isfile(os.path.join(path, w)) for w in HF_WEIGHTS)
 
 
 def folder_kind(path: str) -> str | None:
@@ -74,8 +68,9 @@ def model_files(path: str) -> list[str]:
     format's topology and weights (each reader's ``files``)."""
     import importlib
 
-    from . import READER_MODULES
-    from .detect import detect_format
+    from . import (
+        READER_MODULES,  # lazy: readers/__init__ imports this module before READER_MODULES exists
+    )
 
     p = os.fspath(path)
     try:
@@ -125,8 +120,6 @@ def _companions(folder: str, names: list[str]) -> set[str]:
 def expand(paths) -> list[tuple[str, str | None]]:
     """``[(model path, None)]`` for the given paths, directories walked; entries that could
     not be listed come back as ``(path, error text)`` (the caller reports them)."""
-    from .detect import detect_format
-
     out: list[tuple[str, str | None]] = []
     for given in paths:
         g = os.fspath(given)
@@ -173,4 +166,4 @@ def expand(paths) -> list[tuple[str, str | None]]:
     return out
 
 
-__all__ = ["expand", "folder_kind", "identity_file", "is_hf_folder", "model_files", "model_id"]
+__all__ = ["HF_WEIGHTS", "expand", "folder_kind", "identity_file", "is_hf_folder", "model_files", "model_id"]

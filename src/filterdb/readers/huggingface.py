@@ -111,7 +111,7 @@ def files(path) -> list[str]:
 
 def read(path, fmt: str = "huggingface") -> Model:
     """Read a Hugging Face-style model folder."""
-    from . import read_model
+    from . import read_model  # lazy: readers/__init__ imports this module before read_model exists
 
     p = os.fspath(path)
     if not os.path.isdir(p) or not is_hf_folder(p):
@@ -134,7 +134,9 @@ def read(path, fmt: str = "huggingface") -> Model:
     for f, name in zip(files, [os.path.basename(x) for x in files]):
         m = read_model(f, shard_fmt)
         if weights.endswith(".index.json") and shard_fmt == "safetensors":
-            from .safetensors import read_header
+            from .safetensors import (
+                read_header,  # lazy: start-up time (the safetensors reader for such folders only)
+            )
 
             header, _ = read_header(f)
             listed = {t for t, s in wmap.items() if os.path.basename(str(s)) == name}
@@ -152,7 +154,8 @@ def read(path, fmt: str = "huggingface") -> Model:
     assign_order_depths(layers)
     meta = folder_metadata(p, config, p)
     tv = config.get("transformers_version")
-    model = Model(path=p, format="huggingface", sha256=files_sha256([ident] + (files if ident not in files else [])), layers=layers,
+    sha = files_sha256([ident] + (files if ident not in files else []))
+    model = Model(path=p, format="huggingface", sha256=sha, layers=layers,
                   skipped=skipped, depth_source="order",
                   producer=f"huggingface ({config.get('model_type') or producer or '?'})",
                   producer_version=str(tv) if tv else producer_version, op_counts=ops,

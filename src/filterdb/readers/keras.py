@@ -48,8 +48,17 @@ import numpy as np
 from ..errors import ReadError
 from ._hdf5 import open_checked
 from ._zip import open_zip, read_member
-from .base import (DEPTH_GRAPH, DEPTH_ORDER, ConvLayer, Model, Skipped, assign_conv_depths,
-                   assign_order_depths, check_file, file_sha256)
+from .base import (
+    DEPTH_GRAPH,
+    DEPTH_ORDER,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_conv_depths,
+    assign_order_depths,
+    check_file,
+    file_sha256,
+)
 from .graph import longest_path_depths
 
 _CONV2D = {"Conv2D", "Convolution2D"}
@@ -376,11 +385,11 @@ def _json_attr(attrs, key):
 
 
 def read_h5(p: str, fmt: str) -> Model:
-    import h5py
+    import h5py  # lazy: start-up time (h5py only for HDF5 Keras files)
 
     f = open_checked(p, p, "HDF5 file")  # refuses external storage/links, VDS, plugins
     with f:
-        root = f["model_weights"] if "model_weights" in f else f
+        root = f.get("model_weights", f)
         if "layer_names" not in root.attrs and "layers" in f and isinstance(f.get("vars"), h5py.Group):
             try:
                 return _read_keras3_weights(p, fmt, f)
@@ -429,7 +438,7 @@ def _natural_key(path: str):
 
 def _vars_groups(f) -> dict:
     """``{layer group path: its vars group}`` of every layer in a Keras 3 weights file."""
-    import h5py
+    import h5py  # lazy: start-up time (h5py only for HDF5 Keras files)
 
     out = {}
 
@@ -442,7 +451,7 @@ def _vars_groups(f) -> dict:
 
 
 def _ordered_vars(vars_group) -> list:
-    return [vars_group[k] for k in sorted((k for k in vars_group.keys() if k.isdigit()), key=int)]
+    return [vars_group[k] for k in sorted((k for k in vars_group if k.isdigit()), key=int)]
 
 
 def is_operation(lc: dict) -> bool:

@@ -26,13 +26,21 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from ..errors import FilterDBError, ReadError
-from .base import (DEPTH_GRAPH, DEPTH_ORDER, ConvLayer, Model, Skipped, assign_conv_depths,
-                   assign_order_depths)
+from .base import (
+    DEPTH_GRAPH,
+    DEPTH_ORDER,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_conv_depths,
+    assign_order_depths,
+)
 from .tensors import TensorInfo, strip_prefix, tensors_to_model
 
 LIBRARIES = ("torch", "keras", "onnx", "numpy")
@@ -78,12 +86,12 @@ def to_model(obj, name: str | None = None) -> Model:
     if lib == "onnx" and hasattr(obj, "graph") and hasattr(obj, "SerializeToString"):
         return from_onnx(obj, name or (obj.graph.name or "ModelProto"))
     if lib == "torch":
-        import torch  # optional heavy dependency: imported only for a torch object
+        import torch  # lazy: optional heavy dependency, imported only for a torch object
 
         if isinstance(obj, torch.nn.Module):
             return from_torch_module(obj, label)
     if lib == "keras":
-        import keras  # optional heavy dependency: imported only for a Keras object
+        import keras  # lazy: optional heavy dependency, imported only for a Keras object
 
         if isinstance(obj, keras.Model):
             return from_keras(obj, label)
@@ -112,7 +120,7 @@ def from_state_dict(sd: Mapping, label: str = "state_dict") -> Model:
     warnings: list[str] = []
     torch_values = any(library_of(v) == "torch" for v in _leaves(sd))
     if torch_values:
-        from . import torch as tr  # torch is imported here only: a torch object was passed
+        from . import torch as tr  # lazy: torch is imported here only: a torch object was passed
 
         items, key = tr.find_state_dict(sd)
         if key:
@@ -150,9 +158,9 @@ def _fx_depths(module) -> dict[str, int | None]:
     """``{module path: graph depth}`` of the conv calls in the ``torch.fx`` trace of
     ``forward``: a ``call_module`` node, or (functional convs) the node consuming
     ``<path>.weight``. A module called more than once keeps its shallowest call."""
-    import torch.fx  # optional heavy dependency: a torch module was passed
+    import torch.fx  # lazy: optional heavy dependency, a torch module was passed
 
-    from .graph import longest_path_depths  # heavy: imported for such objects only
+    from .graph import longest_path_depths  # lazy: heavy, imported for such objects only
 
     gm = torch.fx.symbolic_trace(module)
     inputs_ = {n.name for n in gm.graph.nodes if n.op == "placeholder"}
@@ -178,9 +186,9 @@ def _fx_depths(module) -> dict[str, int | None]:
 
 
 def from_torch_module(module, label: str) -> Model:
-    import torch  # optional heavy dependency: a torch module was passed
+    import torch  # lazy: optional heavy dependency, a torch module was passed
 
-    from . import torch as tr  # heavy: imported for such objects only
+    from . import torch as tr  # lazy: heavy, imported for such objects only
 
     layers: list[ConvLayer] = []
     skipped: list[Skipped] = []
@@ -190,7 +198,7 @@ def from_torch_module(module, label: str) -> Model:
         if callable(w) and not isinstance(w, torch.Tensor) and hasattr(sub, "groups"):
             try:  # quantized convs (torch.ao.nn.quantized) give their weight by a method
                 w = w()
-            except Exception:  # noqa: BLE001 - not a weight accessor after all
+            except Exception:  # not a weight accessor after all
                 w = None
         lazy = isinstance(w, torch.nn.parameter.UninitializedParameter)
         if not isinstance(w, torch.Tensor) or lazy:
@@ -221,7 +229,7 @@ def from_torch_module(module, label: str) -> Model:
         scripted = isinstance(module, torch.jit.ScriptModule)
         try:
             depths = tr._graph_depths(module)[0] if scripted else _fx_depths(module)
-        except Exception as e:  # noqa: BLE001 - untraceable forward: fall back to the order
+        except Exception as e:  # untraceable forward: fall back to the order
             depths = {}
             how = "TorchScript graph not walkable" if scripted else "torch.fx cannot trace it"
             why = str(e).splitlines()[0][:120] if str(e).strip() else ""
@@ -250,7 +258,9 @@ def _keras_archive(model) -> bytes:
     directory if this Keras cannot write to a file object)."""
     bio = io.BytesIO()
     try:
-        from keras.src.saving import saving_lib  # optional dependency, a Keras model was passed
+        from keras.src.saving import (
+            saving_lib,  # lazy: optional dependency, a Keras model was passed
+        )
 
         saving_lib.save_model(model, bio)
         return bio.getvalue()
@@ -266,7 +276,7 @@ def _keras_archive(model) -> bytes:
 
 
 def from_keras(model, label: str) -> Model:
-    from . import keras as kr  # heavy: imported for such objects only
+    from . import keras as kr  # lazy: heavy, imported for such objects only
 
     data = _keras_archive(model)
     m = kr.read_keras(label, "keras", source=io.BytesIO(data),
@@ -280,9 +290,9 @@ def from_keras(model, label: str) -> Model:
 
 
 def from_onnx(proto, label: str) -> Model:
-    from onnx import external_data_helper as edh  # heavy: imported for such objects only
+    from onnx import external_data_helper as edh  # lazy: heavy, imported for such objects only
 
-    from . import onnx as ox  # heavy: imported for such objects only
+    from . import onnx as ox  # lazy: heavy, imported for such objects only
 
     if not (len(proto.graph.node) or len(proto.graph.input)):
         raise ReadError(label, "not an ONNX model (no graph with nodes or inputs)")
@@ -292,7 +302,7 @@ def from_onnx(proto, label: str) -> Model:
                                    "it with onnx.load(path) (load_external_data=True) first")
     try:
         sha = hashlib.sha256(proto.SerializeToString()).hexdigest()
-    except Exception:  # noqa: BLE001 - over protobuf's 2 GB limit: hash the weights instead
+    except Exception:  # over protobuf's 2 GB limit: hash the weights instead
         sha = ""
     m = ox.read_proto(proto, label, sha, "onnx_proto")
     if not sha:

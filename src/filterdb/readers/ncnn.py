@@ -30,8 +30,8 @@ import numpy as np
 
 from ..errors import ReadError
 from .base import (
-    ConvLayer,
     DEPTH_GRAPH,
+    ConvLayer,
     Model,
     Skipped,
     assign_graph_depths,
@@ -62,15 +62,17 @@ CONV_LIKE = {
     "DeformableConv2D": (5, None, "deformable convolution (offsets at run time), not read"),
 }
 # layers that load nothing from the .bin
-NO_WEIGHTS = frozenset((
-    "Input Split Concat Eltwise ReLU ReLU6 Sigmoid TanH Softmax Pooling Pooling1D Pooling3D "
-    "Flatten Reshape Permute Crop Interp BinaryOp UnaryOp Clip HardSigmoid HardSwish Swish "
-    "Mish GELU ELU SELU Dropout Noop Slice ShuffleChannel PixelShuffle Reorg AbsVal Exp Log "
-    "Power Threshold ExpandDims Squeeze Reduction ArgMax Cast Packing Tile CumulativeSum "
-    "CopyTo Fold Unfold GridSample Einsum MatMul DeepCopy Erf Shrink Spp PriorBox "
-    "DetectionOutput Proposal ROIPooling ROIAlign PSROIPooling Yolov3DetectionOutput "
-    "YoloDetectionOutput Flip LRN MVN StatisticsPooling Softplus Diag Celu Sin Cos Bnll"
-).split())
+NO_WEIGHTS = frozenset([
+    "Input", "Split", "Concat", "Eltwise", "ReLU", "ReLU6", "Sigmoid", "TanH", "Softmax",
+    "Pooling", "Pooling1D", "Pooling3D", "Flatten", "Reshape", "Permute", "Crop", "Interp",
+    "BinaryOp", "UnaryOp", "Clip", "HardSigmoid", "HardSwish", "Swish", "Mish", "GELU", "ELU",
+    "SELU", "Dropout", "Noop", "Slice", "ShuffleChannel", "PixelShuffle", "Reorg", "AbsVal", "Exp",
+    "Log", "Power", "Threshold", "ExpandDims", "Squeeze", "Reduction", "ArgMax", "Cast", "Packing",
+    "Tile", "CumulativeSum", "CopyTo", "Fold", "Unfold", "GridSample", "Einsum", "MatMul",
+    "DeepCopy", "Erf", "Shrink", "Spp", "PriorBox", "DetectionOutput", "Proposal", "ROIPooling",
+    "ROIAlign", "PSROIPooling", "Yolov3DetectionOutput", "YoloDetectionOutput", "Flip", "LRN",
+    "MVN", "StatisticsPooling", "Softplus", "Diag", "Celu", "Sin", "Cos", "Bnll"
+])
 
 
 class _Corrupt(Exception):

@@ -8,7 +8,7 @@ Weights are folded from constants: initializers, ``Constant`` nodes and chains o
 TensorFlow op name left in the default domain, as converters such as tf2onnx leave
 unconverted ops) are listed in one warning; conv-like ones are also :class:`Skipped`.
 
-Depth (shared/spec/method.md, section 2) is the longest path from the real graph inputs
+Depth (docs/method.md, section 2) is the longest path from the real graph inputs
 (graph inputs that are not initializers). A node that holds subgraphs (``If`` / ``Loop`` /
 ``Scan``) depends on its explicit inputs *and* on the outer-scope values its subgraphs
 read. Inside a subgraph, every value coming from outside (the subgraph's formal inputs and
@@ -109,7 +109,7 @@ class _Scope:
     """One graph (main or subgraph) and the scope that encloses it."""
 
     graph: object
-    parent: "_Scope | None" = None
+    parent: _Scope | None = None
     inits: dict = field(default_factory=dict)
     producers: dict = field(default_factory=dict)
     inputs: set = field(default_factory=set)
@@ -143,7 +143,7 @@ class _Scope:
 
 
 def _subgraphs(node):
-    from onnx import AttributeProto
+    from onnx import AttributeProto  # lazy: start-up time (onnx loads only for ONNX models)
 
     for a in node.attribute:
         if a.type == AttributeProto.GRAPH:
@@ -153,7 +153,7 @@ def _subgraphs(node):
 
 
 def _attr(node, name, default=None):
-    from onnx import helper
+    from onnx import helper  # lazy: start-up time (onnx loads only for ONNX models)
 
     for a in node.attribute:
         if a.name == name:
@@ -162,7 +162,10 @@ def _attr(node, name, default=None):
 
 
 def _tensor_array(t) -> np.ndarray:
-    from onnx import SparseTensorProto, numpy_helper
+    from onnx import (  # lazy: start-up time (onnx loads only for ONNX models)
+        SparseTensorProto,
+        numpy_helper,
+    )
 
     if isinstance(t, SparseTensorProto):
         return sparse_to_dense(numpy_helper.to_array(t.values), numpy_helper.to_array(t.indices),
@@ -209,7 +212,7 @@ class _Folder:
         return self.value(node.input[i], scope) if len(node.input) > i and node.input[i] else None
 
     def _fold(self, node, scope) -> np.ndarray:
-        from onnx import helper
+        from onnx import helper  # lazy: start-up time (onnx loads only for ONNX models)
 
         op = node.op_type
         if op == "Constant":
@@ -351,9 +354,13 @@ def external_location_problem(base_dir: str, loc: str) -> str | None:
 
 
 def _load(path: str):
-    import onnx
-    from google.protobuf.message import DecodeError
-    from onnx import external_data_helper as edh
+    import onnx  # lazy: start-up time (onnx loads only for ONNX models)
+    from google.protobuf.message import (
+        DecodeError,  # lazy: start-up time (onnx loads only for ONNX models)
+    )
+    from onnx import (
+        external_data_helper as edh,  # lazy: start-up time (onnx loads only for ONNX models)
+    )
 
     with open(path, "rb") as f:
         data = f.read()
@@ -389,7 +396,7 @@ def _load(path: str):
 def _inline_functions(model, warnings: list[str]):
     """The model with its local functions (e.g. ``export_modules_as_functions``) inlined by
     onnx's inliner, so the convs inside them are read like any other."""
-    from onnx import inliner
+    from onnx import inliner  # lazy: start-up time (onnx loads only for ONNX models)
 
     try:
         return inliner.inline_local_functions(model)
@@ -423,7 +430,7 @@ def is_known_op(op_type: str, domain: str, functions: set = frozenset()) -> bool
     """Whether an op is standard ONNX (by onnx.defs), an ONNX Runtime contrib op, or a
     function of the model. Anything else was left unconverted by an exporter (tf2onnx leaves
     TensorFlow ops, e.g. ``Conv2D``, in the default or a custom domain)."""
-    from onnx import defs
+    from onnx import defs  # lazy: start-up time (onnx loads only for ONNX models)
 
     if (domain, op_type) in functions:
         return True

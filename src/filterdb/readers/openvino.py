@@ -30,8 +30,8 @@ import numpy as np
 
 from ..errors import ReadError
 from .base import (
-    ConvLayer,
     DEPTH_GRAPH,
+    ConvLayer,
     Model,
     Skipped,
     assign_graph_depths,
@@ -301,7 +301,8 @@ def _read(p: str) -> Model:
     if rt is not None:
         v = rt.find("Runtime_version")
         version = v.get("value") if v is not None else None
-    return Model(path=p, format="openvino", sha256=files_sha256([p] + ([ir.bin_path] if ir.bin_path else [])), layers=layers,
+    sha = files_sha256([p] + ([ir.bin_path] if ir.bin_path else []))
+    return Model(path=p, format="openvino", sha256=sha, layers=layers,
                  skipped=skipped, depth_source=DEPTH_GRAPH, producer="openvino",
                  producer_version=version or f"IR v{root.get('version')}",
                  op_counts=count_ops(ops), warnings=warnings)

@@ -35,8 +35,8 @@ import numpy as np
 from ..errors import ReadError
 from . import protowire as pw
 from .base import (
-    ConvLayer,
     DEPTH_GRAPH,
+    ConvLayer,
     Model,
     Skipped,
     assign_graph_depths,

@@ -20,8 +20,8 @@ Depth: the tensors' stored order (:func:`~filterdb.readers.base.assign_order_dep
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 

@@ -491,7 +491,9 @@ def _entries(weights: dict[str, _Weight], cfg_names: list[str], warnings: list[s
 
 
 def _read_layers(p: str, doc: dict, weights, warnings: list[str]) -> Model:
-    from . import keras as _keras
+    from . import (
+        keras as _keras,  # lazy: start-up time (the Keras reader for a tfjs Layers model only)
+    )
 
     topo = doc.get("modelTopology")
     if not isinstance(topo, dict):
@@ -543,7 +545,9 @@ def _read(p: str, fmt: str | None) -> Model:
         layers, skipped, ops = _read_graph(p, doc, weights, warnings)
         depth_source = DEPTH_GRAPH
     else:
-        from . import keras as _keras
+        from . import (
+            keras as _keras,  # lazy: start-up time (the Keras reader for a tfjs Layers model only)
+        )
 
         entries = _entries(weights, [], warnings, bare=True)
         m = _keras._build(p, WEIGHTS, entries, None, None, None, warnings)

@@ -15,10 +15,9 @@ from __future__ import annotations
 import mmap
 import re
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-
 import tflite as _tflite
 
 from ..errors import ReadError
@@ -190,13 +189,12 @@ def _np(obj, name: str, size: int):
 class _File:
     """Accessors over one mapped TFLite file, with bounds checks."""
 
-    def __init__(self, buf, tfl):
+    def __init__(self, buf):
         self.buf = buf
         self.size = len(buf)
-        self.tfl = tfl
-        self.model = tfl.Model.GetRootAs(buf, 0)
-        self.op_names = _names(tfl.BuiltinOperator)
-        self.type_names = _names(tfl.TensorType)
+        self.model = _tflite.Model.GetRootAs(buf, 0)
+        self.op_names = _names(_tflite.BuiltinOperator)
+        self.type_names = _names(_tflite.TensorType)
         m = self.model
         self.n_buffers = _check_len(m.BuffersLength(), 4, self.size, "buffers")
         n_codes = _check_len(m.OperatorCodesLength(), 4, self.size, "operator codes")
@@ -205,7 +203,7 @@ class _File:
 
     def _code_name(self, oc) -> tuple[str, bool]:
         code = max(int(oc.DeprecatedBuiltinCode()), int(oc.BuiltinCode()))
-        if code == self.tfl.BuiltinOperator.CUSTOM:
+        if code == _tflite.BuiltinOperator.CUSTOM:
             return _text(oc.CustomCode()) or "CUSTOM", True
         return self.op_names.get(code, f"BUILTIN_{code}"), False
 
@@ -319,22 +317,22 @@ class _Graph:
 
     def _sparsity(self, sp):
         size = self.f.size
-        tfl = self.f.tfl
         order = _np(sp, "TraversalOrder", size)
         block_map = _np(sp, "BlockMap", size)
         n_dims = _check_len(sp.DimMetadataLength(), 4, size, "dim metadata")
         dims = []
         for i in range(n_dims):
             dm = sp.DimMetadata(i)
-            seg = self._index_vector(dm.ArraySegmentsType(), dm.ArraySegments(), tfl)
-            idx = self._index_vector(dm.ArrayIndicesType(), dm.ArrayIndices(), tfl)
+            seg = self._index_vector(dm.ArraySegmentsType(), dm.ArraySegments())
+            idx = self._index_vector(dm.ArrayIndicesType(), dm.ArrayIndices())
             dims.append((int(dm.Format()), int(dm.DenseSize()), seg, idx))
         return order, block_map, dims
 
-    def _index_vector(self, kind: int, table, tfl) -> np.ndarray:
+    def _index_vector(self, kind: int, table) -> np.ndarray:
         if table is None or kind == 0:
             return np.zeros(0, np.int64)
-        cls = {1: tfl.Int32Vector, 2: tfl.Uint16Vector, 3: tfl.Uint8Vector}.get(int(kind))
+        cls = {1: _tflite.Int32Vector, 2: _tflite.Uint16Vector,
+               3: _tflite.Uint8Vector}.get(int(kind))
         if cls is None:
             raise _Corrupt(f"unknown sparse index vector type {kind}")
         v = cls()
@@ -342,13 +340,12 @@ class _Graph:
         return _np(v, "Values", self.f.size).astype(np.int64)
 
     def depthwise_multiplier(self, op) -> int:
-        tfl = self.f.tfl
-        if op.BuiltinOptionsType() != tfl.BuiltinOptions.DepthwiseConv2DOptions:
+        if op.BuiltinOptionsType() != _tflite.BuiltinOptions.DepthwiseConv2DOptions:
             return 0
         table = op.BuiltinOptions()
         if table is None:
             return 0
-        opts = tfl.DepthwiseConv2DOptions()
+        opts = _tflite.DepthwiseConv2DOptions()
         opts.Init(table.Bytes, table.Pos)
         return int(opts.DepthMultiplier())
 
@@ -443,7 +440,7 @@ def short_layer_names(entries: Sequence[tuple[str, str, str]]) -> list[str]:
                        len(p) - common > 2 for p in scoped)):
             common += 1
     out_names, seen = [], {}
-    for (op, out, weight), parts in zip(entries, scopes):
+    for (_op, out, weight), parts in zip(entries, scopes):
         if parts:
             name = "/".join(parts[common:])
         else:
@@ -461,13 +458,13 @@ def _unique(name: str, seen: dict) -> str:
     return f"{name}#{seen[name]}"
 
 
-def _read(path: str, buf, tfl) -> Model:
+def _read(path: str, buf) -> Model:
     if len(buf) < 8 or bytes(buf[4:8]) != IDENTIFIER:
         raise ReadError(path, "not a TFLite flatbuffer (no TFL3 identifier)")
     root = struct.unpack_from("<I", buf, 0)[0]
     if not 8 <= root < len(buf):
         raise _Corrupt(f"root table offset {root} outside the file")
-    f = _File(buf, tfl)
+    f = _File(buf)
     if f.n_subgraphs == 0:
         raise _Corrupt("no subgraphs")
     ops = []
@@ -549,14 +546,13 @@ def _read(path: str, buf, tfl) -> Model:
 def read(path, fmt: str = "tflite") -> Model:
     """Read the 2-D convolutions of a TFLite model file."""
     p = check_file(path)
-    tfl = _tflite
     with open(p, "rb") as fh:
         try:
             buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except (ValueError, OSError) as e:
             raise ReadError(p, f"cannot map file ({e})") from None
     try:
-        return _read(p, buf, tfl)
+        return _read(p, buf)
     except ReadError:
         raise
     except (_Corrupt, struct.error, IndexError, ValueError, TypeError, KeyError,

@@ -29,15 +29,25 @@ import re
 import warnings as warnings_
 import zipfile
 from collections import Counter
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from ..errors import MissingExtraError, ReadError
 from ._torchscript import check_torchscript_code
 from ._zip import open_zip
-from .base import (DEPTH_GRAPH, DEPTH_ORDER, ConvLayer, Model, Skipped, assign_conv_depths,
-                   assign_order_depths, check_file, file_sha256)
+from .base import (
+    DEPTH_GRAPH,
+    DEPTH_ORDER,
+    ConvLayer,
+    Model,
+    Skipped,
+    assign_conv_depths,
+    assign_order_depths,
+    check_file,
+    file_sha256,
+)
 from .graph import longest_path_depths
 from .tensors import TensorInfo, strip_prefix, tensors_to_model
 
@@ -51,7 +61,7 @@ _NOT_WEIGHTS = ("optimizer", "optimizer_state_dict", "optim", "scheduler", "lr_s
 
 def _import_torch():
     try:
-        import torch
+        import torch  # lazy: optional heavy dependency (torch extra)
     except ImportError:
         raise MissingExtraError("torch", "torch", "read PyTorch files") from None
     return torch
@@ -423,7 +433,7 @@ def read_torchscript(p: str, fmt: str) -> Model:
             skipped.append(Skipped(name, op, f"{reason} (shape {tuple(w.shape)})"))
             continue
         try:
-            groups = int(getattr(sub, "groups"))
+            groups = int(sub.groups)
         except (AttributeError, RuntimeError, TypeError, ValueError):
             groups = packed_groups
         attr_groups[name] = groups
@@ -437,7 +447,7 @@ def read_torchscript(p: str, fmt: str) -> Model:
     depth_source = DEPTH_ORDER
     try:
         depths, call_groups, called = _graph_depths(m)
-    except Exception as e:  # noqa: BLE001 - TorchScript graphs vary; fall back to order
+    except Exception as e:  # TorchScript graphs vary; fall back to order
         depths, call_groups, called = {}, {}, []
         if layers:
             warnings.append(f"TorchScript graph not walkable ({type(e).__name__}); "

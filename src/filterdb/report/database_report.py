@@ -23,9 +23,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import analysis as A
 from .. import plots as P
+from ..analysis import analyze
 from ..errors import FilterDBError
+from ..health import database_health, population_bands
+from ..health.assess import HealthThresholds, legend, not_assessed_line
+from ..health.population import compare_to_population
+from ..health.summary import summarise, summarise_groups, worst_first, worst_label
 from ..kernels import metrics as M
+from ..kernels.drift import depth_bin, depth_bin_labels
+from ..kernels.stats import holm
+from ..store import Database, open_database
+from ..utils import _clean, _default
 from .html import FIGURE_DPI, Report, figure_png, figure_svg
 from .model_report import COMPACT_COLUMNS, add_model_blocks, first_filter_layer
 from .svg import health_scatter_svg
@@ -42,7 +52,7 @@ WORST_LAYERS = 500  # rows of the page's table of assessed layers (the worst fir
 ANNOTATE_MAX = 12  # heat maps print their values up to this many groups (hover beyond)
 SMALL_GROUP_RATIO = 100  # a group this many times smaller than the largest is flagged
 UNIT = "nats"  # D: KL divergences in natural log
-# shared/spec/method.md sections 3-4: the published population's figures (a plausibility
+# docs/method.md sections 3-4: the published population's figures (a plausibility
 # check, read off the paper's figure where marked "about")
 PAPER_EVR = (0.398, 0.183, 0.117, 0.099, 0.066, 0.055, 0.030, 0.028, 0.024)
 PAPER_MEDIAN_DRIFT = {"task": 0.11, "visual_category": 0.42, "depth_bin": 0.02}
@@ -85,8 +95,6 @@ def _slug(text: str, seen: set) -> str:
 
 
 def _json_block(data: dict) -> str:
-    from ..utils import _clean, _default
-
     text = json.dumps(_clean(json.loads(json.dumps(data, default=_default))))
     text = text.replace("</", "<\\/")
     return f'<script type="application/json" id="filterdb-data">{text}</script>'
@@ -106,8 +114,6 @@ def build_report(db, out_path, where: str | None = None, title: str | None = Non
     ``figures_dir``: also save every figure there as SVG. Progress goes to stderr unless
     ``quiet``.
     """
-    from ..store import Database, open_database
-
     log = _Log(quiet)
     owned = not isinstance(db, Database)
     d = open_database(db) if owned else db
@@ -147,7 +153,7 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
                 figs[fid] = fig
             if figures_dir is not None:
                 (figures_dir / f"{fid}.svg").write_bytes(figure_svg(fig))
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # lazy: start-up time (matplotlib for figures only)
 
             if figs is None:
                 plt.close(fig)
@@ -193,7 +199,6 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
 
     # -- PCA, distributions, drift ------------------------------------------------------------
     if n3 >= 9:  # every pass of the sections below at once (issue 21); they read the caches
-        from ..analysis import analyze  # lazy: start-up time
 
         log("analyze: PCA + health, range, histograms of every column (<= 3 passes, cached)")
         analyze(db, where, columns=tuple(dict.fromkeys(columns + ridge_columns + ("model",))),
@@ -208,10 +213,6 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
 
     # -- health ---------------------------------------------------------------------------------
     log("health: per-layer metrics (stored in the database after the first run)")
-    from ..health import database_health, population_bands
-    from ..health.assess import HealthThresholds, legend, not_assessed_line
-    from ..health.population import compare_to_population
-    from ..health.summary import summarise, summarise_groups
 
     hdf = database_health(db, where, thresholds, **eng)
     bands = population_bands(hdf)
@@ -388,8 +389,6 @@ def _first_layer(db, lay: pd.DataFrame, mdf: pd.DataFrame):
 
 def _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure, skip, log,
                            layers):
-    from .. import analysis as A  # lazy: start-up time
-
     eng = dict(eng, progress=True)
     log("PCA of the scaled 3x3 filters (cached in the database)")
     p = A.pca(db, where=where, **eng)
@@ -516,11 +515,8 @@ def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=N
     import dataclasses
     import inspect
 
-    from .. import analysis as N  # lazy: start-up time
-    from ..kernels.stats import holm
-
     if n_permutations is None:  # the same count as `filterdb drift --noise-floor`
-        n_permutations = inspect.signature(N.noise_floor).parameters["n_permutations"].default
+        n_permutations = inspect.signature(A.noise_floor).parameters["n_permutations"].default
     sec = rep.section("noise", "Drift against the noise floor", intro=(
         "Is a drift between two groups more than the spread between models of one group? "
         "Grey: the drift between models of the same group (median and quartiles); points: "
@@ -536,7 +532,7 @@ def _noise_section(rep, db, where, eng, res, figure, skip, log, n_permutations=N
     for col in NOISE_COLUMNS:
         title = COLUMN_TITLES.get(col, col)
         try:
-            nf = N.noise_floor(db, col, where=where, n_permutations=n_permutations,
+            nf = A.noise_floor(db, col, where=where, n_permutations=n_permutations,
                                engine=eng.get("engine", "local"),
                                scheduler=eng.get("scheduler"))
         except FilterDBError as e:
@@ -589,8 +585,6 @@ def _noise_figure(nf, title):
 
 def _thresholds(thresholds) -> dict:
     """The thresholds in use as a dict (the method's defaults where not given)."""
-    from ..health.assess import HealthThresholds
-
     t = thresholds or HealthThresholds()
     d = t.to_dict() if hasattr(t, "to_dict") else dict(vars(t))
     return {**HealthThresholds().to_dict(), **d}
@@ -610,8 +604,6 @@ def _rule_text(t: dict) -> str:
 
 def _group_sizes(layers: pd.DataFrame, col: str, groups) -> dict:
     """Models per drift group (layers owning 3x3 filters), in ``groups`` order."""
-    from ..kernels.drift import depth_bin, depth_bin_labels
-
     lay = layers[layers["filter_count"].fillna(0) > 0]
     if col == "depth_bin":
         key = pd.Series([depth_bin_labels()[i] for i in
@@ -645,8 +637,6 @@ def _worst_layers(df: pd.DataFrame, n: int) -> tuple[pd.DataFrame, int]:
     """The ``n`` worst of the assessed layers ``df``, in the assessment's order
     (:func:`~filterdb.health.summary.worst_first`), each labelled with what it is worst at;
     and how many there are."""
-    from ..health.summary import worst_first, worst_label
-
     shown = df.iloc[worst_first(df)[:n]]
     return shown.assign(**{"worst at": [worst_label(r) for r in
                                         shown.to_dict(orient="records")]}), len(df)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import __version__
 from .template import CSS, JS
 
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -80,9 +81,9 @@ def markdown(text: str) -> str:
 
 def figure_png(fig, dpi: int = FIGURE_DPI) -> bytes:
     """PNG bytes of a matplotlib Figure (package style, tight bounding box, no metadata)."""
-    import matplotlib as mpl
+    import matplotlib as mpl  # lazy: start-up time (matplotlib for figures only)
 
-    from ..plots._style import STYLE
+    from ..plots._style import STYLE  # lazy: start-up time (matplotlib for figures only)
 
     buf = io.BytesIO()
     with mpl.rc_context(STYLE):
@@ -91,9 +92,9 @@ def figure_png(fig, dpi: int = FIGURE_DPI) -> bytes:
 
 
 def figure_svg(fig) -> bytes:
-    import matplotlib as mpl
+    import matplotlib as mpl  # lazy: start-up time (matplotlib for figures only)
 
-    from ..plots._style import STYLE
+    from ..plots._style import STYLE  # lazy: start-up time (matplotlib for figures only)
 
     buf = io.BytesIO()
     with mpl.rc_context(STYLE):
@@ -388,8 +389,6 @@ class Report:
         return s
 
     def html(self) -> str:
-        from .. import __version__
-
         toc = "".join(f'<li><a href="#{esc(s.id)}">{esc(s.title)}</a></li>'
                       for s in self.sections)
         sub = f'<p class="subtitle">{_inline(self.subtitle)}</p>' if self.subtitle else ""

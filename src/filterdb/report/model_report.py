@@ -13,6 +13,9 @@ from .. import plots as P
 from ..health.assess import FLAGS, legend, not_assessed_line
 from ..kernels import metrics as M
 from .html import Report
+from ..health.assess import HealthThresholds
+from ..health import compare_to_population, database_health, population_bands
+from ..store import open_database
 
 # The per-layer table (assessed layers): keys of ``filterdb check --json``'s layers; the
 # metrics and their labels are the registry's (filterdb.kernels.metrics), the random-layer
@@ -145,9 +148,6 @@ def write_check_html(path, model, df: pd.DataFrame, summary: dict, db=None, thre
     """The one-model page of ``filterdb check MODEL --html``. With ``db`` (a path) the
     model's layers are placed on the population bands of the database (its own file, if
     present there, left out) and each gets its percentiles. Returns ``(path, figures)``."""
-    from ..health import compare_to_population, database_health, population_bands
-    from ..store import open_database
-
     bands = percentiles = None
     note = None
     if db is not None:

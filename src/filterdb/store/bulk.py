@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FilterDBError
+from ..readers.base import kernel_key
 from .catalog import catalog_error, refresh_views, rollback
 from .digest import digest_hex, piece_sums
+from .records import AddResult, _bump, _derived_id, _free_model, _log, now
 from .segments import DTYPE, ROW_FLOATS, SegmentWriter
 from .vocab import DERIVED_COLUMNS, EXTRA_PREFIX, TEXT_COLUMNS, normalize_meta
 
@@ -88,8 +90,6 @@ class ModelSpec:
 
 def model_spec(model) -> ModelSpec:
     """The :class:`ModelSpec` of a :class:`~filterdb.readers.Model`."""
-    from .ingest import _derived_id
-
     return ModelSpec(sha256=model.sha256, format=model.format, path=model.path,
                      name=_derived_id(model), depth_source=model.depth_source,
                      producer=model.producer, producer_version=model.producer_version,
@@ -101,7 +101,7 @@ def model_spec(model) -> ModelSpec:
 def layer_specs(model) -> Iterator[LayerSpec]:
     """The :class:`LayerSpec` of each layer of a :class:`~filterdb.readers.Model`; layers
     with kernels other than 3x3 and 1x1 carry their metrics (see :data:`INGEST_EPS`)."""
-    from ..kernels.assessment import weight_metrics
+    from ..kernels.assessment import weight_metrics  # lazy: start-up time (numba, scipy)
 
     for layer in model.layers:
         c_out, c_in_g, kh, kw = layer.shape
@@ -118,8 +118,6 @@ def layer_specs(model) -> Iterator[LayerSpec]:
 
 def computed_facts(spec: ModelSpec, kernels: Counter, depths: set) -> dict:
     """The derived model columns, from the layers seen (same rules as ``Model``)."""
-    from ..readers.base import kernel_key
-
     total = sum(n for k, n in kernels.items() if k != (1, 1))
     n3 = kernels.get((3, 3), 0)
     counts = Counter({kernel_key(k): n for k, n in kernels.items()})
@@ -138,8 +136,6 @@ def computed_facts(spec: ModelSpec, kernels: Counter, depths: set) -> dict:
 def model_row(spec: ModelSpec, meta: dict, name: str, computed: dict, n_layers: int,
               n_filters: int) -> dict:
     """The ``models`` row: metadata first, computed facts where no metadata overrides."""
-    from .ingest import now
-
     row = {c: meta.get(c) for c in TEXT_COLUMNS}
     row["model"] = name
     for c in DERIVED_COLUMNS:
@@ -206,8 +202,6 @@ class BulkWriter:
 
     def _resolve(self, spec: ModelSpec, meta: dict, replace: bool):
         """``(existing AddResult or None, model id, ids of models to replace)``."""
-        from .ingest import AddResult
-
         con = self.db._con
         p = self._pending_sha.get(spec.sha256)
         if p is not None:
@@ -237,8 +231,6 @@ class BulkWriter:
             replace: bool = False):
         """Add one model; returns its :class:`~filterdb.store.ingest.AddResult` (status
         ``exists`` without consuming ``layers`` when the sha256 is already present)."""
-        from .ingest import AddResult
-
         meta = normalize_meta(meta)
         if spec.metadata:  # what the file says, where the user says nothing
             meta = {**normalize_meta(spec.metadata), **meta}
@@ -307,7 +299,6 @@ class BulkWriter:
         """fsync the pending models' filters, then one transaction inserts them all."""
         if not self._pending:
             return
-        from .ingest import _bump, _free_model, _log
 
         writer = self.writer
         writer.sync()

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..errors import DiskFullError, FilterDBError, is_disk_full
 from . import catalog, query
-from .segments import SegmentReader, aligned_empty
+from .ingest import add_model, remove_model
+from .records import now
+from .segments import RowReaderSource, SegmentReader, aligned_empty, read_rows
+from .verify import verify
 
 DEFAULT_SEGMENT_ROWS = 1 << 24  # 604 MB per segment file
 LOCK = "lock"
@@ -26,8 +30,6 @@ def is_database(path) -> bool:
 
 def init_database(path, segment_rows: int = DEFAULT_SEGMENT_ROWS) -> "Database":
     """Create an empty database directory (the directory may exist but must be empty)."""
-    from .. import __version__
-
     p = Path(path)
     if is_database(p):
         raise FilterDBError(f"{p}: already a filterdb database")
@@ -134,7 +136,7 @@ def _finite(v):
 
 def _check_layer(db, layer_id: int, x: np.ndarray) -> None:
     """Raise the one-line damage error when a whole layer read does not match its digest."""
-    from .digest import layer_damaged, layer_digest
+    from .digest import layer_damaged, layer_digest  # lazy: start-up time (digest loads numba)
 
     have = {r[1] for r in db._con.execute("PRAGMA table_info(layers)")}
     if "digest" not in have:
@@ -370,15 +372,13 @@ class Database:
         themselves). With ``verify`` every pass checks each layer it reads against the
         catalog's digest (:mod:`filterdb.store.digest`) and stops with one line naming the
         model and layer on a mismatch."""
-        from .segments import RowReaderSource, read_rows
-
         return RowReaderSource(read_rows, os.path.abspath(self.path), self.n_filters,
                                self.layer_checks() if verify else None)
 
     def layer_checks(self):
         """The expected digests of every layer (:class:`~.digest.LayerChecks`), read once
         per ``data_version``."""
-        from .digest import LayerChecks
+        from .digest import LayerChecks  # lazy: start-up time (digest loads numba)
 
         key = (self.data_version, self.n_filters)
         if getattr(self, "_checks", None) is None or self._checks[0] != key:
@@ -398,21 +398,17 @@ class Database:
     # -- writes ---------------------------------------------------------------------------
     def add_model(self, model, meta: dict | None = None, replace: bool = False):
         """Add a :class:`~filterdb.readers.Model`; see :mod:`filterdb.store.ingest`."""
-        from .ingest import add_model
-
         return add_model(self, model, meta, replace=replace)
 
     def add(self, obj, meta: dict | None = None, replace: bool = False, name: str | None = None):
         """Add a model file, a :class:`~filterdb.readers.Model` or a live model (torch
         ``nn.Module``, state dict, Keras model, ``onnx.ModelProto``; ``name`` becomes its
         path, and its model id unless ``meta`` gives ``model``). Returns the ``AddResult``."""
-        from ..readers import to_model  # start-up time: on first use
+        from ..readers import to_model  # lazy: start-up time (readers load on first use)
 
         return self.add_model(to_model(obj, name), meta, replace=replace)
 
     def remove_model(self, model) -> int:
-        from .ingest import remove_model
-
         return remove_model(self, model)
 
     def has_sha256(self, sha256: str) -> str | None:
@@ -421,8 +417,6 @@ class Database:
 
     def verify(self, checksums: bool = True) -> list[str]:
         """Catalog vs segment files: counts, ranges, overlaps, checksums. [] when consistent."""
-        from .verify import verify
-
         return verify(self, checksums=checksums)
 
     # -- the analysis's selection (filterdb.analysis.context) -------------------------------
@@ -466,8 +460,6 @@ class Database:
         crc32 of the value (:func:`pack_cache`).
 
         Works on readers too (a short separate write transaction)."""
-        from .ingest import now
-
         con = self._cache_con()
         try:
             con.execute("INSERT OR REPLACE INTO cache(key, data_version, value, created_at) "

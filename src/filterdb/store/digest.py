@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit
 
 from ..errors import FilterDBError
+from .catalog import CATALOG, connect
 
 KEY = "_layer_checks"  # the engine result key the partial checks travel under
 _M64 = (1 << 64) - 1
@@ -124,7 +125,7 @@ class LayerChecks:
         self.b = ab[:, 1].copy()
 
     @classmethod
-    def from_catalog(cls, con, db_path, digests: bool = True) -> "LayerChecks":
+    def from_catalog(cls, con, db_path, digests: bool = True) -> LayerChecks:
         """From the ``layers`` table (``digests=False``: check the crc32 only)."""
         have = {r[1] for r in con.execute("PRAGMA table_info(layers)")}
         dcol = "digest" if digests and "digest" in have else "NULL"
@@ -135,7 +136,7 @@ class LayerChecks:
         lid, st, cnt, dig, crc = zip(*rows)
         return cls(db_path, lid, st, cnt, list(dig), list(crc))
 
-    def for_plan(self, plan) -> "PlanChecks":
+    def for_plan(self, plan) -> PlanChecks:
         """The checks of one plan's layers: what each task verifies alone and the layers
         cut across tasks (verified from their pieces when the pass ends)."""
         return PlanChecks(self, plan)
@@ -259,8 +260,6 @@ def layer_damaged(db_path, lid: int) -> FilterDBError:
     """The one-line error for a layer whose filters changed on disk."""
     what = f"layer {lid}"
     try:
-        from .catalog import CATALOG, connect
-
         con = connect(os.path.join(os.fspath(db_path), CATALOG), readonly=True)
         try:
             r = con.execute("SELECT m.model, l.layer_index, l.name FROM layers l JOIN models m "
@@ -270,7 +269,7 @@ def layer_damaged(db_path, lid: int) -> FilterDBError:
             con.close()
         if r:
             what = f"model {r[0]}, layer {r[1]} ({r[2]})"
-    except Exception:  # noqa: BLE001 - the names are a courtesy; the error stands
+    except Exception:  # the names are a courtesy; the error stands
         pass
     return FilterDBError(f"{db_path}: {what}: filters changed on disk (checksum mismatch); "
                          "run 'filterdb verify'")

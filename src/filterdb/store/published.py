@@ -1,4 +1,5 @@
-"""The published CNN Filter DB file (``dataset.h5``, shared/spec/published-format.md).
+"""The published CNN Filter DB file (``dataset.h5``, the data set of the paper:
+Zenodo DOI 10.5281/zenodo.6371680, v1.0.0).
 
 Import (:func:`import_h5`): the ``meta`` table (pandas/PyTables, one row per conv layer) is
 read whole (it is small); its index levels become columns; rows are grouped by
@@ -52,9 +53,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FilterDBError, ReadError
+from ..readers._hdf5 import (
+    BUILTIN_FILTERS,
+    PYTABLES_FILTERS,
+    check_hdf5,
+    restricted_pytables_pickle,
+)
+from ..utils import progress
 from .bulk import BulkWriter, LayerSpec, ModelSpec
 from .segments import ALIGN
-from .vocab import COLUMNS, column_name, normalize_meta
+from .vocab import COLUMNS, DERIVED_COLUMNS, TEXT_COLUMNS, column_name, normalize_meta
 
 # catalog column -> published column, in the published order
 PUBLISHED_COLUMNS = {
@@ -90,13 +98,10 @@ def _py(v):
         v = v.item()
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return None
-    try:
-        import pandas as pd
+    import pandas as pd  # lazy: start-up time (pandas for published-format files only)
 
-        if v is pd.NA or v is pd.NaT:
-            return None
-    except ImportError:  # pragma: no cover
-        pass
+    if v is pd.NA or v is pd.NaT:
+        return None
     return v
 
 
@@ -116,9 +121,7 @@ def _first_line(e: BaseException) -> str:
 # -- reading the file -------------------------------------------------------------------------
 def open_filters(path):
     """``(h5py.File, dataset)`` of ``filters``, checked: ``(N, 9)`` or ``(N, 3, 3)``, float."""
-    import h5py
-
-    from ..readers._hdf5 import BUILTIN_FILTERS, PYTABLES_FILTERS, check_hdf5
+    import h5py  # lazy: start-up time (published-format files only)
 
     try:
         f = h5py.File(path, "r")
@@ -166,9 +169,7 @@ def read_meta_table(path, identity=None):
     restricted_pytables_pickle`). With ``identity`` (``(device, inode)`` of the file
     :func:`open_filters` checked), the file PyTables opened must be that file before anything
     is read from it: a path swapped in between is refused."""
-    import pandas as pd
-
-    from ..readers._hdf5 import restricted_pytables_pickle
+    import pandas as pd  # lazy: start-up time (published-format files only)
 
     try:
         with warnings.catch_warnings(), restricted_pytables_pickle(path):
@@ -254,7 +255,6 @@ def plan_import(df, n_rows: int, path, identity_prefix: str = "") -> list[Publis
                               f"contiguous range 'start:end' ({int(bad.sum())} such rows)")
     start = parsed[0].astype(np.int64).to_numpy()
     end = parsed[1].astype(np.int64).to_numpy()
-    rows = np.arange(len(df))
     for cond, why in ((end < start, "ends before it starts"),
                       (end >= n_rows, f"is past the {n_rows} rows of 'filters'")):
         if cond.any():
@@ -364,7 +364,7 @@ def catalog_document(layers, models, rows: dict) -> bytes:
         m["layers"] = []
         for r in lay.sort_values("layer_index").itertuples(index=False):
             d = {c: _py(getattr(r, c)) for c in _LAYER_FIELDS}
-            x = _py(getattr(r, "layer_extra"))
+            x = _py(r.layer_extra)
             d["extra"] = json.loads(x) if isinstance(x, str) else x
             d["row"] = rows.get(int(r.layer_id))
             m["layers"].append(d)
@@ -374,7 +374,7 @@ def catalog_document(layers, models, rows: dict) -> bytes:
 
 def read_catalog_document(f, path):
     """The ``filterdb_catalog`` document of an h5py file, or None when it has none."""
-    import h5py
+    import h5py  # lazy: start-up time (published-format files only)
 
     obj = f.get(CATALOG_KEY)
     if obj is None:
@@ -404,8 +404,6 @@ def _int_or_none(v, what, path):
 def plan_catalog(doc: dict, n_rows: int, path) -> list[ImportPlan]:
     """Models and layers of a ``filterdb_catalog`` document, checked (types, every range
     inside ``filters``, no two overlapping) before anything is written; raises ReadError."""
-    from .vocab import DERIVED_COLUMNS, TEXT_COLUMNS
-
     plans, spans = [], []
     for i, m in enumerate(doc["models"]):
         if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not m["model"] \
@@ -462,7 +460,7 @@ def plan_catalog(doc: dict, n_rows: int, path) -> list[ImportPlan]:
             rows.append(row)
         plans.append(ImportPlan(spec, meta, layers, rows))
     spans.sort()
-    for (a0, a1, wa), (b0, b1, wb) in zip(spans, spans[1:]):
+    for (_a0, a1, wa), (b0, _b1, wb) in zip(spans, spans[1:]):
         if b0 < a1:
             raise ReadError(path, f"'{CATALOG_KEY}': {wa} and {wb} overlap in 'filters'")
     return plans
@@ -502,8 +500,6 @@ def import_h5(db, path, chunk_rows: int = 1 << 20, replace: bool = False,
     """Import a published-layout file into a database opened with ``mode='w'``.
 
     Returns ``[AddResult]`` (one per model, in file order)."""
-    from ..utils import progress
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ReadError(path, "no such file")
@@ -581,7 +577,7 @@ def check_storage(f, ds, path) -> None:
     size = os.fstat(f.id.get_vfd_handle()).st_size if hasattr(f.id, "get_vfd_handle") \
         else os.path.getsize(path)
     dcpl = ds.id.get_create_plist()
-    import h5py
+    import h5py  # lazy: start-up time (published-format files only)
 
     layout = dcpl.get_layout()
     if layout == h5py.h5d.CONTIGUOUS:
@@ -607,7 +603,7 @@ def _json(v) -> dict:
 
 def _column(values, integral: bool = False):
     """A column from Python values, None = missing: int64 when integral and complete."""
-    import pandas as pd
+    import pandas as pd  # lazy: start-up time (published-format files only)
 
     if integral:
         if all(v is not None for v in values):
@@ -647,7 +643,7 @@ def free_column_name(key: str, taken, values=()) -> str:
 def build_meta(layers, models):
     """The published ``meta`` DataFrame of the selected layers (owning filters, in filter
     order) and their models (a ``models`` frame indexed by catalog ``model_id``)."""
-    import pandas as pd
+    import pandas as pd  # lazy: start-up time (published-format files only)
 
     mids = list(dict.fromkeys(layers["model_id"].tolist()))
     new_id = {m: i for i, m in enumerate(mids)}
@@ -698,10 +694,8 @@ def export_h5(db, out, where: str | None = None, dtype: str = "float32", shape: 
               chunk_rows: int = 1 << 20, show_progress: bool | None = None) -> dict:
     """Write the selected layers (a SQL expression over ``layer_view``) as a
     published-layout file; returns ``{"models", "layers", "filters", "path"}``."""
-    import h5py
-    import pandas as pd
-
-    from ..utils import progress
+    import h5py  # lazy: start-up time (published-format files only)
+    import pandas as pd  # lazy: start-up time (published-format files only)
 
     if dtype not in ("float32", "float64"):
         raise FilterDBError(f"--dtype must be float32 or float64, got {dtype!r}")

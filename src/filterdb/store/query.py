@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from ..errors import FilterDBError
+from .catalog import catalog_error
 from .segments import SegmentReader, aligned_empty
 
 
@@ -113,8 +114,6 @@ class UserSQL:
     def error(self, e) -> FilterDBError:
         name = getattr(e, "sqlite_errorname", "") or ""
         if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_FULL", "SQLITE_IOERR")):
-            from .catalog import catalog_error
-
             db = self.con.execute("PRAGMA database_list").fetchone()
             return catalog_error(db[2] if db else "catalog", e)
         if self.stopped:
@@ -169,7 +168,7 @@ def user_rows(con, sql: str, where: str | None, limit: float | None = None):
 
 def user_frame(con, sql: str, where: str | None, limit: float | None = None):
     """:func:`user_rows` as a DataFrame (as ``pandas.read_sql_query`` builds it)."""
-    import pandas as pd
+    import pandas as pd  # lazy: start-up time (pandas only for a DataFrame)
 
     rows, cols = user_rows(con, sql, where, limit)
     return pd.DataFrame.from_records(rows, columns=cols, coerce_float=True)
@@ -246,7 +245,7 @@ def stream(reader: SegmentReader, starts, counts, layer_ids, chunk_rows: int = 1
     bounds = np.concatenate([[0], np.cumsum(counts)])
     plans = chunk_plan(starts, counts, chunk_rows)
     if checks is not None:
-        from .digest import StreamChecks
+        from .digest import StreamChecks  # lazy: start-up time (digest loads numba)
 
         checks = StreamChecks(checks, layer_ids, counts)
     bufs = [aligned_empty(rows)] + ([aligned_empty(rows)] if prefetch else [])

@@ -1,7 +1,7 @@
 """Raw filter segments: ``filters/seg-NNNNNN.f32``, little-endian float32 rows of 9.
 
 Filter id ``g`` lives in segment ``g // segment_rows`` at row ``g % segment_rows``.
-Reads are plain ``os.preadv`` into 64-byte-aligned buffers (shared/spec/measured.md: a
+Reads are plain ``os.preadv`` into 64-byte-aligned buffers (measured when the store was designed: a
 misaligned destination is 6x slower, ``np.memmap`` streaming 3-30x slower). Streaming
 passes instead map each window and read it in with one ``MADV_POPULATE_READ``
 (:meth:`SegmentReader.map_rows`): the disk fills the page cache and nothing is copied.
@@ -13,12 +13,13 @@ import errno
 import mmap
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ..errors import DiskFullError, FilterDBError, is_disk_full
+from .catalog import read_meta_readonly
 
 ROW_FLOATS = 9
 ROW_BYTES = ROW_FLOATS * 4
@@ -209,9 +210,8 @@ class SegmentWriter:
             if j > k:
                 os.unlink(path)
                 self._new_files = True
-            elif j == k:
-                if os.path.getsize(path) > r * ROW_BYTES:
-                    os.truncate(path, r * ROW_BYTES)
+            elif j == k and os.path.getsize(path) > r * ROW_BYTES:
+                os.truncate(path, r * ROW_BYTES)
 
     def _fd(self, k: int) -> int:
         fd = self._fds.get(k)
@@ -292,8 +292,6 @@ def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None,
     row past the committed ones. With ``mapped`` the rows normally come back as a view of
     the mapped file (:meth:`SegmentReader.map_rows`), else in ``out``.
     """
-    from .catalog import read_meta_readonly
-
     meta = read_meta_readonly(db_path)
     committed, segment_rows = int(meta["committed_filters"]), int(meta["segment_rows"])
     start, count = int(start), int(count)
@@ -329,7 +327,7 @@ class RowReaderSource:
     def read(self, start, count, out):
         return self.read_rows(self.path, start, count, out)
 
-    def for_plan(self, plan) -> "RowReaderSource":
+    def for_plan(self, plan) -> RowReaderSource:
         """This source with its checks bound to ``plan`` (only that plan's layers)."""
         if self.checks is None or not hasattr(self.checks, "for_plan"):
             return self

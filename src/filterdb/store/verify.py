@@ -7,6 +7,7 @@ import zlib
 import numpy as np
 
 from ..errors import FilterDBError
+from .catalog import integrity_problems
 from .segments import ROW_BYTES, SegmentReader, aligned_empty, segment_name
 
 
@@ -66,8 +67,6 @@ def verify(db, checksums: bool = True, chunk_rows: int = 1 << 20) -> list[str]:
     """The problems found (an empty list when the database is consistent)."""
     import sqlite3
 
-    from .catalog import integrity_problems
-
     problems = integrity_problems(db._con)
     if problems:  # the rest reads the catalog: its answers cannot be trusted
         return problems
@@ -88,7 +87,7 @@ def _verify(db, checksums: bool, chunk_rows: int) -> list[str]:
     layers = con.execute("SELECT layer_id, model_id, name, kh, kw, n_filters, filter_start, "
                          "filter_count, checksum FROM layers ORDER BY filter_start").fetchall()
     starts, counts = [], []
-    for lid, mid, name, kh, kw, n, st, cnt, crc in layers:
+    for lid, _mid, name, kh, kw, n, st, cnt, _crc in layers:
         want = n if (kh, kw) == (3, 3) else 0
         if cnt != want:
             problems.append(f"layer {lid} ({name}): filter_count {cnt}, expected {want}")
@@ -101,7 +100,7 @@ def _verify(db, checksums: bool, chunk_rows: int) -> list[str]:
     problems += check_ranges(starts, counts, [f[0] for f in free], [f[1] for f in free],
                              committed)
 
-    for mid, model, nl, nf, got_l, got_f in con.execute(
+    for _mid, model, nl, nf, got_l, got_f in con.execute(
             "SELECT m.model_id, m.model, m.n_layers, m.filters_3x3, COUNT(l.layer_id), "
             "COALESCE(SUM(l.filter_count), 0) FROM models m LEFT JOIN layers l "
             "ON l.model_id = m.model_id GROUP BY m.model_id").fetchall():
@@ -126,14 +125,14 @@ def _digests(con) -> dict:
 
 def _check_checksums(db, layers, chunk_rows: int) -> list[str]:
     """Each layer's crc32 and digest (:mod:`.digest`) against its filters on disk."""
-    from .digest import digest_hex, piece_sums
+    from .digest import digest_hex, piece_sums  # lazy: start-up time (digest loads numba)
 
     digests = _digests(db._con)
     problems = []
     reader = SegmentReader(db._filters_dir, db.segment_rows)
     buf = aligned_empty(min(chunk_rows, max((l[7] for l in layers), default=1)))
     try:
-        for lid, mid, name, kh, kw, n, st, cnt, crc in layers:
+        for lid, mid, name, _kh, _kw, _n, st, cnt, crc in layers:
             if st is None or st < 0 or st + cnt > db.n_filters:
                 continue
             h = da = dbs = 0

@@ -1,4 +1,4 @@
-"""The metadata vocabulary: column names and canonical values (shared/spec/method.md, sec. 6).
+"""The metadata vocabulary: column names and canonical values (docs/method.md, sec. 6).
 
 Column names are snake_case. A given name is normalised (lower case, runs of other
 characters become ``_``) and then looked up in the aliases, so the published names

@@ -1,5 +1,5 @@
 """The curated catalog of real trained models shipped inside registry packages: PyPI wheels and
-sdists, and npm tarballs (shared/spec/real-models.md). Every source is pinned by version and
+sdists, and npm tarballs. Every source is pinned by version and
 sha256, and every model file by its own sha256; metadata come from each package's
 documentation (task and visual category in the published vocabulary of method.md sec. 6 where
 one fits: "Keypoint Detection", "Text Recognition", "Image Restoration", "Edge Detection" and
@@ -12,6 +12,9 @@ in the catalog (a cross-format check) and is left out of the reference populatio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from ..errors import FilterDBError
+from ..readers import READER_MODULES
 
 
 @dataclass(frozen=True)
@@ -1162,15 +1165,12 @@ def find(model_id: str) -> ZooModel:
     for m in CATALOG:
         if m.id == model_id:
             return m
-    from ..errors import FilterDBError
 
     raise FilterDBError(f"no zoo model {model_id!r}; see 'filterdb zoo list'")
 
 
 def unreadable_reason(model: ZooModel) -> str:
     """Why ``model`` cannot be read by this installation ("" when it can)."""
-    from ..readers import READER_MODULES
-
     if model.format not in READER_MODULES:
         return f"no {model.format} reader yet" + (f" ({model.pending})" if model.pending else "")
     return model.pending

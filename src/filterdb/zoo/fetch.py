@@ -16,8 +16,8 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ..errors import FilterDBError
 from .catalog import Source, ZooModel, readable
@@ -122,7 +122,7 @@ class _Archive:
             self._tar = None
         else:
             self._zip = None
-            self._tar = tarfile.open(path, "r:gz")
+            self._tar = tarfile.open(path, "r:gz")  # noqa: SIM115 - kept open, closed by close()
 
     def open(self, member: str):
         if self._zip is not None:

@@ -2,9 +2,14 @@
 (the zoo's layer: it uses the store, the store does not know the zoo)."""
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ..errors import DiskFullError, FilterDBError
+from ..readers import read_model
+from ..readers.base import files_sha256
+from ..readers.folders import model_files
+from ..store.ingest import AddResult
+from . import fetch, readable
 
 
 def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = False,
@@ -13,12 +18,6 @@ def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = F
     message)]``. A model that fails to read fails alone. ``models`` defaults to the catalog
     models this installation can read; ``distinct`` leaves out the entries that are another
     entry's weights in a second container (the reference population's selection)."""
-    from ..readers import read_model
-    from ..readers.base import files_sha256
-    from ..readers.folders import model_files
-    from ..store.ingest import AddResult
-    from . import fetch, readable
-
     models = list(readable() if models is None else models)
     if distinct:
         models = [m for m in models if not m.same_weights_as]

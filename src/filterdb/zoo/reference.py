@@ -31,7 +31,17 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FilterDBError
+from ..health import model_health
+from ..health.population import compare_to_population
+from ..kernels import hist as H
+from ..kernels import pca as P
+from ..kernels.drift import depth_bin, depth_bin_labels, drift_to_reference, resolve_weights
 from ..kernels.metrics import PERCENTILE
+from ..kernels.pca import PCA
+from ..readers import read_model
+from ..readers.base import Model
+from .catalog import distinct, readable
+from .fetch import fetch
 
 VERSION = 1
 NAME = f"filterdb-zoo-v{VERSION}"
@@ -45,17 +55,12 @@ MAX_BYTES = 5 << 20
 
 def population_models(models=None):
     """The zoo models the reference is built from, in catalog order."""
-    from .catalog import distinct, readable
-
     return distinct(readable(models))
 
 
 # ---- build ------------------------------------------------------------------------------
 
 def _read(m, path):
-    from ..health import model_health
-    from ..readers import read_model
-
     model = read_model(path)
     df, _ = model_health(model)
     X = [l.filters() for l in model.layers if tuple(l.kernel) == (3, 3)]
@@ -68,19 +73,12 @@ def _read(m, path):
 def _moments(X):
     """``(n, sum, sum of v v^T)`` of the scaled filters, in a fixed summation order (numpy's
     pairwise sum and einsum's loops, no threads), so that builds repeat bit for bit."""
-    from ..kernels import pca as P
-
     Xs = P.scale_filters(X).astype(np.float64)
     return len(Xs), Xs.sum(axis=0), np.einsum("ni,nj->ij", Xs, Xs, optimize=False)
 
 
 def build(models=None, cache=None, log=None) -> dict:
     """Compute the reference arrays (``{name: array}``, plus ``meta`` as a JSON string)."""
-    from ..kernels import hist as H
-    from ..kernels import pca as P
-    from ..kernels.drift import depth_bin
-    from .fetch import fetch
-
     log = log or (lambda msg: None)
     models = population_models(models)
     paths = fetch(models, cache=cache, log=log)
@@ -193,9 +191,7 @@ class Reference:
 
     def group_counts(self, by: str) -> tuple[list[str], np.ndarray]:
         """``(labels, counts (G, 9, bins))`` of ``by``: ``all``, ``model``, ``task``,
-        ``visual_category`` or ``depth_bin``."""
-        from ..kernels.drift import depth_bin_labels
-
+        ``visual_category`` or ``depth``."""
         if by == "all":
             return ["all"], self.hist_depth.sum(axis=0)[None]
         if by == "depth_bin":
@@ -230,9 +226,6 @@ def _metric(a: dict, c: str) -> np.ndarray:
 @lru_cache(maxsize=4)
 def load(path: str | None = None) -> Reference:
     """The reference shipped in the package (or the one at ``path``)."""
-    from ..kernels.drift import depth_bin
-    from ..kernels.pca import PCA
-
     p = Path(path) if path else DATA
     if not p.is_file():
         raise FilterDBError(f"no reference population at {p}; build it with "
@@ -263,8 +256,6 @@ def percentiles(layer_df: pd.DataFrame, sha256: str | None = None,
     (``sha256``, the reader's: of all the files of a multi-file model) is left out of the
     population.
     """
-    from ..health.population import compare_to_population
-
     ref = ref or load()
     pop = ref.layers
     same = [m["id"] for m in ref.meta["models"] if sha256 and m["sha256"] == sha256]
@@ -293,12 +284,8 @@ def drift_to_model(model, by: str | None = None, weights="evr", ref: Reference |
     population, and against each of its ``by`` groups (``model``, ``task``,
     ``visual_category``, ``depth_bin``): the model's filters on the reference PCA and range,
     as :func:`filterdb.analysis.drift_to_model` does against a database."""
-    from ..analysis.model import ModelDrift, model_histogram  # lazy: start-up time
-    from ..analysis.provenance import weights_name
-    from ..kernels import hist as H
-    from ..kernels.drift import drift_to_reference, resolve_weights
-    from ..readers import read_model
-    from ..readers.base import Model
+    from ..analysis.model import ModelDrift, model_histogram  # lazy: start-up time (check)
+    from ..analysis.provenance import weights_name  # lazy: start-up time (check)
 
     ref = ref or load()
     m = model if isinstance(model, Model) else read_model(model)

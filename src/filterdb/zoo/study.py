@@ -17,6 +17,12 @@ import sys
 
 import numpy as np
 
+from .. import analysis as A
+from .._table import format_table
+from ..health import database_health
+from ..health.summary import summarise_groups
+from ..store import open_database
+
 # published figures (method.md sec. 3 and 4): EVR of the 1.46 billion filters, and the
 # orders of magnitude read off the paper's drift figure for its 647 models
 PAPER_EVR = (0.398, 0.183, 0.117, 0.099, 0.066, 0.055, 0.030, 0.028, 0.024)
@@ -24,10 +30,6 @@ PAPER_MEDIAN_DRIFT = {"task": 0.11, "visual_category": 0.42, "depth_bin": 0.02}
 
 
 def study(db, where: str | None = None) -> dict:
-    from .. import analysis as A
-    from ..health import database_health
-    from ..health.summary import summarise_groups
-
     p = A.pca(db, where=where)
     out = {"n_filters": int(p.n), "evr": np.asarray(p.explained_variance_ratio).tolist(),
            "mean": np.asarray(p.mean).tolist(),
@@ -64,8 +66,6 @@ def study(db, where: str | None = None) -> dict:
 
 
 def render(s: dict) -> str:
-    from .._table import format_table
-
     lines = [f"PCA of {s['n_filters']:,} scaled 3x3 filters"]
     rows = [[f"c{i}", f"{e:.3f}", f"{pe:.3f}",
              " | ".join(" ".join(f"{v:+.2f}" for v in np.reshape(c, (3, 3))[k])
@@ -100,7 +100,6 @@ def main(argv=None) -> int:
     ap.add_argument("--where", help="SQL expression over the layer columns")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from ..store import open_database
 
     with open_database(args.db) as db:
         s = study(db, args.where)

@@ -1,5 +1,6 @@
 """Image sources for training populations offline: real images shipped inside packages
-(shared/spec/real-models.md) and images generated on the fly (fractals, noise).
+(the packages of the zoo catalog, :mod:`filterdb.zoo.catalog`) and images generated on the
+fly (fractals, noise).
 
 Every source gives grey 1-channel 28x28 images scaled to [0, 1] as float32
 ``(n, 1, 28, 28)`` with int64 class labels, split into train and held-out parts.
@@ -78,7 +79,7 @@ def grey(img: np.ndarray) -> np.ndarray:
 
 def resize_stack(x: np.ndarray, size: int = SIZE) -> np.ndarray:
     """Resize ``(n, h, w)`` images to ``(n, size, size)`` by bilinear (order-1) zoom."""
-    from scipy.ndimage import zoom
+    from scipy.ndimage import zoom  # lazy: start-up time (scipy.ndimage for the data sets only)
 
     n, h, w = x.shape
     if (h, w) == (size, size):
@@ -291,7 +292,9 @@ def noise_images(kind: str, n: int, rng: np.random.Generator, size: int = SIZE) 
         spec = np.fft.fft2(rng.normal(size=(n, size, size))) / f
         x = np.fft.ifft2(spec).real
     elif kind == "blurred":
-        from scipy.ndimage import gaussian_filter
+        from scipy.ndimage import (
+            gaussian_filter,  # lazy: start-up time (scipy.ndimage for the data sets only)
+        )
 
         x = gaussian_filter(rng.normal(size=(n, size, size)), (0, 1.5, 1.5), mode="wrap")
     else:

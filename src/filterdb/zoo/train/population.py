@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from ...errors import FilterDBError, MissingExtraError
 
 MANIFEST = "manifest.csv"
@@ -50,7 +52,7 @@ class Config:
 
 def require_torch():
     try:
-        import torch  # noqa: F401
+        import torch  # lazy: optional heavy dependency (torch, train extra)  # noqa: F401
     except ImportError:
         raise MissingExtraError("torch", "train", "train model populations") from None
 
@@ -90,7 +92,11 @@ def preset_configs(preset: str = "small", seed: int = 0) -> list[Config]:
     (width 8, middle depth) and its width (4, 16) and depth varied one at a time, 3 seeds
     each: 630 trained models.
     """
-    from .nets import DEPTHS, FAMILIES, WIDTHS
+    from .nets import (  # lazy: optional heavy dependency (torch, train extra)
+        DEPTHS,
+        FAMILIES,
+        WIDTHS,
+    )
 
     if preset == "small":
         cs = [Config("classification", d, "plain", 8, 2, seed + r, 3)
@@ -155,7 +161,7 @@ def append_rows(out, rows: list[dict]) -> None:
 
 def save_state_dict(net, path: Path) -> None:
     """torch.save of the state dict to a temp file, then an atomic rename."""
-    import torch
+    import torch  # lazy: optional heavy dependency (torch, train extra)
 
     sd = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
@@ -167,7 +173,7 @@ def save_state_dict(net, path: Path) -> None:
 
 def _setup_torch():
     """One thread and deterministic kernels: the same seed gives the same weights."""
-    import torch
+    import torch  # lazy: optional heavy dependency (torch, train extra)
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -175,9 +181,9 @@ def _setup_torch():
 
 def build_net(c: Config, n_classes: int | None = None):
     """The net of a config, initialised from its seed."""
-    import torch
+    import torch  # lazy: optional heavy dependency (torch, train extra)
 
-    from . import nets, tasks
+    from . import nets, tasks  # lazy: optional heavy dependency (torch, train extra)
 
     torch.manual_seed(c.seed)
     return nets.build(c.family, c.width, c.depth, tasks.kind(c.task), n_classes)
@@ -185,10 +191,8 @@ def build_net(c: Config, n_classes: int | None = None):
 
 def train_config(c: Config, out, data_seed: int = 0) -> list[dict]:
     """Train one config, save it and its untrained twin into ``out``; the manifest rows."""
-    import numpy as np
-    import torch
 
-    from . import data, nets, tasks
+    from . import data, nets, tasks  # lazy: optional heavy dependency (torch, train extra)
 
     _setup_torch()
     np.random.seed(c.seed)
@@ -282,7 +286,7 @@ def run(out, preset: str = "small", seed: int = 0, jobs: int = 1, configs=None,
             f"{r['x_train_seconds']} s)")
 
     if jobs <= 1 or len(todo) <= 1:
-        import torch
+        import torch  # lazy: optional heavy dependency (torch, train extra)
 
         threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
         try:
