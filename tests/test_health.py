@@ -9,8 +9,14 @@ import pandas as pd
 import pytest
 
 import _oracles as O
-from filterdb.health import (COLUMNS, HealthThresholds, assess, layer_metrics, model_health,
-                             random_baseline)
+from filterdb.health import (
+    COLUMNS,
+    HealthThresholds,
+    assess,
+    layer_metrics,
+    model_health,
+    random_baseline,
+)
 from filterdb.health.baseline import fans, init_weight
 from filterdb.kernels import health as K
 from filterdb.kernels.randomness import simulate_iid_entropy, simulated_threshold

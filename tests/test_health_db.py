@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from filterdb.cli import main
-from filterdb.health import HealthThresholds, database_health, layer_metrics, population_bands
 from filterdb.engine import make_plan
+from filterdb.health import HealthThresholds, database_health, layer_metrics, population_bands
 from filterdb.health import database as HD
 from filterdb.health.population import PERCENTILE_METRICS, compare_to_population
 from filterdb.health.table import STORED

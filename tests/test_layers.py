@@ -37,7 +37,7 @@ LAYERS = {
     "store": 3, "synth": 3,
     "engine": 4,
     # analysis, noise and analyzer are one layer whether or not they are one package yet
-    "analysis": 5, "noise": 5, "analyzer": 5, "health": 5,
+    "analysis": 5, "health": 5,
     "plots": 6, "zoo": 6,
     "report": 7, "api": 7,
     "cli": 8,
@@ -49,41 +49,7 @@ LAZY = re.compile(r"#\s*lazy:\s*\S")
 STDLIB = set(sys.stdlib_module_names)
 
 
-# Function-level imports without a reason, in modules other work is rewriting (issue 14 items
-# 1-2: the analysis package, the health split). Matched by file and statement text, so a new
-# one there still fails; delete entries as that work lands (entries that match nothing are
-# harmless and can go).
-PENDING = {
-    ('filterdb/analysis.py', 'from .engine import get_engine, map_reduce'),
-    ('filterdb/analysis.py', 'from .engine import make_plan'),
-    ('filterdb/analysis.py', 'from .readers import read_model'),
-    ('filterdb/analysis.py', 'from .readers.base import Model'),
-    ('filterdb/analysis.py', 'from .store import Database, open_database'),
-    ('filterdb/analysis.py', 'from .store.query import columns'),
-    ('filterdb/analysis.py', 'from .store.query import user_frame, where_clause'),
-    ('filterdb/analysis.py', 'from .utils import progress as bar'),
-    ('filterdb/analyzer.py', 'from .engine import get_engine, map_reduce'),
-    ('filterdb/analyzer.py', 'from .health import HealthThresholds'),
-    ('filterdb/analyzer.py', 'from .health import database as HD'),
-    ('filterdb/analyzer.py', 'from .health.database import _with_single_blas'),
-    ('filterdb/analyzer.py', 'from .health.database import plan_layers'),
-    ('filterdb/analyzer.py', 'from .kernels.layer_stats import VALUES'),
-    ('filterdb/analyzer.py', 'from .kernels.layer_stats import health_task'),
-    ('filterdb/health/assess.py', 'from ..kernels.drift import depth_bin, depth_bin_labels'),
-    ('filterdb/health/assess.py', 'from ..kernels.randomness import K_EXACT'),
-    ('filterdb/health/baseline.py', 'from ..errors import FilterDBError'),
-    ('filterdb/health/baseline.py', 'from ..readers.base import ConvLayer'),
-    ('filterdb/health/baseline.py', 'from .check import COLUMNS'),
-    ('filterdb/health/baseline.py', 'from .check import HealthThresholds, assess_frame, raw_metrics'),
-    ('filterdb/health/database.py', 'from ..engine import Plan, make_plan'),
-    ('filterdb/health/database.py', 'from ..engine import map_reduce'),
-    ('filterdb/health/database.py', 'from ..kernels.layer_stats import VALUES, health_task'),
-    ('filterdb/health/database.py', 'from ..store import Database, open_database'),
-    ('filterdb/health/database.py', 'from ..store import catalog'),
-    ('filterdb/health/database.py', 'from ..store.bulk import INGEST_EPS, INGEST_METRICS_PARAMS'),
-    ('filterdb/health/database.py', 'from threadpoolctl import threadpool_limits'),
-    ('filterdb/health/random_cache.py', 'from ..kernels import randomness'),
-}
+PENDING: set = set()  # (file, statement) allowed without a reason: none
 
 
 @dataclass

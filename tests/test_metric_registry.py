@@ -15,9 +15,9 @@ import pytest
 
 from filterdb.cli import main
 from filterdb.health import database as HD
+from filterdb.health import database_health, model_health
 from filterdb.health import population as HP
 from filterdb.health import table as HT
-from filterdb.health import database_health, model_health
 from filterdb.health.check import COLUMNS
 from filterdb.kernels import metrics as M
 from filterdb.readers import read_model

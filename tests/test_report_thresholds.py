@@ -7,7 +7,6 @@ import re
 
 import numpy as np
 import pytest
-from test_report_meaning import population
 
 from filterdb.cli import main
 from filterdb.health import HealthThresholds, model_health
@@ -15,6 +14,7 @@ from filterdb.readers import read_model
 from filterdb.report.database_report import build_report
 from filterdb.report.model_report import write_check_html
 from filterdb.store import init_database
+from test_report_meaning import population
 
 T = HealthThresholds(sparsity_eps=0.03, random_margin=0.07, low_diversity_H=0.61,
                      sparse_S=0.33, poor_share=0.37, alpha=0.09)

@@ -121,7 +121,7 @@ class CheckResult:
         column per flag (``random``, ``low_diversity``, ``sparse``, ``degenerated``)."""
         import pandas as pd  # lazy: start-up time: on first use
 
-        from .health.assess import FLAGS  # start-up time: on first use
+        from .health.assess import FLAGS  # lazy: start-up time: on first use
 
         df = pd.DataFrame(self.data.get("layers", []))
         if "flags" in df:
@@ -157,7 +157,7 @@ class CheckResult:
 
     def _repr_html_(self) -> str:
         ls = self.data.get("layers", [])
-        from .kernels.metrics import labels  # start-up time: on first use
+        from .kernels.metrics import labels  # lazy: start-up time: on first use
 
         lab = labels(headline=True)
         rows = [[l.get("name"), l.get("kernel"), l.get("n")] + [l.get(m) for m in lab]
@@ -238,7 +238,7 @@ class Results:
 
 
 def _thresholds(thresholds, options: dict):
-    from .health.assess import HealthThresholds  # start-up time: on first use
+    from .health.assess import HealthThresholds  # lazy: start-up time: on first use
 
     if thresholds is not None and options:
         raise TypeError("give either thresholds= or threshold options, not both")
@@ -263,8 +263,8 @@ def check_model(model, thresholds=None, orthogonality: bool = True,
     """:class:`CheckResult` of a :class:`~filterdb.readers.Model` (already read): the JSON of
     ``filterdb check --json``, percentiles against the built-in reference population included
     unless ``reference=False`` (``--no-reference``)."""
-    from .health import model_health  # start-up time: on first use
-    from .health.assess import FLAGS, flag_names  # start-up time: on first use
+    from .health import model_health  # lazy: start-up time: on first use
+    from .health.assess import FLAGS, flag_names  # lazy: start-up time: on first use
 
     df, summary = model_health(model, thresholds, orthogonality=orthogonality)
     cols = [c for c in df.columns if c not in FLAGS]
@@ -292,7 +292,7 @@ def _is_path(obj) -> bool:
     return isinstance(obj, (str, os.PathLike))
 
 
-def _each(obj, fn, format=None, name=None):  # noqa: A002
+def _each(obj, fn, format=None, name=None):
     """Apply ``fn(model)`` to one object, or to every model file of a folder (a
     :class:`Results`, bad files as :class:`Failed`)."""
     from .readers import read_model  # lazy: start-up time: on first use
@@ -316,7 +316,7 @@ def _each(obj, fn, format=None, name=None):  # noqa: A002
 
 
 def check(obj, *, thresholds=None, orthogonality: bool = True, reference: bool = True,
-          name: str | None = None, format: str | None = None, **options):  # noqa: A002
+          name: str | None = None, format: str | None = None, **options):
     """Layer health of a model: sparsity, variance entropy, orthogonality and degeneration
     flags per conv layer, a summary and a verdict (method.md, section 5).
 
@@ -401,7 +401,7 @@ class InspectResult:
                                      "conv_depth_norm"], len(m.layers) - HTML_ROWS) + "</div>")
 
 
-def inspect(obj, *, name: str | None = None, format: str | None = None):  # noqa: A002
+def inspect(obj, *, name: str | None = None, format: str | None = None):
     """The 2-D conv layers of a model (``filterdb inspect``): an :class:`InspectResult`
     (a :class:`Results` for a folder). ``obj`` as for :func:`check`."""
     return _each(obj, InspectResult, format, name)

@@ -18,8 +18,8 @@ import hashlib
 import io
 import json
 import sqlite3
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -224,7 +224,7 @@ class Context:
         """Raise unless ``by`` is a layer-view column, :data:`DEPTH_BIN` or :data:`ALL`."""
         self.layers  # noqa: B018 - raises on an empty selection
         cols = self.columns
-        if by == DEPTH_BIN or by == ALL or by in cols:
+        if by in (DEPTH_BIN, ALL) or by in cols:
             return
         raise FilterDBError(f"unknown column {by!r} for --by; columns: {DEPTH_BIN} (10 bins "
                             f"of conv_depth_norm), {', '.join(cols)}")

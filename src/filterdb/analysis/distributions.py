@@ -58,7 +58,7 @@ class Distributions:
         })
 
 
-def distributions(db, by=None, where=None, bins: int = 70, range=None,  # noqa: A002
+def distributions(db, by=None, where=None, bins: int = 70, range=None,
                   grid=None, hist2d_bins: int = 512, engine="local", scheduler=None, *,
                   workers: int = 2, progress=None, cache: bool = True,
                   precision: str = "float32") -> Distributions:

@@ -121,7 +121,7 @@ def drift_result(by, labels, counts, sizes, p, rng, bins, weights, where=None,
                        p, where, precision, bool(range_fixed), hist2d)
 
 
-def drift(db, by, where=None, bins: int = 70, range=None, weights="evr",  # noqa: A002
+def drift(db, by, where=None, bins: int = 70, range=None, weights="evr",
           engine="local", scheduler=None, *, workers: int = 2, progress=None,
           cache: bool = True, precision: str = "float32") -> DriftResult:
     """Drift matrix between the groups of ``by`` (a layer-view column, or ``"depth_bin"``:
@@ -195,7 +195,7 @@ def summary_provenance(columns, bins, rng, range_fixed, weights, p, precision) -
 
 
 def drift_summary(db, columns=SUMMARY_COLUMNS, where=None, bins: int = 70,
-                  range=None, weights="evr", engine="local", scheduler=None,  # noqa: A002
+                  range=None, weights="evr", engine="local", scheduler=None,
                   *, workers: int = 2, progress=None, cache: bool = True,
                   precision: str = "float32") -> DriftSummary:
     """:func:`drift` for several columns at once, sharing every pass."""
@@ -216,7 +216,7 @@ def drift_summary(db, columns=SUMMARY_COLUMNS, where=None, bins: int = 70,
 def drift_analysis(source, plan, lookup, n_groups=None, *, bins: int = 70, range=None,
                    weights="evr", pca: _pca.PCA | None = None, hist2d_bins: int = 0,
                    engine="local", scheduler=None, workers: int = 2,
-                   progress=None, precision: str = "float32") -> DriftResult:  # noqa: A002
+                   progress=None, precision: str = "float32") -> DriftResult:
     """PCA, shared range, per-group histograms and the drift matrix over a source and a plan
     (:mod:`filterdb.engine`), in up to 4 passes, uncached. ``lookup[layer_id]`` is the
     layer's group code (negative: left out); groups are labelled ``"0" .. "G-1"`` and kept

@@ -77,7 +77,7 @@ def model_histogram(X, p, rng, bins, precision="float32") -> tuple[np.ndarray, i
     return counts, outside
 
 
-def drift_to_model(db, model, where=None, by=None, bins: int = 70, range=None,  # noqa: A002
+def drift_to_model(db, model, where=None, by=None, bins: int = 70, range=None,
                    weights="evr", engine="local", scheduler=None, *, workers: int = 2,
                    progress=None, cache: bool = True, precision: str = "float32") -> ModelDrift:
     """Drift of a model (a file path or a :class:`~filterdb.readers.Model`) against the

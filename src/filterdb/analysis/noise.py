@@ -262,7 +262,7 @@ def _as_list(within) -> list:
 
 # ---- the analysis ------------------------------------------------------------------------
 
-def noise_floor(db, by, where=None, bins: int = 70, range=None,  # noqa: A002
+def noise_floor(db, by, where=None, bins: int = 70, range=None,
                 weights="evr", within=None, n_permutations: int = 1000, seed: int = 0,
                 exact="auto", engine="local", scheduler=None, *, workers: int = 2,
                 progress=None, cache: bool = True, precision: str = "float32") -> NoiseFloor:

@@ -56,7 +56,7 @@ def check_lookup(lookup, n_groups=None) -> tuple[np.ndarray, int]:
 
 
 def group_histograms(source, plan, pca: _pca.PCA, lookup, n_groups=None, bins: int = 70,
-                     range=None, precision="float32", **engine) -> np.ndarray:  # noqa: A002
+                     range=None, precision="float32", **engine) -> np.ndarray:
     """Counts ``(n_groups, 9, bins)`` of each group's coefficients over ``range`` (the shared
     range if None: one more pass); ``lookup[layer_id]`` is the layer's group code."""
     lookup, n_groups = check_lookup(lookup, n_groups)
@@ -68,7 +68,7 @@ def group_histograms(source, plan, pca: _pca.PCA, lookup, n_groups=None, bins: i
 
 
 def histogram2d(source, plan, pca: _pca.PCA, range, bins: int = 512, components=(0, 1),
-                precision="float32", **engine) -> np.ndarray:  # noqa: A002
+                precision="float32", **engine) -> np.ndarray:
     """2-D counts of coefficient ``components[0]`` (rows) vs ``[1]`` over ``range``."""
     lo, hi = range
     params = dict(pca_params(pca, precision), a=int(components[0]), b=int(components[1]),

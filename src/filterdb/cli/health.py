@@ -118,8 +118,8 @@ def _f(v):
 def layers_json(df) -> list[dict]:
     """The ``layers`` list of ``check --json``, from a :func:`model_health` table (the
     metrics: every spec of the registry, :mod:`filterdb.kernels.metrics`)."""
-    from ..health.assess import flag_names
-    from ..kernels.metrics import names
+    from ..health.assess import flag_names  # lazy: start-up time
+    from ..kernels.metrics import names  # lazy: start-up time
 
     out = []
     for _, r in df.iterrows():
@@ -154,8 +154,8 @@ def render(model, df, summary, base=None, thresholds=None) -> str:
     """The human-readable report: the assessed layers' table, the non-assessed layers in
     one line, the reasons of the flagged layers, the worst layers, the verdict sentence
     and the legend."""
-    from ..health.assess import flag_names
-    from ..kernels.metrics import labels, split_names
+    from ..health.assess import flag_names  # lazy: start-up time
+    from ..kernels.metrics import labels, split_names  # lazy: start-up time
 
     lab = labels(table=True)  # the registry's table metrics, random-layer columns after H/TH
     head, tail = split_names(lab)
@@ -352,9 +352,9 @@ def builtin_percentiles(model, df):
 def population_percentiles(args, model, df, t):
     """Percentiles of the model's layers among the database's (``check --db``). Layers of
     a database model with the same file (sha256) are left out of the population."""
-    from ..health import database_health
-    from ..health.population import compare_to_population
-    from ..store import open_database
+    from ..health import database_health  # lazy: start-up time
+    from ..health.population import compare_to_population  # lazy: start-up time
+    from ..store import open_database  # lazy: start-up time
 
     with open_database(args.db) as db:
         pop = database_health(db, thresholds=t, **engine_kwargs(args),
@@ -373,7 +373,7 @@ NOTABLE = 95.0  # percentiles at or above this (or at or below 100 - this) are w
 def notable(p: dict, high: float = NOTABLE) -> list[str]:
     """Phrases for a layer's extreme percentiles, e.g. "more sparse than 97 % of
     comparable layers"."""
-    from ..kernels.metrics import specs  # start-up time: on first use
+    from ..kernels.metrics import specs  # lazy: start-up time: on first use
 
     out = []
     for m, (up, down) in ((s.name, s.words) for s in specs(percentile=True)):
@@ -456,8 +456,8 @@ def cmd_health(args) -> int:
     out.append("")
     rule = (f"p >= {t.alpha:g}, rule calibrated" if t.rule == "calibrated"
             else f"H >= TH(n) - {t.random_margin:g}, rule paper")
-    from ..health.summary import GROUP_METRICS
-    from ..kernels.metrics import spec
+    from ..health.summary import GROUP_METRICS  # lazy: start-up time
+    from ..kernels.metrics import spec  # lazy: start-up time
 
     means = {m: spec(m).label for m in GROUP_METRICS}  # the registry's headline metrics
     under = (f"  degenerated = random-like ({rule}) or sparse and low-diversity; share = "

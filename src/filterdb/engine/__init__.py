@@ -149,7 +149,7 @@ def combine(acc: dict | None, res: dict, reduce: dict) -> dict:
 def single_blas(fn):
     """``fn()`` with one BLAS thread: the engine already runs one task per core."""
     try:  # optional dependency: without it BLAS keeps its own thread count
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # lazy: optional dependency
     except ImportError:  # pragma: no cover
         return fn()
     with threadpool_limits(1, user_api="blas"):

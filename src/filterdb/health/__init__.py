@@ -6,8 +6,17 @@ database (:mod:`.database`: the metrics pass; :mod:`.table`: the per-layer table
 summaries (:mod:`.summary`), the population (:mod:`.population`) and the reports."""
 from __future__ import annotations
 
-from .assess import (RULES, HealthThresholds, assess, assess_frame, legend, not_assessed_line,
-                     paper_threshold, verdict, verdict_sentence)
+from .assess import (
+                     RULES,
+                     HealthThresholds,
+                     assess,
+                     assess_frame,
+                     legend,
+                     not_assessed_line,
+                     paper_threshold,
+                     verdict,
+                     verdict_sentence,
+)
 from .baseline import DEFAULT_INITS, random_baseline
 from .check import COLUMNS, FLAGS, layer_metrics, model_health
 from .database import database_health

@@ -116,10 +116,10 @@ def assess(n, kh, kw, S, H, thresholds: HealthThresholds | None = None,
     assessed = sim & np.isfinite(H) & np.isfinite(S) & ~missing
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.where(sim & (TH > 0), H / np.where(TH > 0, TH, 1.0), nan)
-        random_paper = assessed & (H >= TH - t.random_margin)
+        random_paper = assessed & (TH - t.random_margin <= H)
         random_cal = assessed & (p >= t.alpha)
-        low = assessed & (H < low_diversity_limit(d, t))
-        sparse = assessed & (S >= t.sparse_S)
+        low = assessed & (low_diversity_limit(d, t) > H)
+        sparse = assessed & (t.sparse_S <= S)
     random = random_paper if t.rule == "paper" else random_cal
     deg = random | (low & sparse)
     why = np.full(n.shape, "", dtype=object)

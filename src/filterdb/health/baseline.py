@@ -27,7 +27,7 @@ def fans(shape) -> tuple[int, int]:
     return int(shape[1]) * receptive, int(shape[0]) * receptive
 
 
-def _kaiming_uniform(rng, shape, a=math.sqrt(5.0)):
+def _kaiming_uniform(rng, shape, a=5.0 ** 0.5):  # torch's default a = sqrt(5)
     fan_in, _ = fans(shape)
     gain = math.sqrt(2.0 / (1.0 + a * a))
     bound = gain * math.sqrt(3.0 / fan_in)  # = 1 / sqrt(fan_in) for a = sqrt(5)

@@ -52,8 +52,8 @@ def compute_layer_metrics(db, layers: pd.DataFrame, eps: float = 0.01, engine="l
     :data:`filterdb.kernels.layer_stats.VALUES`.
     """
     # start-up time: the engine and the kernel load numba, needed only for a database pass
-    from ..engine import make_plan, map_reduce, single_blas
-    from ..kernels.layer_stats import VALUES, health_task
+    from ..engine import make_plan, map_reduce, single_blas  # lazy: start-up time (numba)
+    from ..kernels.layer_stats import VALUES, health_task  # lazy: start-up time (numba)
 
     layers = layers[layers["filter_count"].fillna(0).astype(np.int64) > 0]
     layers = layers.sort_values("filter_start")
@@ -111,7 +111,7 @@ def ingest_metrics(db, layers: pd.DataFrame, eps: float) -> pd.DataFrame:
     """The metrics stored at ingest for ``layers`` (those without stored filters), as a
     :func:`values_frame`; empty unless ``eps`` is the ingest epsilon."""
     # start-up time: the ingest module loads numba
-    from ..store.bulk import INGEST_EPS, INGEST_METRICS_PARAMS
+    from ..store.bulk import INGEST_EPS, INGEST_METRICS_PARAMS  # lazy: start-up time (numba)
 
     if not len(layers) or float(eps) != INGEST_EPS:
         return values_frame({})

@@ -6,8 +6,18 @@ import numpy as np
 import pandas as pd
 
 from ..kernels import metrics as M
-from ._style import (BLUE, DEPTH_BINS, GREEN, GREY, ORANGE, PURPLE, RED, depth_bin, new_figure,
-                     styled)
+from ._style import (
+    BLUE,
+    DEPTH_BINS,
+    GREEN,
+    GREY,
+    ORANGE,
+    PURPLE,
+    RED,
+    depth_bin,
+    new_figure,
+    styled,
+)
 
 SPARSE_S = 0.14
 RANDOM_MARGIN = 0.02

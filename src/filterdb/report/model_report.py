@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 
 from .. import plots as P
-from ..health.assess import FLAGS, legend, not_assessed_line
-from ..kernels import metrics as M
-from .html import Report
-from ..health.assess import HealthThresholds
 from ..health import compare_to_population, database_health, population_bands
+from ..health.assess import FLAGS, HealthThresholds, legend, not_assessed_line
+from ..kernels import metrics as M
 from ..store import open_database
+from .html import Report
 
 # The per-layer table (assessed layers): keys of ``filterdb check --json``'s layers; the
 # metrics and their labels are the registry's (filterdb.kernels.metrics), the random-layer
@@ -136,8 +135,6 @@ def add_model_blocks(sec, key: str, df: pd.DataFrame, summary: dict, bands=None,
 
 
 def _thresholds(t: dict):
-    from ..health.assess import HealthThresholds
-
     fields = HealthThresholds.__dataclass_fields__  # the summary's dict: the ones in use
     return HealthThresholds(**{k: v for k, v in (t or {}).items() if k in fields})
 

@@ -75,7 +75,8 @@ figure.svg svg circle:hover { stroke: #000; stroke-width: 1.5; }
 """
 
 # Click a header to sort by it (numeric when every non-empty data-value is a number,
-# otherwise alphabetical in natural order: "conv3" before "conv10"); click again to reverse. Empty values always sort last.
+# otherwise alphabetical in natural order: "conv3" before "conv10"); click again to reverse.
+# Empty values always sort last.
 JS = """
 (function () {
   "use strict";

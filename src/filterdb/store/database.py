@@ -28,7 +28,7 @@ def is_database(path) -> bool:
     return os.path.isfile(os.path.join(os.fspath(path), catalog.CATALOG))
 
 
-def init_database(path, segment_rows: int = DEFAULT_SEGMENT_ROWS) -> "Database":
+def init_database(path, segment_rows: int = DEFAULT_SEGMENT_ROWS) -> Database:
     """Create an empty database directory (the directory may exist but must be empty)."""
     p = Path(path)
     if is_database(p):
@@ -46,7 +46,7 @@ def init_database(path, segment_rows: int = DEFAULT_SEGMENT_ROWS) -> "Database":
     return Database(p, mode="w")
 
 
-def open_database(path, mode: str = "r", create: bool = False) -> "Database":
+def open_database(path, mode: str = "r", create: bool = False) -> Database:
     """Open a database: ``mode='r'`` reads a consistent snapshot, ``'w'`` is the one writer.
 
     With ``create`` (and ``mode='w'``) a missing database is initialised."""
@@ -101,7 +101,7 @@ def _check_legacy_blob(v: bytes) -> None:
             with np.load(io.BytesIO(v), allow_pickle=False) as z:
                 for k in z.files:
                     z[k]
-        except Exception as e:  # noqa: BLE001 - any decoding failure is damage
+        except Exception as e:
             raise ValueError(f"damaged .npz ({type(e).__name__})") from None
     elif v.startswith(b"\x89PNG\r\n\x1a\n"):  # a PNG: every chunk's crc32
         p = 8
@@ -201,7 +201,8 @@ class Database:
                 pid = os.pread(fd, 32, 0).decode().strip() or "?"
             finally:
                 os.close(fd)
-            raise FilterDBError(f"{self.path}: database is locked by another writer (pid {pid})")
+            raise FilterDBError(f"{self.path}: database is locked by another writer "
+                                f"(pid {pid})") from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
