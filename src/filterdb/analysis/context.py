@@ -30,6 +30,7 @@ from ..kernels import hist as _hist
 from ..kernels import pca as _pca
 from ..kernels.drift import depth_bin, depth_bin_labels
 from ..store import Database, open_database
+from ..utils import json_default
 from ..utils import progress as progress_bar
 from . import passes
 
@@ -94,14 +95,6 @@ def sort_key(v):
     """Group order: numbers by value first, then text."""
     return (0, float(v), "") if isinstance(v, (int, float, np.integer, np.floating)) \
         and not isinstance(v, bool) else (1, 0.0, str(v))
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    raise TypeError(type(o).__name__)
 
 
 def _n_cells(items) -> int:
@@ -200,7 +193,7 @@ class Context:
     def key(self, name, **params) -> str:
         blob = json.dumps({"v": CACHE_VERSION, "analysis": name, "where": self.where,
                            "precision": self.precision, **params}, sort_keys=True,
-                          default=_json_default)
+                          default=json_default)
         return "analysis:" + name + ":" + hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key):

@@ -20,6 +20,7 @@ from ..errors import FilterDBError
 from ..kernels import hist as _hist
 from ..kernels import pca as _pca
 from ..kernels.drift import drift_matrix, resolve_weights
+from ..kernels.drift import mean_drift as kernel_mean_drift
 from . import passes
 from .context import DEPTH_BIN, analysis_context, norm_where
 from .provenance import DEPTH_RULE, provenance, weights_name
@@ -89,11 +90,8 @@ class DriftResult:
 
 
 def mean_drift(matrix: pd.DataFrame) -> pd.Series:
-    """Mean drift of each group to the others (the heat map's order)."""
-    m = matrix.to_numpy().astype(float)
-    G = len(m)
-    s = (m.sum(axis=1) - np.diag(m)) / (G - 1) if G > 1 else np.zeros(G)
-    return pd.Series(s, index=matrix.index, name="mean_drift")
+    """:func:`filterdb.kernels.drift.mean_drift` of a drift matrix, by group."""
+    return pd.Series(kernel_mean_drift(matrix.to_numpy()), index=matrix.index, name="mean_drift")
 
 
 def drift_result(by, labels, counts, sizes, p, rng, bins, weights, where=None,

@@ -2,11 +2,11 @@
 :mod:`filterdb.utils`) JSON output and progress bars."""
 from __future__ import annotations
 
-from ..utils import _clean, _default, print_json, progress  # noqa: F401 - re-exported
+from ..utils import _clean, json_default, print_json, progress  # noqa: F401 - re-exported
 
 
 # -- one vocabulary of options (issue 19): output format, output file, engine, jobs ---------
-# (self-contained: each function imports what it uses; print_json, _clean and _default are
+# (self-contained: each function imports what it uses; print_json, _clean and json_default are
 # this module's JSON helpers)
 def add_output_options(p, csv_help: str = "print CSV: the rows and columns of --json",
                        tables: dict | None = None, default_table: str | None = None,
@@ -127,7 +127,7 @@ def _cell(v):
     if isinstance(v, (list, tuple)):
         return ";".join(str(_cell(x)) for x in v)
     if isinstance(v, dict):
-        return json.dumps(_clean(v), default=_default)
+        return json.dumps(_clean(v), default=json_default)
     return v
 
 

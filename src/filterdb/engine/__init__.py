@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import FilterDBError
 from ..kernels import _numba
+from ..utils import aligned_empty
 from .plan import Plan, Task, layer_groups, make_plan
 
 
@@ -61,16 +62,6 @@ class ArraySource:
 # the store's filters as a source (defined there: the store serves the protocol without
 # importing the engine)
 from ..store.segments import RowReaderSource  # noqa: E402
-
-
-def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
-    """An uninitialised array whose data starts on an ``align``-byte boundary."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(nbytes + align, np.uint8)
-    off = (-raw.ctypes.data) % align
-    return raw[off:off + nbytes].view(dtype).reshape(shape)
-
 
 # ---- running one task (the same code on a local thread and on a Dask worker) ----
 

@@ -85,6 +85,20 @@ def drift_matrix(probs, weights="evr", evr=None, max_bytes: int = 1 << 25) -> np
 DEPTH_EDGES = np.arange(0, 1.0 + 0.10, 0.10)
 
 
+def mean_drift(matrix) -> np.ndarray:
+    """Mean drift of each group to the others: the off-diagonal mean of its row of a drift
+    matrix (``(G, G)``; zeros for one group). It orders the groups of the heat maps.
+
+    >>> mean_drift([[0.0, 0.2, 0.4], [0.2, 0.0, 0.6], [0.4, 0.6, 0.0]]).round(3).tolist()
+    [0.3, 0.4, 0.5]
+    """
+    m = np.asarray(matrix, dtype=float)
+    G = len(m)
+    if G < 2:
+        return np.zeros(G)
+    return (m.sum(axis=1) - np.diag(m)) / (G - 1)
+
+
 def depth_edges(n_bins: int = 10) -> np.ndarray:
     """The ``n_bins + 1`` edges: ``np.arange(0, 1 + 1 / n_bins, 1 / n_bins)`` as the
     notebook builds them (10 bins: exactly its edges)."""

@@ -4,17 +4,15 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.colors import Normalize
 
+from ..kernels.drift import mean_drift as kernel_mean_drift
 from ._style import BLUE, CMAP_SEQUENTIAL, new_figure, size_labels, styled, text_colour_on
 
 ANNOTATE_MAX = 16  # annotate cell values up to this many groups
 
 
 def mean_drift(matrix) -> np.ndarray:
-    """Mean drift of each group to the others (off-diagonal mean of its row, NaN ignored)."""
-    m = np.array(matrix, dtype=float)
-    np.fill_diagonal(m, np.nan)
-    with np.errstate(all="ignore"):
-        out = np.nanmean(m, axis=1) if m.shape[0] > 1 else np.zeros(m.shape[0])
+    """:func:`filterdb.kernels.drift.mean_drift`, with non-finite means last (``inf``)."""
+    out = kernel_mean_drift(matrix)
     return np.where(np.isfinite(out), out, np.inf)
 
 

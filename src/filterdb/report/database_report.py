@@ -35,7 +35,7 @@ from ..kernels import metrics as M
 from ..kernels.drift import depth_bin, depth_bin_labels
 from ..kernels.stats import holm
 from ..store import Database, open_database
-from ..utils import _clean, _default
+from ..utils import _clean, json_default
 from .html import FIGURE_DPI, Report, figure_png, figure_svg
 from .model_report import COMPACT_COLUMNS, add_model_blocks, first_filter_layer
 from .svg import health_scatter_svg
@@ -95,7 +95,7 @@ def _slug(text: str, seen: set) -> str:
 
 
 def _json_block(data: dict) -> str:
-    text = json.dumps(_clean(json.loads(json.dumps(data, default=_default))))
+    text = json.dumps(_clean(json.loads(json.dumps(data, default=json_default))))
     text = text.replace("</", "<\\/")
     return f'<script type="application/json" id="filterdb-data">{text}</script>'
 

@@ -59,9 +59,8 @@ from ..readers._hdf5 import (
     check_hdf5,
     restricted_pytables_pickle,
 )
-from ..utils import progress
+from ..utils import aligned_empty, progress
 from .bulk import BulkWriter, LayerSpec, ModelSpec
-from .segments import ALIGN
 from .vocab import COLUMNS, DERIVED_COLUMNS, TEXT_COLUMNS, column_name, normalize_meta
 
 # catalog column -> published column, in the published order
@@ -103,14 +102,6 @@ def _py(v):
     if v is pd.NA or v is pd.NaT:
         return None
     return v
-
-
-def _aligned(shape, dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(n + ALIGN, np.uint8)
-    off = (-raw.ctypes.data) % ALIGN
-    return raw[off:off + n].view(dtype).reshape(shape)
 
 
 def _first_line(e: BaseException) -> str:
@@ -527,8 +518,8 @@ def import_h5(db, path, chunk_rows: int = 1 << 20, replace: bool = False,
         rows = min(chunk_rows, max((int(d["n_filters"]) for p in plans
                                     for d, r in zip(p.layers, p.rows) if r is not None),
                                    default=1))
-        out = _aligned((rows, 9), np.float32)
-        raw = None if ds.dtype == np.dtype("<f4") else _aligned((rows,) + ds.shape[1:],
+        out = aligned_empty((rows, 9), np.float32)
+        raw = None if ds.dtype == np.dtype("<f4") else aligned_empty((rows,) + ds.shape[1:],
                                                                   ds.dtype)
         total = sum(p.n_filters for p in plans)
         bar = progress(total=total, desc="importing", unit="filter", disable=show_progress
@@ -719,7 +710,7 @@ def export_h5(db, out, where: str | None = None, dtype: str = "float32", shape: 
     tail = (9,) if shape == "flat" else (3, 3)
     tmp = f"{out}.tmp-{os.getpid()}"
     chunk_rows = max(1, min(int(chunk_rows), n))
-    conv = _aligned((chunk_rows, 9), np.float64) if dtype == "float64" else None
+    conv = aligned_empty((chunk_rows, 9), np.float64) if dtype == "float64" else None
     bar = progress(total=n, desc="exporting", unit="filter", disable=show_progress
                    if show_progress is None else not show_progress)
     try:

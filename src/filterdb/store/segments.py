@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DiskFullError, FilterDBError, is_disk_full
+from ..utils import aligned_empty as _aligned
 from .catalog import read_meta_readonly
 
 ROW_FLOATS = 9
@@ -72,10 +73,7 @@ def segment_path(filters_dir, k: int) -> str:
 
 def aligned_empty(rows: int, align: int = ALIGN) -> np.ndarray:
     """An uninitialised ``(rows, 9)`` float32 array whose data starts on an ``align`` boundary."""
-    nbytes = max(int(rows), 0) * ROW_BYTES
-    raw = np.empty(nbytes + align, dtype=np.uint8)
-    off = (-raw.ctypes.data) % align
-    return raw[off:off + nbytes].view(DTYPE).reshape(-1, ROW_FLOATS)
+    return _aligned((max(int(rows), 0), ROW_FLOATS), DTYPE, align)
 
 
 def split_range(start: int, count: int, segment_rows: int):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from .. import zoo  # the package's fetch / readable, looked up at call time (patchable)
 from ..errors import DiskFullError, FilterDBError
 from ..readers import read_model
 from ..readers.base import files_sha256
 from ..readers.folders import model_files
 from ..store.ingest import AddResult
-from . import fetch, readable
 
 
 def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = False,
@@ -18,10 +18,10 @@ def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = F
     message)]``. A model that fails to read fails alone. ``models`` defaults to the catalog
     models this installation can read; ``distinct`` leaves out the entries that are another
     entry's weights in a second container (the reference population's selection)."""
-    models = list(readable() if models is None else models)
+    models = list(zoo.readable() if models is None else models)
     if distinct:
         models = [m for m in models if not m.same_weights_as]
-    paths = fetch(models, cache=cache, log=log)
+    paths = zoo.fetch(models, cache=cache, log=log)
     out = []
     for m in models:
         path = paths[m.id]
