@@ -96,7 +96,7 @@ def assert_same_as_separate(db, r, columns, rtol=1e-12):
         assert a.range == d.range
     h2 = analysis.distributions(db, hist2d_bins=256, cache=False).hist2d
     np.testing.assert_array_equal(r.hist2d, h2)
-    h = database_health(db, recompute=True, store=False)
+    h = database_health(db, recompute=True, store=False, orthogonality_precision="float64")
     assert list(h["layer_id"]) == list(r.health["layer_id"])
     for k in ("sparsity", "variance_entropy", "variance_entropy_clean", "orthogonality",
               "degenerated"):

@@ -97,7 +97,10 @@ def expected_rows(models, t=None):
     return {(k, l.name): layer_metrics(l, t) for k, m in models.items() for l in m.layers}
 
 
-def assert_matches(df, models, t=None):
+def assert_matches(df, models, t=None, orth_tol=1e-7):
+    """``df`` (a database pass) against ``layer_metrics`` of each layer (float64, the file
+    path): 1e-9, and ``orth_tol`` for orthogonality (the pass's default float32 products:
+    measured 4.5e-9 on these layers; pass ``orth_tol=1e-9`` with the float64 path)."""
     exp = expected_rows(models, t)
     assert len(df) == len(exp)
     n3 = 0
@@ -116,7 +119,8 @@ def assert_matches(df, models, t=None):
         n3 += e["kernel"] == "3x3"
         for m in METRICS:
             a, b = getattr(r, m), e[m]
-            assert (np.isnan(a) and np.isnan(b)) or abs(a - b) <= 1e-9, (r.model, r.name, m, a, b)
+            tol = orth_tol if m == "orthogonality" else 1e-9
+            assert (np.isnan(a) and np.isnan(b)) or abs(a - b) <= tol, (r.model, r.name, m, a, b)
         for f in FLAG_COLUMNS:
             assert bool(getattr(r, f)) == bool(e[f]), (r.model, r.name, f)
         assert r.not_assessed == e["not_assessed"] and r.reason == e["reason"], (r.model, r.name)
@@ -126,8 +130,10 @@ def assert_matches(df, models, t=None):
 
 @pytest.mark.parametrize("chunk_rows", [7, 300, 1 << 20])
 def test_pass_equals_layer_metrics(db_path, models, chunk_rows):
-    df = database_health(db_path, chunk_rows=chunk_rows, store=False)
-    n3 = assert_matches(df, models)
+    df = database_health(db_path, chunk_rows=chunk_rows, store=False,
+                         orthogonality_precision="float64")
+    n3 = assert_matches(df, models, orth_tol=1e-9)  # the float64 path: the same values
+    assert_matches(database_health(db_path, chunk_rows=chunk_rows, store=False), models)
     assert n3 >= 25
     edge = df[df["model"] == "edge"].set_index("name")
     assert edge.loc["edge.0", "sparsity"] == 1.0  # all-zero layer
@@ -361,3 +367,42 @@ def test_dask_engine_same(db_path, models):
     cols = list(STORED)
     # same kernel; BLAS threading in the workers may change the last bits
     np.testing.assert_allclose(local[cols].to_numpy(), dask[cols].to_numpy(), rtol=0, atol=1e-12)
+
+
+def test_orthogonality_precision(tmp_path, monkeypatch):
+    """The database pass's orthogonality: float32 products accumulated in float64 by default
+    (issue 21), the float64 path on request; both within 1e-6 of the float64 definition
+    computed by hand (numpy) on the same weights; an unknown precision is a one-line error."""
+    from filterdb.errors import FilterDBError
+    from filterdb.kernels import layer_stats as LS
+
+    rng = np.random.default_rng(7)
+    ws = [(rng.standard_normal((96, 64, 3, 3)).astype(np.float32), 1),  # wide: BLAS path
+          (rng.standard_normal((40, 8, 3, 3)).astype(np.float32) + 0.5, 1),
+          (rng.standard_normal((16, 4, 3, 3)).astype(np.float32), 1)]  # small: direct loops
+    with init_database(tmp_path / "db") as db:
+        db.add_model(_model("wide", ws))
+
+    def by_hand(w):
+        R = w.reshape(len(w), -1).astype(np.float64)
+        R = R / np.maximum(np.linalg.norm(R, axis=1, keepdims=True), 1e-12)
+        c = len(R)
+        return 1.0 - np.abs(R @ R.T - np.eye(c)).sum() / (c * (c - 1))
+
+    exp = np.array([by_hand(w) for w, _ in ws])
+    calls = []
+    real = LS.orthogonality_f32
+    monkeypatch.setattr(LS, "orthogonality_f32", lambda r, c: calls.append(c) or real(r, c))
+    got = {}
+    for prec in ("float32", "float64"):
+        calls.clear()
+        df = database_health(tmp_path / "db", recompute=True, store=False,
+                             orthogonality_precision=prec)
+        got[prec] = df.sort_values("name")["orthogonality"].to_numpy()
+        assert calls == ([96, 40] if prec == "float32" else [])
+        assert np.abs(got[prec] - exp).max() <= 1e-6
+    assert np.abs(got["float32"] - got["float64"]).max() <= 1e-6
+    with pytest.raises(FilterDBError, match="orthogonality precision 'float16'"):
+        database_health(tmp_path / "db", orthogonality_precision="float16")
+    assert main(["health", str(tmp_path / "db"), "--recompute", "--json",
+                 "--orthogonality-precision", "float64"]) == 0

@@ -53,7 +53,7 @@ from .passes import pca_params
 
 COLUMNS = ("task", "visual_category", "training_dataset", "architecture", DEPTH_BIN, "model")
 HIST2D_BINS = 256  # the report's c0-c1 density
-ORTHO_PRECISIONS = ("float32", "float64")
+ORTHO_PRECISIONS = HD.ORTHO_PRECISIONS
 # estimated compute per filter, in multiply-add units (for dealing orthogonality out)
 PASS_COST = {"moments": 40.0, "health": 60.0, "range": 30.0, "hist": 60.0, "hist2d": 20.0}
 
@@ -124,9 +124,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
     same). Other parameters as :func:`filterdb.analysis.drift_summary` and
     :func:`filterdb.health.database_health`.
     """
-    if orthogonality_precision not in ORTHO_PRECISIONS:
-        raise FilterDBError(f"orthogonality precision {orthogonality_precision!r}: use "
-                            "float32 or float64")
+    HD.check_orthogonality_precision(orthogonality_precision)
     resolve_weights(weights, np.ones(9) / 9)
     columns = list(dict.fromkeys(columns))
     t = thresholds or HealthThresholds()

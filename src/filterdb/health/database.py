@@ -42,11 +42,23 @@ def metrics_params(eps: float, orthogonality: bool = True) -> str:
                        "version": METRICS_VERSION, "stored": list(STORED)}, sort_keys=True)
 
 
+ORTHO_PRECISIONS = ("float32", "float64")
+
+
+def check_orthogonality_precision(p: str) -> str:
+    """``p`` if it is one of :data:`ORTHO_PRECISIONS`, else a one-line error."""
+    if p not in ORTHO_PRECISIONS:
+        raise FilterDBError(f"orthogonality precision {p!r}: use float32 or float64")
+    return p
+
+
 def compute_layer_metrics(db, layers: pd.DataFrame, eps: float = 0.01, engine="local",
                           scheduler=None, workers: int = 2,
                           chunk_rows: int = DEFAULT_CHUNK_ROWS, progress=None,
-                          orthogonality: bool = True) -> pd.DataFrame:
+                          orthogonality: bool = True,
+                          orthogonality_precision: str = "float32") -> pd.DataFrame:
     """One pass over the filters of ``layers`` (rows of ``db.layers()`` with filters).
+    ``orthogonality_precision``: see :func:`database_health`.
 
     Returns a frame indexed by layer id with the columns of
     :data:`filterdb.kernels.layer_stats.VALUES`.
@@ -68,7 +80,9 @@ def compute_layer_metrics(db, layers: pd.DataFrame, eps: float = 0.01, engine="l
                      whole_layers=True)
     source = db.row_source()
     params = {"index": index, "c_out": c_out, "eps": float(eps),
-              "orthogonality": bool(orthogonality)}
+              "orthogonality": bool(orthogonality),
+              "float32_products": check_orthogonality_precision(orthogonality_precision)
+              == "float32"}
     r = single_blas(lambda: map_reduce(source, plan, health_task, params, engine=engine,
                                        scheduler=scheduler, workers=workers,
                                        progress=progress))
@@ -142,7 +156,8 @@ def _valid(m: dict, l) -> bool:
 def database_health(db, where: str | None = None, thresholds: HealthThresholds | None = None,
                     engine="local", scheduler=None, workers: int = 2, recompute: bool = False,
                     chunk_rows: int = DEFAULT_CHUNK_ROWS, progress=None,
-                    store: bool = True, orthogonality: bool = True) -> pd.DataFrame:
+                    store: bool = True, orthogonality: bool = True,
+                    orthogonality_precision: str = "float32") -> pd.DataFrame:
     """Health metrics and flags of every selected layer of a database (path or
     :class:`~filterdb.store.Database`), one row per layer (columns
     :data:`~filterdb.health.table.LAYER_COLUMNS`).
@@ -151,8 +166,14 @@ def database_health(db, where: str | None = None, thresholds: HealthThresholds |
     and stored; the rest are read from the catalog. ``progress(n_rows)`` is called per task.
     ``orthogonality=False`` skips the one costly metric (``c_out`` multiply-adds per
     filter coefficient; NaN in the table), which the degeneration flags do not use.
+    ``orthogonality_precision="float32"`` (default) computes the Gram of wide layers as
+    float32 products (BLAS, blocks of 4,096 columns) accumulated in float64 (the tests bound
+    the error by 1e-6; measured at most 4.5e-9 on the zoo's layers and 1.2e-8 on a 100 M
+    synthetic database, against the float64 definition), stored under the same key as the
+    exact ``"float64"`` path.
     """
     t = thresholds or HealthThresholds()
+    check_orthogonality_precision(orthogonality_precision)
     owned = not isinstance(db, Database)
     if owned:
         db = open_database(db)
@@ -167,7 +188,8 @@ def database_health(db, where: str | None = None, thresholds: HealthThresholds |
             new = compute_layer_metrics(db, sel, t.sparsity_eps, engine=engine,
                                         scheduler=scheduler, workers=workers,
                                         chunk_rows=chunk_rows, progress=progress,
-                                        orthogonality=orthogonality)
+                                        orthogonality=orthogonality,
+                                        orthogonality_precision=orthogonality_precision)
             if store:
                 store_metrics(db, params, new)
             frames.append(new[list(STORED)])
@@ -183,5 +205,6 @@ def database_health(db, where: str | None = None, thresholds: HealthThresholds |
 
 
 __all__ = ["database_health", "compute_layer_metrics", "stored_or_todo", "store_metrics",
-           "ingest_metrics", "values_frame", "metrics_params", "LAYER_QUERY_COLUMNS",
+           "ingest_metrics", "values_frame", "metrics_params", "ORTHO_PRECISIONS",
+           "check_orthogonality_precision", "LAYER_QUERY_COLUMNS",
            "METRICS_VERSION", "DEFAULT_CHUNK_ROWS"]

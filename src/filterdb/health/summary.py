@@ -46,6 +46,13 @@ def worst_first(a: pd.DataFrame) -> np.ndarray:
     return order["pos"].to_numpy()
 
 
+def _mean(v: np.ndarray) -> float:
+    """The mean of the finite-or-inf values (NaN skipped, as ``pd.Series.mean``); NaN if none."""
+    k = ~np.isnan(v)
+    n = int(np.count_nonzero(k))
+    return float(np.where(k, v, 0.0).sum() / n) if n else float("nan")
+
+
 def summarise(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> dict:
     """The summary of an assessed table (a model's layers, from a file or the database).
 
@@ -88,12 +95,13 @@ def summarise(df: pd.DataFrame, thresholds: HealthThresholds | None = None) -> d
     if na:
         bins = depth_bin(np.clip(a["conv_depth_norm"].to_numpy(np.float64), 0, 1))
         labels = depth_bin_labels()
-        for b in sorted(set(bins.tolist())):
-            sel = a[bins == b]
+        vals = {m: a[m].to_numpy(np.float64) for m in GROUP_METRICS}
+        for b in np.unique(bins).tolist():
+            sel = bins == b
             by_depth[labels[b]] = {
-                "n_layers": int(len(sel)),
-                **{m: float(sel[m].mean()) for m in GROUP_METRICS},
-                "n_degenerated": int(sel["degenerated"].sum()),
+                "n_layers": int(np.count_nonzero(sel)),
+                **{m: _mean(v[sel]) for m, v in vals.items()},  # NaN skipped, as pandas
+                "n_degenerated": int(np.count_nonzero(deg[sel])),
             }
     return {**counts, "share_degenerated": share, "worst_layers": worst,
             "not_assessed": nota, "by_depth": by_depth,

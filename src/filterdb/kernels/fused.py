@@ -23,8 +23,8 @@ from . import layer_stats as LS
 from .pca import task_filters
 
 _OPTS = {"cache": True, "nogil": True, "boundscheck": False, "error_model": "numpy"}
-COL_BLOCK = 4096  # columns (c_in / groups * 9 values) per float32 product block
-GRAM_ELEMENTS = 1 << 23  # float64 Gram elements per row block (64 MB)
+COL_BLOCK = LS.COL_BLOCK  # the float32 orthogonality lives with the other layer kernels
+orthogonality_f32 = LS.orthogonality_f32
 
 
 def fused_task(filters, layer_ids, parts=(), ortho=None) -> dict:
@@ -117,62 +117,11 @@ def orthogonality_task(x, ids, index, c_out, float32=False) -> dict:
         o[small] = v
     for q in np.flatnonzero(ok & ~small).tolist():
         rws = x[starts[q]:ends[q]]
-        o[q] = orthogonality_f32(rws, int(co[q])) if float32 else \
+        o[q] = LS.orthogonality_f32(rws, int(co[q])) if float32 else \
             LS.orthogonality_blas(rws, int(co[q]))
     orth[rows] = o
     np.add.at(count, rows, 1)
     return {"orth": orth, "count": count}
-
-
-@njit(**_OPTS)
-def _inv_norms(R, inv):
-    """``inv[i] = 1 / max(|R_i|, 1e-12)``, the float32 rows' norms summed in float64."""
-    c, k = R.shape
-    for i in range(c):
-        s = 0.0
-        for j in range(k):
-            v = np.float64(R[i, j])
-            s += v * v
-        inv[i] = 1.0 / max(np.sqrt(s), LS.NORM_EPS)
-
-
-def orthogonality_f32(rows, c: int, col_block: int = COL_BLOCK,
-                      gram_elements: int = GRAM_ELEMENTS) -> float:
-    """Orthogonality (method.md, section 5) of one layer from its float32 rows: the Gram
-    ``R R^T`` of the raw ``(c, k)`` rows as float32 BLAS products over blocks of
-    ``col_block`` columns, summed in float64; only Gram rows ``i`` against columns
-    ``j >= i0`` of their row block (the upper part: half the products), row blocks of at
-    most ``gram_elements`` elements; then normalised by the float64 row norms as
-    :func:`filterdb.kernels.health.orthogonality` (``torch.nn.functional.normalize``)."""
-    R = np.ascontiguousarray(rows, dtype=np.float32).reshape(c, -1)
-    k = R.shape[1]
-    inv = np.empty(c, np.float64)
-    _inv_norms(R, inv)  # of the rows as given (the definition's clamp at 1e-12)
-    peak = float(np.abs(R).max()) if R.size else 0.0
-    if peak > 0 and not (2.0 ** -30 < peak < 2.0 ** 30):  # keep products clear of float32
-        s = 2.0 ** -np.floor(np.log2(peak))  # under/overflow: an exact power-of-2 scaling
-        R = R * np.float32(s)
-        inv = inv / s  # the Gram of the scaled rows is s^2 times the Gram
-    rb = max(1, min(c, gram_elements // c))
-    tot = 0.0
-    for i0 in range(0, c, rb):
-        i1 = min(c, i0 + rb)
-        G = np.zeros((i1 - i0, c - i0), np.float64)
-        for k0 in range(0, k, col_block):
-            k1 = min(k, k0 + col_block)
-            if i1 == c and i0 == 0:  # one row block: A A^T (numpy calls syrk)
-                A = R if k1 - k0 == k else np.ascontiguousarray(R[:, k0:k1])
-                G += A @ A.T
-            else:
-                G += R[i0:i1, k0:k1] @ R[i0:, k0:k1].T
-        G *= inv[i0:i1, None]
-        G *= inv[None, i0:]
-        m = i1 - i0
-        sq = G[:, :m]
-        d = np.abs(np.diagonal(sq) - 1.0).sum()
-        upper = np.abs(np.triu(sq, 1)).sum() + np.abs(G[:, m:]).sum()
-        tot += d + 2.0 * upper
-    return 1.0 - tot / (c * (c - 1))
 
 
 __all__ = [

@@ -333,11 +333,69 @@ def metrics_from_centred(n, n_sparse, finite, sq, sq_sp, sy, sy_sp, gyy, gyy_sp)
     return {"sparsity": S, "variance_entropy": H, "variance_entropy_clean": Hc}
 
 
-def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
+COL_BLOCK = 4096  # columns (c_in / groups * 9 values) per float32 product block
+GRAM_ELEMENTS = 1 << 23  # float64 Gram elements per row block (64 MB)
+
+
+@njit(**_OPTS)
+def _inv_norms(R, inv):
+    """``inv[i] = 1 / max(|R_i|, 1e-12)``, the float32 rows' norms summed in float64."""
+    c, k = R.shape
+    for i in range(c):
+        s = 0.0
+        for j in range(k):
+            v = np.float64(R[i, j])
+            s += v * v
+        inv[i] = 1.0 / max(np.sqrt(s), NORM_EPS)
+
+
+def orthogonality_f32(rows, c: int, col_block: int = COL_BLOCK,
+                      gram_elements: int = GRAM_ELEMENTS) -> float:
+    """Orthogonality (method.md, section 5) of one layer from its float32 rows: the Gram
+    ``R R^T`` of the raw ``(c, k)`` rows as float32 BLAS products over blocks of
+    ``col_block`` columns, summed in float64; only Gram rows ``i`` against columns
+    ``j >= i0`` of their row block (the upper part: half the products), row blocks of at
+    most ``gram_elements`` elements; then normalised by the float64 row norms as
+    :func:`filterdb.kernels.health.orthogonality` (``torch.nn.functional.normalize``)."""
+    R = np.ascontiguousarray(rows, dtype=np.float32).reshape(c, -1)
+    k = R.shape[1]
+    inv = np.empty(c, np.float64)
+    _inv_norms(R, inv)  # of the rows as given (the definition's clamp at 1e-12)
+    peak = float(np.abs(R).max()) if R.size else 0.0
+    if peak > 0 and not (2.0 ** -30 < peak < 2.0 ** 30):  # keep products clear of float32
+        s = 2.0 ** -np.floor(np.log2(peak))  # under/overflow: an exact power-of-2 scaling
+        R = R * np.float32(s)
+        inv = inv / s  # the Gram of the scaled rows is s^2 times the Gram
+    rb = max(1, min(c, gram_elements // c))
+    tot = 0.0
+    for i0 in range(0, c, rb):
+        i1 = min(c, i0 + rb)
+        G = np.zeros((i1 - i0, c - i0), np.float64)
+        for k0 in range(0, k, col_block):
+            k1 = min(k, k0 + col_block)
+            if i1 == c and i0 == 0:  # one row block: A A^T (numpy calls syrk)
+                A = R if k1 - k0 == k else np.ascontiguousarray(R[:, k0:k1])
+                G += A @ A.T
+            else:
+                G += R[i0:i1, k0:k1] @ R[i0:, k0:k1].T
+        G *= inv[i0:i1, None]
+        G *= inv[None, i0:]
+        m = i1 - i0
+        sq = G[:, :m]
+        d = np.abs(np.diagonal(sq) - 1.0).sum()
+        upper = np.abs(np.triu(sq, 1)).sum() + np.abs(G[:, m:]).sum()
+        tot += d + 2.0 * upper
+    return 1.0 - tot / (c * (c - 1))
+
+
+def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True,
+                float32_products=False) -> dict:
     """The engine kernel: statistics of the whole layers in the block ``x``.
 
     ``index[layer_id]`` is the layer's row in the output (``-1``: not wanted), ``c_out``
     its output channels by row (< 2 or not dividing the filter count: orthogonality NaN).
+    ``float32_products``: the wide layers' Gram as float32 products accumulated in float64
+    (:func:`orthogonality_f32`, within 1e-6 of the definition) instead of float64 BLAS.
     The stored metrics are the registry's (:func:`filterdb.kernels.metrics.pass_values`
     from these statistics). Returns ``values`` ``(L, len(VALUES))`` (zero rows for layers
     not in this block) and ``count`` ``(L,)``: how many runs of each layer the block held
@@ -372,8 +430,9 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
             o = np.empty(int(small.sum()))
             orthogonality_runs(x, starts[small], ends[small], co[small], o)
             orth[small] = o
+        wide = orthogonality_f32 if float32_products else orthogonality_blas
         for q in np.flatnonzero(ok & ~small).tolist():
-            orth[q] = orthogonality_blas(x[starts[q]:ends[q]], int(co[q]))
+            orth[q] = wide(x[starts[q]:ends[q]], int(co[q]))
     stored = M.pass_values({"n": n, "n_sparse": n_sparse, **met, "orthogonality": orth},
                            x, starts, ends)
     values[rows] = np.column_stack([n, n_sparse] + [stored[k] for k in M.STORED])
@@ -382,4 +441,4 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True) -> dict:
 
 
 __all__ = ["VALUES", "layer_runs", "layer_moments", "orthogonality_runs", "orthogonality_blas",
-           "use_loops", "metrics_from_centred", "health_task"]
+           "use_loops", "metrics_from_centred", "health_task", "orthogonality_f32", "COL_BLOCK"]
