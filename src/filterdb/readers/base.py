@@ -270,3 +270,35 @@ def check_file(path) -> str:
     if os.path.getsize(p) == 0:
         raise ReadError(p, "empty file")
     return p
+
+
+def file_beside(path, ext: str, what: str, missing: str | None = None) -> str | None:
+    """The real path of ``path``'s companion with extension ``ext`` (``x.param`` ->
+    ``x.bin``), refused when it is a link leading out of the model's folder or not a file.
+    A missing companion is ``None``, or the one-line error ``missing`` when given."""
+    b = os.path.splitext(os.fspath(path))[0] + ext
+    name = os.path.basename(b)
+    if not os.path.exists(b):
+        if missing is None:
+            return None
+        raise ReadError(path, missing.format(name=name))
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    real = os.path.realpath(b)
+    if os.path.commonpath([folder, real]) != folder:
+        raise ReadError(path, f"{what} {name} is a link leading out of the model's folder")
+    if not os.path.isfile(real):
+        raise ReadError(path, f"{what} {name} is not a file")
+    return real
+
+
+def read_or_corrupt(p: str, read, what: str, errors: tuple, *args):
+    """``read(p, *args)``, its :class:`~filterdb.errors.ReadError` passed on and any of
+    ``errors`` (a truncated or malformed file met while parsing) turned into one line,
+    ``corrupt <what>: <reason>``."""
+    try:
+        return read(p, *args)
+    except ReadError:
+        raise
+    except errors as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise ReadError(p, f"corrupt {what}: {msg}") from None

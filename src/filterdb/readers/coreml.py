@@ -36,6 +36,7 @@ from .base import (
     check_file,
     count_ops,
     files_sha256,
+    read_or_corrupt,
 )
 from .graph import longest_path_depths
 
@@ -429,19 +430,17 @@ def files(path) -> list[str]:
     return [spec] + extra
 
 
+# what a truncated or malformed file raises while it is parsed
+_PARSE_ERRORS = (_Corrupt, pw.ProtoError, ValueError, TypeError, KeyError, IndexError,
+                 OverflowError, RecursionError)
+
+
 def read(path, fmt: str = "coreml") -> Model:
     """Read a Core ML ``.mlmodel`` file or ``.mlpackage`` folder."""
     p = os.fspath(path)
     if not os.path.isdir(p):
         p = check_file(p)
-    try:
-        return _read(p)
-    except ReadError:
-        raise
-    except (_Corrupt, pw.ProtoError, ValueError, TypeError, KeyError, IndexError,
-            OverflowError, RecursionError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise ReadError(p, f"corrupt Core ML model: {msg}") from None
+    return read_or_corrupt(p, _read, "Core ML model", _PARSE_ERRORS)
 
 
 __all__ = ["package_spec", "read", "weight_values"]

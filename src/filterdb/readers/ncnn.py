@@ -37,7 +37,9 @@ from .base import (
     assign_graph_depths,
     check_file,
     count_ops,
+    file_beside,
     files_sha256,
+    read_or_corrupt,
 )
 from .graph import longest_path_depths
 
@@ -285,17 +287,8 @@ def looks_like_ncnn(head: bytes) -> bool:
 
 
 def _bin_beside(p: str) -> str:
-    b = os.path.splitext(p)[0] + ".bin"
-    folder = os.path.realpath(os.path.dirname(os.path.abspath(p)))
-    if not os.path.exists(b):
-        raise ReadError(p, f"weights file {os.path.basename(b)} (beside the .param) is missing")
-    real = os.path.realpath(b)
-    if os.path.commonpath([folder, real]) != folder:
-        raise ReadError(p, f"weights file {os.path.basename(b)} is a link leading out of the "
-                           "model's folder")
-    if not os.path.isfile(real):
-        raise ReadError(p, f"weights file {os.path.basename(b)} is not a file")
-    return real
+    return file_beside(p, ".bin", "weights file",
+                       missing="weights file {name} (beside the .param) is missing")
 
 
 def _read(p: str) -> Model:
@@ -341,16 +334,14 @@ def files(path) -> list[str]:
     return [os.fspath(path), _bin_beside(os.fspath(path))]
 
 
+# what a truncated or malformed file raises while it is parsed
+_PARSE_ERRORS = (_Corrupt, ValueError, TypeError, KeyError, IndexError, OverflowError)
+
+
 def read(path, fmt: str = "ncnn") -> Model:
     """Read the 2-D convolutions of an ncnn ``.param`` (weights from its ``.bin``)."""
     p = check_file(path)
-    try:
-        return _read(p)
-    except ReadError:
-        raise
-    except (_Corrupt, ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise ReadError(p, f"corrupt ncnn model: {msg}") from None
+    return read_or_corrupt(p, _read, "ncnn model", _PARSE_ERRORS)
 
 
 __all__ = ["Bin", "looks_like_ncnn", "parse_param_file", "parse_params", "read"]

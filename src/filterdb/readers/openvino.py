@@ -37,7 +37,9 @@ from .base import (
     assign_graph_depths,
     check_file,
     count_ops,
+    file_beside,
     files_sha256,
+    read_or_corrupt,
 )
 from .graph import longest_path_depths
 
@@ -213,18 +215,8 @@ class _IR:
 
 
 def _bin_beside(path: str) -> str | None:
-    """``x.xml`` -> ``x.bin`` in the same folder (not a link leading out of it)."""
-    b = os.path.splitext(path)[0] + ".bin"
-    if not os.path.exists(b):
-        return None
-    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    real = os.path.realpath(b)
-    if os.path.commonpath([folder, real]) != folder:
-        raise ReadError(path, f"weights file {os.path.basename(b)} is a link leading out of "
-                              "the model's folder")
-    if not os.path.isfile(real):
-        raise ReadError(path, f"weights file {os.path.basename(b)} is not a file")
-    return real
+    """``x.xml`` -> ``x.bin`` in the same folder (not a link leading out of it), or None."""
+    return file_beside(path, ".bin", "weights file")
 
 
 def looks_like_openvino(head: bytes) -> bool:
@@ -314,17 +306,15 @@ def files(path) -> list[str]:
     return [os.fspath(path)] + ([b] if b else [])
 
 
+# what a truncated or malformed file raises while it is parsed
+_PARSE_ERRORS = (_Corrupt, ValueError, TypeError, KeyError, AttributeError, IndexError,
+                 OverflowError, RecursionError)
+
+
 def read(path, fmt: str = "openvino") -> Model:
     """Read the 2-D convolutions of an OpenVINO IR ``.xml`` (weights from its ``.bin``)."""
     p = check_file(path)
-    try:
-        return _read(p)
-    except ReadError:
-        raise
-    except (_Corrupt, ValueError, TypeError, KeyError, AttributeError, IndexError,
-            OverflowError, RecursionError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise ReadError(p, f"corrupt OpenVINO IR: {msg}") from None
+    return read_or_corrupt(p, _read, "OpenVINO IR", _PARSE_ERRORS)
 
 
 __all__ = ["bf16_to_f32", "group_conv_weight", "looks_like_openvino", "read", "unpack_4bit"]

@@ -39,7 +39,9 @@ from .base import (
     assign_graph_depths,
     check_file,
     count_ops,
+    file_beside,
     files_sha256,
+    read_or_corrupt,
 )
 from .graph import longest_path_depths
 
@@ -158,17 +160,8 @@ def read_params(buf, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _beside(p: str, ext: str) -> str:
-    b = os.path.splitext(p)[0] + ext
-    folder = os.path.realpath(os.path.dirname(os.path.abspath(p)))
-    if not os.path.exists(b):
-        raise ReadError(p, f"params file {os.path.basename(b)} (beside the model) is missing")
-    real = os.path.realpath(b)
-    if os.path.commonpath([folder, real]) != folder:
-        raise ReadError(p, f"params file {os.path.basename(b)} is a link leading out of the "
-                           "model's folder")
-    if not os.path.isfile(real):
-        raise ReadError(p, f"params file {os.path.basename(b)} is not a file")
-    return real
+    return file_beside(p, ext, "params file",
+                       missing="params file {name} (beside the model) is missing")
 
 
 def looks_like_pir(doc) -> bool:
@@ -311,18 +304,16 @@ def files(path) -> list[str]:
     return [os.fspath(path), _beside(os.fspath(path), ".pdiparams")]
 
 
+# what a truncated or malformed file raises while it is parsed
+_PARSE_ERRORS = (_Corrupt, pw.ProtoError, ValueError, TypeError, KeyError, IndexError,
+                 OverflowError)
+
+
 def read(path, fmt: str = "paddle") -> Model:
     """Read the 2-D convolutions of a Paddle ``.pdmodel`` or PIR ``.json`` (params from its
     ``.pdiparams``)."""
     p = check_file(path)
-    try:
-        return _read(p)
-    except ReadError:
-        raise
-    except (_Corrupt, pw.ProtoError, ValueError, TypeError, KeyError, IndexError,
-            OverflowError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise ReadError(p, f"corrupt Paddle model: {msg}") from None
+    return read_or_corrupt(p, _read, "Paddle model", _PARSE_ERRORS)
 
 
 __all__ = ["parse_pir", "parse_program", "read", "read_params", "sniff"]

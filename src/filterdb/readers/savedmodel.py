@@ -43,6 +43,7 @@ from .base import (
     check_file,
     count_ops,
     files_sha256,
+    read_or_corrupt,
 )
 from .graph import longest_path_depths
 from .tfjs import depthwise_to_oihw, hwio_to_oihw
@@ -503,19 +504,17 @@ def files(path) -> list[str]:
     return out
 
 
+# what a truncated or malformed file raises while it is parsed
+_PARSE_ERRORS = (_Corrupt, pw.ProtoError, ValueError, TypeError, KeyError, IndexError,
+                 OverflowError, RecursionError)
+
+
 def read(path, fmt: str = "savedmodel") -> Model:
     """Read a SavedModel folder (or its ``saved_model.pb``)."""
     p = os.fspath(path)
     if not os.path.isdir(p):
         p = check_file(p)
-    try:
-        return _read(p)
-    except ReadError:
-        raise
-    except (_Corrupt, pw.ProtoError, ValueError, TypeError, KeyError, IndexError,
-            OverflowError, RecursionError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise ReadError(p, f"corrupt SavedModel: {msg}") from None
+    return read_or_corrupt(p, _read, "SavedModel", _PARSE_ERRORS)
 
 
 __all__ = ["Bundle", "read", "read_table"]

@@ -49,6 +49,7 @@ from .base import (
     check_file,
     count_ops,
     files_sha256,
+    read_or_corrupt,
 )
 from .graph import longest_path_depths
 
@@ -571,17 +572,15 @@ def files(path) -> list[str]:
     return [p] + [_shard_path(folder, rel, p) for g in manifest or [] for rel in g.get("paths", [])]
 
 
+# what a truncated or malformed file raises while it is parsed
+_PARSE_ERRORS = (_Corrupt, ValueError, TypeError, KeyError, AttributeError, OverflowError,
+                 RecursionError, struct.error)
+
+
 def read(path, fmt: str | None = None) -> Model:
     """Read the 2-D convolutions of a TF.js model JSON or weights manifest."""
     p = check_file(path)
-    try:
-        return _read(p, fmt)
-    except ReadError:
-        raise
-    except (_Corrupt, ValueError, TypeError, KeyError, AttributeError, OverflowError,
-            RecursionError, struct.error) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise ReadError(p, f"corrupt TF.js model: {msg}") from None
+    return read_or_corrupt(p, _read, "TF.js model", _PARSE_ERRORS, fmt)
 
 
 __all__ = ["depthwise_to_oihw", "dequantize", "hwio_to_oihw", "load_manifest", "read", "sniff"]
