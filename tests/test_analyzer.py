@@ -17,6 +17,7 @@ from filterdb import analysis
 from filterdb.cli import main
 from filterdb.health import database_health
 from filterdb.kernels import fused as F
+from filterdb.kernels.pca import moments_task
 from filterdb.readers import read_model
 from filterdb.readers.base import ConvLayer, Model, assign_order_depths
 from filterdb.store import init_database
@@ -109,7 +110,9 @@ def assert_same_as_separate(db, r, columns, rtol=1e-12):
 
 def test_analyze_equals_separate_commands_and_fills_the_caches(small, count_passes):
     r = analysis.analyze(small, columns=COLS, matrices=COLS, orthogonality_precision="float64")
-    assert len(count_passes) == 3 and len(r.passes) == 3  # PCA+health, range, histograms
+    # a sample (the provisional PCA), PCA + health + the range, histograms + the density
+    assert count_passes[0] is moments_task and len(count_passes) == 3 and len(r.passes) == 2
+    assert r.passes[1].parts == ["hist", "orthogonality"]
     assert sum(p.n_orth for p in r.passes) == 4 * 5  # every layer's orthogonality once
     del count_passes[:]
     # the separate commands now hit the caches: no pass
@@ -130,7 +133,7 @@ def test_fixed_range_fuses_range_and_histograms(small, count_passes):
                          orthogonality_precision="float64")
     assert len(count_passes) == 2 and len(r.passes) == 2  # no range pass
     assert r.passes[0].parts[:2] == ["moments", "health"]
-    assert r.passes[1].parts[:2] == ["hist", "hist2d"]
+    assert r.passes[1].parts == ["hist", "orthogonality"]  # with the c0-c1 density
     assert sum(p.n_orth for p in r.passes) == 4 * 5
     for c in COLS:
         d = analysis.drift(small, c, range=(-3, 3), cache=False)
@@ -162,8 +165,8 @@ def test_float32_orthogonality_within_1e6_of_the_definition(small):
 def test_cli_analyze_then_report_does_no_pass(small, tmp_path, capsys, count_passes):
     assert main(["analyze", str(small.path), "--columns", "task,depth_bin"]) == 0
     out = capsys.readouterr().out
-    assert "3 pass(es)" in out and "task" in out and "health:" in out
-    assert len(count_passes) == 3
+    assert "2 pass(es)" in out and "task" in out and "health:" in out
+    assert len(count_passes) == 3  # and the sample
     del count_passes[:]
     assert main(["analyze", str(small.path), "--columns", "task,depth_bin", "--json"]) == 0
     assert count_passes == [] and '"passes": []' in capsys.readouterr().out
@@ -179,7 +182,7 @@ def test_report_runs_analyze_first(small, tmp_path, count_passes):
     kernels = [getattr(k, "__name__", "") for k in count_passes]
     # the analyze passes; every section (the noise floor's per-model histograms too) hits
     # the caches they filled
-    assert kernels == ["fused_task"] * 3, kernels
+    assert kernels == ["moments_task"] + ["fused_task"] * 2, kernels  # the sample first
 
 
 @pytest.mark.skipif(not HAS_DISTRIBUTED, reason="dask.distributed is not installed")

@@ -38,18 +38,19 @@ import numpy as np
 import pandas as pd
 
 from .._repr import dataclass_repr
-from ..engine import make_plan, single_blas
+from ..engine import make_plan, reversed_plan, single_blas
 from ..errors import FilterDBError
 from ..health import HealthThresholds
 from ..health import database as HD
+from ..kernels import extremes as _ext
 from ..kernels import fused as F
 from ..kernels import hist as _hist
 from ..kernels import pca as _pca
 from ..kernels.drift import resolve_weights
 from ..kernels.layer_stats import VALUES, health_task
-from .context import DEPTH_BIN, analysis_context, norm_where, npz_bytes, npz_load
+from .context import DEPTH_BIN, analysis_context, norm_where, npz_bytes, npz_load, progress_callback
 from .drift import DriftSummary, drift_result, summary_provenance
-from .passes import pca_params
+from .passes import pca_params, pca_range_from, provisional_pca
 
 COLUMNS = ("task", "visual_category", "training_dataset", "architecture", DEPTH_BIN, "model")
 HIST2D_BINS = 256  # the report's c0-c1 density
@@ -163,12 +164,15 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         # the passes and their parts
         need_pca = p is None
         need_range = rng is None
+        # the range found in pass 1 (a provisional basis from a sample: kernels.extremes);
+        # pass 2 runs only if its check fails
+        prov = runner.provisional() if need_pca and need_range else None
         passes = [[], [], []]  # names of the parts per pass
         if need_pca:
             passes[0].append("moments")
         if len(todo_h):
             passes[0].append("health")
-        if need_range:
+        if need_range and prov is None:
             passes[1].append("range")
         hist_todo = None  # decided once the range is known
         passes[2].append("hist")  # tentatively (dropped if all cached)
@@ -226,7 +230,9 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         hvalues = None
         if passes[0]:
             parts = []
-            if need_pca:
+            if need_pca and prov is not None:
+                parts.append(("moments", _ext.moments_top_task, pca_params(prov, ctx.precision)))
+            elif need_pca:
                 parts.append(("moments", _pca.moments_task, {"precision": ctx.precision}))
             if len(todo_h):
                 parts.append(("health", health_task,
@@ -237,7 +243,14 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             take_orth(r, 0)
             if need_pca:
                 m = F.split(r, "moments")
-                p = _pca.pca_from_moments(int(m["n"]), m["s"], m["sxx"])
+                if prov is not None:
+                    p, rng = pca_range_from(m, prov)
+                    if rng is not None:
+                        ctx.found_range(rng)
+                    else:  # the check failed: the range pass after all
+                        passes[1].append("range")
+                else:
+                    p = _pca.pca_from_moments(int(m["n"]), m["s"], m["sxx"])
                 ctx.put(pkey, p.to_dict())
             if len(todo_h):
                 hv = F.split(r, "health")
@@ -253,7 +266,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         if passes[1]:
             parts = [("range", _pca.range_task, pca_params(p, ctx.precision))]
             r = runner.run("pass 2: range", parts, ortho_params(1), 1,
-                           int((orth_pass == 1).sum()))
+                           int((orth_pass == 1).sum()), any_order=True)
             take_orth(r, 1)
             rr = F.split(r, "range")
             rng = _pca.shared_range(rr["cmin"], rr["cmax"])
@@ -268,29 +281,31 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         if passes[2] and (hist_todo or (hist2d_bins and h2 is None) or (orth_pass == 2).any()):
             parts = []
             edges = _hist.bin_edges(rng[0], rng[1], int(bins))
-            if hist_todo:
+            d2 = None
+            if hist2d_bins and h2 is None:
+                e2 = _hist.bin_edges(rng[0], rng[1], int(hist2d_bins))
+                d2 = dict(a=0, b=1, edges_a=e2, edges_b=e2)
+            if hist_todo:  # with the c0-c1 density from the same projection
                 coded = [(c, *ctx.labels_codes(c)) for c in hist_todo]
                 cells, lookup, n_cells = ctx.cells(coded)
                 parts.append(("hist", F.hist_cells_task,
                               dict(pca_params(p, ctx.precision), lookup=lookup,
-                                   n_groups=max(n_cells, 1), edges=edges)))
-            if hist2d_bins and h2 is None:
-                e2 = _hist.bin_edges(rng[0], rng[1], int(hist2d_bins))
-                parts.append(("hist2d", _hist.hist2d_task,
-                              dict(pca_params(p, ctx.precision), a=0, b=1, edges_a=e2,
-                                   edges_b=e2)))
+                                   n_groups=max(n_cells, 1), edges=edges, hist2d=d2)))
+            elif d2 is not None:
+                parts.append(("hist", _hist.hist2d_task, dict(pca_params(p, ctx.precision),
+                                                               **d2)))
             names = ([f"histograms ({len(hist_todo)} columns)"] if hist_todo else []) + \
-                (["c0-c1 density"] if any(n == "hist2d" for n, _, _ in parts) else [])
+                (["c0-c1 density"] if d2 is not None else [])
             r = runner.run("pass 3: " + (" + ".join(names) or "orthogonality"), parts,
-                           ortho_params(2), 2, int((orth_pass == 2).sum()))
+                           ortho_params(2), 2, int((orth_pass == 2).sum()), any_order=True)
             take_orth(r, 2)
             if hist_todo:
                 cc = F.split(r, "hist")["counts"]
                 for c, (labels, counts) in ctx.split_cells(coded, cells, cc, bins).items():
                     got[c] = (labels, counts)
                     ctx.put_counts(c, bins, rng, labels, counts)
-            if hist2d_bins and h2 is None:
-                h2 = F.split(r, "hist2d")["counts"]
+            if d2 is not None:
+                h2 = F.split(r, "hist")["counts2d" if hist_todo else "counts"]
                 ctx.put(ctx.hist2d_key(hist2d_bins, rng), npz_bytes(counts=h2))
         # the rest from the cache (just filled or hit)
         rest = [c for c in columns if c not in got]
@@ -354,6 +369,16 @@ class _Runner:
         self._plan = None
         self.info: list[PassInfo] = []
 
+    def provisional(self):
+        """The provisional PCA of a sample of the selection (None: no variance)."""
+        ctx = self.ctx
+        cb, done = progress_callback(ctx.progress, "PCA sample", ctx.sample.n_rows)
+        try:
+            return single_blas(lambda: provisional_pca(ctx.source, ctx.sample, ctx.precision,
+                                                       engine=ctx.engine, progress=cb))
+        finally:
+            done()
+
     @property
     def plan(self):
         if self._plan is None:
@@ -363,12 +388,15 @@ class _Runner:
                                    s["layer_id"].to_numpy(np.int64), whole_layers=True)
         return self._plan
 
-    def run(self, desc, parts, ortho, index, n_orth) -> dict:
+    def run(self, desc, parts, ortho, index, n_orth, any_order=False) -> dict:
+        """One fused pass; ``any_order`` (results independent of the task order): every
+        other pass runs backwards, starting on what the page cache holds."""
         ctx = self.ctx
         ctx.engine  # noqa: B018 - started before the clock, as before
+        plan = reversed_plan(self.plan) if any_order and len(self.info) % 2 else self.plan
         t = time.perf_counter()
         r = single_blas(lambda: ctx.map_reduce(
-            desc, self.plan, F.fused_task, {"parts": parts, "ortho": ortho},
+            desc, plan, F.fused_task, {"parts": parts, "ortho": ortho},
             reduce=F.fused_reduce(parts)))
         self.info.append(PassInfo(desc, [n for n, _, _ in parts] +
                                   (["orthogonality"] if ortho else []), n_orth,

@@ -120,6 +120,8 @@ class Context:
         self._engine = None
         self._plan = None
         self._layers = None
+        self._passes = 0  # passes run: every other order-free pass runs backwards
+        self._range = None  # the range found by the PCA pass (also without a cache)
 
     # -- selection
     @property
@@ -166,13 +168,28 @@ class Context:
             self._engine = E.get_engine(self.engine_spec, self.scheduler, self.workers)
         return self._engine
 
-    def run(self, desc, pass_, *args, **kw):
+    @property
+    def sample(self):
+        """A sample plan of the selection (:func:`filterdb.engine.sample_plan`)."""
+        df = self.layers.sort_values("filter_start")
+        return E.sample_plan(df["filter_start"].to_numpy(np.int64),
+                             df["filter_count"].to_numpy(np.int64),
+                             df["layer_id"].to_numpy(np.int64))
+
+    def run(self, desc, pass_, *args, plan=None, any_order=False, **kw):
         """``pass_(source, plan, *args, **kw)`` (a function of :mod:`.passes`) on this
-        call's engine, with a progress bar named ``desc``."""
-        cb, done = progress_callback(self.progress, desc, self.plan.n_rows)
+        call's engine, with a progress bar named ``desc``. ``any_order``: the result does
+        not depend on the order of the tasks, so after a pass in one direction this one
+        runs in the other (its first reads hit the page cache)."""
+        whole = plan is None  # a pass over the selection (not a sample)
+        plan = self.plan if whole else plan
+        if whole and any_order and self._passes % 2:
+            plan = E.reversed_plan(plan)
+        cb, done = progress_callback(self.progress, desc, plan.n_rows)
         try:
-            return pass_(self.source, self.plan, *args, engine=self.engine, progress=cb, **kw)
+            return pass_(self.source, plan, *args, engine=self.engine, progress=cb, **kw)
         finally:
+            self._passes += whole
             done()
 
     def map_reduce(self, desc, plan, kernel, params, **kw) -> dict:
@@ -252,15 +269,29 @@ class Context:
         return s.loc[list(labels)]
 
     # -- the cached passes
-    def pca(self) -> _pca.PCA:
-        """The PCA of the selection (method.md section 3), cached."""
+    def pca(self, with_range: bool = False) -> _pca.PCA:
+        """The PCA of the selection (method.md section 3), cached. ``with_range``: find
+        the shared range in the same pass if it is not cached
+        (:func:`.passes.fit_pca_range`: a sample pass first, 151 MB)."""
         key = self.key("pca")
         hit = self.get(key)
         if isinstance(hit, dict):
             return _pca.PCA.from_dict(hit)
-        p = self.run("PCA", passes.fit_pca, self.precision)
+        if with_range and not isinstance(self.get(self.key("range")), list):
+            prov = self.run("PCA sample", passes.provisional_pca, self.precision,
+                            plan=self.sample)
+            p, rng = self.run("PCA", passes.fit_pca_range, prov, self.precision)
+            if rng is not None:
+                self.found_range(rng)
+        else:
+            p = self.run("PCA", passes.fit_pca, self.precision)
         self.put(key, p.to_dict())
         return p
+
+    def found_range(self, rng):
+        """Keep (and cache) a shared range found without its own pass."""
+        self._range = (float(rng[0]), float(rng[1]))
+        self.put(self.key("range"), list(self._range))
 
     def coefficient_range(self, p, range_=None) -> tuple[float, float]:
         """``range_`` checked, or the shared range of the selection (cached)."""
@@ -270,11 +301,14 @@ class Context:
             if lo == hi:
                 raise FilterDBError(f"empty histogram range ({lo}, {hi})")
             return lo, hi
+        if self._range is not None:
+            return self._range
         key = self.key("range")
         hit = self.get(key)
         if isinstance(hit, list) and len(hit) == 2:
             return float(hit[0]), float(hit[1])
-        lo, hi = self.run("range", passes.coefficient_range, p, self.precision)
+        lo, hi = self.run("range", passes.coefficient_range, p, self.precision,
+                          any_order=True)
         self.put(key, [lo, hi])
         return lo, hi
 
@@ -349,7 +383,7 @@ class Context:
             desc = "histograms" if len(cols) > 1 else f"histograms by {cols[0]}"
             if n_cells:
                 cell_counts = self.run(desc, passes.group_histograms, p, lookup, n_cells, bins,
-                                       rng, self.precision)
+                                       rng, self.precision, any_order=True)
             else:  # every layer's group is NULL: no groups, nothing to bin
                 cell_counts = np.zeros((0, 9, bins), np.int64)
             got = self.split_cells(group, cells, cell_counts, bins)
@@ -365,7 +399,7 @@ class Context:
         if isinstance(hit, (bytes, bytearray)):
             return npz_load(hit)["counts"]
         counts = self.run("c0-c1 density", passes.histogram2d, p, rng, bins,
-                          precision=self.precision)
+                          precision=self.precision, any_order=True)
         self.put(key, npz_bytes(counts=counts))
         return counts
 
@@ -375,7 +409,7 @@ class Context:
         ``(pca, range, {column: (labels, counts)})``."""
         for c in columns:
             self.check_by(c)
-        p = self.pca()
+        p = self.pca(with_range=range_ is None)
         rng = self.coefficient_range(p, range_)
         return p, rng, self.group_counts(p, rng, list(columns), bins)
 

@@ -1,5 +1,7 @@
 """The passes of the drift analysis over a source and a plan (docs/method.md, sections 3-4):
 PCA moments, the shared coefficient range, per-group histograms, the c0-c1 histogram.
+:func:`fit_pca_range` finds the exact range in the PCA pass itself (a provisional basis
+from a sample, :mod:`filterdb.kernels.extremes`), so a drift needs two passes, not three.
 
 Each function takes a source and a plan (:mod:`filterdb.engine`) and the engine options of
 :func:`~filterdb.engine.map_reduce` (``engine``, ``scheduler``, ``workers``, ``progress``);
@@ -14,11 +16,12 @@ import numpy as np
 
 from .. import engine as E  # E.map_reduce: looked up per call (tests count passes)
 from ..errors import FilterDBError
+from ..kernels import extremes as _ext
 from ..kernels import hist as _hist
 from ..kernels import pca as _pca
 
-__all__ = ["pca_params", "check_lookup", "fit_pca", "coefficient_range", "group_histograms",
-           "histogram2d"]
+__all__ = ["pca_params", "check_lookup", "fit_pca", "provisional_pca", "fit_pca_range",
+           "pca_range_from", "coefficient_range", "group_histograms", "histogram2d"]
 
 
 def pca_params(p: _pca.PCA, precision="float32") -> dict:
@@ -32,6 +35,36 @@ def fit_pca(source, plan, precision="float32", **engine) -> _pca.PCA:
     r = E.map_reduce(source, plan, _pca.moments_task,
                    {"precision": _pca.check_precision(precision)}, **engine)
     return _pca.pca_from_moments(int(r["n"]), r["s"], r["sxx"])
+
+
+def provisional_pca(source, sample, precision="float32", **engine) -> _pca.PCA | None:
+    """The PCA of the sample plan ``sample`` (:func:`filterdb.engine.sample_plan`): the
+    provisional basis of :func:`fit_pca_range`; None if the sample has no variance."""
+    r = E.map_reduce(source, sample, _pca.moments_task,
+                     {"precision": _pca.check_precision(precision)}, **engine)
+    try:
+        return _pca.pca_from_moments(int(r["n"]), r["s"], r["sxx"])
+    except FilterDBError:
+        return None
+
+
+def pca_range_from(result: dict, prov: _pca.PCA) -> tuple[_pca.PCA, tuple | None]:
+    """``(pca, range or None)`` from a :func:`~filterdb.kernels.extremes.moments_top_task`
+    result taken on the provisional ``prov``."""
+    p = _pca.pca_from_moments(int(result["n"]), result["s"], result["sxx"])
+    return p, _ext.range_from_top(result["top"], prov.mean, prov.components, p.mean,
+                                  p.components)
+
+
+def fit_pca_range(source, plan, prov: _pca.PCA | None, precision="float32",
+                  **engine) -> tuple[_pca.PCA, tuple | None]:
+    """The PCA and, when the check of :mod:`filterdb.kernels.extremes` passes, the exact
+    shared range, in one pass (None: run :func:`coefficient_range`)."""
+    if prov is None:
+        return fit_pca(source, plan, precision, **engine), None
+    r = E.map_reduce(source, plan, _ext.moments_top_task,
+                     dict(pca_params(prov, precision)), **engine)
+    return pca_range_from(r, prov)
 
 
 def coefficient_range(source, plan, pca: _pca.PCA, precision="float32",

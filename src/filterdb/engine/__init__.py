@@ -13,8 +13,9 @@ same kernels on local threads or on Dask workers.
   rows in the buffer (small gaps read through, alignment padding) get layer id -1 and are
   skipped.
 - A *kernel* is ``kernel(filters, layer_ids, **params) -> {name: ndarray}``; results of
-  all tasks are combined per key by ``sum`` (default), ``min`` or ``max`` (a kernel may
-  declare ``kernel.reduce = {key: op}``), in plan order, so results are reproducible.
+  all tasks are combined per key by ``sum`` (default), ``min``, ``max`` or ``top`` (the
+  most extreme rows: :func:`filterdb.kernels.extremes.merge_top`; a kernel may declare
+  ``kernel.reduce = {key: op}``), in plan order, so results are reproducible.
 """
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ import numpy as np
 
 from ..errors import FilterDBError
 from ..kernels import _numba
+from ..kernels.extremes import merge_top
 from ..utils import aligned_empty
-from .plan import Plan, Task, layer_groups, make_plan
+from .plan import Plan, Task, layer_groups, make_plan, reversed_plan, sample_plan
 
 
 @runtime_checkable
@@ -117,7 +119,7 @@ def _checked(x, count, start):
     return x
 
 
-_OPS = {"sum": np.add, "min": np.minimum, "max": np.maximum}
+_OPS = {"sum": np.add, "min": np.minimum, "max": np.maximum, "top": merge_top}
 
 
 def combine(acc: dict | None, res: dict, reduce: dict) -> dict:
@@ -173,7 +175,7 @@ def map_reduce(source, plan: Plan, kernel, params: dict | None = None, *, engine
     reduce = dict(getattr(kernel, "reduce", {}), **(reduce or {}))
     bad = set(reduce.values()) - set(_OPS)
     if bad:
-        raise FilterDBError(f"unknown reduction(s) {sorted(bad)}: use sum, min or max")
+        raise FilterDBError(f"unknown reduction(s) {sorted(bad)}: use sum, min, max or top")
     if not plan.tasks:
         raise FilterDBError("empty selection: no filters to analyse")
     if hasattr(source, "for_plan"):
@@ -191,5 +193,5 @@ def map_reduce(source, plan: Plan, kernel, params: dict | None = None, *, engine
 
 
 __all__ = ["Source", "ArraySource", "RowReaderSource", "aligned_empty", "Task", "Plan",
-           "make_plan", "layer_groups", "single_blas", "read_task", "run_task", "combine",
-           "get_engine", "map_reduce"]
+           "make_plan", "sample_plan", "layer_groups", "single_blas", "read_task", "run_task",
+           "combine", "reversed_plan", "get_engine", "map_reduce"]

@@ -86,6 +86,41 @@ def make_plan(starts, counts, layer_ids, target_rows: int = DEFAULT_TARGET_ROWS,
     return Plan(tuple(tasks), int(counts.sum()), max(t.span for t in tasks))
 
 
+def reversed_plan(plan: Plan) -> Plan:
+    """The same tasks in reverse order. A pass right after another one starts on the
+    rows the page cache still holds from it (for reductions whose order does not matter:
+    min / max, integer counts, per-layer values)."""
+    return Plan(plan.tasks[::-1], plan.n_rows, plan.max_span)
+
+
+SAMPLE_ROWS = 1 << 22  # rows of a sample plan (4 M filters, 151 MB)
+SAMPLE_WINDOWS = 1024
+
+
+def sample_plan(starts, counts, layer_ids, rows: int | None = None,
+                windows: int = SAMPLE_WINDOWS) -> Plan:
+    """A plan over about ``rows`` (default :data:`SAMPLE_ROWS`) of the selected rows:
+    ``windows`` windows evenly spaced over them (all of them if they are fewer). For a
+    provisional PCA fixed before a pass (:mod:`filterdb.kernels.extremes`)."""
+    rows = SAMPLE_ROWS if rows is None else int(rows)
+    starts = np.asarray(starts, np.int64).ravel()
+    counts = np.asarray(counts, np.int64).ravel()
+    layer_ids = np.asarray(layer_ids, np.int64).ravel()
+    keep = counts > 0
+    starts, counts, layer_ids = starts[keep], counts[keep], layer_ids[keep]
+    total = int(counts.sum())
+    if total > rows:
+        w = max(ALIGN_ROWS, rows // max(int(windows), 1))
+        n_win = max(1, rows // w)
+        pos = (np.arange(n_win, dtype=np.float64) * (total / n_win)).astype(np.int64)
+        cum = np.concatenate([[0], np.cumsum(counts)])
+        li = np.searchsorted(cum, pos, side="right") - 1
+        off = pos - cum[li]
+        starts, counts, layer_ids = starts[li] + off, np.minimum(w, counts[li] - off), \
+            layer_ids[li]
+    return make_plan(starts, counts, layer_ids)
+
+
 def _cut(starts, counts, layer_ids, target: int, gap_rows: int, align_rows: int,
          tasks: list) -> None:
     """Append the tasks of buffers of about ``target`` rows over the ranges to ``tasks``."""
@@ -128,5 +163,5 @@ def _cut(starts, counts, layer_ids, target: int, gap_rows: int, align_rows: int,
     close()
 
 
-__all__ = ["Task", "Plan", "make_plan", "layer_groups", "DEFAULT_TARGET_ROWS", "ALIGN_ROWS",
-           "GAP_ROWS"]
+__all__ = ["Task", "Plan", "make_plan", "sample_plan", "reversed_plan", "SAMPLE_ROWS",
+           "layer_groups", "DEFAULT_TARGET_ROWS", "ALIGN_ROWS", "GAP_ROWS"]

@@ -25,10 +25,11 @@ BLOCK = 512  # rows per block
 
 
 @njit(**_OPTS)
-def _load(x, r0, r1, ids, lookup, t, peak, g):
+def _load(x, r0, r1, ids, lookup, t, peak, g, src):
     """Scaled, transposed copy of the kept rows ``r0:r1`` into ``t`` (9, BLOCK) float32.
 
-    ``g`` receives the group code of each kept row. Returns the number of kept rows.
+    ``g`` receives the group code of each kept row and ``src`` its row in ``x``. Returns
+    the number of kept rows.
     """
     use_ids = ids.shape[0] > 0
     use_lookup = lookup.shape[0] > 0
@@ -44,6 +45,7 @@ def _load(x, r0, r1, ids, lookup, t, peak, g):
                 if code < 0:
                     continue
         g[k] = code
+        src[k] = r
         m = np.float32(0.0)
         for j in range(9):
             v = x[r, j]
@@ -92,19 +94,21 @@ def _accumulate(t, k, s, sxx):
 @njit(**_OPTS)
 def _scratch():
     """Per-call block buffers: scaled rows ``t``, row peaks, group codes, centred rows
-    ``d`` and coefficients ``c``, and an empty id array (no selection / no lookup)."""
+    ``d`` and coefficients ``c``, an empty id array (no selection / no lookup) and the
+    kept rows' source rows."""
     return (np.empty((9, BLOCK), np.float32), np.empty(BLOCK, np.float32),
             np.empty(BLOCK, np.int64), np.empty((9, BLOCK), np.float64),
-            np.empty((9, BLOCK), np.float64), np.empty(0, np.int64))
+            np.empty((9, BLOCK), np.float64), np.empty(0, np.int64),
+            np.empty(BLOCK, np.int64))
 
 
 @njit(**_OPTS)
 def scale_rows(x, out):
     """``out[r] = x[r] / max|x[r]|`` (float32); all-zero rows stay zero."""
     m = x.shape[0]
-    t, peak, g, _, _, none = _scratch()
+    t, peak, g, _, _, none, src = _scratch()
     for r0 in range(0, m, BLOCK):
-        k = _load(x, r0, min(r0 + BLOCK, m), none, none, t, peak, g)
+        k = _load(x, r0, min(r0 + BLOCK, m), none, none, t, peak, g, src)
         for i in range(k):
             for j in range(9):
                 out[r0 + i, j] = t[j, i]
@@ -118,12 +122,12 @@ def moments(x, ids, s, sxx):
     ``sxx`` is written. Returns the number of rows counted.
     """
     m = x.shape[0]
-    t, peak, g, _, _, none = _scratch()
+    t, peak, g, _, _, none, src = _scratch()
     bs = np.zeros(9, np.float64)
     bxx = np.zeros((9, 9), np.float64)
     n = 0
     for r0 in range(0, m, BLOCK):
-        k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g)
+        k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g, src)
         bs[:] = 0.0
         bxx[:, :] = 0.0
         _accumulate(t, k, bs, bxx)
@@ -139,9 +143,9 @@ def moments(x, ids, s, sxx):
 def coefficients(x, mean, comps, out):
     """PCA coefficients of every row into ``out`` (m, 9) float64."""
     m = x.shape[0]
-    t, peak, g, d, c, none = _scratch()
+    t, peak, g, d, c, none, src = _scratch()
     for r0 in range(0, m, BLOCK):
-        k = _load(x, r0, min(r0 + BLOCK, m), none, none, t, peak, g)
+        k = _load(x, r0, min(r0 + BLOCK, m), none, none, t, peak, g, src)
         _centre_project(t, k, mean, comps, d, c)
         for i in range(k):
             for q in range(9):
@@ -152,10 +156,10 @@ def coefficients(x, mean, comps, out):
 def coeff_range(x, ids, mean, comps, cmin, cmax):
     """Fold the per-component min / max of the kept rows' coefficients into cmin / cmax."""
     m = x.shape[0]
-    t, peak, g, d, c, none = _scratch()
+    t, peak, g, d, c, none, src = _scratch()
     n = 0
     for r0 in range(0, m, BLOCK):
-        k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g)
+        k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g, src)
         _centre_project(t, k, mean, comps, d, c)
         n += k
         for q in range(9):
@@ -190,6 +194,49 @@ def _bin_index(v, edges, nb, lo, hi, fac):
 
 
 @njit(**_OPTS)
+def _count_block(c, k, g, edges, flat):
+    """Bin and count the block's coefficients ``c[:, :k]`` into ``flat`` (group ``g[i]``,
+    component, bin; rows with ``g[i] < 0`` skipped), np.histogram's rule as
+    :func:`_bin_index`, binning and counting in one loop."""
+    nb = edges.shape[0] - 1
+    lo = edges[0]
+    hi = edges[nb]
+    fac = nb / (hi - lo)
+    for q in range(9):
+        for i in range(k):
+            gi = g[i]
+            v = c[q, i]
+            if gi >= 0 and v >= lo and v <= hi:
+                b = int((v - lo) * fac)
+                if b >= nb:
+                    b = nb - 1
+                if v < edges[b]:
+                    b -= 1
+                elif b != nb - 1 and v >= edges[b + 1]:
+                    b += 1
+                flat[(gi * 9 + q) * nb + b] += 1
+
+
+@njit(**_OPTS)
+def _count2d_block(c, k, a, b, edges_a, edges_b, counts):
+    """Add the block's 2-D counts of coefficient ``a`` (rows) vs ``b`` to ``counts``."""
+    na = edges_a.shape[0] - 1
+    nbb = edges_b.shape[0] - 1
+    lo_a, hi_a = edges_a[0], edges_a[na]
+    lo_b, hi_b = edges_b[0], edges_b[nbb]
+    fac_a = na / (hi_a - lo_a)
+    fac_b = nbb / (hi_b - lo_b)
+    for i in range(k):
+        p = _bin_index(c[a, i], edges_a, na, lo_a, hi_a, fac_a)
+        if p < 0:
+            continue
+        q = _bin_index(c[b, i], edges_b, nbb, lo_b, hi_b, fac_b)
+        if q < 0:
+            continue
+        counts[p, q] += 1
+
+
+@njit(**_OPTS)
 def hist(x, ids, lookup, mean, comps, edges, counts):
     """Add per-group, per-component histogram counts to ``counts`` (G, 9, nb) int64.
 
@@ -200,29 +247,13 @@ def hist(x, ids, lookup, mean, comps, edges, counts):
     (22 vs 15.7 M filters/s on one thread, 2026-12-02), with the same counts.
     """
     m = x.shape[0]
-    nb = edges.shape[0] - 1
-    lo = edges[0]
-    hi = edges[nb]
-    fac = nb / (hi - lo)
-    n_groups = counts.shape[0]
-    size = n_groups * 9 * nb
+    size = counts.size
     flat = np.zeros(size, np.int64)
-    t, peak, g, d, c, _ = _scratch()
+    t, peak, g, d, c, _, src = _scratch()
     for r0 in range(0, m, BLOCK):
-        k = _load(x, r0, min(r0 + BLOCK, m), ids, lookup, t, peak, g)
+        k = _load(x, r0, min(r0 + BLOCK, m), ids, lookup, t, peak, g, src)
         _centre_project(t, k, mean, comps, d, c)
-        for q in range(9):
-            for i in range(k):
-                v = c[q, i]
-                if v >= lo and v <= hi:
-                    b = int((v - lo) * fac)
-                    if b >= nb:
-                        b = nb - 1
-                    if v < edges[b]:
-                        b -= 1
-                    elif b != nb - 1 and v >= edges[b + 1]:
-                        b += 1
-                    flat[(g[i] * 9 + q) * nb + b] += 1
+        _count_block(c, k, g, edges, flat)
     out = counts.reshape(-1)
     for p in range(size):
         out[p] += flat[p]
@@ -232,24 +263,117 @@ def hist(x, ids, lookup, mean, comps, edges, counts):
 def hist2d(x, ids, mean, comps, a, b, edges_a, edges_b, counts):
     """Add the 2-D histogram of coefficient ``a`` (rows) vs ``b`` (columns) to ``counts``."""
     m = x.shape[0]
-    na = edges_a.shape[0] - 1
-    nbb = edges_b.shape[0] - 1
-    lo_a, hi_a = edges_a[0], edges_a[na]
-    lo_b, hi_b = edges_b[0], edges_b[nbb]
-    fac_a = na / (hi_a - lo_a)
-    fac_b = nbb / (hi_b - lo_b)
-    t, peak, g, d, c, none = _scratch()
+    t, peak, g, d, c, none, src = _scratch()
     for r0 in range(0, m, BLOCK):
-        k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g)
+        k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g, src)
         _centre_project(t, k, mean, comps, d, c)
+        _count2d_block(c, k, a, b, edges_a, edges_b, counts)
+
+
+@njit(**_OPTS)
+def hist_and_2d(x, ids, lookup, mean, comps, edges, counts, a, b, edges_a, edges_b,
+                counts2d):
+    """:func:`hist` and :func:`hist2d` (of every kept row, whatever its group code) from
+    one scaling and projection of each block: the same counts as the two kernels."""
+    m = x.shape[0]
+    size = counts.size
+    flat = np.zeros(size, np.int64)
+    t, peak, g, d, c, none, src = _scratch()
+    coded = ids.shape[0] > 0 and lookup.shape[0] > 0
+    for r0 in range(0, m, BLOCK):
+        k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g, src)
+        if coded:
+            for i in range(k):
+                g[i] = lookup[ids[src[i]]]
+        _centre_project(t, k, mean, comps, d, c)
+        _count_block(c, k, g, edges, flat)
+        _count2d_block(c, k, a, b, edges_a, edges_b, counts2d)
+    out = counts.reshape(-1)
+    for p in range(size):
+        out[p] += flat[p]
+
+
+TOP_K = 32  # rows kept per direction by moments_top
+
+
+@njit(**_OPTS)
+def _track(c, k, src, x, top, low, pos):
+    """Fold the block's coefficients into ``top`` (see :func:`moments_top`); ``low[d]`` /
+    ``pos[d]``: the smallest kept value of direction ``d`` and its slot."""
+    K = top.shape[1] - 1
+    for d in range(18):
+        q = d // 2
+        sg = 1.0 if d % 2 == 0 else -1.0
+        if d % 2 == 0:  # the block's largest and smallest c_q in one scan
+            hi = -np.inf
+            lo = np.inf
+            for i in range(k):
+                v = c[q, i]
+                hi = v if v > hi else hi
+                lo = v if v < lo else lo
+        bm = hi if d % 2 == 0 else -lo
+        if not bm > low[d]:  # nothing to keep: the block's best only raises theta
+            if bm > top[d, K, 0]:
+                top[d, K, 0] = bm
+            continue
         for i in range(k):
-            p = _bin_index(c[a, i], edges_a, na, lo_a, hi_a, fac_a)
-            if p < 0:
-                continue
-            q = _bin_index(c[b, i], edges_b, nbb, lo_b, hi_b, fac_b)
-            if q < 0:
-                continue
-            counts[p, q] += 1
+            v = sg * c[q, i]
+            if v > low[d]:
+                if low[d] > top[d, K, 0]:
+                    top[d, K, 0] = low[d]  # the evicted value
+                s = pos[d]
+                top[d, s, 0] = v
+                r = src[i]
+                for j in range(9):
+                    top[d, s, 1 + j] = x[r, j]
+                mn, ps = top[d, 0, 0], 0
+                for e in range(1, K):
+                    if top[d, e, 0] < mn:
+                        mn, ps = top[d, e, 0], e
+                low[d] = mn
+                pos[d] = ps
+            elif v > top[d, K, 0]:
+                top[d, K, 0] = v
+
+
+@njit(**_OPTS)
+def moments_top(x, ids, s, sxx, mean, comps, top):
+    """:func:`moments`, and the rows most extreme along each direction ``+-comps[q]``.
+
+    ``top`` ``(18, K + 1, 10)`` float64, direction ``d = 2 q`` (``+c_q``) or ``2 q + 1``
+    (``-c_q``) of the coefficients on ``(mean, comps)``: ``top[d, :K, 0]`` the ``K``
+    largest values seen (``-inf``: empty slot) with their raw rows in ``top[d, :K, 1:]``,
+    ``top[d, K, 0]`` (theta) the largest value not kept. Start from ``-inf`` everywhere.
+    Returns the number of rows counted.
+    """
+    m = x.shape[0]
+    K = top.shape[1] - 1
+    t, peak, g, d, c, none, src = _scratch()
+    bs = np.zeros(9, np.float64)
+    bxx = np.zeros((9, 9), np.float64)
+    low = np.empty(18, np.float64)
+    pos = np.zeros(18, np.int64)
+    for e in range(18):
+        lo, ps = top[e, 0, 0], 0
+        for j in range(1, K):
+            if top[e, j, 0] < lo:
+                lo, ps = top[e, j, 0], j
+        low[e] = lo
+        pos[e] = ps
+    n = 0
+    for r0 in range(0, m, BLOCK):
+        k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g, src)
+        bs[:] = 0.0
+        bxx[:, :] = 0.0
+        _accumulate(t, k, bs, bxx)
+        n += k
+        for a in range(9):
+            s[a] += bs[a]
+            for b in range(a, 9):
+                sxx[a, b] += bxx[a, b]
+        _centre_project(t, k, mean, comps, d, c)
+        _track(c, k, src, x, top, low, pos)
+    return n
 
 
 @njit(**_OPTS)

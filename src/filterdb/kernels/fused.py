@@ -56,26 +56,39 @@ def split(result: dict, prefix: str) -> dict:
 
 
 def hist_cells_task(filters, layer_ids, lookup, n_groups, mean, components, edges,
-                    precision="float32") -> dict:
+                    precision="float32", hist2d=None) -> dict:
     """:func:`filterdb.kernels.hist.hist_task` (the same counts) for many groups: only the
     groups of the block's layers are counted (a small array), then placed in the
-    ``(n_groups, 9, bins)`` result, whose untouched zero pages cost nothing to allocate."""
+    ``(n_groups, 9, bins)`` result, whose untouched zero pages cost nothing to allocate.
+
+    ``hist2d`` (``{"a", "b", "edges_a", "edges_b"}``) adds ``counts2d``, the counts of
+    :func:`filterdb.kernels.hist.hist2d_task` (every kept row, whatever its group), from
+    the same projection of each block.
+    """
     nb = len(edges) - 1
     out = np.zeros((int(n_groups), 9, nb), np.int64)
-    _, _, lids = LS.layer_runs(np.ascontiguousarray(layer_ids, dtype=np.int64))
-    if len(lids) == 0:
-        return {"counts": out}
+    res = {"counts": out}
+    if hist2d is not None:
+        e_a, e_b = hist2d["edges_a"], hist2d["edges_b"]
+        res["counts2d"] = np.zeros((len(e_a) - 1, len(e_b) - 1), np.int64)
+    ids = np.ascontiguousarray(layer_ids, dtype=np.int64)
+    _, _, lids = LS.layer_runs(ids)
     g = lookup[lids]
     u = np.unique(g[g >= 0])
-    if len(u) == 0:
-        return {"counts": out}
+    if len(lids) == 0 or (len(u) == 0 and hist2d is None):
+        return res
     local = np.full(len(lookup), -1, np.int64)
     local[lids] = np.where(g >= 0, np.searchsorted(u, g), -1)
-    counts = np.zeros((len(u), 9, nb), np.int64)
-    _numba.hist(task_filters(filters, layer_ids, precision), layer_ids, local, mean,
-                components, edges, counts)
-    out[u] = counts
-    return {"counts": out}
+    counts = np.zeros((max(len(u), 1), 9, nb), np.int64)
+    x = task_filters(filters, layer_ids, precision)
+    if hist2d is None:
+        _numba.hist(x, ids, local, mean, components, edges, counts)
+    else:
+        _numba.hist_and_2d(x, ids, local, mean, components, edges, counts,
+                           int(hist2d["a"]), int(hist2d["b"]), e_a, e_b, res["counts2d"])
+    if len(u):
+        out[u] = counts[:len(u)]
+    return res
 
 
 @njit(**_OPTS)
