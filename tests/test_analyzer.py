@@ -215,3 +215,36 @@ def test_zoo_models_analyze_equals_separate(tmp_path, zoo_path):
         assert np.abs(a[ok] - b[ok]).max() < 1e-6
     finally:
         db.close()
+
+
+def test_range_found_in_pass_1_from_a_real_sample(small, count_passes, monkeypatch):
+    """A sample smaller than the database (20,000 of 40,640 filters): the provisional PCA
+    differs from the PCA, the range proved in pass 1 equals the range pass to the bit."""
+    import filterdb.engine.plan as plan_mod
+    from filterdb.analysis import passes
+    from filterdb.analysis.context import analysis_context
+
+    monkeypatch.setattr(plan_mod, "SAMPLE_ROWS", 20_000)
+    r = analysis.analyze(small, columns=("task",), cache=False)
+    assert len(r.passes) == 2 and count_passes[0] is moments_task
+    with analysis_context(small, None, cache=False) as ctx:
+        assert ctx.sample.n_rows <= 20_000
+        exact = passes.coefficient_range(ctx.source, ctx.plan, r.pca)
+        prov = passes.provisional_pca(ctx.source, ctx.sample)
+    assert r.range == exact
+    assert np.abs(prov.components - r.pca.components).max() > 1e-6  # a real sample
+    del count_passes[:]
+    d = analysis.drift(small, "task", cache=False)  # the drift command: the same two passes
+    assert d.range == exact and len(count_passes) == 3  # the sample, PCA + range, histograms
+    np.testing.assert_array_equal(d.counts, r.summary.results["task"].counts)
+
+
+def test_failed_range_proof_falls_back_to_the_range_pass(small, count_passes, monkeypatch):
+    from filterdb.kernels import extremes
+
+    monkeypatch.setattr(extremes, "range_from_top", lambda *a, **k: None)
+    r = analysis.analyze(small, columns=COLS, matrices=COLS, orthogonality_precision="float64",
+                         cache=False)
+    assert [p.name.split(":")[1].strip() for p in r.passes][1] == "range"
+    assert len(r.passes) == 3 and sum(p.n_orth for p in r.passes) == 4 * 5
+    assert_same_as_separate(small, r, COLS)

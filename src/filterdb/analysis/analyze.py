@@ -4,9 +4,16 @@
 the histograms of every grouping column (:data:`COLUMNS`), the c0-c1 density and the
 health metrics of every layer (docs/method.md, sections 3-5), in at most three passes:
 
-1. PCA moments and the layers' health statistics (sparsity, variance entropies);
-2. the exact coefficient range (skipped with a fixed ``range``);
-3. the histograms of all columns at once and the c0-c1 density.
+1. PCA moments and the layers' health statistics (sparsity, variance entropies), and the
+   rows most extreme on a provisional basis (the PCA of a 4 M-filter sample read first),
+   from which :mod:`filterdb.kernels.extremes` proves the exact coefficient range;
+2. the exact coefficient range, only if that proof fails (or with the PCA cached and the
+   range not; skipped with a fixed ``range``);
+3. the histograms of all columns at once and the c0-c1 density, from one projection.
+
+So the analysis normally reads the filters twice. A pass whose result does not depend on
+the order of the tasks (all but the first) runs in the other direction from the pass
+before it, so its first reads hit what the page cache still holds.
 
 Every pass runs on one layer-cut plan (tasks hold whole layers:
 :func:`filterdb.engine.make_plan` with ``whole_layers``), so the costly orthogonality of a layer can
@@ -116,7 +123,8 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             thresholds=None, engine="local", scheduler=None, workers: int = 2,
             progress=None, cache: bool = True, recompute: bool = False,
             precision: str = "float32", matrices=None) -> AnalyzeResult:
-    """PCA, range, histograms of ``columns``, c0-c1 density and health, in <= 3 passes.
+    """PCA, range, histograms of ``columns``, c0-c1 density and health, in 2 passes (3 if
+    the range cannot be proved from pass 1).
 
     ``recompute``: ignore cached results (and store the new ones); ``cache=False``: neither
     read nor store (the analysis caches; health metrics are stored unless ``cache=False``).
@@ -238,7 +246,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
                 parts.append(("health", health_task,
                               {"index": hindex, "c_out": h_c_out, "eps": float(t.sparsity_eps),
                                "orthogonality": False}))
-            r = runner.run("pass 1: " + " + ".join(passes[0]), parts, ortho_params(0), 0,
+            r = runner.run(" + ".join(passes[0]), parts, ortho_params(0), 0,
                            int((orth_pass == 0).sum()))
             take_orth(r, 0)
             if need_pca:
@@ -258,14 +266,14 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
                     raise FilterDBError("internal error: layers not seen exactly once")
                 hvalues = hv["values"]
         elif len(todo_h) and (orth_pass == 0).any():
-            r = runner.run("pass 1: orthogonality", [], ortho_params(0), 0,
+            r = runner.run("orthogonality", [], ortho_params(0), 0,
                            int((orth_pass == 0).sum()))
             take_orth(r, 0)
 
         # pass 2
         if passes[1]:
             parts = [("range", _pca.range_task, pca_params(p, ctx.precision))]
-            r = runner.run("pass 2: range", parts, ortho_params(1), 1,
+            r = runner.run("range", parts, ortho_params(1), 1,
                            int((orth_pass == 1).sum()), any_order=True)
             take_orth(r, 1)
             rr = F.split(r, "range")
@@ -296,7 +304,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
                                                                **d2)))
             names = ([f"histograms ({len(hist_todo)} columns)"] if hist_todo else []) + \
                 (["c0-c1 density"] if d2 is not None else [])
-            r = runner.run("pass 3: " + (" + ".join(names) or "orthogonality"), parts,
+            r = runner.run(" + ".join(names) or "orthogonality", parts,
                            ortho_params(2), 2, int((orth_pass == 2).sum()), any_order=True)
             take_orth(r, 2)
             if hist_todo:
@@ -394,6 +402,7 @@ class _Runner:
         ctx = self.ctx
         ctx.engine  # noqa: B018 - started before the clock, as before
         plan = reversed_plan(self.plan) if any_order and len(self.info) % 2 else self.plan
+        desc = f"pass {len(self.info) + 1}: {desc}"
         t = time.perf_counter()
         r = single_blas(lambda: ctx.map_reduce(
             desc, plan, F.fused_task, {"parts": parts, "ortho": ortho},

@@ -367,25 +367,44 @@ def orthogonality_f32(rows, c: int, col_block: int = COL_BLOCK,
         R = R * np.float32(s)
         inv = inv / s  # the Gram of the scaled rows is s^2 times the Gram
     rb = max(1, min(c, gram_elements // c))
+    nblk = max(1, -(-k // col_block))  # equal column blocks of at most col_block
+    cb = max(1, -(-k // nblk))
     tot = 0.0
     for i0 in range(0, c, rb):
         i1 = min(c, i0 + rb)
-        G = np.zeros((i1 - i0, c - i0), np.float64)
-        for k0 in range(0, k, col_block):
-            k1 = min(k, k0 + col_block)
-            if i1 == c and i0 == 0:  # one row block: A A^T (numpy calls syrk)
-                A = R if k1 - k0 == k else np.ascontiguousarray(R[:, k0:k1])
-                G += A @ A.T
+        G = None
+        for k0 in range(0, max(k, 1), cb):
+            if i0 == 0 and i1 == c:  # one row block: A A^T of a strided view (numpy: syrk)
+                A = R[:, k0:k0 + cb]
+                P = A @ A.T
             else:
-                G += R[i0:i1, k0:k1] @ R[i0:, k0:k1].T
-        G *= inv[i0:i1, None]
-        G *= inv[None, i0:]
-        m = i1 - i0
-        sq = G[:, :m]
-        d = np.abs(np.diagonal(sq) - 1.0).sum()
-        upper = np.abs(np.triu(sq, 1)).sum() + np.abs(G[:, m:]).sum()
-        tot += d + 2.0 * upper
+                P = R[i0:i1, k0:k0 + cb] @ R[i0:, k0:k0 + cb].T
+            if nblk == 1:
+                G = P  # float32 products of one block: summed in float64 below
+            elif G is None:
+                G = P.astype(np.float64)
+            else:
+                G += P
+        tot += _block_deviation(G, inv, i0)
     return 1.0 - tot / (c * (c - 1))
+
+
+@njit(fastmath={"reassoc", "nsz"}, **_OPTS)
+def _block_deviation(G, inv, i0):
+    """``sum |G_ij inv_i inv_j - delta_ij|`` over Gram rows ``i = i0 + r`` and columns
+    ``j >= i`` (counted twice off the diagonal), in float64; ``G[r, j - i0]``."""
+    m = G.shape[0]
+    diag = 0.0
+    off = 0.0
+    for r in range(m):
+        i = i0 + r
+        a = inv[i]
+        diag += abs(np.float64(G[r, r]) * a * a - 1.0)
+        s = 0.0
+        for j in range(r + 1, G.shape[1]):
+            s += abs(np.float64(G[r, j]) * inv[i0 + j])
+        off += a * s
+    return diag + 2.0 * off
 
 
 def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True,
