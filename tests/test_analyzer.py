@@ -151,6 +151,13 @@ def test_float32_orthogonality_within_1e6_of_the_definition(small):
              + k0 * rng.standard_normal((1, cin, 9)) * 0.02).astype(np.float32)
         ref = orth_def(W)
         assert abs(F.orthogonality_f32(W.reshape(-1, 9), c) - ref) < 1e-6
+        for bad in (np.nan, np.inf):  # a weight not finite: NaN, as the float64 path
+            Wb = W.copy()
+            Wb[c // 2, 0, 4] = bad
+            assert np.isnan(F.orthogonality_f32(Wb.reshape(-1, 9), c))
+            assert np.isnan(F.orthogonality_task(Wb.reshape(-1, 9), np.zeros(c * cin, np.int64),
+                                                 np.zeros(1, np.int64), np.array([c]),
+                                                 float32=True)["orth"][0])
         # tiny weights: products would underflow in float32 without the exact rescaling
         assert abs(F.orthogonality_f32((W * 1e-21).reshape(-1, 9), c)
                    - orth_def(W.astype(np.float64) * 1e-21)) < 1e-6

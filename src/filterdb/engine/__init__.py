@@ -15,7 +15,8 @@ same kernels on local threads or on Dask workers.
 - A *kernel* is ``kernel(filters, layer_ids, **params) -> {name: ndarray}``; results of
   all tasks are combined per key by ``sum`` (default), ``min``, ``max`` or ``top`` (the
   most extreme rows: :func:`filterdb.kernels.extremes.merge_top`; a kernel may declare
-  ``kernel.reduce = {key: op}``), in plan order, so results are reproducible.
+  ``kernel.reduce = {key: op}``), in plan order, so results are reproducible. A result
+  may be a :class:`~filterdb.kernels.fused.SparseRows` (rows of a sum).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import numpy as np
 from ..errors import FilterDBError
 from ..kernels import _numba
 from ..kernels.extremes import merge_top
+from ..kernels.fused import SparseRows
 from ..utils import aligned_empty
 from .plan import Plan, Task, layer_groups, make_plan, reversed_plan, sample_plan
 
@@ -125,9 +127,13 @@ _OPS = {"sum": np.add, "min": np.minimum, "max": np.maximum, "top": merge_top}
 def combine(acc: dict | None, res: dict, reduce: dict) -> dict:
     """Fold one task's result into the accumulator (key-wise sum / min / max)."""
     if acc is None:
-        return {k: np.array(v, copy=True) for k, v in res.items()}
+        return {k: v.dense() if isinstance(v, SparseRows) else np.array(v, copy=True)
+                for k, v in res.items()}
     for k, v in res.items():
         a = acc[k]
+        if isinstance(v, SparseRows):  # rows of a sum
+            v.add_to(a)
+            continue
         op = _OPS[reduce.get(k, "sum")]
         if isinstance(a, np.ndarray) and a.ndim and np.shape(v) == a.shape and \
                 np.result_type(a, v) == a.dtype:

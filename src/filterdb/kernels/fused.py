@@ -15,6 +15,8 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
@@ -59,15 +61,15 @@ def hist_cells_task(filters, layer_ids, lookup, n_groups, mean, components, edge
                     precision="float32", hist2d=None) -> dict:
     """:func:`filterdb.kernels.hist.hist_task` (the same counts) for many groups: only the
     groups of the block's layers are counted (a small array), then placed in the
-    ``(n_groups, 9, bins)`` result, whose untouched zero pages cost nothing to allocate.
+    ``(n_groups, 9, bins)`` result (a :class:`SparseRows`).
 
     ``hist2d`` (``{"a", "b", "edges_a", "edges_b"}``) adds ``counts2d``, the counts of
     :func:`filterdb.kernels.hist.hist2d_task` (every kept row, whatever its group), from
     the same projection of each block.
     """
     nb = len(edges) - 1
-    out = np.zeros((int(n_groups), 9, nb), np.int64)
-    res = {"counts": out}
+    res = {"counts": SparseRows((int(n_groups), 9, nb), np.zeros(0, np.int64),
+                                np.zeros((0, 9, nb), np.int64))}
     if hist2d is not None:
         e_a, e_b = hist2d["edges_a"], hist2d["edges_b"]
         res["counts2d"] = np.zeros((len(e_a) - 1, len(e_b) - 1), np.int64)
@@ -87,8 +89,28 @@ def hist_cells_task(filters, layer_ids, lookup, n_groups, mean, components, edge
         _numba.hist_and_2d(x, ids, local, mean, components, edges, counts,
                            int(hist2d["a"]), int(hist2d["b"]), e_a, e_b, res["counts2d"])
     if len(u):
-        out[u] = counts[:len(u)]
+        res["counts"] = SparseRows((int(n_groups), 9, nb), u, counts[:len(u)])
     return res
+
+
+@dataclass
+class SparseRows:
+    """A task result that is zero but in rows ``index`` (distinct) of an array of
+    ``shape``: the engine's :func:`~filterdb.engine.combine` adds ``values`` into the
+    dense total in place (a dense ``(cells, 9, bins)`` result per task would cost more to
+    touch and add than the histogram costs to count)."""
+
+    shape: tuple
+    index: np.ndarray
+    values: np.ndarray
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros(self.shape, self.values.dtype)
+        out[self.index] = self.values
+        return out
+
+    def add_to(self, total: np.ndarray) -> None:
+        total[self.index] += self.values
 
 
 @njit(**_OPTS)
@@ -119,11 +141,14 @@ def orthogonality_task(x, ids, index, c_out, float32=False) -> dict:
         return {"orth": orth, "count": count}
     n = ends - starts
     co = c_out[rows]
-    fin = np.array([_all_finite(x, a, b) for a, b in zip(starts.tolist(), ends.tolist())],
-                   np.bool_)
-    ok = (co >= 2) & fin & (n % np.maximum(co, 1) == 0)
+    ok = (co >= 2) & (n % np.maximum(co, 1) == 0)
     o = np.full(len(rows), np.nan)
     small = ok & LS.use_loops(co, n * 9 // np.maximum(co, 1))
+    # finite weights only (orthogonality_f32 checks that in its own pass over the rows)
+    check = small if float32 else np.ones(len(rows), np.bool_)
+    ok[check] &= np.array([_all_finite(x, a, b) for a, b in
+                           zip(starts[check].tolist(), ends[check].tolist())], np.bool_)
+    small &= ok
     if small.any():
         v = np.empty(int(small.sum()))
         LS.orthogonality_runs(x, starts[small], ends[small], co[small], v)
@@ -139,6 +164,7 @@ def orthogonality_task(x, ids, index, c_out, float32=False) -> dict:
 
 __all__ = [
     "COL_BLOCK",
+    "SparseRows",
     "fused_reduce",
     "fused_task",
     "hist_cells_task",

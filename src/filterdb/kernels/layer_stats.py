@@ -338,15 +338,22 @@ GRAM_ELEMENTS = 1 << 23  # float64 Gram elements per row block (64 MB)
 
 
 @njit(**_OPTS)
-def _inv_norms(R, inv):
-    """``inv[i] = 1 / max(|R_i|, 1e-12)``, the float32 rows' norms summed in float64."""
+def _row_stats(R, inv):
+    """``inv[i] = 1 / max(|R_i|, 1e-12)`` (the float32 rows' norms summed in float64), and
+    the largest ``|R_ij|`` and whether all are finite, in one pass over the rows."""
     c, k = R.shape
+    peak = 0.0
+    finite = True
     for i in range(c):
         s = 0.0
         for j in range(k):
             v = np.float64(R[i, j])
             s += v * v
+            a = abs(v)
+            peak = a if a > peak else peak
+        finite = finite and np.isfinite(s)
         inv[i] = 1.0 / max(np.sqrt(s), NORM_EPS)
+    return peak, finite
 
 
 def orthogonality_f32(rows, c: int, col_block: int = COL_BLOCK,
@@ -356,12 +363,14 @@ def orthogonality_f32(rows, c: int, col_block: int = COL_BLOCK,
     ``col_block`` columns, summed in float64; only Gram rows ``i`` against columns
     ``j >= i0`` of their row block (the upper part: half the products), row blocks of at
     most ``gram_elements`` elements; then normalised by the float64 row norms as
-    :func:`filterdb.kernels.health.orthogonality` (``torch.nn.functional.normalize``)."""
+    :func:`filterdb.kernels.health.orthogonality` (``torch.nn.functional.normalize``).
+    NaN if a weight is not finite."""
     R = np.ascontiguousarray(rows, dtype=np.float32).reshape(c, -1)
     k = R.shape[1]
     inv = np.empty(c, np.float64)
-    _inv_norms(R, inv)  # of the rows as given (the definition's clamp at 1e-12)
-    peak = float(np.abs(R).max()) if R.size else 0.0
+    peak, finite = _row_stats(R, inv)  # norms of the rows as given (the clamp at 1e-12)
+    if not finite:
+        return float("nan")
     if peak > 0 and not (2.0 ** -30 < peak < 2.0 ** 30):  # keep products clear of float32
         s = 2.0 ** -np.floor(np.log2(peak))  # under/overflow: an exact power-of-2 scaling
         R = R * np.float32(s)

@@ -281,8 +281,13 @@ class SegmentWriter:
         self._fds.clear()
 
 
+# how streaming passes read their windows: "copy" (os.preadv into the engine's reused
+# buffers) or "map" (MADV_POPULATE_READ, no copy); see README, "At the published scale"
+STREAM_READ = os.environ.get("FILTERDB_STREAM_READ", "map")
+
+
 def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None,
-              mapped: bool = True) -> np.ndarray:
+              mapped: bool | None = None) -> np.ndarray:
     """Rows ``start .. start+count-1`` of a database, given only its path (the engine's
     source, also on Dask workers).
 
@@ -297,6 +302,8 @@ def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None,
         raise FilterDBError(f"{db_path}: rows {start}..{start + count - 1} are outside the "
                             f"{committed} committed filters")
     reader = SegmentReader(os.path.join(os.fspath(db_path), "filters"), segment_rows)
+    if mapped is None:
+        mapped = STREAM_READ != "copy" or out is None
     try:
         x = reader.map_rows(start, count) if mapped else None
         if x is not None:
