@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 import _oracles as O
-from filterdb.engine import ArraySource, make_plan, map_reduce, reversed_plan, sample_plan
+from filterdb.engine import (
+    ArraySource,
+    make_plan,
+    map_reduce,
+    plan_ranges,
+    reversed_plan,
+    sample_plan,
+)
 from filterdb.kernels import coeff_range_chunk, fit_pca, moments_chunk, shared_range
 from filterdb.kernels import extremes as X
 
@@ -117,7 +124,7 @@ def test_sample_plan_spreads_windows_over_the_selection():
     assert 4000 <= plan.n_rows <= 4096
     got = []
     for t in plan.tasks:
-        for (s, c, off) in t.reads.tolist():
+        for (s, c, _off) in t.reads.tolist():
             got.append((s, c))
     ends = starts + counts
     for s, c in got:  # every window inside one selected range
@@ -127,3 +134,17 @@ def test_sample_plan_spreads_windows_over_the_selection():
     assert seen == {0, 1, 2, 3}  # window spacing 875 rows: even the 1,000-row range
     small = sample_plan(starts, counts, lids, rows=1 << 20)
     assert small.n_rows == counts.sum()  # fewer rows than a sample: all of them
+
+
+def test_plan_ranges_gives_back_the_selection():
+    starts = np.array([0, 10_000, 10_500, 50_000, 90_000])
+    counts = np.array([5_000, 500, 29_500, 1_000, 20_000])
+    lids = np.array([3, 1, 4, 7, 2])
+    for kw in ({"target_rows": 4096}, {"whole_layers": True}, {}):
+        s, c, l = plan_ranges(make_plan(starts, counts, lids, **kw))
+        # tasks cut layers into pieces: join the touching pieces of a layer again
+        keep = np.r_[True, (l[1:] != l[:-1]) | (s[1:] != s[:-1] + c[:-1])]
+        grp = np.cumsum(keep) - 1
+        np.testing.assert_array_equal(s[keep], starts)
+        np.testing.assert_array_equal(np.bincount(grp, weights=c).astype(int), counts)
+        np.testing.assert_array_equal(l[keep], lids)

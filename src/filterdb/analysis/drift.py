@@ -216,25 +216,33 @@ def drift_analysis(source, plan, lookup, n_groups=None, *, bins: int = 70, range
                    engine="local", scheduler=None, workers: int = 2,
                    progress=None, precision: str = "float32") -> DriftResult:
     """PCA, shared range, per-group histograms and the drift matrix over a source and a plan
-    (:mod:`filterdb.engine`), in up to 4 passes, uncached. ``lookup[layer_id]`` is the
-    layer's group code (negative: left out); groups are labelled ``"0" .. "G-1"`` and kept
-    in code order; ``sizes`` are the filters binned per group.
+    (:mod:`filterdb.engine`), uncached, in two passes: the PCA with the range
+    (:func:`.passes.fit_pca_range`, after a sample pass; a range pass if its proof fails),
+    then the histograms with the c0-c1 density. ``lookup[layer_id]`` is the layer's group
+    code (negative: left out); groups are labelled ``"0" .. "G-1"`` and kept in code order;
+    ``sizes`` are the filters binned per group.
 
     ``pca`` / ``range`` may be given (e.g. a model against a database's fitted PCA);
     ``hist2d_bins > 0`` adds the c0-vs-c1 histogram of the whole selection.
     """
     _pca.check_precision(precision)
+    lookup, n_groups = passes.check_lookup(lookup, n_groups)
     eng = E.get_engine(engine, scheduler, workers)
     kw = {"engine": eng, "progress": progress}
     try:
-        p = pca if pca is not None else passes.fit_pca(source, plan, precision, **kw)
+        rng = tuple(float(v) for v in range) if range is not None else None
+        p = pca
+        if p is None and rng is None:
+            prov = passes.provisional_pca(source, E.sample_plan(*E.plan_ranges(plan)),
+                                          precision, **kw)
+            p, rng = passes.fit_pca_range(source, plan, prov, precision, **kw)
+        elif p is None:
+            p = passes.fit_pca(source, plan, precision, **kw)
         resolve_weights(weights, p.explained_variance_ratio)
-        rng = tuple(float(v) for v in range) if range is not None else \
-            passes.coefficient_range(source, plan, p, precision, **kw)
-        counts = passes.group_histograms(source, plan, p, lookup, n_groups, bins, rng,
-                                         precision, **kw)
-        h2 = passes.histogram2d(source, plan, p, rng, hist2d_bins, precision=precision,
-                                **kw) if hist2d_bins else None
+        if rng is None:
+            rng = passes.coefficient_range(source, E.reversed_plan(plan), p, precision, **kw)
+        counts, h2 = passes.histograms(source, E.reversed_plan(plan), p, lookup, n_groups,
+                                       bins, rng, hist2d_bins, precision, **kw)
     finally:
         if eng is not engine:
             eng.close()

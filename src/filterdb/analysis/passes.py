@@ -17,11 +17,13 @@ import numpy as np
 from .. import engine as E  # E.map_reduce: looked up per call (tests count passes)
 from ..errors import FilterDBError
 from ..kernels import extremes as _ext
+from ..kernels import fused as _fused
 from ..kernels import hist as _hist
 from ..kernels import pca as _pca
 
 __all__ = ["pca_params", "check_lookup", "fit_pca", "provisional_pca", "fit_pca_range",
-           "pca_range_from", "coefficient_range", "group_histograms", "histogram2d"]
+           "pca_range_from", "coefficient_range", "group_histograms", "histograms",
+           "histogram2d"]
 
 
 def pca_params(p: _pca.PCA, precision="float32") -> dict:
@@ -98,6 +100,22 @@ def group_histograms(source, plan, pca: _pca.PCA, lookup, n_groups=None, bins: i
     params = dict(pca_params(pca, precision), lookup=lookup, n_groups=n_groups,
                   edges=_hist.bin_edges(lo, hi, bins))
     return E.map_reduce(source, plan, _hist.hist_task, params, **engine)["counts"]
+
+
+def histograms(source, plan, pca: _pca.PCA, lookup, n_groups, bins: int, range,
+               hist2d_bins: int = 0, precision="float32", **engine):
+    """:func:`group_histograms` and (``hist2d_bins > 0``, else None) :func:`histogram2d`
+    of components 0 and 1 over the same ``range``, from one projection, in one pass."""
+    lookup, n_groups = check_lookup(lookup, n_groups)
+    lo, hi = range
+    d2 = None
+    if hist2d_bins:
+        e2 = _hist.bin_edges(lo, hi, int(hist2d_bins))
+        d2 = {"a": 0, "b": 1, "edges_a": e2, "edges_b": e2}
+    params = dict(pca_params(pca, precision), lookup=lookup, n_groups=n_groups,
+                  edges=_hist.bin_edges(lo, hi, bins), hist2d=d2)
+    r = E.map_reduce(source, plan, _fused.hist_cells_task, params, **engine)
+    return r["counts"], r.get("counts2d")
 
 
 def histogram2d(source, plan, pca: _pca.PCA, range, bins: int = 512, components=(0, 1),

@@ -32,7 +32,7 @@ from ..kernels import _numba
 from ..kernels.extremes import merge_top
 from ..kernels.fused import SparseRows
 from ..utils import aligned_empty
-from .plan import Plan, Task, layer_groups, make_plan, reversed_plan, sample_plan
+from .plan import Plan, Task, layer_groups, make_plan, plan_ranges, reversed_plan, sample_plan
 
 
 @runtime_checkable
@@ -200,4 +200,4 @@ def map_reduce(source, plan: Plan, kernel, params: dict | None = None, *, engine
 
 __all__ = ["Source", "ArraySource", "RowReaderSource", "aligned_empty", "Task", "Plan",
            "make_plan", "sample_plan", "layer_groups", "single_blas", "read_task", "run_task",
-           "combine", "reversed_plan", "get_engine", "map_reduce"]
+           "combine", "reversed_plan", "plan_ranges", "get_engine", "map_reduce"]

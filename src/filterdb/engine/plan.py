@@ -93,6 +93,20 @@ def reversed_plan(plan: Plan) -> Plan:
     return Plan(plan.tasks[::-1], plan.n_rows, plan.max_span)
 
 
+def plan_ranges(plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The selected ranges ``(starts, counts, layer_ids)`` a plan covers, in source order
+    (its runs, located through its reads)."""
+    out = []
+    for t in plan.tasks:
+        reads = t.reads
+        for off, n, lid in t.runs.tolist():
+            r = int(np.searchsorted(reads[:, 2], off, side="right")) - 1
+            out.append((int(reads[r, 0]) + off - int(reads[r, 2]), n, lid))
+    out.sort()
+    a = np.asarray(out, np.int64).reshape(-1, 3)
+    return a[:, 0], a[:, 1], a[:, 2]
+
+
 SAMPLE_ROWS = 1 << 22  # rows of a sample plan (4 M filters, 151 MB)
 SAMPLE_WINDOWS = 1024
 
@@ -163,5 +177,6 @@ def _cut(starts, counts, layer_ids, target: int, gap_rows: int, align_rows: int,
     close()
 
 
-__all__ = ["Task", "Plan", "make_plan", "sample_plan", "reversed_plan", "SAMPLE_ROWS",
+__all__ = ["Task", "Plan", "make_plan", "sample_plan", "reversed_plan", "plan_ranges",
+           "SAMPLE_ROWS",
            "layer_groups", "DEFAULT_TARGET_ROWS", "ALIGN_ROWS", "GAP_ROWS"]
