@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DiskFullError, FilterDBError, is_disk_full
 from ..utils import aligned_empty as _aligned
-from .catalog import read_meta_readonly
+from .catalog import CATALOG, read_meta_readonly
 
 ROW_FLOATS = 9
 ROW_BYTES = ROW_FLOATS * 4
@@ -281,6 +281,30 @@ class SegmentWriter:
         self._fds.clear()
 
 
+_LAYOUTS: dict = {}  # (catalog path, device, inode) -> (committed rows, segment rows)
+
+
+def _layout(db_path, end: int) -> tuple[int, int]:
+    """``(committed rows, segment rows)`` of a database, from the catalog, or from an earlier
+    call if rows up to ``end`` were committed then: committed rows never change and their
+    count never shrinks in the same catalog file (a replaced catalog has a new inode), so
+    a pass does not open SQLite for each of its 1,500 windows."""
+    cat = os.path.join(os.fspath(db_path), CATALOG)
+    try:
+        st = os.stat(cat)
+    except OSError:
+        st = None
+    key = (cat, st.st_dev, st.st_ino) if st is not None else None
+    hit = _LAYOUTS.get(key) if key is not None else None
+    if hit is not None and end <= hit[0]:
+        return hit
+    meta = read_meta_readonly(db_path)
+    got = (int(meta["committed_filters"]), int(meta["segment_rows"]))
+    if key is not None:
+        _LAYOUTS[key] = got
+    return got
+
+
 # how streaming passes read their windows: "copy" (os.preadv into the engine's reused
 # buffers) or "map" (MADV_POPULATE_READ, no copy); see README, "At the published scale"
 STREAM_READ = os.environ.get("FILTERDB_STREAM_READ", "map")
@@ -295,9 +319,8 @@ def read_rows(db_path, start: int, count: int, out: np.ndarray | None = None,
     row past the committed ones. With ``mapped`` the rows normally come back as a view of
     the mapped file (:meth:`SegmentReader.map_rows`), else in ``out``.
     """
-    meta = read_meta_readonly(db_path)
-    committed, segment_rows = int(meta["committed_filters"]), int(meta["segment_rows"])
     start, count = int(start), int(count)
+    committed, segment_rows = _layout(db_path, start + count)
     if start < 0 or count < 0 or start + count > committed:
         raise FilterDBError(f"{db_path}: rows {start}..{start + count - 1} are outside the "
                             f"{committed} committed filters")
