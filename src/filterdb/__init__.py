@@ -17,7 +17,8 @@ The Python API mirrors the ``filterdb`` command line:
   ``drift_to_model``, ``noise_floor`` and ``analyze`` over a database.
 - ``filterdb.health``: ``model_health``, ``database_health``, thresholds, random baselines.
 - ``filterdb.analyze(db, ...)`` -> :class:`~filterdb.analysis.AnalyzeResult`: PCA, drift of
-  every grouping column, c0-c1 density and health in at most 3 passes, cached for the rest.
+  every grouping column, c0-c1 density and health in 2 passes (3 if the range proof
+  fails), cached for the rest.
 
 Submodules and heavy dependencies load on first use (PEP 562), so ``import filterdb`` is fast.
 """

@@ -2,7 +2,7 @@
 
 :func:`analyze` computes, for a selection, the PCA, the exact shared coefficient range,
 the histograms of every grouping column (:data:`COLUMNS`), the c0-c1 density and the
-health metrics of every layer (docs/method.md, sections 3-5), in at most three passes:
+health metrics of every layer (docs/method.md, sections 3-5), in two passes (three at most):
 
 1. PCA moments and the layers' health statistics (sparsity, variance entropies), and the
    rows most extreme on a provisional basis (the PCA of a 4 M-filter sample read first),

@@ -3,8 +3,8 @@ section 4: ``D(P, Q) = sum_i w_i (KL(P_i || Q_i) + KL(Q_i || P_i))`` over the no
 floored histograms of the PCA coefficients).
 
 :class:`DriftResult` is the one result type of a drift matrix: :func:`drift` (a database
-selection), :func:`drift_summary` (several columns from ONE PCA pass, ONE range pass and ONE
-histogram pass), :func:`drift_analysis` (a source and a plan, groups given by a lookup),
+selection), :func:`drift_summary` (several columns from ONE PCA pass, which also proves the
+range, and ONE histogram pass), :func:`drift_analysis` (a source and a plan, groups given by a lookup),
 the noise floor (:mod:`filterdb.analysis.noise`) and :func:`filterdb.analysis.analyze`.
 """
 from __future__ import annotations
@@ -128,7 +128,8 @@ def drift(db, by, where=None, bins: int = 70, range=None, weights="evr",
     PCA, shared range (the global min and max of the coefficients unless ``range`` is
     given) and per-group histograms with ``bins`` bins; ``weights`` ``"evr"`` (default),
     ``"equal"`` or 9 numbers. ``precision``: ``"float32"`` or the notebook's ``"float16"``
-    (see :func:`filterdb.analysis.pca`). Up to 3 passes over the selection, each cached.
+    (see :func:`filterdb.analysis.pca`). Two passes over the selection (PCA with the range,
+    histograms; a range pass too if the range proof fails), each cached.
     """
     resolve_weights(weights, np.ones(9) / 9)  # fail early on bad weights
     with analysis_context(db, where, engine, scheduler, workers, progress, cache,

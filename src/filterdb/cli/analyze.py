@@ -14,8 +14,8 @@ from ._common import (
 
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="PCA, range, drift by every grouping column, c0-c1 "
-                       "density and layer health in at most 3 passes, cached for pca, drift, "
-                       "health and report")
+                       "density and layer health in 2 passes (3 if the range proof fails), "
+                       "cached for pca, drift, health and report")
     p.add_argument("db", metavar="DB", help="filter database")
     p.add_argument("--where", help="SQL expression over the layer and model columns")
     p.add_argument("--range", dest="range_", metavar="LO,HI",

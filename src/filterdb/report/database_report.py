@@ -200,7 +200,7 @@ def _build(db, out, where, title, columns, ridge_columns, with_models, threshold
     # -- PCA, distributions, drift ------------------------------------------------------------
     if n3 >= 9:  # every pass of the sections below at once (issue 21); they read the caches
 
-        log("analyze: PCA + health, range, histograms of every column (<= 3 passes, cached)")
+        log("analyze: PCA + health + range, histograms of every column (2 passes, cached)")
         analyze(db, where, columns=tuple(dict.fromkeys(columns + ridge_columns + ("model",))),
                 thresholds=thresholds, **eng)
         _analysis_sections(rep, db, where, columns, ridge_columns, eng, res, figure, skip, log,
