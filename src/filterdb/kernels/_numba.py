@@ -92,6 +92,19 @@ def _accumulate(t, k, s, sxx):
 
 
 @njit(**_OPTS)
+def _add_moments(t, k, bs, bxx, s, sxx):
+    """One block's moments (:func:`_accumulate` into the scratch ``bs`` / ``bxx``), then
+    added to the totals ``s`` / ``sxx`` (upper triangle)."""
+    bs[:] = 0.0
+    bxx[:, :] = 0.0
+    _accumulate(t, k, bs, bxx)
+    for a in range(9):
+        s[a] += bs[a]
+        for b in range(a, 9):
+            sxx[a, b] += bxx[a, b]
+
+
+@njit(**_OPTS)
 def _scratch():
     """Per-call block buffers: scaled rows ``t``, row peaks, group codes, centred rows
     ``d`` and coefficients ``c``, an empty id array (no selection / no lookup) and the
@@ -128,14 +141,8 @@ def moments(x, ids, s, sxx):
     n = 0
     for r0 in range(0, m, BLOCK):
         k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g, src)
-        bs[:] = 0.0
-        bxx[:, :] = 0.0
-        _accumulate(t, k, bs, bxx)
+        _add_moments(t, k, bs, bxx, s, sxx)
         n += k
-        for a in range(9):
-            s[a] += bs[a]
-            for b in range(a, 9):
-                sxx[a, b] += bxx[a, b]
     return n
 
 
@@ -297,6 +304,18 @@ TOP_K = 32  # rows kept per direction by moments_top
 
 
 @njit(**_OPTS)
+def _lowest(top, d, low, pos):
+    """``low[d]`` / ``pos[d]``: the smallest kept value of direction ``d`` and its slot."""
+    K = top.shape[1] - 1
+    mn, ps = top[d, 0, 0], 0
+    for e in range(1, K):
+        if top[d, e, 0] < mn:
+            mn, ps = top[d, e, 0], e
+    low[d] = mn
+    pos[d] = ps
+
+
+@njit(**_OPTS)
 def _track(c, k, src, x, top, low, pos):
     """Fold the block's coefficients into ``top`` (see :func:`moments_top`); ``low[d]`` /
     ``pos[d]``: the smallest kept value of direction ``d`` and its slot."""
@@ -326,12 +345,7 @@ def _track(c, k, src, x, top, low, pos):
                 r = src[i]
                 for j in range(9):
                     top[d, s, 1 + j] = x[r, j]
-                mn, ps = top[d, 0, 0], 0
-                for e in range(1, K):
-                    if top[d, e, 0] < mn:
-                        mn, ps = top[d, e, 0], e
-                low[d] = mn
-                pos[d] = ps
+                _lowest(top, d, low, pos)
             elif v > top[d, K, 0]:
                 top[d, K, 0] = v
 
@@ -347,30 +361,18 @@ def moments_top(x, ids, s, sxx, mean, comps, top):
     Returns the number of rows counted.
     """
     m = x.shape[0]
-    K = top.shape[1] - 1
     t, peak, g, d, c, none, src = _scratch()
     bs = np.zeros(9, np.float64)
     bxx = np.zeros((9, 9), np.float64)
     low = np.empty(18, np.float64)
     pos = np.zeros(18, np.int64)
     for e in range(18):
-        lo, ps = top[e, 0, 0], 0
-        for j in range(1, K):
-            if top[e, j, 0] < lo:
-                lo, ps = top[e, j, 0], j
-        low[e] = lo
-        pos[e] = ps
+        _lowest(top, e, low, pos)
     n = 0
     for r0 in range(0, m, BLOCK):
         k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g, src)
-        bs[:] = 0.0
-        bxx[:, :] = 0.0
-        _accumulate(t, k, bs, bxx)
+        _add_moments(t, k, bs, bxx, s, sxx)
         n += k
-        for a in range(9):
-            s[a] += bs[a]
-            for b in range(a, 9):
-                sxx[a, b] += bxx[a, b]
         _centre_project(t, k, mean, comps, d, c)
         _track(c, k, src, x, top, low, pos)
     return n
