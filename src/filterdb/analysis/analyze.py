@@ -55,7 +55,7 @@ from ..kernels import hist as _hist
 from ..kernels import pca as _pca
 from ..kernels.drift import resolve_weights
 from ..kernels.layer_stats import VALUES, health_task
-from .context import DEPTH_BIN, analysis_context, norm_where, npz_bytes, npz_load, progress_callback
+from .context import DEPTH_BIN, analysis_context, norm_where, npz_bytes, npz_load
 from .drift import DriftSummary, drift_result, summary_provenance
 from .passes import pca_params, pca_range_from, provisional_pca
 
@@ -380,12 +380,8 @@ class _Runner:
     def provisional(self):
         """The provisional PCA of a sample of the selection (None: no variance)."""
         ctx = self.ctx
-        cb, done = progress_callback(ctx.progress, "PCA sample", ctx.sample.n_rows)
-        try:
-            return single_blas(lambda: provisional_pca(ctx.source, ctx.sample, ctx.precision,
-                                                       engine=ctx.engine, progress=cb))
-        finally:
-            done()
+        return single_blas(lambda: ctx.run("PCA sample", provisional_pca, ctx.precision,
+                                           plan=ctx.sample))
 
     @property
     def plan(self):

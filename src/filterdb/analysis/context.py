@@ -147,13 +147,16 @@ class Context:
             df[name] = self.db.filter_layers(["layer_id", name], self.where)[name].to_numpy()
         return df[name]
 
+    def ranges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The selection's ``(filter starts, filter counts, layer ids)`` in store order."""
+        df = self.layers.sort_values("filter_start")
+        return (df["filter_start"].to_numpy(np.int64), df["filter_count"].to_numpy(np.int64),
+                df["layer_id"].to_numpy(np.int64))
+
     @property
     def plan(self):
         if self._plan is None:
-            df = self.layers.sort_values("filter_start")
-            self._plan = E.make_plan(df["filter_start"].to_numpy(np.int64),
-                                   df["filter_count"].to_numpy(np.int64),
-                                   df["layer_id"].to_numpy(np.int64))
+            self._plan = E.make_plan(*self.ranges())
         return self._plan
 
     @property
@@ -171,10 +174,7 @@ class Context:
     @property
     def sample(self):
         """A sample plan of the selection (:func:`filterdb.engine.sample_plan`)."""
-        df = self.layers.sort_values("filter_start")
-        return E.sample_plan(df["filter_start"].to_numpy(np.int64),
-                             df["filter_count"].to_numpy(np.int64),
-                             df["layer_id"].to_numpy(np.int64))
+        return E.sample_plan(*self.ranges())
 
     def run(self, desc, pass_, *args, plan=None, any_order=False, **kw):
         """``pass_(source, plan, *args, **kw)`` (a function of :mod:`.passes`) on this

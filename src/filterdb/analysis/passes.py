@@ -94,12 +94,11 @@ def group_histograms(source, plan, pca: _pca.PCA, lookup, n_groups=None, bins: i
                      range=None, precision="float32", **engine) -> np.ndarray:
     """Counts ``(n_groups, 9, bins)`` of each group's coefficients over ``range`` (the shared
     range if None: one more pass); ``lookup[layer_id]`` is the layer's group code."""
-    lookup, n_groups = check_lookup(lookup, n_groups)
-    lo, hi = range if range is not None else \
+    lookup, n_groups = check_lookup(lookup, n_groups)  # before any pass
+    rng = range if range is not None else \
         coefficient_range(source, plan, pca, precision, **engine)
-    params = dict(pca_params(pca, precision), lookup=lookup, n_groups=n_groups,
-                  edges=_hist.bin_edges(lo, hi, bins))
-    return E.map_reduce(source, plan, _hist.hist_task, params, **engine)["counts"]
+    return histograms(source, plan, pca, lookup, n_groups, bins, rng, 0, precision,
+                      **engine)[0]
 
 
 def histograms(source, plan, pca: _pca.PCA, lookup, n_groups, bins: int, range,
