@@ -214,6 +214,39 @@ def test_hist_edges_and_last_bin_like_np_histogram():
     np.testing.assert_array_equal(bin_edges(0.5, 0.5, 4), np.histogram_bin_edges([], 4, (.5, .5)))
 
 
+def test_binning_next_to_every_edge_like_np_histogram():
+    """The kernels check a value against the edges only near one (``_edge_tol``); values on
+    every edge and 1-4 float64 steps either side, in ranges whose edges round badly (also a
+    range 1e-6 wide at 1000), bin as np.histogram and np.histogram2d bin them."""
+    from filterdb.kernels import _numba
+
+    for lo, hi, nb in [(-3.0, 3.0, 70), (-2.774476909660922, 2.5071633455100204, 70),
+                       (0.1, 0.7, 7), (1000.0, 1000.000001, 70), (-1e-300, 1e-300, 3)]:
+        edges = bin_edges(lo, hi, nb)
+        v = [edges]
+        for steps in (1, 2, 4):
+            up, down = edges.copy(), edges.copy()
+            for _ in range(steps):
+                up, down = np.nextafter(up, np.inf), np.nextafter(down, -np.inf)
+            v += [up, down]
+        v = np.concatenate(v + [[lo - 1, hi + 1, np.nan]])
+        k = len(v)
+        c = np.tile(v, (9, 1))
+        c[3] = v[::-1]
+        flat = np.zeros(2 * 9 * nb, np.int64)
+        g = np.zeros(k, np.int64)
+        g[1::2] = 1
+        _numba._count_block(c, k, g, edges, flat)
+        got = flat.reshape(2, 9, nb)
+        for grp in (0, 1):
+            for q in (0, 3):
+                want = np.histogram(c[q, g == grp], edges)[0]
+                np.testing.assert_array_equal(got[grp, q], want, err_msg=f"{lo, hi, q}")
+        h2 = np.zeros((nb, nb), np.int64)
+        _numba._count2d_block(c, k, 0, 3, edges, edges, h2)
+        np.testing.assert_array_equal(h2, np.histogram2d(c[0], c[3], [edges, edges])[0])
+
+
 def test_hist2d_equals_np_histogram2d():
     X = low_rank(20_000, seed=4)
     p = fit_pca(X)

@@ -159,6 +159,124 @@ def test_mapped_reads_equal_buffered_reads(db, monkeypatch):
         assert np.array_equal(bits(x), bits(want[1100:1600]))
 
 
+def test_direct_reads_equal_buffered_reads(db, monkeypatch):
+    """Reads past the page cache (O_DIRECT, 4096-byte aligned) land in the caller's buffer a
+    little in from its start and equal the buffered read for every window, also at a file's
+    unaligned end; a short buffer, two segments or a file system without O_DIRECT read the
+    buffered way into ``out``."""
+    from filterdb.store import segments
+
+    if not hasattr(os, "O_DIRECT"):
+        pytest.skip("no O_DIRECT on this system")
+    rng = np.random.default_rng(17)
+    models = [make_model(rng, [(50, 9, 3, 3), (20, 30, 3, 3)], f"m{i}") for i in range(2)]
+    for m in models:
+        db.add_model(m)
+    want = np.concatenate([expected_3x3([l.weight for l in m.layers]) for m in models])
+    assert os.path.getsize(db.path / "filters" / "seg-000002.f32") == 100 * 36  # not 4096-aligned
+    monkeypatch.setattr(segments, "STREAM_READ", "direct")
+    slack = segments.DIRECT_SLACK_ROWS
+    assert slack * 36 >= 3 * 4096 - 3
+    windows = [(0, 1), (3, 997), (113, 114), (999, 1), (1000, 1000), (1234, 766), (2000, 100),
+               (2099, 1), (2050, 50)]
+    for start, count in windows:
+        for lead in (0, 1, 7):  # the buffer's start 0, 36 or 252 bytes past a 64-byte line
+            raw = segments.aligned_empty(lead + count + slack)
+            out = raw[lead:]
+            x = read_rows(db.path, start, count, out)
+            assert np.array_equal(bits(x), bits(want[start:start + count]))
+            assert np.shares_memory(x, out) and x.ctypes.data >= out.ctypes.data
+            assert x.ctypes.data + x.nbytes <= out.ctypes.data + out.nbytes
+    reader = segments.SegmentReader(db.path / "filters", 1000)
+    try:
+        x = reader.read_direct(10, 500, segments.aligned_empty(500 + slack))
+        assert np.array_equal(bits(x), bits(want[10:510]))
+        assert reader.read_direct(10, 500, segments.aligned_empty(500)) is None  # no room
+        assert reader.read_direct(990, 20, segments.aligned_empty(20 + slack)) is None
+    finally:
+        reader.close()
+    # spanning two segments: the buffered read, into out
+    out = segments.aligned_empty(20 + slack)
+    x = read_rows(db.path, 990, 20, out)
+    assert np.array_equal(bits(x), bits(want[990:1010])) and x.ctypes.data == out.ctypes.data
+
+    # a file system that refuses O_DIRECT (EINVAL on open): mapped or buffered from then on
+    real_open = os.open
+
+    def no_direct(path, flags, *a):
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *a)
+    monkeypatch.setattr(segments.os, "open", no_direct)
+    monkeypatch.setitem(segments._direct, "ok", True)
+    out = segments.aligned_empty(300 + slack)
+    x = read_rows(db.path, 1100, 300, out)
+    assert np.array_equal(bits(x), bits(want[1100:1400])) and not segments._direct["ok"]
+
+
+def test_engine_passes_equal_over_every_read_mode(db, monkeypatch):
+    """A pass over the store (tasks of one window and of several, gaps, windows across
+    segment ends) gives bit-identical sums whether the store maps, copies or reads past the
+    page cache into the engine's buffers, and equals the pass over the raw array."""
+    from filterdb.engine import ArraySource, make_plan, map_reduce
+    from filterdb.kernels.pca import moments_task
+    from filterdb.store import segments
+
+    rng = np.random.default_rng(23)
+    for i in range(5):
+        db.add_model(make_model(rng, [(int(rng.integers(5, 60)), 9, 3, 3),
+                                      (int(rng.integers(5, 40)), 30, 3, 3), (7, 3, 3, 3)],
+                                f"m{i}"))
+    lay = db.layers().dropna(subset=["filter_start"]).sort_values("filter_start")
+    starts = lay.filter_start.to_numpy(np.int64)
+    counts = lay.filter_count.to_numpy(np.int64)
+    keep = np.arange(len(lay)) % 4 != 1
+    plan = make_plan(starts[keep], counts[keep], np.flatnonzero(keep), target_rows=400,
+                     gap_rows=0)
+    assert any(len(t.reads) > 1 for t in plan.tasks) and len(plan) > 3
+    X = db.read_filters(0, db.n_filters)
+    ref = map_reduce(ArraySource(X), plan, moments_task, workers=1)
+    monkeypatch.setattr(segments, "MAP_MIN_BYTES", 0)
+    served = []
+    real = segments.SegmentReader.read_direct
+
+    def counted(self, start, count, out):
+        x = real(self, start, count, out)
+        served.append(x is not None)
+        return x
+    monkeypatch.setattr(segments.SegmentReader, "read_direct", counted)
+    for mode in ("map", "copy", "direct"):
+        monkeypatch.setattr(segments, "STREAM_READ", mode)
+        got = map_reduce(db.row_source(), plan, moments_task, workers=2)
+        for k in ref:
+            assert np.array_equal(got[k], ref[k]), (mode, k)
+    assert sum(served) >= len(plan)  # past the page cache, but windows across segments
+
+def test_direct_read_of_truncated_segment_is_refused(db, monkeypatch):
+    from filterdb.store import segments
+
+    db.add_model(make_model(np.random.default_rng(8), [(60, 20, 3, 3)]))
+    os.truncate(db.path / "filters" / "seg-000000.f32", 500 * 36)
+    reader = segments.SegmentReader(db.path / "filters", 1000)
+    try:
+        with pytest.raises(FilterDBError, match=r"seg-000000.f32: segment file is truncated"):
+            reader.read_direct(400, 200, segments.aligned_empty(200 + segments.DIRECT_SLACK_ROWS))
+    finally:
+        reader.close()
+
+
+def test_stream_mode_reads_past_the_cache_only_for_databases_larger_than_half_the_memory(
+        monkeypatch):
+    from filterdb.store import segments
+
+    monkeypatch.setattr(segments, "STREAM_READ", "auto")
+    monkeypatch.setattr(segments, "_memory_bytes", lambda: 24 << 30)
+    assert segments.stream_mode(12 << 30) == "map"
+    assert segments.stream_mode((12 << 30) + 1) == "direct"
+    monkeypatch.setattr(segments, "STREAM_READ", "copy")
+    assert segments.stream_mode(1 << 40) == "copy"
+
+
 def test_mapped_read_of_truncated_segment_is_refused(db, monkeypatch):
     from filterdb.store import segments
 

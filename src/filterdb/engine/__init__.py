@@ -3,7 +3,9 @@ same kernels on local threads or on Dask workers.
 
 - A *source* holds the ``(N, 9)`` float32 filters. It has ``read(start, count, out)``
   returning the ``(count, 9)`` rows: a view of ``out`` (a preallocated, 64-byte-aligned
-  buffer) or of memory of its own (the store maps large windows of its files), must be
+  buffer of at least ``count + read_slack`` rows, where a source may declare
+  ``read_slack``: the store reads past the page cache into the buffer a little in from its
+  start) or of memory of its own (the store maps large windows of its files), must be
   safe to call from several threads, and must pickle cheaply (a path, not an open
   handle) so a Dask worker can rebuild it.
 - A *plan* (:mod:`.plan`) cuts the selected layer ranges ``(starts, counts, layer_ids)``
@@ -81,18 +83,26 @@ def _task_buffers(rows: int):
     return b
 
 
+def read_slack(source) -> int:
+    """Rows of room ``source`` wants in a buffer beyond the rows it reads."""
+    return max(int(getattr(source, "read_slack", 0) or 0), 0)
+
+
 def read_task(source, task: Task, buf: np.ndarray, ids: np.ndarray):
-    """Read a task's windows into ``buf`` (and its layer ids into ``ids``); returns the
-    ``(span, 9)`` filters (normally a view of ``buf``) and the ``(span,)`` ids."""
+    """Read a task's windows into ``buf`` (at least ``task.span`` plus
+    :func:`read_slack` rows; its layer ids into ``ids``); returns the ``(span, 9)``
+    filters (normally a view of ``buf``) and the ``(span,)`` ids."""
+    if len(buf) < task.span + read_slack(source):
+        raise ValueError(f"buffer of {len(buf)} rows for a task of {task.span} rows")
     if len(task.reads) == 1 and task.reads[0, 2] == 0:
         start, count, _ = task.reads[0].tolist()
-        x = _checked(source.read(start, count, buf[:count]), count, start)
+        x = _checked(source.read(start, count, buf), count, start)
         span = count
-    else:
+    else:  # in order: a read may use the buffer past its window, never before it
         for start, count, off in task.reads.tolist():
-            part = _checked(source.read(start, count, buf[off:off + count]), count, start)
+            part = _checked(source.read(start, count, buf[off:]), count, start)
             if part.ctypes.data != buf[off:].ctypes.data:
-                buf[off:off + count] = part
+                buf[off:off + count] = part  # numpy copies overlapping memory safely
         x, span = buf[:task.span], task.span
     _numba.fill_runs(ids, span, task.runs)
     return x, ids[:span]
@@ -100,7 +110,7 @@ def read_task(source, task: Task, buf: np.ndarray, ids: np.ndarray):
 
 def run_task(source, task: Task, kernel, params: dict | None = None) -> dict:
     """Read a task's windows into this thread's buffer and run ``kernel`` on them."""
-    buf, ids = _task_buffers(task.span)
+    buf, ids = _task_buffers(task.span + read_slack(source))
     x, ids = read_task(source, task, buf, ids)
     return compute_task(source, task, x, ids, kernel, params)
 

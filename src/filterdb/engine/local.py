@@ -1,11 +1,12 @@
 """Local engine: a small thread pool on this machine (numba kernels, BLAS and reads release
 the GIL).
 
-One reader thread reads the tasks' windows, in plan order, into a few reused aligned
+Two reader threads read the tasks' windows, in plan order, into a few reused aligned
 buffers (or the source hands back its own memory, e.g. the store's mapped windows) while
-``workers`` threads run the kernel on the windows already read: the disk reads ahead (up
-to two tasks) while the cores compute, and no buffer is touched fresh after the first pass
-(first touch of new memory is slow here).
+``workers`` threads run the kernel on the windows already read: the disk reads ahead (two
+requests in flight: measured on 17 GB of O_DIRECT reads, 1.9-2.4 GB/s against 1.0-1.6 with
+one) while the cores compute, and no buffer is touched fresh after the first pass (first
+touch of new memory is slow here).
 """
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-from . import aligned_empty, combine, compute_task, read_task
+from . import aligned_empty, combine, compute_task, read_slack, read_task
 
 
 class LocalEngine:
     """Runs tasks on ``workers`` threads fed by one reader thread; results are combined in
     plan order."""
+
+    READERS = 2
 
     def __init__(self, workers: int = 2):
         self.workers = max(1, int(workers))
@@ -42,18 +45,19 @@ class LocalEngine:
         self._slots = []
 
     def _buffers(self, rows: int) -> list:
-        """``workers + 2`` (filters, layer ids) buffer pairs of at least ``rows`` rows:
-        one per computing thread, one being read and one read ahead."""
+        """``workers + READERS + 1`` (filters, layer ids) buffer pairs of at least ``rows``
+        rows: one per computing thread, one per reader and one read ahead."""
         if not self._slots or len(self._slots[0][1]) < rows:
             self._slots = [(aligned_empty((rows, 9), np.float32), aligned_empty((rows,), np.int64))
-                           for _ in range(self.workers + 2)]
+                           for _ in range(self.workers + self.READERS + 1)]
         return self._slots
 
     def map_reduce(self, source, plan, kernel, params, reduce, progress=None):
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="filterdb")
-            self._io = ThreadPoolExecutor(1, thread_name_prefix="filterdb-read")
-        results = _pipelined(self._io, self._pool, self._buffers(plan.max_span), plan.tasks,
+            self._io = ThreadPoolExecutor(self.READERS, thread_name_prefix="filterdb-read")
+        slots = self._buffers(plan.max_span + read_slack(source))
+        results = _pipelined(self._io, self._pool, slots, plan.tasks,
                              lambda t, b, i: (t, *read_task(source, t, b, i)),
                              lambda t, x, ids: compute_task(source, t, x, ids, kernel, params))
         acc = None
@@ -67,7 +71,8 @@ class LocalEngine:
 def _pipelined(io, pool, slots, tasks, read, compute):
     """Results of ``compute(*read(task, buf, ids))`` over ``tasks``, in order.
 
-    ``read`` runs on ``io`` (one thread: sequential disk access), ``compute`` on ``pool``;
+    ``read`` runs on ``io`` (a reader or two: near-sequential disk access), ``compute`` on
+    ``pool``;
     a task starts when one of ``slots`` is free, and its slot is free again once its
     result is computed, so memory stays at the slots plus a bounded number of results.
     """

@@ -182,11 +182,21 @@ def coeff_range(x, ids, mean, comps, cmin, cmax):
 
 
 @njit(**_OPTS)
+def _edge_tol(lo, hi, nb, fac):
+    """How close (in bins) the arithmetic bin estimate ``(v - lo) * fac`` may come to a
+    bin edge before np.histogram's correction against ``edges`` can change the bin: 64
+    times the rounding of the estimate and of ``np.linspace``'s edges (about 1e-12 for a
+    range of +-3 in 70 bins), so the correction runs for about one value in 1e11."""
+    return 64.0 * 2.220446049250313e-16 * (nb + max(abs(lo), abs(hi)) * fac)
+
+
+@njit(**_OPTS)
 def _bin_index(v, edges, nb, lo, hi, fac):
     """Bin of ``v`` (np.histogram's rule), or -1 outside ``[lo, hi]`` (and for NaN).
 
     Bin j holds ``edges[j] <= v < edges[j + 1]``; the last bin also holds ``hi``. The
-    arithmetic estimate is corrected against ``edges`` as np.histogram does.
+    arithmetic estimate is corrected against ``edges`` as np.histogram does (here always:
+    the test of :func:`_edge_tol` made this loop 4x slower, 2026-12-02).
     """
     if not (v >= lo and v <= hi):
         return -1
@@ -204,24 +214,34 @@ def _bin_index(v, edges, nb, lo, hi, fac):
 def _count_block(c, k, g, edges, flat):
     """Bin and count the block's coefficients ``c[:, :k]`` into ``flat`` (group ``g[i]``,
     component, bin; rows with ``g[i] < 0`` skipped), np.histogram's rule as
-    :func:`_bin_index`, binning and counting in one loop."""
+    :func:`_bin_index`, binning and counting in one loop, row by row (a row's nine counts
+    lie in one group's cells). Measured on 4 M filters of the 100 M database, one thread,
+    2026-12-02: 27 ns per filter with the projection, against 50 for a loop per component
+    that checked every value against the edges; the same counts."""
     nb = edges.shape[0] - 1
     lo = edges[0]
     hi = edges[nb]
     fac = nb / (hi - lo)
-    for q in range(9):
-        for i in range(k):
-            gi = g[i]
+    tol = _edge_tol(lo, hi, nb, fac)
+    for i in range(k):
+        gi = g[i]
+        if gi < 0:
+            continue
+        base = gi * 9 * nb
+        for q in range(9):
             v = c[q, i]
-            if gi >= 0 and v >= lo and v <= hi:
-                b = int((v - lo) * fac)
+            if v >= lo and v <= hi:
+                f = (v - lo) * fac
+                b = int(f)
                 if b >= nb:
                     b = nb - 1
-                if v < edges[b]:
-                    b -= 1
-                elif b != nb - 1 and v >= edges[b + 1]:
-                    b += 1
-                flat[(gi * 9 + q) * nb + b] += 1
+                r = f - b
+                if r < tol or r > 1.0 - tol:
+                    if v < edges[b]:
+                        b -= 1
+                    elif b != nb - 1 and v >= edges[b + 1]:
+                        b += 1
+                flat[base + q * nb + b] += 1
 
 
 @njit(**_OPTS)
