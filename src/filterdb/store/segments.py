@@ -4,7 +4,9 @@ Filter id ``g`` lives in segment ``g // segment_rows`` at row ``g % segment_rows
 Reads are plain ``os.preadv`` into 64-byte-aligned buffers (measured when the store was designed: a
 misaligned destination is 6x slower, ``np.memmap`` streaming 3-30x slower). Streaming
 passes instead map each window and read it in with one ``MADV_POPULATE_READ``
-(:meth:`SegmentReader.map_rows`): the disk fills the page cache and nothing is copied.
+(:meth:`SegmentReader.map_rows`): the disk fills the page cache and nothing is copied. A
+database larger than half the memory, which cannot stay cached, is read past the page
+cache into the engine's buffers (``O_DIRECT``, :meth:`SegmentReader.read_direct`).
 """
 from __future__ import annotations
 
