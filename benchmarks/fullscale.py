@@ -182,18 +182,18 @@ def main():
     for i in range(a.repeat):
         for c in only:
             how = evict(a.db)
-            buffered = float("inf") if a.no_buffered_read else plain_read(a.db)
+            buffered = None if a.no_buffered_read else plain_read(a.db)
             evict(a.db)
             direct = plain_read_direct(a.db)
-            read = min(buffered, direct)
+            read = direct if buffered is None else min(buffered, direct)
             reads.append(read)
-            if not a.no_buffered_read:
+            if buffered is not None:
                 buffered_reads.append(buffered)
             direct_reads.append(direct)
             evict(a.db)
             argv = [x.format(db=a.db) for x in COMMANDS[c]]
             m = run_command(argv)
-            m.update(read=read, buffered_read=None if a.no_buffered_read else buffered, direct_read=direct,
+            m.update(read=read, buffered_read=buffered, direct_read=direct,
                      ratio=m["seconds"] / read, run=i, command=c, evict=how)
             runs[c].append(m)
             if a.json:

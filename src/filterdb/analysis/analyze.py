@@ -19,7 +19,7 @@ Every pass runs on one layer-cut plan (tasks hold whole layers:
 :func:`filterdb.engine.make_plan` with ``whole_layers``), so the costly orthogonality of a layer can
 be computed in any pass: layers are dealt to the passes (largest first, to the pass with
 the least estimated work, :func:`assign_orthogonality`) so that no pass is left waiting
-on one core. The engine (:mod:`filterdb.engine`: one reader thread, ``workers`` compute
+on one core. The engine (:mod:`filterdb.engine`: two reader threads, ``workers`` compute
 threads, or Dask) overlaps reading and compute.
 
 Results go to the database's caches under the keys of the separate commands

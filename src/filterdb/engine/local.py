@@ -20,8 +20,8 @@ from . import aligned_empty, combine, compute_task, read_slack, read_task
 
 
 class LocalEngine:
-    """Runs tasks on ``workers`` threads fed by one reader thread; results are combined in
-    plan order."""
+    """Runs tasks on ``workers`` threads fed by :attr:`READERS` reader threads; results are
+    combined in plan order."""
 
     READERS = 2
 

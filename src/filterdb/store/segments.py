@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import mmap
 import os
 import sys
@@ -104,16 +105,18 @@ class SegmentReader:
         self._fds: dict[int, int] = {}
         self._dfds: dict[int, int] = {}
 
+    def _open(self, k: int, flags: int) -> int:
+        path = segment_path(self.dir, k)
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:
+            raise FilterDBError(f"{path}: segment file missing (the database is damaged; "
+                                "run 'filterdb verify')") from None
+
     def _fd(self, k: int) -> int:
         fd = self._fds.get(k)
         if fd is None:
-            path = segment_path(self.dir, k)
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise FilterDBError(f"{path}: segment file missing (the database is damaged; "
-                                    "run 'filterdb verify')") from None
-            self._fds[k] = fd
+            fd = self._fds[k] = self._open(k, os.O_RDONLY)
         return fd
 
     def _truncated(self, k: int, row: int) -> FilterDBError:
@@ -179,7 +182,7 @@ class SegmentReader:
             b, pos = got
             if first is None:
                 first, end = b, b + n * ROW_BYTES
-            else:  # move the piece down to follow the rows before it (memmove: no copy)
+            else:  # move the piece down to follow the rows before it (memmove: no temporary)
                 ctypes.memmove(raw.ctypes.data + end, raw.ctypes.data + b, n * ROW_BYTES)
                 end += n * ROW_BYTES
         return raw[first:end].view(DTYPE).reshape(count, ROW_FLOATS)
@@ -218,9 +221,8 @@ class SegmentReader:
     def _direct_fd(self, k: int) -> int | None:
         fd = self._dfds.get(k)
         if fd is None:
-            self._fd(k)  # a missing file is reported as damage
             try:
-                fd = os.open(segment_path(self.dir, k), os.O_RDONLY | os.O_DIRECT)
+                fd = self._open(k, os.O_RDONLY | os.O_DIRECT)
             except OSError as e:
                 if e.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # e.g. an old tmpfs
                     _direct["ok"] = False
@@ -398,6 +400,7 @@ STREAM_READ = os.environ.get("FILTERDB_STREAM_READ", "auto")
 DIRECT_MIN_RAM = 0.5
 
 
+@functools.cache
 def _memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
