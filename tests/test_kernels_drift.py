@@ -236,14 +236,14 @@ def test_binning_next_to_every_edge_like_np_histogram():
         flat = np.zeros(2 * 9 * nb, np.int64)
         g = np.zeros(k, np.int64)
         g[1::2] = 1
-        _numba._count_block(c, k, g, edges, flat)
+        _numba._count_block(c, k, g, edges, flat, np.empty((9, k), np.int64))
         got = flat.reshape(2, 9, nb)
         for grp in (0, 1):
             for q in (0, 3):
                 want = np.histogram(c[q, g == grp], edges)[0]
                 np.testing.assert_array_equal(got[grp, q], want, err_msg=f"{lo, hi, q}")
         h2 = np.zeros((nb, nb), np.int64)
-        _numba._count2d_block(c, k, 0, 3, edges, edges, h2)
+        _numba._count2d_block(c, k, 0, 3, edges, edges, h2, np.empty((2, k), np.int64))
         np.testing.assert_array_equal(h2, np.histogram2d(c[0], c[3], [edges, edges])[0])
 
 
