@@ -17,6 +17,7 @@ from filterdb import analysis
 from filterdb.cli import main
 from filterdb.health import database_health
 from filterdb.kernels import fused as F
+from filterdb.kernels import layer_stats as LS
 from filterdb.kernels.pca import moments_task
 from filterdb.readers import read_model
 from filterdb.readers.base import ConvLayer, Model, assign_order_depths
@@ -167,6 +168,39 @@ def test_float32_orthogonality_within_1e6_of_the_definition(small):
     ok = np.isfinite(b)
     assert ok.sum() >= 16 and (np.isfinite(a) == ok).all()
     assert np.abs(a[ok] - b[ok]).max() < 1e-6
+
+
+def test_float32_orthogonality_row_norms_and_blocks():
+    """One Gram block (syrk), several row blocks and several column blocks all equal the
+    definition (its 1e-12 clamp on the float64 row norms included) on rows of very
+    different norms: near zero, under the clamp, zero, and large; and NaN for a weight
+    that is not finite anywhere in the layer."""
+    rng = np.random.default_rng(11)
+    c, cin = 96, 50
+    W = rng.standard_normal((c, cin, 9)).astype(np.float32)
+    W[3] *= 1e-14  # norm about 2e-13: under the clamp (normalised rows stay tiny)
+    W[4] *= 1e-9
+    W[5] = 0.0
+    W[6] *= 1e4
+    W[7] = W[8] * 2 + 1e-3 * W[9]  # nearly parallel rows
+    ref = orth_def(W.astype(np.float64))
+    one = LS.orthogonality_f32(W.reshape(-1, 9), c)
+    blocks = LS.orthogonality_f32(W.reshape(-1, 9), c, gram_elements=c * 7)  # 14 row blocks
+    cols = LS.orthogonality_f32(W.reshape(-1, 9), c, col_block=64)  # 8 column blocks
+    for v in (one, blocks, cols):
+        assert abs(v - ref) < 1e-6
+    assert abs(one - blocks) < 1e-9 and abs(one - cols) < 1e-9
+    for scale in (1e-25, 1e15):  # rescaled products; tiny rows fall under the clamp
+        ref = orth_def(W.astype(np.float64) * scale)
+        for ge in (1 << 23, c * 7):
+            assert abs(LS.orthogonality_f32((W * np.float32(scale)).reshape(-1, 9), c,
+                                            gram_elements=ge) - ref) < 1e-6
+    for pos in (0, 17, W.size - 1):  # a non-finite weight anywhere: NaN on both paths
+        for bad in (np.nan, np.inf, -np.inf):
+            Wb = W.copy().reshape(-1)
+            Wb[pos] = bad
+            for ge in (1 << 23, c * 7):
+                assert np.isnan(LS.orthogonality_f32(Wb.reshape(-1, 9), c, gram_elements=ge))
 
 
 def test_cli_analyze_then_report_does_no_pass(small, tmp_path, capsys, count_passes):

@@ -337,23 +337,34 @@ COL_BLOCK = 4096  # columns (c_in / groups * 9 values) per float32 product block
 GRAM_ELEMENTS = 1 << 23  # float64 Gram elements per row block (64 MB)
 
 
-@njit(**_OPTS)
-def _row_stats(R, inv):
-    """``inv[i] = 1 / max(|R_i|, 1e-12)`` (the float32 rows' norms summed in float64), and
-    the largest ``|R_ij|`` and whether all are finite, in one pass over the rows."""
+@njit(fastmath={"reassoc", "nsz", "contract"}, **_OPTS)
+def _row_squares(R, sq):
+    """``sq[i] = sum_j R_ij^2``, the float32 rows' squared norms summed in float64
+    (vectorised: 0.07 ns per value against 0.85 for a loop that also tracks the peak, one
+    thread, 2026-12-03). Finiteness is not decided here (fast-math loop): see
+    :func:`_row_norms`."""
     c, k = R.shape
-    peak = 0.0
-    finite = True
     for i in range(c):
         s = 0.0
         for j in range(k):
-            v = np.float64(R[i, j])
-            s += v * v
-            a = abs(v)
-            peak = a if a > peak else peak
-        finite = finite and np.isfinite(s)
-        inv[i] = 1.0 / max(np.sqrt(s), NORM_EPS)
-    return peak, finite
+            d = np.float64(R[i, j])
+            s += d * d
+        sq[i] = s
+
+
+def _row_norms(R):
+    """``(inv, peak, finite)`` of the ``(c, k)`` float32 rows: ``inv[i] = 1 / max(|R_i|,
+    1e-12)`` (``torch.nn.functional.normalize``'s clamp; norms summed in float64), the
+    largest ``|R_ij|``, and whether every value is finite (numpy's max and min propagate
+    NaN; an infinity is its own peak)."""
+    if R.size == 0:
+        return np.full(R.shape[0], 1.0 / NORM_EPS), 0.0, True
+    hi, lo = float(R.max()), float(R.min())
+    if not (np.isfinite(hi) and np.isfinite(lo)):
+        return None, 0.0, False
+    sq = np.empty(R.shape[0], np.float64)
+    _row_squares(R, sq)
+    return 1.0 / np.maximum(np.sqrt(sq), NORM_EPS), max(hi, -lo), True
 
 
 def orthogonality_f32(rows, c: int, col_block: int = COL_BLOCK,
@@ -367,8 +378,7 @@ def orthogonality_f32(rows, c: int, col_block: int = COL_BLOCK,
     NaN if a weight is not finite."""
     R = np.ascontiguousarray(rows, dtype=np.float32).reshape(c, -1)
     k = R.shape[1]
-    inv = np.empty(c, np.float64)
-    peak, finite = _row_stats(R, inv)  # norms of the rows as given (the clamp at 1e-12)
+    inv, peak, finite = _row_norms(R)  # norms of the rows as given (the clamp at 1e-12)
     if not finite:
         return float("nan")
     if peak > 0 and not (2.0 ** -30 < peak < 2.0 ** 30):  # keep products clear of float32
