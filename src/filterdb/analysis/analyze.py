@@ -30,7 +30,7 @@ moments are summed over other task boundaries: about 1e-16 relative).
 
 ``orthogonality_precision="float32"`` (default): float32 BLAS products over blocks of
 4,096 columns accumulated in float64 (:func:`filterdb.kernels.fused.orthogonality_f32`);
-measured against the float64 definition: at most 4.5e-9 absolute on the zoo's layers and
+measured against the float64 definition: at most 1.7e-8 absolute on the zoo's layers and
 3.6e-10 on synthetic layers up to 7,001 channels (``benchmarks/orthogonality_f32.py``;
 ``tests/test_analyzer.py`` bounds it by 1e-6).
 ``"float64"`` is the exact path of ``filterdb health``. It combines the analysis context
