@@ -356,7 +356,7 @@ def _row_norms(R):
     """``(inv, peak, finite)`` of the ``(c, k)`` float32 rows: ``inv[i] = 1 / max(|R_i|,
     1e-12)`` (``torch.nn.functional.normalize``'s clamp; norms summed in float64), the
     largest ``|R_ij|``, and whether every value is finite (numpy's max and min propagate
-    NaN; an infinity is its own peak)."""
+    NaN, and an infinity is the max or the min)."""
     if R.size == 0:
         return np.full(R.shape[0], 1.0 / NORM_EPS), 0.0, True
     hi, lo = float(R.max()), float(R.min())
