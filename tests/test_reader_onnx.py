@@ -176,12 +176,20 @@ def test_random_bytes_onnx_is_read_error(tmp_path):
     with pytest.raises(ReadError) as e:
         read_model(p)
     assert str(p) in str(e.value)
-    # random bytes that pass format detection (first byte an ONNX field tag) reach the parser
+    # a valid first tag before random bytes no longer passes detection (the walk of the
+    # top-level fields refuses them), with the file named
     q = tmp_path / "random2.onnx"
     q.write_bytes(b"\x08" + rng.bytes(4096))
     with pytest.raises(ReadError) as e:
         read_model(q)
-    assert str(q) in str(e.value) and "ONNX" in str(e.value)
+    assert str(q) in str(e.value) and "named like onnx, but its content is not" in str(e.value)
+    # random bytes inside valid top-level fields (ir_version 7, a 4,096-byte graph) pass
+    # detection and reach the parser
+    r = tmp_path / "random3.onnx"
+    r.write_bytes(b"\x08\x07\x3a\x80\x20" + rng.bytes(4096))
+    with pytest.raises(ReadError) as e:
+        read_model(r)
+    assert str(r) in str(e.value) and "ONNX" in str(e.value)
 
 
 def test_valid_protobuf_without_graph_is_not_onnx(tmp_path):

@@ -103,10 +103,54 @@ def _safetensors_header(head: bytes, size: int) -> bool:
     return head[8:9] == b"{"
 
 
-def _looks_like_onnx(head: bytes) -> bool:
-    # ModelProto starts with a small field tag: ir_version (0x08), opset_import (0x42),
-    # producer_name (0x12), graph (0x3a) ... in practice ir_version comes first.
-    return len(head) > 2 and head[0] in (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42)
+# ModelProto's top-level fields (onnx.proto3) by wire type: varint (ir_version,
+# model_version) and length-delimited (names, doc string, graph, opsets, metadata, training
+# info, functions, configuration)
+_ONNX_VARINT = frozenset((1, 5))
+_ONNX_LEN = frozenset((2, 3, 4, 6, 7, 8, 14, 20, 25, 26))
+_ONNX_MAX_FIELDS = 4096
+
+
+def _varint(f) -> int | None:
+    """A protobuf varint read from ``f`` (None at the end of the file or past 10 bytes)."""
+    v = 0
+    for shift in range(0, 70, 7):
+        b = f.read(1)
+        if not b:
+            return None
+        v |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return v
+    return None
+
+
+def _looks_like_onnx(f, size: int) -> bool:
+    """Whether ``f`` (at 0) walks as an ONNX ModelProto: every top-level field a field of
+    ModelProto with its wire type, ``ir_version`` plausible (1-100), length-delimited
+    fields skipped by their length. A walk that runs off the end after a whole valid first
+    field is still ONNX (a truncated file: its reader says so); a first byte that merely
+    looks like a tag (text starting with ``"`` or ``2``) is not."""
+    fields = 0
+    while fields < _ONNX_MAX_FIELDS and f.tell() < size:
+        tag = _varint(f)
+        if tag is None:
+            return fields > 0
+        field, wire = tag >> 3, tag & 7
+        if wire == 0 and field in _ONNX_VARINT:
+            v = _varint(f)
+            if v is None:
+                return fields > 0
+            if field == 1 and not 1 <= v <= 100:
+                return False
+        elif wire == 2 and field in _ONNX_LEN:
+            n = _varint(f)
+            if n is None or f.tell() + n > size:
+                return fields > 0
+            f.seek(n, 1)
+        else:
+            return False
+        fields += 1
+    return fields > 0
 
 
 def detect_format(path) -> str:
@@ -156,7 +200,8 @@ def detect_format(path) -> str:
 
         if looks_like_dlib(head):
             return DLIB
-        if _looks_like_onnx(head):
+        f.seek(0)
+        if _looks_like_onnx(f, size):
             return ONNX
         if head.lstrip()[:1] in (b"{", b"["):  # JSON: a TF.js model or weights manifest
             from .tfjs import (
