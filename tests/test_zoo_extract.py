@@ -57,7 +57,8 @@ def test_extract_member_bounds_and_errors(tmp_path, make, member, folder):
 def test_extract_refuses_more_bytes_than_declared(tmp_path, monkeypatch):
     a = _zip(tmp_path / "p.whl")
     try:  # an archive whose member inflates past its header's size
-        monkeypatch.setattr(a, "size", lambda member: 4096)
+        real = a.open
+        monkeypatch.setattr(a, "open", lambda member: (real(member)[0], 4096))
         with pytest.raises(FilterDBError, match="holds more than the 4,096 bytes it declares"):
             Z._extract_one(a, "pkg/model.onnx", tmp_path / "m.onnx")
         assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.onnx.part").exists()

@@ -7,6 +7,7 @@ import struct
 import zipfile
 
 from ..errors import ReadError
+from . import protowire
 from .base import check_file
 
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -111,17 +112,16 @@ _ONNX_LEN = frozenset((2, 3, 4, 6, 7, 8, 14, 20, 25, 26))
 _ONNX_MAX_FIELDS = 4096
 
 
-def _varint(f) -> int | None:
-    """A protobuf varint read from ``f`` (None at the end of the file or past 10 bytes)."""
-    v = 0
-    for shift in range(0, 70, 7):
-        b = f.read(1)
-        if not b:
-            return None
-        v |= (b[0] & 0x7F) << shift
-        if b[0] < 0x80:
-            return v
-    return None
+def _varint_at(f) -> int | None:
+    """The protobuf varint at ``f``'s position (:func:`.protowire.varint`), ``f`` left just
+    after it; None if it is cut off by the end of the file or longer than 10 bytes."""
+    pos = f.tell()
+    try:
+        v, used = protowire.varint(f.read(10), 0)
+    except protowire.ProtoError:
+        return None
+    f.seek(pos + used)
+    return v
 
 
 def _looks_like_onnx(f, size: int) -> bool:
@@ -132,18 +132,18 @@ def _looks_like_onnx(f, size: int) -> bool:
     looks like a tag (text starting with ``"`` or ``2``) is not."""
     fields = 0
     while fields < _ONNX_MAX_FIELDS and f.tell() < size:
-        tag = _varint(f)
+        tag = _varint_at(f)
         if tag is None:
             return fields > 0
         field, wire = tag >> 3, tag & 7
         if wire == 0 and field in _ONNX_VARINT:
-            v = _varint(f)
+            v = _varint_at(f)
             if v is None:
                 return fields > 0
             if field == 1 and not 1 <= v <= 100:
                 return False
         elif wire == 2 and field in _ONNX_LEN:
-            n = _varint(f)
+            n = _varint_at(f)
             if n is None or f.tell() + n > size:
                 return fields > 0
             f.seek(n, 1)

@@ -124,23 +124,20 @@ class _Archive:
             self._zip = None
             self._tar = tarfile.open(path, "r:gz")  # noqa: SIM115 - kept open, closed by close()
 
-    def size(self, member: str) -> int:
-        """The member's size as the archive declares it (an error if it has no such file)."""
+    def open(self, member: str):
+        """``(file object, size the archive declares)`` of the file ``member`` (a one-line
+        error if the archive has no such file)."""
         try:
             info = (self._zip.getinfo(member) if self._zip is not None
                     else self._tar.getmember(member))
         except KeyError:
             info = None
-        if info is None or (self._zip is None and not info.isfile()) or \
-                (self._zip is not None and info.is_dir()):
-            raise FilterDBError(f"{self.path.name}: no file {member!r} in the archive")
-        return int(info.file_size if self._zip is not None else info.size)
-
-    def open(self, member: str):
-        self.size(member)  # the one-line error for a missing member
         if self._zip is not None:
-            return self._zip.open(member)
-        return self._tar.extractfile(self._tar.getmember(member))
+            if info is not None and not info.is_dir():
+                return self._zip.open(info), int(info.file_size)
+        elif info is not None and info.isfile():
+            return self._tar.extractfile(info), int(info.size)
+        raise FilterDBError(f"{self.path.name}: no file {member!r} in the archive")
 
     def close(self):
         (self._zip or self._tar).close()
@@ -155,24 +152,25 @@ def _extract_one(archive: _Archive, member: str, out: Path,
                  limit: int = MAX_MEMBER_BYTES) -> None:
     """Copy ``member`` to ``out`` (through ``out.part``), at most ``limit`` bytes: a
     larger declared size, or more bytes than declared, is a one-line error."""
-    declared = archive.size(member)
-    if declared > limit:
-        raise FilterDBError(f"{archive.path.name}: {member!r} declares {declared:,} bytes, "
-                            f"more than the {limit:,} a model file may have")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    try:
-        with archive.open(member) as src, open(tmp, "wb") as dst:
-            n = 0
-            while chunk := src.read(min(1 << 20, limit + 1 - n)):
-                n += len(chunk)
-                if n > max(declared, 0) or n > limit:
-                    raise FilterDBError(f"{archive.path.name}: {member!r} holds more than "
-                                        f"the {declared:,} bytes it declares")
-                dst.write(chunk)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    src, declared = archive.open(member)
+    with src:
+        if declared > limit:
+            raise FilterDBError(f"{archive.path.name}: {member!r} declares {declared:,} "
+                                f"bytes, more than the {limit:,} a model file may have")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        try:
+            with open(tmp, "wb") as dst:
+                n = 0
+                while chunk := src.read(min(1 << 20, declared + 1 - n)):
+                    n += len(chunk)
+                    if n > declared:
+                        raise FilterDBError(f"{archive.path.name}: {member!r} holds more "
+                                            f"than the {declared:,} bytes it declares")
+                    dst.write(chunk)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     os.replace(tmp, out)
 
 
