@@ -111,3 +111,55 @@ def test_non_finite_layer_is_nan_and_does_not_spoil_others():
     assert np.isnan(v["sparsity"][0]) and np.isnan(v["variance_entropy"][0])
     assert np.isnan(v["orthogonality"][0])
     assert v["variance_entropy"][1] == pytest.approx(K.variance_entropy(good), abs=1e-9)
+
+
+def _scaled_moments_by_hand(x, keep):
+    """The PCA moments of method.md section 3 by numpy: rows ``x / max|x|`` in float32
+    (all-zero rows stay zero), then ``n``, the sum and ``sum v v^T`` in float64."""
+    v = x[keep]
+    peak = np.abs(v).max(axis=1, keepdims=True)
+    v = (v / np.where(peak > 0, peak, np.float32(1))).astype(np.float64)
+    return len(v), v.sum(axis=0), v.T @ v
+
+
+@pytest.mark.parametrize("which", ["all", "some", "none"])
+def test_health_task_pca_moments_equal_the_definition(which):
+    """``pca_moments=True``: the PCA moments from the health statistics' load equal numpy's
+    on the scaled rows, for the layers in ``index`` and for those not in it (gaps and
+    padding skipped), and the health values are those of the task without them."""
+    rng = np.random.default_rng(7)
+    sizes = [3 * 64, 1000, 600, 9, 2 * 300]  # runs over several 256-row blocks
+    x = (rng.standard_normal((sum(sizes) + 5, 9)) * 0.05 + 0.01).astype(np.float32)
+    x[3] = 0.0  # an all-zero row stays zero
+    x[400] *= np.float32(1e-6)  # a sparse row
+    x[1500] *= np.float32(-3e3)  # a large row
+    ids = np.concatenate([np.full(s, i) for i, s in enumerate(sizes)] + [np.full(5, -1)])
+    ids[1300:1310] = -1  # a gap
+    ids = ids.astype(np.int64)
+    c_out = np.array([64, 10, 60, 1, 300])
+    index = {"all": np.arange(5), "some": np.array([-1, 0, -1, 1, 2]),
+             "none": np.full(5, -1)}[which]
+    got = LS.health_task(x, ids, index, c_out, pca_moments=True)
+    n, s, sxx = _scaled_moments_by_hand(x, ids >= 0)
+    assert int(got["n"]) == n
+    np.testing.assert_allclose(got["s"], s, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(got["sxx"], sxx, rtol=1e-13, atol=0)
+    np.testing.assert_array_equal(got["sxx"], got["sxx"].T)
+    plain = LS.health_task(x, ids, index, c_out)
+    np.testing.assert_array_equal(got["values"], plain["values"])
+    np.testing.assert_array_equal(got["count"], plain["count"])
+
+
+def test_health_task_pca_moments_are_poisoned_by_non_finite_rows():
+    """A NaN or an infinity in a layer makes the PCA moments non-finite, as in the PCA's own
+    kernel (the analysis then refuses them); the health values mark only that layer."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((700, 9)).astype(np.float32)
+    ids = np.repeat(np.arange(2), [300, 400]).astype(np.int64)
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[350, 4] = bad
+        got = LS.health_task(y, ids, np.arange(2), np.array([30, 40]), pca_moments=True)
+        assert not np.isfinite(got["sxx"]).all()
+        plain = LS.health_task(y, ids, np.arange(2), np.array([30, 40]))
+        np.testing.assert_array_equal(got["values"], plain["values"])

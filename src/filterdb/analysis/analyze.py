@@ -6,7 +6,10 @@ health metrics of every layer (docs/method.md, sections 3-5), in two passes (thr
 
 1. PCA moments and the layers' health statistics (sparsity, variance entropies), and the
    rows most extreme on a provisional basis (the PCA of a 4 M-filter sample read first),
-   from which :mod:`filterdb.kernels.extremes` proves the exact coefficient range;
+   from which :mod:`filterdb.kernels.extremes` proves the exact coefficient range. With
+   the range fixed (no extremes needed) and the health statistics recomputed, the PCA
+   moments come from the health kernel's load of each row (``health_task`` with
+   ``pca_moments``): one load of every row instead of two;
 2. the exact coefficient range, only if that proof fails (or with the PCA cached and the
    range not; skipped with a fixed ``range``);
 3. the histograms of all columns at once and the c0-c1 density, from one projection.
@@ -238,19 +241,22 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         hvalues = None
         if passes[0]:
             parts = []
+            # the plain moments from the health statistics' load of each row (one load)
+            shared = (need_pca and prov is None and len(todo_h) > 0
+                      and ctx.precision == "float32")
             if need_pca and prov is not None:
                 parts.append(("moments", _ext.moments_top_task, pca_params(prov, ctx.precision)))
-            elif need_pca:
+            elif need_pca and not shared:
                 parts.append(("moments", _pca.moments_task, {"precision": ctx.precision}))
             if len(todo_h):
                 parts.append(("health", health_task,
                               {"index": hindex, "c_out": h_c_out, "eps": float(t.sparsity_eps),
-                               "orthogonality": False}))
+                               "orthogonality": False, "pca_moments": shared}))
             r = runner.run(" + ".join(passes[0]), parts, ortho_params(0), 0,
-                           int((orth_pass == 0).sum()))
+                           int((orth_pass == 0).sum()), names=passes[0])
             take_orth(r, 0)
             if need_pca:
-                m = F.split(r, "moments")
+                m = F.split(r, "health" if shared else "moments")
                 if prov is not None:
                     p, rng = pca_range_from(m, prov)
                     if rng is not None:
@@ -392,9 +398,10 @@ class _Runner:
                                    s["layer_id"].to_numpy(np.int64), whole_layers=True)
         return self._plan
 
-    def run(self, desc, parts, ortho, index, n_orth, any_order=False) -> dict:
+    def run(self, desc, parts, ortho, index, n_orth, any_order=False, names=None) -> dict:
         """One fused pass; ``any_order`` (results independent of the task order): every
-        other pass runs backwards, starting on what the page cache holds."""
+        other pass runs backwards, starting on what the page cache holds. ``names``: what
+        the pass computes, if not one thing per part (the parts' prefixes)."""
         ctx = self.ctx
         ctx.engine  # noqa: B018 - started before the clock, as before
         plan = reversed_plan(self.plan) if any_order and len(self.info) % 2 else self.plan
@@ -403,7 +410,7 @@ class _Runner:
         r = single_blas(lambda: ctx.map_reduce(
             desc, plan, F.fused_task, {"parts": parts, "ortho": ortho},
             reduce=F.fused_reduce(parts)))
-        self.info.append(PassInfo(desc, [n for n, _, _ in parts] +
+        self.info.append(PassInfo(desc, list(names or [n for n, _, _ in parts]) +
                                   (["orthogonality"] if ortho else []), n_orth,
                                   time.perf_counter() - t))
         return r

@@ -84,27 +84,39 @@ def _centre_project(t, k, mean, comps, d, c):
 
 
 @njit(fastmath={"reassoc", "nsz"}, **_OPTS)
-def _accumulate(t, k, s, sxx):
-    """Add the block's column sums and upper-triangle products (float64) to s / sxx."""
+def _accumulate(t, k, u, s, sxx):
+    """Add the block's column sums and upper-triangle products (float64) to s / sxx.
+
+    The rows are first widened into the float64 scratch ``u`` (exact), so the 45 pair
+    loops multiply float64 values without converting each operand again.
+    """
     for a in range(9):
+        ta = t[a]
+        ua = u[a]
         acc = 0.0
         for i in range(k):
-            acc += np.float64(t[a, i])
+            w = np.float64(ta[i])
+            ua[i] = w
+            acc += w
         s[a] += acc
+    for a in range(9):
+        ua = u[a]
         for b in range(a, 9):
+            ub = u[b]
             acc = 0.0
             for i in range(k):
-                acc += np.float64(t[a, i]) * np.float64(t[b, i])
+                acc += ua[i] * ub[i]
             sxx[a, b] += acc
 
 
 @njit(**_OPTS)
-def _add_moments(t, k, bs, bxx, s, sxx):
-    """One block's moments (:func:`_accumulate` into the scratch ``bs`` / ``bxx``), then
-    added to the totals ``s`` / ``sxx`` (upper triangle)."""
+def _add_moments(t, k, u, bs, bxx, s, sxx):
+    """One block's moments (:func:`_accumulate` into the scratch ``bs`` / ``bxx``; ``u``
+    float64 scratch like ``t``), then added to the totals ``s`` / ``sxx`` (upper
+    triangle)."""
     bs[:] = 0.0
     bxx[:, :] = 0.0
-    _accumulate(t, k, bs, bxx)
+    _accumulate(t, k, u, bs, bxx)
     for a in range(9):
         s[a] += bs[a]
         for b in range(a, 9):
@@ -142,13 +154,13 @@ def moments(x, ids, s, sxx):
     ``sxx`` is written. Returns the number of rows counted.
     """
     m = x.shape[0]
-    t, peak, g, _, _, none, src = _scratch()
+    t, peak, g, u, _, none, src = _scratch()
     bs = np.zeros(9, np.float64)
     bxx = np.zeros((9, 9), np.float64)
     n = 0
     for r0 in range(0, m, BLOCK):
         k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g, src)
-        _add_moments(t, k, bs, bxx, s, sxx)
+        _add_moments(t, k, u, bs, bxx, s, sxx)
         n += k
     return n
 
@@ -409,7 +421,7 @@ def moments_top(x, ids, s, sxx, mean, comps, top):
     n = 0
     for r0 in range(0, m, BLOCK):
         k = _load(x, r0, min(r0 + BLOCK, m), ids, none, t, peak, g, src)
-        _add_moments(t, k, bs, bxx, s, sxx)
+        _add_moments(t, k, d, bs, bxx, s, sxx)  # d: scratch until projected
         n += k
         _centre_project(t, k, mean, comps, d, c)
         _track(c, k, src, x, top, low, pos)

@@ -24,6 +24,7 @@ import threading
 import numpy as np
 from numba import njit
 
+from . import _numba
 from . import health as K
 from . import metrics as M
 
@@ -96,6 +97,38 @@ def _load_shifted(x, r0, k, shift, t, rmax):
 
 
 @njit(fastmath={"reassoc", "nsz"}, **_OPTS)
+def _load_scaled(x, r0, k, shift, t, rmax, t32, u):
+    """:func:`_load_shifted`, and ``u[:, :k] = (x[r0:r0 + k] / max|x|)^T`` in float64 for
+    the PCA moments: each row divided by its peak ``rmax`` in float32 (exactly
+    ``x / max|x|`` of numpy, as :func:`filterdb.kernels._numba.scale_rows`; all-zero
+    rows stay zero), then widened (exact). The raw rows are first copied transposed into
+    the float32 scratch ``t32``, so the divisions run on contiguous rows (vectorised)."""
+    sq = 0.0
+    pk = np.float32(0.0)
+    for i in range(k):
+        m = np.float32(0.0)
+        for j in range(9):
+            v = x[r0 + i, j]
+            t32[j, i] = v
+            m = max(m, abs(v))
+            w = np.float64(v)
+            sq += w * w
+            t[j, i] = w - shift[j]
+        rmax[i] = m
+        pk = max(pk, m)
+    for i in range(k):
+        p = rmax[i]
+        t32[9, i] = p if p > 0 else np.float32(1.0)
+    p = t32[9]
+    for j in range(9):
+        tj = t32[j]
+        uj = u[j]
+        for i in range(k):
+            uj[i] = np.float64(tj[i] / p[i])
+    return sq, pk
+
+
+@njit(fastmath={"reassoc", "nsz"}, **_OPTS)
 def _block_sums(t, k, out):
     """``out[j] += sum_r t[j, r]`` over the first ``k`` columns."""
     for j in range(9):
@@ -107,7 +140,7 @@ def _block_sums(t, k, out):
 
 @njit(**_OPTS)
 def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, sy_sp,
-                  gyy, gyy_sp):
+                  gyy, gyy_sp, ps, psxx):
     """Fill the per-run statistics (run ``q`` = rows ``starts[q]:ends[q]`` of ``x``;
     the outputs start at 0).
 
@@ -120,6 +153,12 @@ def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, s
     (moments, per-row ``max|w|``), then one over the sparse rows only (their rows'
     ``max|w| < eps * peak``). A layer whose peak is 0 is all sparse. Non-finite layers are
     only marked (their other outputs stay 0).
+
+    ``ps`` non-empty: also add the PCA moments of the runs' rows scaled by their peaks (the sum to
+    ``ps`` (9,), ``sum v v^T`` to the upper triangle of ``psxx`` (9, 9), float64: the
+    values of :func:`filterdb.kernels._numba.moments` up to the order of summation) from
+    the same load of each block, instead of a second pass over the rows; non-finite rows
+    poison them, as there.
     """
     longest = 0
     for q in range(starts.shape[0]):
@@ -127,7 +166,10 @@ def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, s
     rmax = np.empty(longest, np.float32)
     shift = np.empty(9, np.float64)
     t = np.empty((9, BLOCK), np.float64)
+    u = np.empty((9, BLOCK), np.float64)
+    t32 = np.empty((10, BLOCK), np.float32)
     acc = np.empty((9, 9), np.float64)
+    pca = ps.shape[0] > 0
     for q in range(starts.shape[0]):
         a = starts[q]
         b = ends[q]
@@ -143,7 +185,12 @@ def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, s
         pk = np.float32(0.0)
         for r0 in range(a, b, BLOCK):
             k = min(BLOCK, b - r0)
-            bsq, bpk = _load_shifted(x, r0, k, shift, t, rmax[r0 - a:])
+            if pca:
+                bsq, bpk = _load_scaled(x, r0, k, shift, t, rmax[r0 - a:], t32, u)
+                _block_sums(u, k, ps)
+                _block_gram(u, k, psxx)
+            else:
+                bsq, bpk = _load_shifted(x, r0, k, shift, t, rmax[r0 - a:])
             s_all += bsq
             pk = max(pk, bpk)
             _block_sums(t, k, sy[q])
@@ -427,7 +474,7 @@ def _block_deviation(G, inv, i0):
 
 
 def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True,
-                float32_products=False) -> dict:
+                float32_products=False, pca_moments=False) -> dict:
     """The engine kernel: statistics of the whole layers in the block ``x``.
 
     ``index[layer_id]`` is the layer's row in the output (``-1``: not wanted), ``c_out``
@@ -438,17 +485,33 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True,
     from these statistics). Returns ``values`` ``(L, len(VALUES))`` (zero rows for layers
     not in this block) and ``count`` ``(L,)``: how many runs of each layer the block held
     (the pass checks 1).
+
+    ``pca_moments``: the result also holds ``n``, ``s`` and ``sxx``, the PCA moments of
+    every row with a non-negative id (those of :func:`filterdb.kernels.pca.moments_task`
+    at float32), taken from the health statistics' load of each row for the layers in
+    ``index`` (:func:`layer_moments`) and by :func:`filterdb.kernels._numba.moments` for
+    the others.
     """
     L = len(c_out)
     values = np.zeros((L, len(VALUES)), np.float64)
     count = np.zeros(L, np.int64)
-    starts, ends, lids = layer_runs(np.ascontiguousarray(ids, dtype=np.int64))
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    starts, ends, lids = layer_runs(ids)
     rows = index[lids] if len(lids) else np.empty(0, np.int64)
     keep = rows >= 0
+    ps, psxx = (np.zeros(9), np.zeros((9, 9))) if pca_moments else (_NONE, _NONE2)
+    out = {"values": values, "count": count}
+    if pca_moments:
+        out.update(n=np.array(int((ends - starts).sum()), np.int64), s=ps, sxx=psxx)
+        if not keep.all():  # the rows of layers not in ``index``: the PCA's own kernel
+            rest = ids.copy()
+            for a, b in zip(starts[keep].tolist(), ends[keep].tolist()):
+                rest[a:b] = -1
+            _numba.moments(x, rest, ps, psxx)
     starts, ends, rows = starts[keep], ends[keep], rows[keep]
     k = len(rows)
     if k == 0:
-        return {"values": values, "count": count}
+        return _full_sxx(out)
     n_sparse = np.zeros(k, np.int64)
     finite = np.zeros(k, np.bool_)
     peak = np.zeros(k, np.float64)
@@ -456,7 +519,7 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True,
     sy, sy_sp = np.zeros((k, 9)), np.zeros((k, 9))
     gyy, gyy_sp = np.zeros((k, 9, 9)), np.zeros((k, 9, 9))
     layer_moments(x, starts, ends, float(eps), n_sparse, finite, peak, sq, sq_sp, sy, sy_sp,
-                  gyy, gyy_sp)
+                  gyy, gyy_sp, ps, psxx)
     n = ends - starts
     met = metrics_from_centred(n, n_sparse, finite, sq, sq_sp, sy, sy_sp, gyy, gyy_sp)
     orth = np.full(k, np.nan)
@@ -475,7 +538,18 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True,
                            x, starts, ends)
     values[rows] = np.column_stack([n, n_sparse] + [stored[k] for k in M.STORED])
     np.add.at(count, rows, 1)
-    return {"values": values, "count": count}
+    return _full_sxx(out)
+
+
+_NONE, _NONE2 = np.zeros(0), np.zeros((0, 0))  # layer_moments without the PCA moments
+
+
+def _full_sxx(out: dict) -> dict:
+    """Mirror the upper triangle of ``out["sxx"]`` (if any) into the lower one."""
+    if "sxx" in out:
+        iu = np.triu_indices(9, 1)
+        out["sxx"].T[iu] = out["sxx"][iu]
+    return out
 
 
 __all__ = ["VALUES", "layer_runs", "layer_moments", "orthogonality_runs", "orthogonality_blas",
