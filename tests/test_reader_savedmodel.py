@@ -28,8 +28,8 @@ def test_keras_savedmodel_against_the_h5(given):
     for a, b in zip(m.layers, h.layers):
         np.testing.assert_array_equal(a.weight, b.weight)
     assert [l.conv_depth for l in m.layers] == [l.conv_depth for l in h.layers]
-    # depthwise groups from the kernel; a grouped Conv2D's groups are not in a GraphDef
-    assert [l.groups for l in m.layers][:4] == [1, 8, 1, 16]
+    # depthwise groups from the kernel; the grouped Conv2D's from its input's channels
+    assert [l.groups for l in m.layers] == [l.groups for l in h.layers] == [1, 8, 1, 16, 1, 1, 2]
     assert m.layers[0].name == "model/c1/Conv2D"
 
 

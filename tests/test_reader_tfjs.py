@@ -76,8 +76,11 @@ def test_same_network_as_the_h5(rel, original):
     else:
         assert m.depth_source == "graph"
         assert [l.conv_depth for l in m.layers] == [l.conv_depth for l in original.layers]
-    if FORMS[rel] == "tfjs_layers":
+    if FORMS[rel] in ("tfjs_layers", "tfjs_graph"):
+        # graph models: the grouped Conv2D's groups from its input's channels (the graph
+        # records no groups), the depthwise groups from the kernel
         assert [l.groups for l in m.layers] == [l.groups for l in original.layers]
+        assert [l.groups for l in m.layers] == [1, 8, 1, 16, 1, 1, 2]
 
 
 def test_uint8_dequantisation_by_hand():
@@ -217,6 +220,26 @@ def test_human_models_against_an_independent_parse(human_models):
                 want = np.transpose(k, (3, 2, 0, 1))
             np.testing.assert_allclose(l.weight, want, rtol=1e-6, atol=1e-7)
     assert 920_000 < total < 930_000  # "about 925,000" (the zoo catalog (filterdb.zoo.catalog))
+
+
+@pytest.mark.zoo
+def test_human_models_conv2d_channels_agree_with_the_kernels(human_models, monkeypatch):
+    """The channels found for each plain Conv2D's input (walked back through the graph)
+    equal its kernel's input channels wherever found: none of these models has a grouped
+    Conv2D, so a count that differed would be a walk through an op that changes channels
+    (it caught ``Pad``, which pads the channel axis of BlazeNet's shortcuts). Most are
+    found; the rest (after a graph input, a concatenation, a padding) keep groups 1."""
+    import filterdb.readers.tfjs as T
+
+    seen = []
+    real = T.conv2d_groups
+    monkeypatch.setattr(T, "conv2d_groups", lambda ch, k: seen.append((ch, k)) or real(ch, k))
+    for p in human_models:
+        m = read_model(p)
+        assert all(l.groups == 1 for l in m.layers if l.op in ("Conv2D", "_FusedConv2D")), p.name
+    found = [(ch, k) for ch, k in seen if ch is not None]
+    assert [(ch, k) for ch, k in found if ch != k] == []
+    assert len(found) > 0.75 * len(seen) > 1000
 
 
 @pytest.mark.zoo

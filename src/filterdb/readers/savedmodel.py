@@ -22,6 +22,8 @@ checkpoint's own object graph (``_CHECKPOINTABLE_OBJECT_GRAPH``, same node ids);
 variable's key is its name. Depth is the longest path from the signature inputs
 (``Placeholder`` nodes). Kernel layouts as in TF.js / Keras (HWIO; depthwise
 ``[kh, kw, c_in, mult]``). Convs inside ``While`` / ``If`` bodies are reported as skipped.
+A ``Conv2D``'s groups are its input's channels over the kernel's ``c_in / groups``
+(:func:`graph.input_channels` over the inlined graph; 1 where the channels are not found).
 
 Only files inside the SavedModel folder are read.
 """
@@ -45,7 +47,7 @@ from .base import (
     files_sha256,
     read_or_corrupt,
 )
-from .graph import longest_path_depths
+from .graph import conv2d_groups, input_channels, longest_path_depths
 from .tfjs import depthwise_to_oihw, hwio_to_oihw
 
 CONV_OPS = {"Conv2D", "_FusedConv2D", "FusedConv2D"}
@@ -457,6 +459,7 @@ def _read(p: str) -> Model:
             layer = ConvLayer(name, op, hwio_to_oihw(k))
         layers.append(layer)
         conv_nodes.append(name)
+    _conv2d_groups(flat, layers, conv_nodes)
     warnings = []
     in_cf = 0
     for n in flat.nodes.values():
@@ -489,6 +492,23 @@ def _read(p: str) -> Model:
                  skipped=skipped, depth_source=DEPTH_GRAPH, producer="tensorflow",
                  producer_version=tf_version,
                  op_counts=count_ops(n["op"] for n in flat.nodes.values()), warnings=warnings)
+
+
+def _conv2d_groups(flat: _Flat, layers: list[ConvLayer], conv_nodes: list[str]) -> None:
+    """``groups`` of each ``Conv2D``: its input's channels (walked back through the inlined
+    graph to a convolution read, :func:`graph.input_channels`) over its kernel's
+    ``c_in / groups``; 1 where they cannot be found."""
+    known = {c: l.shape[0] for l, c in zip(layers, conv_nodes)}
+
+    def producer(x: str):
+        n = flat.nodes.get(x)
+        return None if n is None else (n["op"], [flat.resolve(i) for i in n["input"]])
+
+    for layer, c in zip(layers, conv_nodes):
+        ins = flat.nodes[c]["input"]
+        if layer.op in CONV_OPS and ins:
+            ch = input_channels(flat.resolve(ins[0]), producer, known)
+            layer.groups = conv2d_groups(ch, layer.shape[1])
 
 
 def files(path) -> list[str]:

@@ -12,8 +12,10 @@ Formats (TensorFlow.js converter, ``tfjs-converter`` / ``tfjs-layers`` model JSO
   edges (control inputs ``^x`` ignored, ``NextIteration -> Merge`` back edges of while loops
   dropped, each loop unrolled once) from its ``Placeholder`` nodes. A conv inside a library
   function (``PartitionedCall``, as Keras writes grouped convs) is read at its call's node,
-  its kernel followed through the call's arguments. ``groups`` of a ``Conv2D`` is 1: a
-  GraphDef does not record the input's channel count.
+  its kernel followed through the call's arguments. A GraphDef does not record a
+  ``Conv2D``'s groups: they are its input's channels (:func:`graph.input_channels`, walked
+  back to the convolution that made them) over the kernel's ``c_in / groups``, 1 where
+  the channels are not found.
 - ``tfjs_layers``: ``{"format": "layers-model", "modelTopology": Keras model config, ...}``;
   the Keras reader's config logic gives classes, groups and the functional-graph depth;
   weights are named ``<layer>/<kind>`` (``kernel``, ``depthwise_kernel``, ...).
@@ -51,7 +53,7 @@ from .base import (
     files_sha256,
     read_or_corrupt,
 )
-from .graph import longest_path_depths
+from .graph import conv2d_groups, input_channels, longest_path_depths
 
 GRAPH, LAYERS, WEIGHTS = "tfjs_graph", "tfjs_layers", "tfjs_weights"
 MAX_JSON = 512 << 20  # refuse model JSON larger than this
@@ -376,8 +378,14 @@ def _read_graph(p: str, doc: dict, weights: dict[str, _Weight], warnings: list[s
         if isinstance(fn, dict) and isinstance(fn.get("signature"), dict):
             functions[fn["signature"].get("name")] = fn
     called = set()
+    # the data edges of the main graph and of the called functions' bodies (body nodes as
+    # "call/node", arguments as the caller's inputs), for the channels of grouped Conv2D
+    edges: dict[str, tuple[str, list[str]]] = {}
+    conv_inputs: list[str | None] = []  # per layer: its data input in ``edges``' names
     for i, n in enumerate(nodes):
         op = n["op"]
+        data = [x for x in n.get("input", []) if not x.startswith("^")]
+        edges[n["name"]] = (op, [_node_name(x) for x in data])
         if op in SKIPPED_OPS:
             skipped.append(Skipped(n["name"], op, SKIPPED_OPS[op]))
             continue
@@ -388,14 +396,28 @@ def _read_graph(p: str, doc: dict, weights: dict[str, _Weight], warnings: list[s
             body = [nd for nd in fn.get("nodeDef") or [] if isinstance(nd, dict)]
             local = {nd.get("name"): nd for nd in body}
             formal = [a.get("name") for a in fn["signature"].get("inputArg") or []]
-            actual = [x for x in n.get("input", []) if not x.startswith("^")]
-            args = dict(zip(formal, actual))
+            args = dict(zip(formal, data))
+
+            def outer(x: str, call=n["name"], args=args, local=local) -> str:
+                b = _node_name(x)
+                return _node_name(args[b]) if b in args and b not in local else f"{call}/{b}"
+
+            for nd in body:
+                if isinstance(nd.get("name"), str) and isinstance(nd.get("op"), str):
+                    ins = [x for x in nd.get("input") or [] if isinstance(x, str)
+                           and not x.startswith("^")]
+                    edges[f"{n['name']}/{nd['name']}"] = (nd["op"], [outer(x) for x in ins])
+            rets = list((fn.get("ret") or {}).values())
+            if len(rets) == 1 and isinstance(rets[0], str):  # the call's output
+                edges[n["name"]] = ("Identity", [outer(rets[0])])
             for nd in body:
                 if nd.get("op") in CONV_OPS or nd.get("op") in DEPTHWISE_OPS:
                     item = conv(f"{n['name']}/{nd.get('name')}", nd, local, args)
                     if isinstance(item, ConvLayer):
                         layers.append(item)
                         conv_index.append(i)
+                        first = (edges[item.name][1] or [None])[0]
+                        conv_inputs.append(first)
                     else:
                         skipped.append(item)
                 elif nd.get("op") in SKIPPED_OPS:
@@ -408,8 +430,13 @@ def _read_graph(p: str, doc: dict, weights: dict[str, _Weight], warnings: list[s
         if isinstance(item, ConvLayer):
             layers.append(item)
             conv_index.append(i)
+            conv_inputs.append(_node_name(data[0]) if data else None)
         else:
             skipped.append(item)
+    known = {layer.name: layer.shape[0] for layer in layers}
+    for layer, x in zip(layers, conv_inputs):
+        if layer.op in CONV_OPS and x is not None:
+            layer.groups = conv2d_groups(input_channels(x, edges.get, known), layer.shape[1])
     for fname, fn in functions.items():
         if fname in called:
             continue
