@@ -78,15 +78,19 @@ def _block_gram(t, k, acc):
 
 
 @njit(fastmath={"reassoc", "nsz"}, **_OPTS)
-def _load_shifted(x, r0, k, shift, t, rmax):
+def _load_shifted(x, r0, k, shift, t, rmax, raw):
     """``t[:, :k] = (x[r0:r0 + k] - shift)^T`` in float64, ``rmax[i] = max_j |x[r0 + i, j]|``
-    (float32); returns the block's raw sum of squares and its largest ``rmax``."""
+    (float32), and, if ``raw`` has rows, ``raw[:9, :k] = x[r0:r0 + k]^T`` (float32);
+    returns the block's raw sum of squares and its largest ``rmax``."""
+    keep = raw.shape[0] > 0
     sq = 0.0
     pk = np.float32(0.0)
     for i in range(k):
         m = np.float32(0.0)
         for j in range(9):
             v = x[r0 + i, j]
+            if keep:
+                raw[j, i] = v
             m = max(m, abs(v))
             w = np.float64(v)
             sq += w * w
@@ -102,20 +106,9 @@ def _load_scaled(x, r0, k, shift, t, rmax, t32, u):
     the PCA moments: each row divided by its peak ``rmax`` in float32 (exactly
     ``x / max|x|`` of numpy, as :func:`filterdb.kernels._numba.scale_rows`; all-zero
     rows stay zero), then widened (exact). The raw rows are first copied transposed into
-    the float32 scratch ``t32``, so the divisions run on contiguous rows (vectorised)."""
-    sq = 0.0
-    pk = np.float32(0.0)
-    for i in range(k):
-        m = np.float32(0.0)
-        for j in range(9):
-            v = x[r0 + i, j]
-            t32[j, i] = v
-            m = max(m, abs(v))
-            w = np.float64(v)
-            sq += w * w
-            t[j, i] = w - shift[j]
-        rmax[i] = m
-        pk = max(pk, m)
+    the float32 scratch ``t32`` (10, BLOCK), so the divisions run on contiguous rows
+    (vectorised)."""
+    sq, pk = _load_shifted(x, r0, k, shift, t, rmax, t32)
     for i in range(k):
         p = rmax[i]
         t32[9, i] = p if p > 0 else np.float32(1.0)
@@ -167,9 +160,9 @@ def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, s
     shift = np.empty(9, np.float64)
     t = np.empty((9, BLOCK), np.float64)
     u = np.empty((9, BLOCK), np.float64)
-    t32 = np.empty((10, BLOCK), np.float32)
     acc = np.empty((9, 9), np.float64)
     pca = ps.shape[0] > 0
+    t32 = np.empty((10 if pca else 0, BLOCK), np.float32)  # raw rows only for the PCA
     for q in range(starts.shape[0]):
         a = starts[q]
         b = ends[q]
@@ -190,7 +183,7 @@ def layer_moments(x, starts, ends, eps, n_sparse, finite, peak, sq, sq_sp, sy, s
                 _block_sums(u, k, ps)
                 _block_gram(u, k, psxx)
             else:
-                bsq, bpk = _load_shifted(x, r0, k, shift, t, rmax[r0 - a:])
+                bsq, bpk = _load_shifted(x, r0, k, shift, t, rmax[r0 - a:], t32)
             s_all += bsq
             pk = max(pk, bpk)
             _block_sums(t, k, sy[q])
