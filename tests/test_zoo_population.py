@@ -204,7 +204,12 @@ def _h5_count(path):
             n += o.shape[2] * o.shape[3]
 
     with h5py.File(path, "r") as f:
-        f["model_weights"].visititems(visit)
+        if "model_weights" in f:  # Keras 2 full model file
+            f["model_weights"].visititems(visit)
+        else:  # Keras 3 .weights.h5: every group but the optimizer's
+            for k in f:
+                if k != "optimizer" and isinstance(f[k], h5py.Group):
+                    f[k].visititems(visit)
     return n
 
 

@@ -4,7 +4,7 @@
 2. train the small population of CNNs (``filterdb zoo train demo/trained --preset small``;
    resumable, a second run reuses it): same architectures trained with several seeds, the
    noise floor,
-3. build ``demo/population.filterdb`` from the zoo (``zoo ingest --distinct``: 115 distinct
+3. build ``demo/population.filterdb`` from the zoo (``zoo ingest --distinct``: 116 distinct
    real networks) and ``demo/trained.filterdb`` from the trained population (re-adding a file
    already there is a no-op),
 4. the paper's analyses on the real population (PCA, drift by task / visual category / depth,

