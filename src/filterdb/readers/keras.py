@@ -16,7 +16,9 @@ variables in ``vars/0, 1, ...`` in the class's creation order, and (newer Keras)
 name in the ``vars`` group's ``name`` attribute. Operations in a functional config
 (``x + 3.0``: ``module: keras.src.ops...``) are not layers: no group, no number. Groups the
 config does not name (sub-layers of custom layers) are read too, their classes from their
-group names.
+group names. A weights file of a subclassed model (``model.save_weights`` of a
+``keras.Model`` subclass) has its layers under their attribute names (``block1/layers/conv2d``,
+``fuse``) beside the root's own ``vars``: every weight group but the optimizer's is read.
 
 Layouts (Keras is channels-last) -> ``(c_out, c_in / groups, kh, kw)``:
 
