@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _numba
-from .pca import _ids, task_filters
+from .pca import _ids, mirror_upper, task_filters
 
 TOP_K = _numba.TOP_K
 _NONE = np.empty(0, np.int64)
@@ -71,9 +71,7 @@ def moments_top_task(filters, layer_ids, mean, components, precision="float32", 
     n = _numba.moments_top(x, _ids(layer_ids, len(x)), s, sxx,
                            np.ascontiguousarray(mean, np.float64),
                            np.ascontiguousarray(components, np.float64), top)
-    iu = np.triu_indices(9, 1)
-    sxx.T[iu] = sxx[iu]
-    return {"n": np.array(n, dtype=np.int64), "s": s, "sxx": sxx, "top": top}
+    return {"n": np.array(n, dtype=np.int64), "s": s, "sxx": mirror_upper(sxx), "top": top}
 
 
 moments_top_task.reduce = {"top": "top"}

@@ -27,6 +27,7 @@ from numba import njit
 from . import _numba
 from . import health as K
 from . import metrics as M
+from .pca import mirror_upper
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 NORM_EPS = K.NORM_EPS
@@ -403,9 +404,9 @@ def _row_norms(R):
     them). numpy's ``max`` and ``min`` for the same test took two more passes (1.5-2.4 ns
     per filter each, one thread, 2026-12-04).
     """
-    sq = np.empty(R.shape[0], np.float64)
     if R.size == 0:
         return np.full(R.shape[0], 1.0 / NORM_EPS), 0.0, True
+    sq = np.empty(R.shape[0], np.float64)
     _row_squares(R, sq)
     if not np.isfinite(sq).all():
         return None, 0.0, False
@@ -472,6 +473,9 @@ def _block_deviation(G, inv, i0):
     return diag + 2.0 * off
 
 
+_NONE, _NONE2 = np.zeros(0), np.zeros((0, 0))  # layer_moments without the PCA moments
+
+
 def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True,
                 float32_products=False, pca_moments=False) -> dict:
     """The engine kernel: statistics of the whole layers in the block ``x``.
@@ -500,7 +504,7 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True,
     keep = rows >= 0
     ps, psxx = (np.zeros(9), np.zeros((9, 9))) if pca_moments else (_NONE, _NONE2)
     out = {"values": values, "count": count}
-    if pca_moments:
+    if pca_moments:  # psxx is out["sxx"]: its upper triangle filled below, then mirrored
         out.update(n=np.array(int((ends - starts).sum()), np.int64), s=ps, sxx=psxx)
         if not keep.all():  # the rows of layers not in ``index``: the PCA's own kernel
             rest = ids.copy()
@@ -510,7 +514,9 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True,
     starts, ends, rows = starts[keep], ends[keep], rows[keep]
     k = len(rows)
     if k == 0:
-        return _full_sxx(out)
+        if pca_moments:
+            mirror_upper(psxx)
+        return out
     n_sparse = np.zeros(k, np.int64)
     finite = np.zeros(k, np.bool_)
     peak = np.zeros(k, np.float64)
@@ -537,17 +543,8 @@ def health_task(x, ids, index, c_out, eps=0.01, orthogonality=True,
                            x, starts, ends)
     values[rows] = np.column_stack([n, n_sparse] + [stored[k] for k in M.STORED])
     np.add.at(count, rows, 1)
-    return _full_sxx(out)
-
-
-_NONE, _NONE2 = np.zeros(0), np.zeros((0, 0))  # layer_moments without the PCA moments
-
-
-def _full_sxx(out: dict) -> dict:
-    """Mirror the upper triangle of ``out["sxx"]`` (if any) into the lower one."""
-    if "sxx" in out:
-        iu = np.triu_indices(9, 1)
-        out["sxx"].T[iu] = out["sxx"][iu]
+    if pca_moments:
+        mirror_upper(psxx)
     return out
 
 

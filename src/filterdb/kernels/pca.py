@@ -80,6 +80,14 @@ def scale_filters(X) -> np.ndarray:
     return out
 
 
+def mirror_upper(sxx: np.ndarray) -> np.ndarray:
+    """Copy the upper triangle of the ``(9, 9)`` ``sxx`` (what the numba moment kernels
+    write) into its lower one, in place; returns ``sxx``."""
+    iu = np.triu_indices(9, 1)
+    sxx.T[iu] = sxx[iu]
+    return sxx
+
+
 def moments_chunk(X, layer_ids=None, precision="float32"):
     """Moments of the scaled filters: ``(n, sum (9,), sum of v v^T (9, 9))``, float64.
 
@@ -90,9 +98,7 @@ def moments_chunk(X, layer_ids=None, precision="float32"):
     s = np.zeros(9)
     sxx = np.zeros((9, 9))
     n = _numba.moments(X, _ids(layer_ids, len(X)), s, sxx)
-    iu = np.triu_indices(9, 1)
-    sxx.T[iu] = sxx[iu]
-    return int(n), s, sxx
+    return int(n), s, mirror_upper(sxx)
 
 
 @dataclass

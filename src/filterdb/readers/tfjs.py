@@ -381,7 +381,6 @@ def _read_graph(p: str, doc: dict, weights: dict[str, _Weight], warnings: list[s
     # the data edges of the main graph and of the called functions' bodies (body nodes as
     # "call/node", arguments as the caller's inputs), for the channels of grouped Conv2D
     edges: dict[str, tuple[str, list[str]]] = {}
-    conv_inputs: list[str | None] = []  # per layer: its data input in ``edges``' names
     for i, n in enumerate(nodes):
         op = n["op"]
         data = [x for x in n.get("input", []) if not x.startswith("^")]
@@ -416,8 +415,6 @@ def _read_graph(p: str, doc: dict, weights: dict[str, _Weight], warnings: list[s
                     if isinstance(item, ConvLayer):
                         layers.append(item)
                         conv_index.append(i)
-                        first = (edges[item.name][1] or [None])[0]
-                        conv_inputs.append(first)
                     else:
                         skipped.append(item)
                 elif nd.get("op") in SKIPPED_OPS:
@@ -430,13 +427,14 @@ def _read_graph(p: str, doc: dict, weights: dict[str, _Weight], warnings: list[s
         if isinstance(item, ConvLayer):
             layers.append(item)
             conv_index.append(i)
-            conv_inputs.append(_node_name(data[0]) if data else None)
         else:
             skipped.append(item)
     known = {layer.name: layer.shape[0] for layer in layers}
-    for layer, x in zip(layers, conv_inputs):
-        if layer.op in CONV_OPS and x is not None:
-            layer.groups = conv2d_groups(input_channels(x, edges.get, known), layer.shape[1])
+    for layer in layers:  # a conv's node in ``edges`` has the layer's name
+        ins = edges.get(layer.name, ("", []))[1]
+        if layer.op in CONV_OPS and ins:
+            layer.groups = conv2d_groups(input_channels(ins[0], edges.get, known),
+                                         layer.shape[1])
     for fname, fn in functions.items():
         if fname in called:
             continue
