@@ -348,6 +348,50 @@ def test_cache_hits_and_invalidation(tmp_path, zoo_path):
     check_matrix(r3, D, sizes)
 
 
+def test_recompute_replaces_cached_results_and_no_cache_stores_nothing(tmp_path, zoo_path,
+                                                                       capsys):
+    """``recompute=True`` (the CLI's ``--recompute``) reads no cached result and replaces
+    them; ``cache=False`` neither reads nor stores. A planted wrong PCA shows which."""
+    from filterdb.analysis.context import analysis_context
+
+    db, _, rows = build(tmp_path / "db", zoo_path, zoo=["mtcnn-rnet"], synth=SYNTH[:2])
+    n = db.n_filters
+    db.close()
+    path = tmp_path / "db"
+    done = []
+    for _ in range(2):  # cache=False: three passes each time, nothing stored
+        done.clear()
+        analysis.drift(path, "task", cache=False, progress=done.append)
+        assert sum(done) == 3 * n
+    done.clear()
+    right = analysis.drift(path, "task", progress=done.append)
+    assert sum(done) == 3 * n
+    D, sizes, _, _, _ = ref_drift(rows, "task")
+    check_matrix(right, D, sizes)
+
+    def plant():  # a wrong PCA under the right key: a cache hit returns it
+        with analysis_context(path, None) as ctx:
+            wrong = dict(right.pca.to_dict(), mean=[0.5] * 9)
+            ctx.put(ctx.key("pca"), wrong)
+    plant()
+    assert analysis.pca(path).mean.tolist() == [0.5] * 9
+    assert analysis.pca(path, cache=False).mean.tolist() == right.pca.mean.tolist()
+    assert analysis.pca(path).mean.tolist() == [0.5] * 9  # cache=False stored nothing
+    done.clear()
+    r = analysis.drift(path, "task", recompute=True, progress=done.append)
+    assert sum(done) == 3 * n  # nothing read from the cache
+    assert r.pca.to_dict() == right.pca.to_dict()
+    pd.testing.assert_frame_equal(r.matrix, right.matrix)
+    done.clear()
+    r = analysis.drift(path, "task", progress=done.append)
+    assert sum(done) == 0 and r.pca.to_dict() == right.pca.to_dict()  # replaced
+    # the CLI's --recompute is the same: it replaces the planted PCA too
+    plant()
+    assert main(["pca", str(path), "--recompute", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean"] == right.pca.mean.tolist()
+    assert analysis.pca(path).to_dict() == right.pca.to_dict()
+
+
 @pytest.mark.skipif(not HAS_DISTRIBUTED, reason="distributed not installed")
 def test_dask_engine_equals_local(built):
     db, _, _ = built

@@ -142,21 +142,20 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
     t = thresholds or HealthThresholds()
     t0 = time.perf_counter()
     with analysis_context(db, where, engine, scheduler, workers, progress, cache,
-                          precision) as ctx:
+                          precision, recompute) as ctx:
         for c in columns:
             ctx.check_by(c)
-        get = (lambda key: None) if recompute else ctx.get
         sel = ctx.layers.sort_values("filter_start")
         lids = sel["layer_id"].to_numpy(np.int64)
         runner = _Runner(ctx, sel)
 
         # what is cached
         pkey = ctx.key("pca")
-        hit = get(pkey)
+        hit = ctx.get(pkey)
         p = _pca.PCA.from_dict(hit) if isinstance(hit, dict) else None
         rng = ctx.coefficient_range(None, range) if range is not None else None
         if rng is None:
-            hit = get(ctx.key("range"))
+            hit = ctx.get(ctx.key("range"))
             if isinstance(hit, list) and len(hit) == 2:
                 rng = (float(hit[0]), float(hit[1]))
         hlayers = hparams = None
@@ -203,8 +202,8 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
 
         # hist: which columns are cached (needs the range; if unknown, assume all todo)
         if rng is not None:
-            hist_todo = _hist_todo(ctx, get, columns, bins, rng)
-            h2_needed = hist2d_bins and _hist2d_hit(ctx, get, hist2d_bins, rng) is None
+            hist_todo = _hist_todo(ctx, columns, bins, rng)
+            h2_needed = hist2d_bins and _hist2d_hit(ctx, hist2d_bins, rng) is None
             if not hist_todo and not h2_needed:
                 passes[2] = []
         active = [i for i in (0, 1, 2) if passes[i]]
@@ -285,13 +284,13 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             rr = F.split(r, "range")
             rng = _pca.shared_range(rr["cmin"], rr["cmax"])
             ctx.put(ctx.key("range"), [float(rng[0]), float(rng[1])])
-            hist_todo = _hist_todo(ctx, get, columns, bins, rng)
+            hist_todo = _hist_todo(ctx, columns, bins, rng)
 
         # pass 3
         got = {}
-        h2 = _hist2d_hit(ctx, get, hist2d_bins, rng) if hist2d_bins else None
+        h2 = _hist2d_hit(ctx, hist2d_bins, rng) if hist2d_bins else None
         if hist_todo is None:
-            hist_todo = _hist_todo(ctx, get, columns, bins, rng)
+            hist_todo = _hist_todo(ctx, columns, bins, rng)
         if passes[2] and (hist_todo or (hist2d_bins and h2 is None) or (orth_pass == 2).any()):
             parts = []
             edges = _hist.bin_edges(rng[0], rng[1], int(bins))
@@ -363,14 +362,14 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
                          passes_run, time.perf_counter() - t0)
 
 
-def _hist_todo(ctx, get, columns, bins, rng) -> list:
+def _hist_todo(ctx, columns, bins, rng) -> list:
     """The columns whose histograms are not cached."""
     return [c for c in columns
-            if not isinstance(get(ctx.hist_key(c, bins, rng)), (bytes, bytearray))]
+            if not isinstance(ctx.get(ctx.hist_key(c, bins, rng)), (bytes, bytearray))]
 
 
-def _hist2d_hit(ctx, get, bins, rng):
-    hit = get(ctx.hist2d_key(bins, rng))
+def _hist2d_hit(ctx, bins, rng):
+    hit = ctx.get(ctx.hist2d_key(bins, rng))
     return npz_load(hit)["counts"] if isinstance(hit, (bytes, bytearray)) else None
 
 

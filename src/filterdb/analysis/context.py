@@ -108,7 +108,7 @@ class Context:
     BASE = ("layer_id", "filter_start", "filter_count", "conv_depth_norm")
 
     def __init__(self, db: Database, where, engine="local", scheduler=None, workers=2,
-                 progress=None, cache=True, precision="float32"):
+                 progress=None, cache=True, precision="float32", recompute=False):
         self.db = db
         self.precision = _pca.check_precision(precision)
         self.where = norm_where(where)
@@ -116,7 +116,8 @@ class Context:
         self.scheduler = scheduler
         self.workers = workers
         self.progress = progress
-        self.cache = cache
+        self.cache = cache  # False: neither read nor store cached results
+        self.recompute = recompute  # True: do not read them, store the new ones
         self._engine = None
         self._plan = None
         self._layers = None
@@ -214,7 +215,7 @@ class Context:
         return "analysis:" + name + ":" + hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key):
-        if not self.cache:
+        if not self.cache or self.recompute:
             return None
         try:
             return self.db.cache_get(key)
@@ -416,11 +417,15 @@ class Context:
 
 @contextmanager
 def analysis_context(db, where, engine="local", scheduler=None, workers=2, progress=None,
-                     cache=True, precision="float32"):
-    """A :class:`Context` over ``db`` (a :class:`Database` or a path), closed on exit."""
+                     cache=True, precision="float32", recompute=False):
+    """A :class:`Context` over ``db`` (a :class:`Database` or a path), closed on exit.
+
+    ``recompute``: cached results are not read, and the new ones replace them (the
+    CLI's ``--recompute``); ``cache=False``: they are neither read nor stored."""
     _pca.check_precision(precision)  # before opening anything
     with opened(db) as d:
-        ctx = Context(d, where, engine, scheduler, workers, progress, cache, precision)
+        ctx = Context(d, where, engine, scheduler, workers, progress, cache, precision,
+                      recompute)
         try:
             yield ctx
         finally:

@@ -61,6 +61,7 @@ class Distributions:
 def distributions(db, by=None, where=None, bins: int = 70, range=None,
                   grid=None, hist2d_bins: int = 512, engine="local", scheduler=None, *,
                   workers: int = 2, progress=None, cache: bool = True,
+                  recompute: bool = False,
                   precision: str = "float32") -> Distributions:
     """Histograms, probabilities and KDE curves of each group's coefficients, and the 2-D
     c0-c1 density of the whole selection (``hist2d_bins=0`` skips it).
@@ -69,7 +70,7 @@ def distributions(db, by=None, where=None, bins: int = 70, range=None,
     """
     by = ALL if by is None else by
     with analysis_context(db, where, engine, scheduler, workers, progress, cache,
-                          precision) as ctx:
+                          precision, recompute) as ctx:
         p, rng, got = ctx.shared_passes([by], range, bins)
         labels, counts = got[by]
         h2 = ctx.hist2d(p, rng, hist2d_bins) if hist2d_bins else None

@@ -121,7 +121,8 @@ def drift_result(by, labels, counts, sizes, p, rng, bins, weights, where=None,
 
 def drift(db, by, where=None, bins: int = 70, range=None, weights="evr",
           engine="local", scheduler=None, *, workers: int = 2, progress=None,
-          cache: bool = True, precision: str = "float32") -> DriftResult:
+          cache: bool = True, recompute: bool = False,
+          precision: str = "float32") -> DriftResult:
     """Drift matrix between the groups of ``by`` (a layer-view column, or ``"depth_bin"``:
     the 10 bins of ``conv_depth_norm``).
 
@@ -129,11 +130,13 @@ def drift(db, by, where=None, bins: int = 70, range=None, weights="evr",
     given) and per-group histograms with ``bins`` bins; ``weights`` ``"evr"`` (default),
     ``"equal"`` or 9 numbers. ``precision``: ``"float32"`` or the notebook's ``"float16"``
     (see :func:`filterdb.analysis.pca`). Two passes over the selection (PCA with the range,
-    histograms; a range pass too if the range proof fails), each cached.
+    histograms; a range pass too if the range proof fails), each cached: ``recompute``
+    computes again and replaces the cached results (the CLI's ``--recompute``),
+    ``cache=False`` neither reads nor stores them.
     """
     resolve_weights(weights, np.ones(9) / 9)  # fail early on bad weights
     with analysis_context(db, where, engine, scheduler, workers, progress, cache,
-                          precision) as ctx:
+                          precision, recompute) as ctx:
         p, rng, got = ctx.shared_passes([by], range, bins)
         labels, counts = got[by]
         sizes = ctx.group_sizes(by, labels)
@@ -196,12 +199,13 @@ def summary_provenance(columns, bins, rng, range_fixed, weights, p, precision) -
 def drift_summary(db, columns=SUMMARY_COLUMNS, where=None, bins: int = 70,
                   range=None, weights="evr", engine="local", scheduler=None,
                   *, workers: int = 2, progress=None, cache: bool = True,
+                  recompute: bool = False,
                   precision: str = "float32") -> DriftSummary:
     """:func:`drift` for several columns at once, sharing every pass."""
     resolve_weights(weights, np.ones(9) / 9)
     columns = list(columns)
     with analysis_context(db, where, engine, scheduler, workers, progress, cache,
-                          precision) as ctx:
+                          precision, recompute) as ctx:
         p, rng, got = ctx.shared_passes(columns, range, bins)
         sizes = {c: ctx.group_sizes(c, got[c][0]) for c in columns}
     w = norm_where(where)

@@ -79,7 +79,8 @@ def model_histogram(X, p, rng, bins, precision="float32") -> tuple[np.ndarray, i
 
 def drift_to_model(db, model, where=None, by=None, bins: int = 70, range=None,
                    weights="evr", engine="local", scheduler=None, *, workers: int = 2,
-                   progress=None, cache: bool = True, precision: str = "float32") -> ModelDrift:
+                   progress=None, cache: bool = True, recompute: bool = False,
+                   precision: str = "float32") -> ModelDrift:
     """Drift of a model (a file path or a :class:`~filterdb.readers.Model`) against the
     selection: its filters are scaled and projected onto the selection's PCA and binned
     over the selection's shared range, at the same ``precision``. With ``by``, also against
@@ -92,7 +93,7 @@ def drift_to_model(db, model, where=None, by=None, bins: int = 70, range=None,
     resolve_weights(weights, np.ones(9) / 9)
     cols = [ALL] + ([by] if by is not None else [])
     with analysis_context(db, where, engine, scheduler, workers, progress, cache,
-                          precision) as ctx:
+                          precision, recompute) as ctx:
         p, rng, got = ctx.shared_passes(cols, range, bins)
         sizes = ctx.group_sizes(by, got[by][0]) if by is not None else \
             pd.Series(dtype=np.int64)

@@ -265,7 +265,8 @@ def _as_list(within) -> list:
 def noise_floor(db, by, where=None, bins: int = 70, range=None,
                 weights="evr", within=None, n_permutations: int = 1000, seed: int = 0,
                 exact="auto", engine="local", scheduler=None, *, workers: int = 2,
-                progress=None, cache: bool = True, precision: str = "float32") -> NoiseFloor:
+                progress=None, cache: bool = True, recompute: bool = False,
+                precision: str = "float32") -> NoiseFloor:
     """Between-group drift of ``by``, the within-group model-to-model floor and a
     permutation p-value per pair of groups (see the module docstring).
 
@@ -282,7 +283,7 @@ def noise_floor(db, by, where=None, bins: int = 70, range=None,
     if exact not in ("auto", True, False):
         raise FilterDBError(f"exact must be 'auto', True or False, got {exact!r}")
     with analysis_context(db, where, engine, scheduler, workers, progress, cache,
-                          precision) as ctx:
+                          precision, recompute) as ctx:
         layers = _selected_layers(ctx)
         byv = _model_values(layers, by)
         wv = {c: _model_values(layers, c) for c in wcols}

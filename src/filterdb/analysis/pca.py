@@ -10,8 +10,10 @@ __all__ = ["pca", "pca_frame"]
 
 
 def pca(db, where=None, engine="local", scheduler=None, *, workers: int = 2, progress=None,
-        cache: bool = True, precision: str = "float32") -> _pca.PCA:
-    """PCA (9 components) of the scaled 3x3 filters of the selection: one pass, cached.
+        cache: bool = True, recompute: bool = False,
+        precision: str = "float32") -> _pca.PCA:
+    """PCA (9 components) of the scaled 3x3 filters of the selection: one pass, cached
+    (``recompute`` and ``cache`` as :func:`filterdb.analysis.drift`).
 
     Returns :class:`filterdb.kernels.PCA` (``n``, ``mean``, ``components`` as rows,
     ``explained_variance``, ``explained_variance_ratio``); :func:`pca_frame` tabulates it.
@@ -19,7 +21,7 @@ def pca(db, where=None, engine="local", scheduler=None, *, workers: int = 2, pro
     as the published notebook does (:func:`filterdb.kernels.pca.notebook_float16`).
     """
     with analysis_context(db, where, engine, scheduler, workers, progress, cache,
-                          precision) as ctx:
+                          precision, recompute) as ctx:
         ctx.layers  # noqa: B018 - raises on an empty selection
         return ctx.pca()
 

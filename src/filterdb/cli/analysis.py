@@ -67,7 +67,7 @@ def register(sub) -> None:
 def _opts(args) -> dict:
     return dict(where=args.where, **engine_kwargs(args),
                 progress=True if show_progress(args) else None,
-                cache=not args.recompute, precision=args.precision)
+                recompute=args.recompute, precision=args.precision)
 
 
 def parse_range(text):
