@@ -13,7 +13,7 @@ and size (647 models, 21,436 layers, 1,464,797,156 filters, 52.7 GB; :mod:`filte
 Each command is timed against the plain read just before it ("paired"); the medians of
 both, the median of the paired ratios, the process's CPU seconds and peak RSS are printed
 (``os.wait4``'s resource usage of that process alone). The analysis cache is bypassed
-(``--recompute`` / ``--no-cache``), so every run reads the filters.
+(``--recompute``), so every run reads the filters.
 
 Usage::
 
@@ -39,8 +39,8 @@ CHUNK = 1 << 21  # rows per read: 75 MB
 
 # name -> filterdb arguments after the database path
 COMMANDS = {
-    "drift": ["drift", "{db}", "--by", "task", "--no-cache"],
-    "drift-range": ["drift", "{db}", "--by", "task", "--range=-3,3", "--no-cache"],
+    "drift": ["drift", "{db}", "--by", "task", "--recompute"],
+    "drift-range": ["drift", "{db}", "--by", "task", "--range=-3,3", "--recompute"],
     "health": ["health", "{db}", "--recompute"],
     "health-no-orth": ["health", "{db}", "--recompute", "--no-orthogonality"],
     # everything the report needs: PCA + health, range, histograms of 6 columns (issue 21)
