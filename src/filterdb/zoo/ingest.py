@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 
 from .. import zoo  # the package's fetch / readable, looked up at call time (patchable)
 from ..errors import DiskFullError, FilterDBError
-from ..readers import read_model
 from ..readers.base import files_sha256
 from ..readers.folders import model_files
 from ..store.ingest import AddResult
@@ -34,7 +33,7 @@ def ingest_zoo(db, models: Iterable | None = None, cache=None, replace: bool = F
                     out.append((m.id, AddResult("exists", int(r.model_id), int(r.n_layers),
                                                 int(r.filters_3x3), existing)))
                     continue
-            out.append((m.id, db.add_model(read_model(path), m.metadata(), replace=replace)))
+            out.append((m.id, db.add_model(m.read(path), m.metadata(), replace=replace)))
         except DiskFullError:
             raise  # no use going on: one line, exit 2
         except FilterDBError as e:

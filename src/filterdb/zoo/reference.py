@@ -61,7 +61,7 @@ def population_models(models=None):
 # ---- build ------------------------------------------------------------------------------
 
 def _read(m, path):
-    model = read_model(path)
+    model = m.read(path)
     df, _ = model_health(model)
     X = [l.filters() for l in model.layers if tuple(l.kernel) == (3, 3)]
     dn = [l.conv_depth_norm for l in model.layers if tuple(l.kernel) == (3, 3)]
