@@ -166,7 +166,13 @@ def main():
         need = a.filters * 36 * 1.05
         if shutil.disk_usage(parent).free < need:
             raise SystemExit(f"need {need / 1e9:.1f} GB free in {parent}")
-    r = build_synthetic(a.db, a.filters, widths=a.widths, show_progress=sys.stderr.isatty())
+    from filterdb.errors import FilterDBError
+
+    try:
+        r = build_synthetic(a.db, a.filters, widths=a.widths, show_progress=sys.stderr.isatty())
+    except FilterDBError as e:  # e.g. a database built with another --filters
+        raise SystemExit(f"{a.db}: not the synthetic database of {a.filters:,} filters "
+                         f"({e}); pass its --filters, or a new path") from None
     if r["added"]:
         print(f"built {a.db}: {r['filters']:,} filters in {r['seconds']:.0f} s "
               f"({r['filters'] / r['seconds'] / 1e6:.1f} M filters/s)")
