@@ -17,7 +17,7 @@ from ..errors import ReadError
 
 DEPTH_GRAPH = "graph"  # longest path from the real graph inputs
 DEPTH_ORDER = "order"  # graphless format: the order of the tensors
-DEPTH_CATALOG = "catalog"  # graphless file: the order, corrected from the known architecture
+DEPTH_CATALOG = "catalog"  # graphless file: the depths of its published graph (zoo catalog)
 
 
 @dataclass
