@@ -29,6 +29,7 @@ def main():
     from filterdb.synth import build_synthetic, width_stats
 
     parent = os.path.dirname(os.path.abspath(a.db)) or "."
+    os.makedirs(parent, exist_ok=True)  # a new folder for the benchmark databases
     need = a.filters * 36 * 1.05
     free = shutil.disk_usage(parent).free
     if free < need:

@@ -65,8 +65,14 @@ from .passes import pca_params, pca_range_from, provisional_pca
 COLUMNS = ("task", "visual_category", "training_dataset", "architecture", DEPTH_BIN, "model")
 HIST2D_BINS = 256  # the report's c0-c1 density
 ORTHO_PRECISIONS = HD.ORTHO_PRECISIONS
-# estimated compute per filter, in multiply-add units (for dealing orthogonality out)
-PASS_COST = {"moments": 40.0, "health": 60.0, "range": 30.0, "hist": 60.0, "hist2d": 20.0}
+# Compute per filter of each part of a pass, in multiply-adds of the orthogonality's BLAS
+# products (so that the parts and the orthogonality can be dealt out on one scale): each
+# part's time per filter in RAM on one thread times the products' rate, 35.6 G/s (layers
+# of 469 x 469 filters, 2026-12-04: moments 12.7 ns, with moments_top's extremes 23.2, from
+# the health kernel's load 6.8 more than health's 12.9; range 16.5; histograms 26.7, the
+# c0-c1 density 2.6 more)
+PASS_COST = {"moments": 450.0, "moments_top": 830.0, "moments_shared": 240.0,
+             "health": 460.0, "range": 590.0, "hist": 950.0, "hist2d": 90.0}
 
 
 @dataclass
@@ -113,6 +119,18 @@ def assign_orthogonality(cost, base) -> np.ndarray:
         out[i] = p
         load[p] += cost[i]
     return out
+
+
+def _pass_cost(names, top: bool = False, shared: bool = False, hist2d: bool = False) -> float:
+    """:data:`PASS_COST` of a pass computing ``names``: the moments with the extremes
+    (``top``) or from the health kernel's load (``shared``), the histograms with the c0-c1
+    density (``hist2d``)."""
+    cost = 0.0
+    for k in names:
+        if k == "moments":
+            k = "moments_top" if top else "moments_shared" if shared else k
+        cost += PASS_COST[k] + (PASS_COST["hist2d"] if k == "hist" and hist2d else 0.0)
+    return cost
 
 
 def _ortho_cost(n, c_out) -> np.ndarray:
@@ -207,12 +225,18 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
             if not hist_todo and not h2_needed:
                 passes[2] = []
         active = [i for i in (0, 1, 2) if passes[i]]
+        # the plain moments from the health statistics' load of each row (one load)
+        shared = (need_pca and prov is None and len(todo_h) > 0
+                  and ctx.precision == "float32")
         # deal orthogonality out over the passes that run (pass 1 if none)
         orth_pass = np.zeros(len(todo_h), np.int64)
         if health and orthogonality and len(todo_h):
             n_sel = float(cnt_by_id[lids].sum())
             act = active or [0]
-            base = [n_sel * sum(PASS_COST[k] for k in passes[i]) for i in act]
+            cost = [_pass_cost(passes[0], prov is not None, shared), _pass_cost(passes[1]),
+                    _pass_cost(passes[2], hist2d=bool(hist2d_bins) and (
+                        rng is None or h2_needed))]
+            base = [n_sel * cost[i] for i in act]
             orth_pass = np.asarray(act, np.int64)[assign_orthogonality(
                 _ortho_cost(cnt_by_id[todo_h], h_c_out), base)]
         ortho_f32 = orthogonality_precision == "float32"
@@ -240,9 +264,6 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
         hvalues = None
         if passes[0]:
             parts = []
-            # the plain moments from the health statistics' load of each row (one load)
-            shared = (need_pca and prov is None and len(todo_h) > 0
-                      and ctx.precision == "float32")
             if need_pca and prov is not None:
                 parts.append(("moments", _ext.moments_top_task, pca_params(prov, ctx.precision)))
             elif need_pca and not shared:
@@ -299,6 +320,7 @@ def analyze(db, where=None, *, columns=COLUMNS, bins: int = 70, range=None,
                 e2 = _hist.bin_edges(rng[0], rng[1], int(hist2d_bins))
                 d2 = dict(a=0, b=1, edges_a=e2, edges_b=e2)
             if hist_todo:  # with the c0-c1 density from the same projection
+                ctx.load_columns(hist_todo)
                 coded = [(c, *ctx.labels_codes(c)) for c in hist_todo]
                 cells, lookup, n_cells = ctx.cells(coded)
                 parts.append(("hist", F.hist_cells_task,

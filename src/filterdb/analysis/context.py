@@ -143,10 +143,18 @@ class Context:
 
     def column(self, name) -> pd.Series:
         """A layer-view column of the selected layers, aligned with ``layers``."""
+        self.load_columns([name])
+        return self.layers[name]
+
+    def load_columns(self, names) -> None:
+        """Add the layer-view columns ``names`` (those not yet loaded, and not the depth
+        bin) to ``layers``, in one query."""
         df = self.layers
-        if name not in df:
-            df[name] = self.db.filter_layers(["layer_id", name], self.where)[name].to_numpy()
-        return df[name]
+        todo = [n for n in dict.fromkeys(names) if n not in df and n not in (DEPTH_BIN, ALL)]
+        if todo:
+            got = self.db.filter_layers(["layer_id", *todo], self.where)
+            for n in todo:
+                df[n] = got[n].to_numpy()
 
     def ranges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The selection's ``(filter starts, filter counts, layer ids)`` in store order."""
@@ -349,8 +357,12 @@ class Context:
         out = {}
         for j, (c, labels, _) in enumerate(coded):
             counts = np.zeros((len(labels), 9, int(bins)), np.int64)
-            sel = cells[:, j] >= 0
-            np.add.at(counts, cells[sel, j], cell_counts[sel])
+            sel = np.flatnonzero(cells[:, j] >= 0)
+            if len(sel):  # the cells sorted by group: one sum per group's run of cells
+                order = sel[np.argsort(cells[sel, j], kind="stable")]
+                g = cells[order, j]
+                first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+                counts[g[first]] = np.add.reduceat(cell_counts[order], first, axis=0)
             out[c] = (labels, counts)
         return out
 
