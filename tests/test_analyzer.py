@@ -289,3 +289,26 @@ def test_failed_range_proof_falls_back_to_the_range_pass(small, count_passes, mo
     assert [p.name.split(":")[1].strip() for p in r.passes][1] == "range"
     assert len(r.passes) == 3 and sum(p.n_orth for p in r.passes) == 4 * 5
     assert_same_as_separate(small, r, COLS)
+
+
+def test_orthogonality_is_dealt_to_the_pass_with_less_other_work():
+    from filterdb.analysis.analyze import PASS_COST, _pass_cost
+
+    # the measured costs: with a fixed range, pass 1 (the moments from the health kernel's
+    # load) does less per filter than pass 3 (histograms with the c0-c1 density); without
+    # one, pass 1 also tracks the extremes and does more
+    fixed = [_pass_cost(["moments", "health"], shared=True), _pass_cost(["hist"], hist2d=True)]
+    free = [_pass_cost(["moments", "health"], top=True), _pass_cost(["hist"], hist2d=True)]
+    assert fixed[0] == PASS_COST["moments_shared"] + PASS_COST["health"]
+    assert fixed[1] == PASS_COST["hist"] + PASS_COST["hist2d"]
+    assert free[0] == PASS_COST["moments_top"] + PASS_COST["health"]
+    assert fixed[0] < fixed[1] < free[0]
+    n = 1e6  # filters in the selection; 200 layers of equal orthogonality cost
+    layer = 0.01 * n * (fixed[1] - fixed[0])
+    cost = np.full(200, layer)
+    for base in (fixed, free):
+        p = analysis.assign_orthogonality(cost, [n * b for b in base])
+        load = [n * base[i] + cost[p == i].sum() for i in (0, 1)]
+        assert abs(load[0] - load[1]) <= layer  # balanced within one layer
+        light = int(np.argmin(base))
+        assert (p == light).sum() > (p != light).sum()  # the lighter pass takes more
